@@ -1,0 +1,274 @@
+"""DNNBrain's activation file (``.act.h5``): written batch by batch, read in column blocks.
+
+Layout (readable by DNNBrain): one dataset per layer at the root, named by the layer, shape
+``(n_stim, n_chn, n_row, n_col)`` (fully connected layers as ``(n_stim, n_units, 1, 1)``), row i =
+stimulus i of the ``.stim.csv``. DNNBrain writes float32 without attributes; the attributes added
+here (network, weights hash, stimulus-table hash, module path) are ignored by its reader.
+
+Chunks span ``batch_size`` rows and a run of channels, about 4 MB each: the extractor fills whole
+chunks one batch at a time, and the Gram stage reads whole chunk columns (all rows, some channels),
+so each byte is read once and neither side holds a full layer in memory. Files are written to a
+temporary name and renamed when complete, and are byte-identical for identical inputs (no
+timestamps: ``track_times=False``).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import h5py
+import numpy as np
+
+from dnnprobe.atomic import atomic_output
+from dnnprobe.errors import DnnprobeError
+
+CHUNK_BYTES = 4 << 20
+
+
+def dnnbrain_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Per-stimulus output shape as DNNBrain's (n_chn, n_row, n_col)."""
+    if len(shape) == 1:
+        return (shape[0], 1, 1)
+    if len(shape) == 2:
+        return (shape[0], shape[1], 1)
+    if len(shape) == 3:
+        return tuple(shape)
+    raise DnnprobeError(f"a layer output of shape {shape} per stimulus has no DNNBrain layout")
+
+
+def chunk_shape(n_stim: int, unit_shape: tuple[int, int, int], rows: int, itemsize: int) -> tuple[int, ...]:
+    rows = max(1, min(rows, n_stim))
+    n_chn, n_row, n_col = unit_shape
+    channels = max(1, min(n_chn, CHUNK_BYTES // max(1, rows * n_row * n_col * itemsize)))
+    return (rows, channels, n_row, n_col)
+
+
+class ActivationWriter:
+    """Stream activations into a new ``.act.h5``; the file appears only when all rows are written.
+
+    Use as a context manager; call :meth:`write` with consecutive row blocks. Writes run in a
+    background thread so the network keeps computing while HDF5 writes (at most two batches queued).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        n_stim: int,
+        unit_shapes: Mapping[str, tuple[int, int, int]],
+        dtype: str = "float32",
+        compression: str = "none",
+        rows_per_chunk: int = 64,
+        layer_attrs: Mapping[str, Mapping[str, str]] | None = None,
+        file_attrs: Mapping[str, str | int] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.n_stim = n_stim
+        self.unit_shapes = dict(unit_shapes)
+        self.dtype = np.dtype(dtype)
+        self.compression = None if compression == "none" else compression
+        self.rows_per_chunk = rows_per_chunk
+        self.layer_attrs = layer_attrs or {}
+        self.file_attrs = file_attrs or {}
+        self.rows_written = 0
+        self._stack = ExitStack()
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> "ActivationWriter":
+        temp = self._stack.enter_context(atomic_output(self.path))
+        self._file = self._stack.enter_context(h5py.File(temp, "w"))
+        for key, value in self.file_attrs.items():
+            self._file.attrs[key] = value
+        self._file.attrs["layer_order"] = list(self.unit_shapes)
+        for layer, unit_shape in self.unit_shapes.items():
+            dataset = self._file.create_dataset(
+                layer,
+                shape=(self.n_stim, *unit_shape),
+                dtype=self.dtype,
+                chunks=chunk_shape(self.n_stim, unit_shape, self.rows_per_chunk, self.dtype.itemsize),
+                compression=self.compression,
+                track_times=False,
+            )
+            for key, value in self.layer_attrs.get(layer, {}).items():
+                dataset.attrs[key] = value
+        self._thread = threading.Thread(target=self._drain, name="act-h5-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # keep draining so the producer never blocks on a dead writer
+            start, arrays = item
+            try:
+                for layer, array in arrays.items():
+                    self._file[layer][start:start + len(array)] = array.reshape(len(array), *self.unit_shapes[layer])
+            except BaseException as exc:  # disk full, ...: reported by the next write or by close
+                self._error = exc
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            exc = self._error
+            if isinstance(exc, OSError):
+                raise DnnprobeError(f"{self.path}: writing activations failed ({exc})") from exc
+            raise exc
+
+    def write(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Queue the next block of rows for every layer (same number of rows each)."""
+        self._raise_if_failed()
+        counts = {len(a) for a in arrays.values()}
+        if set(arrays) != set(self.unit_shapes) or len(counts) != 1:
+            raise ValueError("write() needs one block per layer, all with the same number of rows")
+        count = counts.pop()
+        if self.rows_written + count > self.n_stim:
+            raise ValueError("more rows written than stimuli")
+        converted = {layer: np.asarray(a, dtype=self.dtype) for layer, a in arrays.items()}
+        self._queue.put((self.rows_written, converted))
+        self.rows_written += count
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            if exc_type is None:
+                self._raise_if_failed()
+                if self.rows_written != self.n_stim:
+                    raise RuntimeError(f"only {self.rows_written} of {self.n_stim} rows were written")
+        except BaseException as failure:
+            self._stack.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+class ActivationFile:
+    """Read a DNNBrain ``.act.h5`` (ours or DNNBrain's), validating its layout."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DnnprobeError(f"{self.path}: activation file not found")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DnnprobeError(f"{self.path}: not an HDF5 file ({exc})") from None
+        self.layers: list[str] = []
+        for name, item in self._file.items():
+            if not isinstance(item, h5py.Dataset):
+                raise DnnprobeError(f"{self.path}: /{name} is a group; DNNBrain layout has one dataset per layer at the root")
+            if item.ndim != 4:
+                raise DnnprobeError(
+                    f"{self.path}: layer {name} has shape {item.shape}; DNNBrain layout is (n_stim, n_chn, n_row, n_col)"
+                )
+            if item.dtype.kind != "f":
+                raise DnnprobeError(f"{self.path}: layer {name} has dtype {item.dtype}; expected floating point")
+            self.layers.append(name)
+        if not self.layers:
+            raise DnnprobeError(f"{self.path}: no layer datasets")
+        rows = {self._file[name].shape[0] for name in self.layers}
+        if len(rows) != 1:
+            raise DnnprobeError(f"{self.path}: layers have different numbers of rows {sorted(rows)}")
+        self.n_stim = rows.pop()
+        # Keep the order the file was written in when the writer recorded it.
+        order = self._file.attrs.get("layer_order")
+        if order is not None and sorted(order) == sorted(self.layers):
+            self.layers = [str(layer) for layer in order]
+
+    def __enter__(self) -> "ActivationFile":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self._file.attrs)
+
+    def dataset(self, layer: str) -> h5py.Dataset:
+        if layer not in self.layers:
+            raise DnnprobeError(f"{self.path}: no layer {layer!r} (layers: {', '.join(self.layers)})")
+        return self._file[layer]
+
+    def n_units(self, layer: str) -> int:
+        return int(np.prod(self.dataset(layer).shape[1:]))
+
+    def check_rows(self, n_stim: int, table_name: str) -> None:
+        if self.n_stim != n_stim:
+            raise DnnprobeError(f"{self.path}: {self.n_stim} rows, but {table_name} lists {n_stim} stimuli")
+
+    def column_blocks(self, layer: str, max_bytes: int = 256 << 20) -> Iterator[np.ndarray]:
+        """Yield the layer as float32 blocks of shape (n_stim, some units), all rows at once.
+
+        Blocks follow the dataset's chunk columns, so each chunk is read once; a reader thread
+        fetches the next block while the caller works on the current one. Non-finite values are an error.
+        """
+        dataset = self.dataset(layer)
+        n_stim, n_chn = dataset.shape[:2]
+        per_channel = int(np.prod(dataset.shape[2:]))
+        step = dataset.chunks[1] if dataset.chunks else 1
+        channels = max(1, max_bytes // max(1, n_stim * per_channel * 4))
+        channels = max(step, channels - channels % step)
+        bounds = [(c, min(c + channels, n_chn)) for c in range(0, n_chn, channels)]
+
+        def read(lo: int, hi: int) -> np.ndarray:
+            block = dataset[:, lo:hi].reshape(n_stim, -1)
+            block = np.ascontiguousarray(block, dtype=np.float32)
+            if not np.isfinite(block).all():
+                rows, cols = np.nonzero(~np.isfinite(block))
+                raise DnnprobeError(
+                    f"{self.path}: layer {layer} has non-finite values (first at stimulus row {rows[0] + 1}, "
+                    f"unit {lo * per_channel + cols[0]})"
+                )
+            return block
+
+        yield from _prefetched(read, bounds)
+
+    def read_layer(self, layer: str) -> np.ndarray:
+        """The whole layer as (n_stim, n_units) float32: for small files and tests only."""
+        return np.concatenate(list(self.column_blocks(layer)), axis=1)
+
+
+def _prefetched(read, bounds: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """Call read(*b) for each bound one step ahead in a thread (HDF5 reads overlap BLAS work)."""
+    if not bounds:
+        return
+    results: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work() -> None:
+        for lo, hi in bounds:
+            if stop.is_set():
+                return
+            try:
+                results.put((read(lo, hi), None))
+            except BaseException as exc:
+                results.put((None, exc))
+                return
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        for _ in bounds:
+            block, exc = results.get()
+            if exc is not None:
+                raise exc
+            yield block
+    finally:
+        # The caller may stop early: tell the reader, and unblock it if it waits to hand over a block.
+        stop.set()
+        while thread.is_alive():
+            try:
+                results.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()

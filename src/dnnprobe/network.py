@@ -1,0 +1,252 @@
+"""Networks: build a torchvision classifier, obtain its weights, and name its layers.
+
+Weights (``model.weights``):
+
+- ``random``: torchvision's own initialisation from a seed; reproducible bit for bit on a CPU.
+- ``imagenet``: the arch's ``IMAGENET1K_V1`` weights through torchvision's weights API and cache
+  (``$TORCH_HOME/hub/checkpoints``), checked against the hash in the file name.
+- a path: a ``state_dict`` file, loaded with ``torch.load(weights_only=True)`` (no code runs).
+
+The network stage saves the weights it used to ``models/network.pt`` (a plain ``state_dict``) with a
+JSON sidecar naming arch, weights and sha256, so a colleague reuses the exact network via ``dvc pull``.
+
+Layer names: AlexNet and VGG get DNNBrain's names (``conv1``, ``conv1_relu``, ``conv1_maxpool``, ...,
+``fc1``, ``fc1_relu``, ...), ResNets get ``conv1``, ``conv1_relu``, ``conv1_maxpool``, ``layer1``..
+``layer4``, ``avgpool`` and ``fc``; every network also accepts module paths such as ``features.0`` or
+``layer3.1.relu``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dnnprobe.atomic import atomic_output
+from dnnprobe.errors import DnnprobeError
+from dnnprobe.stimuli import file_sha256
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """What identifies the weights a run used; recorded in the activation file and in MLflow."""
+
+    arch: str
+    weights: str  # random | imagenet | the path given
+    seed: int
+    source_name: str  # e.g. alexnet-owt-7be5be79.pth, random-seed-0, or the file's name
+    sha256: str  # of the saved models/network.pt
+
+    def as_attrs(self) -> dict[str, str | int]:
+        return {f"network_{key}": value for key, value in asdict(self).items()}
+
+
+def available_archs() -> list[str]:
+    from torchvision import models
+
+    return sorted(models.list_models(module=models))
+
+
+def _skeleton_check(arch: str) -> None:
+    if arch not in available_archs():
+        raise DnnprobeError(
+            f"model.arch: unknown network {arch!r}; torchvision classification models are: "
+            + ", ".join(available_archs())
+        )
+
+
+def _skeleton(arch: str) -> "torch.nn.Module":
+    from torchvision import models
+
+    _skeleton_check(arch)
+    return models.get_model(arch, weights=None)
+
+
+def _hash_prefix(file_name: str) -> str:
+    """torchvision's convention: <name>-<first hex digits of sha256>.pth."""
+    stem = file_name.rsplit(".", 1)[0]
+    return stem.rsplit("-", 1)[-1] if "-" in stem else ""
+
+
+def random_network(arch: str, seed: int) -> "torch.nn.Module":
+    """torchvision's default initialisation, drawn from `seed` (same bits on any CPU)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _skeleton(arch)
+
+
+def imagenet_weights_url(arch: str) -> str:
+    """Where torchvision publishes the arch's IMAGENET1K_V1 weights."""
+    from torchvision import models
+
+    _skeleton_check(arch)
+    try:
+        return models.get_model_weights(arch).IMAGENET1K_V1.url
+    except (AttributeError, ValueError):
+        raise DnnprobeError(f"model.weights: torchvision has no IMAGENET1K_V1 weights for {arch!r}") from None
+
+
+def imagenet_state_dict(arch: str) -> tuple[dict, str]:
+    """Download (or find in the torch cache) the arch's IMAGENET1K_V1 weights; hash-checked."""
+    import torch
+
+    url = imagenet_weights_url(arch)
+    file_name = os.path.basename(url)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    try:
+        # check_hash: torchvision names each file with the start of its sha256 (alexnet-owt-7be5be79.pth);
+        # torch.hub checks it after a download. A file already in the cache is checked here.
+        if cached.is_file() and not file_sha256(cached).startswith(_hash_prefix(file_name)):
+            raise RuntimeError("invalid hash value")
+        state = torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True, weights_only=True)
+    except RuntimeError as exc:
+        if "invalid hash" in str(exc):
+            raise DnnprobeError(f"{cached}: sha256 does not match the hash in its name; delete it and retry") from None
+        raise
+    except OSError as exc:  # URLError is an OSError: offline, DNS failure, refused
+        raise DnnprobeError(
+            f"model.weights=imagenet: {file_name} is not in the torch cache ({cached.parent}) and cannot be "
+            f"downloaded ({getattr(exc, 'reason', exc)}). Ways out: `dvc pull models/network.pt` from the "
+            f"team's remote, copy {file_name} into {cached.parent}, or use model.weights=random"
+        ) from None
+    return state, file_name
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict:
+    """A state_dict saved by torch.save, loaded without executing any pickled code."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DnnprobeError(f"model.weights: {path} is not a file (expected random, imagenet or a state_dict path)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise DnnprobeError(f"{path}: not a loadable state_dict ({first_line})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise DnnprobeError(f"{path}: not a state_dict (a mapping of parameter names to tensors)")
+    return state
+
+
+def with_state(arch: str, state: dict, origin: str) -> "torch.nn.Module":
+    model = _skeleton(arch)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()
+        raise DnnprobeError(f"{origin}: weights do not fit {arch} ({' '.join(r.strip() for r in reason[:2])})") from None
+    return model
+
+
+def build_network(arch: str, weights: str, seed: int) -> tuple["torch.nn.Module", str]:
+    """The network in eval mode and a name for where its weights came from."""
+    if weights == "random":
+        model, source = random_network(arch, seed), f"random-seed-{seed}"
+    elif weights == "imagenet":
+        state, source = imagenet_state_dict(arch)
+        model = with_state(arch, state, source)
+    else:
+        model = with_state(arch, load_state_dict_file(weights), weights)
+        source = Path(weights).name
+    return model.eval(), source
+
+
+def save_network(model: "torch.nn.Module", path: str | os.PathLike, arch: str, weights: str, seed: int, source: str) -> NetworkInfo:
+    """Write the state_dict and its JSON sidecar (``<path>.json``), each atomically."""
+    import torch
+
+    path = Path(path)
+    # Save through memory: torch.save names the archive's inner folder after the file, and the
+    # temporary file's name varies, which would change the bytes (and DVC's hash) on every run.
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    with atomic_output(path) as temp:
+        temp.write_bytes(buffer.getvalue())
+        digest = file_sha256(temp)
+    info = NetworkInfo(arch=arch, weights=weights, seed=seed, source_name=source, sha256=digest)
+    with atomic_output(sidecar_path(path)) as temp:
+        temp.write_text(json.dumps(asdict(info), indent=2) + "\n")
+    return info
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    return Path(f"{path}.json")
+
+
+def load_network(path: str | os.PathLike, arch: str) -> tuple["torch.nn.Module", NetworkInfo]:
+    """The network saved by the network stage, checked against its sidecar and the expected arch."""
+    path = Path(path)
+    try:
+        info = NetworkInfo(**json.loads(sidecar_path(path).read_text()))
+    except FileNotFoundError:
+        raise DnnprobeError(f"{sidecar_path(path)}: missing; rerun the network stage (dvc repro network)") from None
+    except (TypeError, ValueError) as exc:
+        raise DnnprobeError(f"{sidecar_path(path)}: not a network description ({exc})") from None
+    if info.arch != arch:
+        raise DnnprobeError(f"{path}: holds {info.arch}, but model.arch is {arch}; rerun the network stage")
+    if file_sha256(path) != info.sha256:
+        raise DnnprobeError(f"{path}: sha256 differs from {sidecar_path(path)}; the file was changed, rerun the network stage")
+    return with_state(arch, load_state_dict_file(path), str(path)).eval(), info
+
+
+# ---- layer names -------------------------------------------------------------------------
+
+
+def friendly_layer_names(model: "torch.nn.Module", arch: str) -> dict[str, str]:
+    """DNNBrain-style layer names mapped to module paths, for the families that have them."""
+    from torch import nn
+
+    names: dict[str, str] = {}
+    if hasattr(model, "features") and hasattr(model, "classifier") and isinstance(model.features, nn.Sequential):
+        # AlexNet and VGG: DNNBrain numbers convolutions and fully connected layers in order, and
+        # names what follows each after it (conv1_relu, conv1_maxpool, conv1_bn, fc1_relu).
+        for prefix, sequence, kind in (("features", model.features, nn.Conv2d), ("classifier", model.classifier, nn.Linear)):
+            stem, count, current = ("conv" if kind is nn.Conv2d else "fc"), 0, None
+            for index, module in enumerate(sequence):
+                path = f"{prefix}.{index}"
+                if isinstance(module, kind):
+                    count += 1
+                    current = f"{stem}{count}"
+                    names[current] = path
+                elif current is not None:
+                    suffix = {nn.ReLU: "relu", nn.MaxPool2d: "maxpool", nn.BatchNorm2d: "bn"}.get(type(module))
+                    if suffix:
+                        names[f"{current}_{suffix}"] = path
+    elif arch.startswith("resnet") or arch.startswith("wide_resnet") or arch.startswith("resnext"):
+        names.update({"conv1": "conv1", "conv1_bn": "bn1", "conv1_relu": "relu", "conv1_maxpool": "maxpool"})
+        names.update({f"layer{i}": f"layer{i}" for i in range(1, 5)})
+        names.update({"avgpool": "avgpool", "fc": "fc"})
+    return names
+
+
+def resolve_layers(model: "torch.nn.Module", arch: str, layers: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Map each requested layer (friendly name or module path) to its module path, in order.
+
+    Fails before any work on the first unknown name, listing the valid ones.
+    """
+    friendly = friendly_layer_names(model, arch)
+    modules = {name for name, _ in model.named_modules() if name}
+    resolved = {}
+    for layer in layers:
+        if layer in friendly:
+            resolved[layer] = friendly[layer]
+        elif layer in modules:
+            resolved[layer] = layer
+        else:
+            choices = list(friendly) or sorted(modules)[:40]
+            raise DnnprobeError(
+                f"extract.layers: unknown layer {layer!r} for {arch}; valid names: {', '.join(choices)}"
+                + (" (or any module path, e.g. features.0)" if friendly else "")
+            )
+    return resolved

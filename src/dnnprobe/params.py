@@ -1,0 +1,234 @@
+"""params.yaml: read it, apply ``key.path=value`` overrides, and validate all of it before any work.
+
+Every value a stage uses comes from here, so a typo or an out-of-range value fails at once with the
+key path in the message (``params.yaml: probe.C must be > 0, got -1``), not half way through a run.
+The dataclasses below are the schema: their fields, types and defaults are the parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from dnnprobe.errors import DnnprobeError
+
+# The 14 layers of DNNBrain's tutorial, in network order.
+TUTORIAL_LAYERS = (
+    "conv1", "conv1_relu", "conv2", "conv2_relu", "conv3", "conv3_relu", "conv4", "conv4_relu",
+    "conv5", "conv5_relu", "fc1", "fc1_relu", "fc2", "fc2_relu",
+)
+STIMULUS_SOURCES = ("demo", "stimcsv", "folder", "bold5000")
+CLASSIFIERS = ("logistic", "linear_svm", "ridge", "lda", "ridge_regression")
+SCORINGS = ("accuracy", "balanced_accuracy", "roc_auc", "r2")
+DTYPES = ("float32", "float16")
+COMPRESSIONS = ("none", "gzip", "lzf")
+
+
+def _check(condition: Callable[[Any], bool], requirement: str) -> Callable[[Any], str | None]:
+    """A field check: returns the requirement it breaks, or None."""
+    return lambda value: None if condition(value) else requirement
+
+
+def _positive(value: Any) -> bool:
+    return value > 0
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return _check(lambda v: v in choices, "must be one of " + ", ".join(choices))
+
+
+def _device(value: str) -> str | None:
+    if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        return None
+    return "must be auto, cpu, cuda or cuda:N"
+
+
+def _checked(default: Any, check: Callable[[Any], str | None] | None = None, **kw: Any) -> Any:
+    return field(default=default, metadata={"check": check}, **kw)
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    n_per_class: int = _checked(200, _check(lambda v: v >= 2, "must be >= 2"))
+    image_size: int = _checked(256, _check(lambda v: v >= 32, "must be >= 32"))
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Bold5000Params:
+    images_url: str = "https://osf.io/hy5m7/download"
+    images_sha256: str = ""
+    images_size: int = 0
+    table_url: str = "https://osf.io/7c8th/download"
+    table_sha256: str = ""
+    table_size: int = 0
+    download_dir: str = "data/downloads"
+    expected_stimuli: int = 4916
+    expected_class_sizes: tuple[int, ...] = (2369, 2547)
+
+
+@dataclass(frozen=True)
+class StimuliParams:
+    source: str = _checked("demo", _one_of(STIMULUS_SOURCES))
+    demo: DemoParams = field(default_factory=DemoParams)
+    table: str = ""  # source stimcsv: a DNNBrain .stim.csv whose path= folder holds the images
+    folder: str = ""  # source folder: one subfolder of images per class
+    bold5000: Bold5000Params = field(default_factory=Bold5000Params)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    arch: str = "alexnet"
+    weights: str = "random"  # random | imagenet | path to a state_dict file
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    layers: tuple[str, ...] = _checked(
+        TUTORIAL_LAYERS,
+        _check(lambda v: len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list of distinct names"),
+    )
+    batch_size: int = _checked(64, _check(_positive, "must be > 0"))
+    device: str = _checked("auto", _device)
+    dtype: str = _checked("float32", _one_of(DTYPES))
+    compression: str = _checked("none", _one_of(COMPRESSIONS))
+    num_workers: int = _checked(1, _check(lambda v: v >= 0, "must be >= 0"))
+
+
+@dataclass(frozen=True)
+class ProbeParams:
+    label: str = "label"
+    classifier: str = _checked("logistic", _one_of(CLASSIFIERS))
+    C: float = _checked(1.0, _check(_positive, "must be > 0"))
+    standardize: bool = False
+    scoring: str = _checked("accuracy", _one_of(SCORINGS))
+    permutations: int = _checked(0, _check(lambda v: v >= 0, "must be >= 0"))
+    seed: int = 0
+    save_models: bool = False
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    confusion_layer: str = ""  # layer whose confusion matrices get a figure; empty: the last layer
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    experiment: str = _checked("dnnprobe", _check(lambda v: v.strip() != "", "must not be empty"))
+
+
+@dataclass(frozen=True)
+class Params:
+    pca: int = _checked(100, _check(_positive, "must be > 0"))
+    cv: int = _checked(10, _check(lambda v: v >= 2, "must be >= 2"))
+    stimuli: StimuliParams = field(default_factory=StimuliParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    extract: ExtractParams = field(default_factory=ExtractParams)
+    probe: ProbeParams = field(default_factory=ProbeParams)
+    report: ReportParams = field(default_factory=ReportParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+
+    def flat(self) -> dict[str, Any]:
+        """All parameters as ``{"probe.C": 1.0, ...}``, the form MLflow and DVC show."""
+        return _flatten(dataclasses.asdict(self))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def _type_name(kind: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(kind, "a list of integers" if kind == tuple[int, ...] else "a list of strings")
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Check one leaf value against its declared type; ints are accepted where floats are."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is str:
+        ok = isinstance(value, str)
+    elif kind == tuple[int, ...]:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        value = tuple(value) if ok else value
+    else:  # tuple[str, ...]
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    if not ok:
+        raise DnnprobeError(f"{where} must be {_type_name(kind)}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise DnnprobeError(f"{source}: {prefix.rstrip('.') or 'the file'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise DnnprobeError(
+            f"{source}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(fields))})"
+        )
+    values = {}
+    for name, spec in fields.items():
+        where = f"{source}: {prefix}{name}"
+        if name not in data:
+            continue
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, data[name], source, f"{prefix}{name}.")
+            continue
+        value = _coerce(data[name], kind, where)
+        check = spec.metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise DnnprobeError(f"{where} {problem}, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``probe.C=0.5`` into (["probe", "C"], 0.5); the value is read as YAML, as DVC's -S does."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise DnnprobeError(f"override {text!r} must look like key.path=value")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_params(path: str | Path = "params.yaml", overrides: tuple[str, ...] = ()) -> Params:
+    """Read and validate a params file; `overrides` are ``key.path=value`` strings applied first."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) if path.exists() else {}
+    except yaml.YAMLError as exc:
+        raise DnnprobeError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+    data = data or {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise DnnprobeError(f"override {text!r}: {key} is not a section")
+        node[keys[-1]] = value
+    return _build(Params, data, str(path))

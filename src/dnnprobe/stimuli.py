@@ -1,0 +1,286 @@
+"""The stimulus table: DNNBrain's ``.stim.csv`` format, and loading its images the way DNNBrain does.
+
+A ``.stim.csv`` is a few ``key=value`` header lines, then a ``data=`` line naming the columns, then
+one comma-separated row per stimulus::
+
+    type=image
+    path=images
+    title=dnnprobe demo stimuli
+    data=stimID,label,condition
+    boxy/0000.png,0,boxy
+
+``path=`` is the folder that holds the images; ``stimID`` is each image's path inside it. A relative
+``path=`` is resolved against the folder that holds the ``.stim.csv`` itself, so a table and its
+images can be moved, versioned and shared together (an absolute ``path=`` is used as it is). DNNBrain
+resolves a relative ``path=`` against its working directory instead, so run DNNBrain from the table's
+folder. Columns other than ``stimID``, ``condition`` and ``label`` are read as numbers by DNNBrain.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+from dnnprobe.atomic import atomic_output
+from dnnprobe.errors import DnnprobeError
+
+TEXT_COLUMNS = ("stimID", "condition")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# DNNBrain's AlexNet test transform: squash to 224 x 224 (no crop), then ImageNet normalisation.
+INPUT_SIZE = (224, 224)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class StimulusTable:
+    """One row per stimulus, in the order every later file (activations, scores) follows."""
+
+    header: dict[str, str]
+    columns: dict[str, list[str]]
+    location: Path | None = field(default=None)  # the .stim.csv this was read from, if any
+
+    def __post_init__(self) -> None:
+        lengths = {len(v) for v in self.columns.values()}
+        if len(lengths) > 1:
+            raise DnnprobeError(f"{self._name}: columns have different lengths {sorted(lengths)}")
+
+    @property
+    def _name(self) -> str:
+        return str(self.location) if self.location else "stimulus table"
+
+    def __len__(self) -> int:
+        return len(self.columns["stimID"])
+
+    @property
+    def stim_ids(self) -> list[str]:
+        return self.columns["stimID"]
+
+    @property
+    def image_folder(self) -> Path:
+        """The folder named by ``path=``, relative to the table's own folder unless absolute."""
+        folder = Path(self.header["path"])
+        if not folder.is_absolute() and self.location is not None:
+            folder = self.location.parent / folder
+        return folder
+
+    def image_paths(self) -> list[Path]:
+        folder = self.image_folder
+        return [folder / stim_id for stim_id in self.stim_ids]
+
+    def column(self, name: str) -> list[str]:
+        if name not in self.columns:
+            raise DnnprobeError(
+                f"{self._name}: no column {name!r} (columns: {', '.join(self.columns)})"
+            )
+        return self.columns[name]
+
+    def integer_labels(self, name: str = "label") -> np.ndarray:
+        """A class-label column as integers; names the first row that is not an integer."""
+        values = self.column(name)
+        labels = np.empty(len(values), dtype=np.int64)
+        for row, text in enumerate(values):
+            try:
+                labels[row] = int(text)
+            except ValueError:
+                raise DnnprobeError(
+                    f"{self._name}: column {name!r}, stimulus row {row + 1} ({self.stim_ids[row]}): "
+                    f"{text!r} is not an integer"
+                ) from None
+        return labels
+
+    def numeric_column(self, name: str) -> np.ndarray:
+        """A column as floats (DNNBrain reads every non-text column this way)."""
+        values = self.column(name)
+        out = np.empty(len(values), dtype=np.float64)
+        for row, text in enumerate(values):
+            try:
+                out[row] = float(text)
+            except ValueError:
+                raise DnnprobeError(
+                    f"{self._name}: column {name!r}, stimulus row {row + 1} ({self.stim_ids[row]}): "
+                    f"{text!r} is not a number"
+                ) from None
+        if not np.all(np.isfinite(out)):
+            row = int(np.flatnonzero(~np.isfinite(out))[0])
+            raise DnnprobeError(f"{self._name}: column {name!r}, stimulus row {row + 1}: {values[row]!r} is not finite")
+        return out
+
+    # ---- reading and writing -------------------------------------------------------------
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "StimulusTable":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise DnnprobeError(f"{path}: stimulus table not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DnnprobeError(f"{path}: cannot read stimulus table ({exc})") from None
+        return cls.parse(text, path)
+
+    @classmethod
+    def parse(cls, text: str, path: Path) -> "StimulusTable":
+        # Keep line numbers of the file for messages; DNNBrain ignores empty lines.
+        lines = [(no, line.rstrip("\r")) for no, line in enumerate(text.split("\n"), start=1)]
+        lines = [(no, line) for no, line in lines if line.strip() != ""]
+        data_at = next((i for i, (_, line) in enumerate(lines) if line.startswith("data=")), None)
+        if data_at is None:
+            raise DnnprobeError(f"{path}: no 'data=' line naming the columns (see DNNBrain's .stim.csv format)")
+        header: dict[str, str] = {}
+        for no, line in lines[:data_at]:
+            key, sep, value = line.partition("=")
+            if not sep:
+                raise DnnprobeError(f"{path}, line {no}: header line {line!r} is not key=value")
+            header[key.strip()] = value.strip()
+        for required in ("type", "path"):
+            if required not in header:
+                raise DnnprobeError(f"{path}: header has no '{required}=' line")
+        if header["type"] != "image":
+            raise DnnprobeError(f"{path}: type={header['type']} is not supported (only type=image)")
+        names = [name.strip() for name in lines[data_at][1][len("data="):].split(",")]
+        if "stimID" not in names:
+            raise DnnprobeError(f"{path}, line {lines[data_at][0]}: the data= line has no 'stimID' column")
+        if len(set(names)) != len(names) or "" in names:
+            raise DnnprobeError(f"{path}, line {lines[data_at][0]}: empty or repeated column names in {names}")
+        rows = lines[data_at + 1:]
+        if not rows:
+            raise DnnprobeError(f"{path}: the data section is empty (no stimuli)")
+        columns: dict[str, list[str]] = {name: [] for name in names}
+        for no, line in rows:
+            fields = [value.strip() for value in line.split(",")]
+            if len(fields) != len(names):
+                raise DnnprobeError(
+                    f"{path}, line {no}: {len(fields)} fields, expected {len(names)} ({','.join(names)})"
+                )
+            for name, value in zip(names, fields):
+                columns[name].append(value)
+        table = cls(header=header, columns=columns, location=path)
+        table.validate_ids()
+        return table
+
+    def validate_ids(self) -> None:
+        """stimIDs must be unique relative paths that stay inside the ``path=`` folder."""
+        seen: dict[str, int] = {}
+        for row, stim_id in enumerate(self.stim_ids, start=1):
+            if stim_id == "":
+                raise DnnprobeError(f"{self._name}: stimulus row {row} has an empty stimID")
+            if stim_id in seen:
+                raise DnnprobeError(
+                    f"{self._name}: stimID {stim_id!r} appears twice (stimulus rows {seen[stim_id]} and {row})"
+                )
+            seen[stim_id] = row
+            parts = PurePosixPath(stim_id.replace("\\", "/"))
+            if parts.is_absolute() or ".." in parts.parts or Path(stim_id).is_absolute():
+                raise DnnprobeError(
+                    f"{self._name}: stimulus row {row}: stimID {stim_id!r} points outside the path= folder"
+                )
+
+    def to_text(self) -> str:
+        for name, values in self.columns.items():
+            for row, value in enumerate(values, start=1):
+                if any(bad in value for bad in (",", "\n", "\r")):
+                    raise DnnprobeError(
+                        f"stimulus table column {name!r}, row {row}: {value!r} contains a comma or line break"
+                    )
+        for key, value in self.header.items():
+            if "=" in key or "\n" in value or "=" in value:
+                raise DnnprobeError(f"stimulus table header {key}={value!r}: '=' and line breaks are not allowed")
+        lines = [f"{key}={value}" for key, value in self.header.items()]
+        lines.append("data=" + ",".join(self.columns))
+        lines.extend(",".join(row) for row in zip(*self.columns.values()))
+        return "\n".join(lines) + "\n"
+
+    def write(self, path: str | os.PathLike) -> None:
+        text = self.to_text()
+        with atomic_output(path) as temp:
+            temp.write_text(text, encoding="utf-8")
+
+    def check_images_exist(self) -> None:
+        """Fail before any work if images are missing, naming how many and the first few."""
+        folder = self.image_folder
+        if not folder.is_dir():
+            raise DnnprobeError(f"{self._name}: path={self.header['path']} is not a folder ({folder})")
+        missing = [stim_id for stim_id, p in zip(self.stim_ids, self.image_paths()) if not p.is_file()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise DnnprobeError(
+                f"{self._name}: {len(missing)} of {len(self)} images missing under {folder}: {shown}"
+            )
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def table_from_classes(
+    stim_ids: Iterable[str], conditions: Iterable[str], image_folder: str, title: str
+) -> StimulusTable:
+    """A table whose ``label`` is each condition's index among the sorted condition names."""
+    stim_ids = list(stim_ids)
+    conditions = list(conditions)
+    names = sorted(set(conditions))
+    labels = [str(names.index(c)) for c in conditions]
+    return StimulusTable(
+        header={"type": "image", "path": image_folder, "title": title},
+        columns={"stimID": stim_ids, "label": labels, "condition": conditions},
+    )
+
+
+# ---- images ------------------------------------------------------------------------------
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open an image as 8-bit RGB, as DNNBrain does (``.convert('RGB')``), with clear errors.
+
+    16-bit greyscale PNGs are scaled to 8 bits first: PIL's own conversion would clip them to white.
+    """
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between its pixel limit and twice that; treat both as an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    array = np.asarray(image, dtype=np.float64)
+                    peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+                    image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DnnprobeError(f"{path}: image too large to decode safely ({exc})") from None
+    except FileNotFoundError:
+        raise DnnprobeError(f"{path}: image not found") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        size = path.stat().st_size if path.exists() else 0
+        reason = "empty file" if size == 0 else str(exc) or exc.__class__.__name__
+        raise DnnprobeError(f"{path}: cannot read image ({reason})") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _transform():
+    from torchvision import transforms  # torch is slow to import; only stages that need it pay
+
+    return transforms.Compose(
+        [
+            transforms.Resize(INPUT_SIZE),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        ]
+    )
+
+
+def preprocess(image: Image.Image):
+    """DNNBrain's AlexNet test transform, as a (3, 224, 224) float32 tensor."""
+    return _transform()(image)

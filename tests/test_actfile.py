@@ -1,0 +1,119 @@
+"""The .act.h5 writer and reader: DNNBrain layout both ways, streaming, validation, atomicity."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from dnnprobe.actfile import ActivationFile, ActivationWriter
+from dnnprobe.errors import DnnprobeError
+from dnnprobe.gram import GramFile, write_gram_file
+
+
+def write_dnnbrain_style(path, layers):
+    """An activation file as DNNBrain writes it: root datasets, gzip, float32, no attributes."""
+    with h5py.File(path, "w") as f:
+        for name, array in layers.items():
+            f.create_dataset(name, data=array.astype(np.float32), compression="gzip")
+
+
+def test_reads_a_dnnbrain_written_file_and_computes_its_gram(tmp_path):
+    rng = np.random.default_rng(0)
+    conv = rng.standard_normal((9, 4, 3, 3))
+    fc = rng.standard_normal((9, 7, 1, 1))
+    write_dnnbrain_style(tmp_path / "d.act.h5", {"conv5": conv, "fc1": fc})
+    with ActivationFile(tmp_path / "d.act.h5") as acts:
+        assert sorted(acts.layers) == ["conv5", "fc1"] and acts.n_stim == 9
+        np.testing.assert_allclose(acts.read_layer("conv5"), conv.reshape(9, -1).astype(np.float32))
+    write_gram_file(tmp_path / "d.act.h5", tmp_path / "g.h5", progress=False)
+    with GramFile(tmp_path / "g.h5") as grams:
+        x = conv.reshape(9, -1).astype(np.float32).astype(np.float64)
+        np.testing.assert_allclose(grams.gram("conv5"), x @ x.T, rtol=1e-5)
+        assert grams.n_units("fc1") == 7
+
+
+def test_written_file_is_readable_by_dnnbrain_rules(tmp_path):
+    """DNNBrain's Activation.load: every root dataset is a layer, read as an (n_stim, ...) array."""
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal((10, 24)).astype(np.float32)
+    with ActivationWriter(tmp_path / "a.act.h5", 10, {"fc1": (24, 1, 1)}, rows_per_chunk=4) as writer:
+        writer.write({"fc1": data[:4]})
+        writer.write({"fc1": data[4:]})
+    with h5py.File(tmp_path / "a.act.h5", "r") as f:
+        loaded = {key: np.asarray(f[key]) for key in f.keys()}
+    assert list(loaded) == ["fc1"]
+    np.testing.assert_array_equal(loaded["fc1"][:, :, 0, 0], data)
+
+
+def test_column_blocks_cover_every_unit_once_with_a_small_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr("dnnprobe.actfile.CHUNK_BYTES", 8 * 25 * 4 * 2)  # two channels per chunk
+    data = np.random.default_rng(2).standard_normal((30, 16 * 5 * 5)).astype(np.float32)
+    with ActivationWriter(tmp_path / "a.act.h5", 30, {"conv": (16, 5, 5)}, rows_per_chunk=8) as writer:
+        writer.write({"conv": data})
+    with ActivationFile(tmp_path / "a.act.h5") as acts:
+        assert acts.dataset("conv").chunks == (8, 2, 5, 5)
+        blocks = list(acts.column_blocks("conv", max_bytes=30 * 25 * 4 * 5))
+        assert [b.shape[1] for b in blocks] == [100] * 4  # whole chunk columns: 4 channels a block
+        np.testing.assert_array_equal(np.concatenate(blocks, axis=1), data)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda f: f.create_dataset("x", data=np.zeros((3, 4))), "DNNBrain layout is \\(n_stim, n_chn, n_row, n_col\\)"),
+        (lambda f: f.create_group("g"), "is a group"),
+        (lambda f: f.create_dataset("x", data=np.zeros((3, 1, 1, 1), dtype=np.int32)), "expected floating point"),
+        (lambda f: (f.create_dataset("a", data=np.zeros((3, 1, 1, 1))), f.create_dataset("b", data=np.zeros((4, 1, 1, 1)))), "different numbers of rows"),
+        (lambda f: None, "no layer datasets"),
+    ],
+)
+def test_files_not_in_dnnbrain_layout_are_refused(tmp_path, make, message):
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        make(f)
+    with pytest.raises(DnnprobeError, match=message):
+        ActivationFile(tmp_path / "bad.h5")
+
+
+def test_not_hdf5_missing_layer_and_row_count(tmp_path):
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(DnnprobeError, match="not an HDF5 file"):
+        ActivationFile(tmp_path / "text.h5")
+    with pytest.raises(DnnprobeError, match="activation file not found"):
+        ActivationFile(tmp_path / "none.h5")
+    write_dnnbrain_style(tmp_path / "d.h5", {"fc1": np.zeros((5, 2, 1, 1))})
+    with ActivationFile(tmp_path / "d.h5") as acts:
+        with pytest.raises(DnnprobeError, match="no layer 'fc2'"):
+            acts.dataset("fc2")
+        with pytest.raises(DnnprobeError, match="5 rows, but t.stim.csv lists 6 stimuli"):
+            acts.check_rows(6, "t.stim.csv")
+
+
+def test_non_finite_values_are_reported_with_their_row(tmp_path):
+    data = np.ones((6, 3, 1, 1))
+    data[4, 1] = np.nan
+    write_dnnbrain_style(tmp_path / "d.h5", {"fc1": data})
+    with ActivationFile(tmp_path / "d.h5") as acts, pytest.raises(DnnprobeError, match="non-finite values .*row 5, unit 1"):
+        acts.read_layer("fc1")
+
+
+def test_writer_failure_leaves_no_file(tmp_path):
+    target = tmp_path / "a.act.h5"
+    with pytest.raises(RuntimeError, match="only 4 of 10 rows"):
+        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}) as writer:
+            writer.write({"fc1": np.zeros((4, 3))})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_while_writing_gives_a_clear_error_and_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.act.h5"
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DnnprobeError, match="writing activations failed .*No space left on device"):
+        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}, rows_per_chunk=2) as writer:
+            monkeypatch.setattr(h5py.Dataset, "__setitem__", full)
+            for start in range(0, 10, 2):
+                writer.write({"fc1": np.zeros((2, 3))})
+    assert list(tmp_path.iterdir()) == []

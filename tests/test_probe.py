@@ -1,0 +1,172 @@
+"""The probe computes what DNNBrain's pipeline computes, checked against scikit-learn directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict, cross_val_score, permutation_test_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from conftest import low_rank_data
+from dnnprobe.errors import DnnprobeError
+from dnnprobe.probe import (
+    ProbeSettings,
+    check_targets,
+    cross_validate_gram,
+    fold_pca_scores,
+    folds,
+    load_refit_model,
+    refit_decision_function,
+)
+
+
+def reference_fold_accuracies(X, y, pca, cv, decoder=None):
+    pipe = make_pipeline(PCA(pca, svd_solver="full"), decoder or LogisticRegression())
+    return cross_val_score(pipe, X, y, cv=StratifiedKFold(cv))
+
+
+def gram_of(X):
+    X64 = X.astype(np.float64)
+    return X64 @ X64.T
+
+
+@pytest.mark.parametrize("n, d, pca, cv", [(120, 400, 10, 10), (150, 60, 20, 5), (90, 2000, 30, 3)])
+def test_fold_accuracies_match_sklearn_full_pca_within_one_sample(n, d, pca, cv):
+    X, y = low_rank_data(n, d, seed=n + d)
+    ours = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=pca, cv=cv)).score
+    reference = reference_fold_accuracies(X, y, pca, cv)
+    test_sizes = np.array([len(test) for _, test in StratifiedKFold(cv).split(X, y)])
+    differing_samples = np.abs(ours - reference) * test_sizes
+    assert differing_samples.max() <= 1.0 + 1e-9
+    assert 0.5 < reference.mean() < 1.0  # a task between chance and ceiling, so the check means something
+
+
+def test_pca_scores_equal_sklearn_up_to_sign():
+    X, y = low_rank_data(80, 300, seed=3)
+    train, test = folds(y, ProbeSettings(n_components=12, cv=4))[1]
+    z_train, z_test = fold_pca_scores(gram_of(X), train, test, 12)
+    pca = PCA(12, svd_solver="full").fit(X[train].astype(np.float64))
+    ref_train, ref_test = pca.transform(X[train].astype(np.float64)), pca.transform(X[test].astype(np.float64))
+    signs = np.sign(np.sum(z_train * ref_train, axis=0))
+    np.testing.assert_allclose(z_train * signs, ref_train, rtol=1e-6, atol=1e-6 * np.abs(ref_train).max())
+    np.testing.assert_allclose(z_test * signs, ref_test, rtol=1e-6, atol=1e-6 * np.abs(ref_test).max())
+
+
+def test_confusion_matrices_per_fold_sum_to_test_sizes():
+    X, y = low_rank_data(60, 100, seed=5)
+    result = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=5, cv=4))
+    assert result.score.shape == (4,)
+    assert result.conf_m.shape == (4, 2, 2)
+    for fold, (_, test) in enumerate(folds(y, ProbeSettings(cv=4))):
+        assert result.conf_m[fold].sum() == len(test)
+        assert np.trace(result.conf_m[fold]) / len(test) == pytest.approx(result.score[fold])
+
+
+@pytest.mark.parametrize(
+    "classifier, decoder",
+    [("linear_svm", LinearSVC(C=0.5)), ("ridge", RidgeClassifier(alpha=2.0)), ("lda", LinearDiscriminantAnalysis())],
+)
+def test_other_classifiers_match_sklearn(classifier, decoder):
+    X, y = low_rank_data(100, 150, seed=7)
+    ours = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=8, cv=5, classifier=classifier, C=0.5)).score
+    reference = reference_fold_accuracies(X, y, 8, 5, decoder)
+    assert np.abs(ours - reference).max() * 20 <= 1.0 + 1e-9
+
+
+def test_standardize_and_balanced_accuracy_match_sklearn():
+    X, y = low_rank_data(100, 150, seed=8)
+    settings = ProbeSettings(n_components=8, cv=5, standardize=True, scoring="balanced_accuracy")
+    ours = cross_validate_gram(gram_of(X), y, settings).score
+    pipe = make_pipeline(PCA(8, svd_solver="full"), StandardScaler(), LogisticRegression())
+    reference = cross_val_score(pipe, X, y, cv=StratifiedKFold(5), scoring="balanced_accuracy")
+    np.testing.assert_allclose(ours, reference, atol=1 / 20 + 1e-9)
+
+
+def test_roc_auc_matches_sklearn():
+    X, y = low_rank_data(100, 150, seed=9)
+    ours = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=8, cv=5, scoring="roc_auc")).score
+    pipe = make_pipeline(PCA(8, svd_solver="full"), LogisticRegression())
+    reference = cross_val_score(pipe, X, y, cv=StratifiedKFold(5), scoring="roc_auc")
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_multiclass_labels():
+    X, _ = low_rank_data(90, 120, seed=10)
+    y = np.arange(90) % 3
+    X[:, :5] += 0.8 * y[:, None]
+    ours = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=6, cv=3))
+    reference = reference_fold_accuracies(X, y, 6, 3)
+    assert ours.conf_m.shape == (3, 3, 3)
+    assert np.abs(ours.score - reference).max() * 30 <= 1.0 + 1e-9
+
+
+def test_continuous_target_ridge_regression_r2_matches_sklearn():
+    X, _ = low_rank_data(80, 100, seed=11)
+    rng = np.random.default_rng(0)
+    target = X[:, :3].sum(axis=1).astype(np.float64) + rng.normal(0, 1.0, 80)
+    settings = ProbeSettings(n_components=10, cv=4, classifier="ridge_regression", scoring="r2", C=0.5)
+    ours = cross_validate_gram(gram_of(X), target, settings)
+    pipe = make_pipeline(PCA(10, svd_solver="full"), Ridge(alpha=2.0))
+    reference = cross_val_score(pipe, X.astype(np.float64), target, cv=KFold(4), scoring="r2")
+    np.testing.assert_allclose(ours.score, reference, rtol=1e-6, atol=1e-8)
+    assert ours.conf_m is None
+
+
+def test_permutation_null_matches_sklearn_permutation_test_score():
+    X, y = low_rank_data(60, 80, seed=12)
+    settings = ProbeSettings(n_components=5, cv=3, permutations=30, seed=4)
+    ours = cross_validate_gram(gram_of(X), y, settings)
+    splits = folds(y, settings)
+    observed, null, p_value = permutation_test_score(
+        make_pipeline(PCA(5, svd_solver="full"), LogisticRegression()), X.astype(np.float64), y,
+        cv=splits, n_permutations=30, random_state=4,
+    )
+    assert ours.mean == pytest.approx(observed)
+    np.testing.assert_allclose(ours.null, null, atol=1 / 60 + 1e-9)
+    assert abs(ours.p_value - p_value) <= 2 / 31
+
+
+def test_refit_model_predicts_like_sklearn_pipeline_fit_on_all(tmp_path):
+    from dnnprobe.actfile import ActivationWriter
+    from dnnprobe.gram import GramFile, write_gram_file
+    from dnnprobe.probe import save_refit_models
+
+    X, y = low_rank_data(50, 60, seed=13)
+    acts = tmp_path / "a.act.h5"
+    with ActivationWriter(acts, 50, {"layer": (15, 2, 2)}, rows_per_chunk=16) as writer:
+        writer.write({"layer": X})
+    write_gram_file(acts, tmp_path / "g.h5", progress=False)
+    with GramFile(tmp_path / "g.h5") as grams:
+        assert save_refit_models(grams, acts, y, ProbeSettings(n_components=6, cv=3), tmp_path) == ["layer"]
+    model = load_refit_model(tmp_path / "layer.npz")
+    ours = refit_decision_function(model, X.astype(np.float64))
+    reference = make_pipeline(PCA(6, svd_solver="full"), LogisticRegression()).fit(X.astype(np.float64), y)
+    np.testing.assert_allclose(ours, reference.decision_function(X.astype(np.float64)), rtol=1e-4, atol=1e-4)
+
+
+def test_rank_deficient_layer_gives_no_nan():
+    X = np.repeat(np.random.default_rng(0).standard_normal((3, 20)), 10, axis=0).astype(np.float32)
+    y = np.arange(30) % 2
+    result = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=10, cv=3))
+    assert np.all(np.isfinite(result.score))
+
+
+@pytest.mark.parametrize(
+    "y, settings, n_units, message",
+    [
+        (np.zeros(20, int), ProbeSettings(n_components=2, cv=2), None, "single class"),
+        (np.r_[np.zeros(18, int), np.ones(2, int)], ProbeSettings(n_components=2, cv=3), None, "fewer than cv=3"),
+        (np.arange(20) % 2, ProbeSettings(n_components=16, cv=4), None, "smallest training fold (15"),
+        (np.arange(20) % 2, ProbeSettings(n_components=5, cv=2), 4, "layer's 4 units"),
+        (np.arange(20) % 2, ProbeSettings(n_components=2, cv=21), None, "larger than the number of stimuli"),
+        (np.arange(21) % 3, ProbeSettings(n_components=2, cv=3, scoring="roc_auc"), None, "needs two classes"),
+    ],
+)
+def test_bad_probe_settings_are_rejected_before_work(y, settings, n_units, message):
+    with pytest.raises(DnnprobeError, match=message.replace("(", r"\(")):
+        check_targets(y, settings, n_units)
