@@ -170,3 +170,29 @@ def test_rank_deficient_layer_gives_no_nan():
 def test_bad_probe_settings_are_rejected_before_work(y, settings, n_units, message):
     with pytest.raises(DnnprobeError, match=message.replace("(", r"\(")):
         check_targets(y, settings, n_units)
+
+
+def test_iterative_eigensolver_path_matches_sklearn_full(monkeypatch):
+    """Large folds use block Lanczos on a float32 Gram; force it on small data and compare."""
+    from dnnprobe.probe import GramPCASolver
+
+    monkeypatch.setattr("dnnprobe.probe.DENSE_LIMIT", 50)
+    X, y = low_rank_data(500, 800, seed=21)
+    assert GramPCASolver(gram_of(X), 12).iterative
+    ours = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=12, cv=5)).score
+    reference = reference_fold_accuracies(X, y, 12, 5)
+    assert np.abs(ours - reference).max() * 100 <= 1.0 + 1e-9
+
+
+def test_block_lanczos_finds_the_leading_eigenpairs(monkeypatch):
+    from dnnprobe.probe import _dense_top, top_eigenpairs
+
+    monkeypatch.setattr("dnnprobe.probe.DENSE_LIMIT", 50)
+    rng = np.random.default_rng(3)
+    basis = np.linalg.qr(rng.standard_normal((400, 400)))[0]
+    spectrum = 1.0 / np.arange(1, 401)  # a slowly decaying spectrum, as in network layers
+    matrix = (basis * spectrum) @ basis.T
+    values, vectors = top_eigenpairs(matrix, 20, tol=1e-8)
+    exact_values, exact_vectors = _dense_top(matrix, 20)
+    np.testing.assert_allclose(values, exact_values, rtol=1e-7)
+    np.testing.assert_allclose(np.abs(np.sum(vectors * exact_vectors, axis=0)), 1.0, atol=1e-6)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import queue
+import re
+import shutil
 import threading
 from contextlib import ExitStack
 from pathlib import Path
@@ -80,8 +82,24 @@ class ActivationWriter:
         self._error: BaseException | None = None
 
     def __enter__(self) -> "ActivationWriter":
+        self._check_free_space()
         temp = self._stack.enter_context(atomic_output(self.path))
-        self._file = self._stack.enter_context(h5py.File(temp, "w"))
+        self._temp = temp
+        self._discarding = False
+        try:
+            self._file = h5py.File(temp, "w")
+            self._stack.callback(self._close_file)
+            self._create_datasets()
+        except BaseException as failure:  # __exit__ will not run: remove the temporary here
+            self._discard()
+            self._stack.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._thread = threading.Thread(target=self._drain, name="act-h5-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def _create_datasets(self) -> None:
+        self._datasets = {}
         for key, value in self.file_attrs.items():
             self._file.attrs[key] = value
         self._file.attrs["layer_order"] = list(self.unit_shapes)
@@ -96,9 +114,8 @@ class ActivationWriter:
             )
             for key, value in self.layer_attrs.get(layer, {}).items():
                 dataset.attrs[key] = value
-        self._thread = threading.Thread(target=self._drain, name="act-h5-writer", daemon=True)
-        self._thread.start()
-        return self
+            # Kept open: h5py ignores (only prints) write errors raised when a dataset object is freed.
+            self._datasets[layer] = dataset
 
     def _drain(self) -> None:
         while True:
@@ -110,16 +127,47 @@ class ActivationWriter:
             start, arrays = item
             try:
                 for layer, array in arrays.items():
-                    self._file[layer][start:start + len(array)] = array.reshape(len(array), *self.unit_shapes[layer])
+                    self._datasets[layer][start:start + len(array)] = array.reshape(len(array), *self.unit_shapes[layer])
+                # HDF5 buffers writes; flushing each batch makes a full disk fail here, at once.
+                self._file.flush()
             except BaseException as exc:  # disk full, ...: reported by the next write or by close
                 self._error = exc
+
+    def _check_free_space(self) -> None:
+        """Refuse to start when the disk cannot hold the file (uncompressed sizes are known in advance)."""
+        if self.compression is not None:
+            return
+        needed = self.n_stim * sum(int(np.prod(shape)) for shape in self.unit_shapes.values()) * self.dtype.itemsize
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.path.parent).free
+        if needed > free:
+            raise DnnprobeError(
+                f"{self.path}: needs {needed / 1e6:,.0f} MB but its disk has {free / 1e6:,.0f} MB free "
+                f"(extract.dtype=float16 halves the file; extract.compression=gzip shrinks it)"
+            )
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             exc = self._error
-            if isinstance(exc, OSError):
-                raise DnnprobeError(f"{self.path}: writing activations failed ({exc})") from exc
+            if isinstance(exc, (OSError, RuntimeError)):  # h5py reports I/O errors as either
+                raise DnnprobeError(f"{self.path}: writing activations failed ({_io_reason(exc)})") from exc
             raise exc
+
+    def _discard(self) -> None:
+        """The temporary will be deleted: empty it so that closing it frees the disk, and let closing fail
+        quietly (after a failed write HDF5 often cannot close cleanly; the error was already reported)."""
+        self._discarding = True
+        try:
+            os.truncate(self._temp, 0)
+        except OSError:
+            pass
+
+    def _close_file(self) -> None:
+        try:
+            self._file.close()
+        except Exception:
+            if not self._discarding:
+                raise
 
     def write(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Queue the next block of rows for every layer (same number of rows each)."""
@@ -142,10 +190,28 @@ class ActivationWriter:
                 self._raise_if_failed()
                 if self.rows_written != self.n_stim:
                     raise RuntimeError(f"only {self.rows_written} of {self.n_stim} rows were written")
+                try:
+                    self._file.flush()  # the last metadata: a full disk fails here rather than in close
+                except (OSError, RuntimeError) as error:
+                    raise DnnprobeError(f"{self.path}: writing activations failed ({_io_reason(error)})") from error
         except BaseException as failure:
+            self._discard()
             self._stack.__exit__(type(failure), failure, failure.__traceback__)
             raise
+        if exc_type is not None:
+            self._discard()
         self._stack.__exit__(exc_type, exc, tb)
+
+
+def _io_reason(exc: BaseException) -> str:
+    """One line from an I/O error; h5py packs the OS error into a multi-line message."""
+    if isinstance(exc, OSError) and exc.strerror and not str(exc).count("\n"):
+        return exc.strerror
+    text = str(exc)
+    found = re.search(r"error message = '([^']*)'", text)
+    if found:
+        return found.group(1)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 class ActivationFile:

@@ -139,5 +139,26 @@ def report(params, progress, probe_dir, run_info, figures, plot):
     click.echo("report: " + ", ".join(str(p) for p in paths))
 
 
+@main.command()
+@click.option("--param", default="pca", show_default=True,
+              help="params.yaml key (dotted, e.g. probe.C) that orders and colours the lines.")
+@click.option("--exp-show", "exp_show_path", type=click.Path(dir_okay=False),
+              help="Saved `dvc exp show --json` output; by default it is run here.")
+@click.option("--all-commits", is_flag=True, help="Experiments of every commit, not only of HEAD.")
+@click.option("--out", default=None, help="PNG to write [default: reports/sweep/sweep_<param>.png]; a .csv goes beside it.")
+def sweep(param, exp_show_path, all_commits, out):
+    """Score per layer across DVC experiments (e.g. a queued pca sweep), one line per experiment."""
+    from dnnprobe import sweep as sweeps
+
+    try:
+        exp_show = sweeps.load_exp_show(exp_show_path) if exp_show_path else sweeps.run_exp_show(".", all_commits)
+        experiments = sweeps.experiments_from_exp_show(exp_show)
+        paths = sweeps.write_sweep(experiments, param, out or f"reports/sweep/sweep_{param}.png")
+    except DnnprobeError as exc:
+        click.echo(f"dnnprobe sweep: error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"sweep: {len(experiments)} experiments -> " + ", ".join(str(p) for p in paths))
+
+
 if __name__ == "__main__":
     main()

@@ -64,6 +64,9 @@ class GramFile:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
             raise DnnprobeError(f"{self.path}: not an HDF5 file ({exc})") from None
+        if "n_stim" not in self._file.attrs or "layer_order" not in self._file.attrs:
+            self._file.close()
+            raise DnnprobeError(f"{self.path}: not a Gram file written by the gram stage (no n_stim/layer_order attributes)")
         self.n_stim = int(self._file.attrs["n_stim"])
         self.layers = [str(layer) for layer in self._file.attrs["layer_order"]]
         self.attrs = dict(self._file.attrs)

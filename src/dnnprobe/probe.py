@@ -83,21 +83,93 @@ def score(scoring: str, y_true: np.ndarray, estimator, z_test: np.ndarray) -> fl
 
 def centre_gram(gram_tt: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Double-centre a training Gram block in place; return it, its row means and grand mean."""
-    row_means = gram_tt.mean(axis=1)
+    row_means = gram_tt.mean(axis=1, dtype=np.float64)
     grand_mean = float(row_means.mean())
-    gram_tt -= row_means[:, None]
-    gram_tt -= row_means[None, :]
-    gram_tt += grand_mean
+    gram_tt -= row_means[:, None].astype(gram_tt.dtype)
+    gram_tt -= row_means[None, :].astype(gram_tt.dtype)
+    gram_tt += gram_tt.dtype.type(grand_mean)
     return gram_tt, row_means, grand_mean
 
 
-def top_eigenpairs(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k largest eigenvalues (descending) and their eigenvectors of a symmetric matrix."""
+DENSE_LIMIT = 1200  # up to this many training rows LAPACK's dense solver is fast enough
+OVERSAMPLE = 28  # extra directions in each Krylov block: speeds convergence of the k-th pair
+TOLERANCE = 1e-4  # residual ||A u - lambda u|| allowed, relative to the largest eigenvalue
+
+
+def top_eigenpairs(
+    matrix: np.ndarray, k: int, start: np.ndarray | None = None, tol: float = TOLERANCE, max_blocks: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest eigenvalues (descending) and their eigenvectors of a symmetric PSD matrix.
+
+    Small matrices go to LAPACK. Large ones use block Lanczos (a block Krylov subspace with
+    Rayleigh-Ritz), started from `start` when given, and stop once each of the k pairs has a
+    residual ``||A u - lambda u|| <= tol * lambda_1``; should that never happen, LAPACK decides.
+    Block Lanczos needs only BLAS-3 products with the matrix, 2 to 4 per fold from a warm start,
+    where LAPACK spends seconds reducing the whole matrix to tridiagonal form.
+    """
+    size = matrix.shape[0]
+    block = k + OVERSAMPLE
+    if not uses_iterative_solver(size, k):
+        return _dense_top(matrix, k)
+    if start is None or start.shape[1] < block:
+        rng = np.random.default_rng(0)
+        extra = rng.standard_normal((size, block - (0 if start is None else start.shape[1])))
+        start = extra if start is None else np.hstack([start, extra])
+    found = _block_lanczos(matrix, k, start.astype(matrix.dtype, copy=False), tol, max_blocks)
+    return found if found is not None else _dense_top(matrix, k)
+
+
+def uses_iterative_solver(size: int, k: int) -> bool:
+    return size > DENSE_LIMIT and 3 * (k + OVERSAMPLE) < size
+
+
+def _dense_top(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     size = matrix.shape[0]
     values, vectors = scipy.linalg.eigh(
-        matrix, subset_by_index=[size - k, size - 1], driver="evr", overwrite_a=True, check_finite=False
+        matrix, subset_by_index=[size - k, size - 1], driver="evr", check_finite=False
     )
-    return values[::-1], vectors[:, ::-1]
+    return values[::-1].astype(np.float64), vectors[:, ::-1].astype(np.float64)
+
+
+def _orthonormal(block: np.ndarray, against: np.ndarray | None = None) -> np.ndarray:
+    """Orthonormal basis of `block`'s columns, first made orthogonal to `against`.
+
+    SVQB (an eigendecomposition of the small Gram B^T B, done twice) instead of Householder QR:
+    only BLAS-3 products, and directions already in `against` (a converged Krylov space) are
+    dropped rather than amplified into noise.
+    """
+    for _ in range(2):
+        if against is not None:
+            block = block - against @ (against.T @ block)
+        gram = (block.T @ block).astype(np.float64)
+        values, vectors = np.linalg.eigh((gram + gram.T) / 2)
+        keep = values > 1e-10 * max(float(values[-1]), 1e-300)
+        block = block @ (vectors[:, keep] / np.sqrt(values[keep])).astype(block.dtype)
+    return block
+
+
+def _block_lanczos(A: np.ndarray, k: int, start: np.ndarray, tol: float, max_blocks: int):
+    basis = _orthonormal(start)
+    image = A @ basis
+    projected = basis.T @ image  # Rayleigh quotient matrix V^T A V, grown block by block
+    last = basis.shape[1]  # width of the newest block
+    for _ in range(max_blocks):
+        values, vectors = np.linalg.eigh((projected + projected.T).astype(np.float64) / 2)
+        order = np.argsort(values)[::-1][:k]
+        ritz_values, ritz = values[order], vectors[:, order].astype(A.dtype)
+        approx = basis @ ritz
+        residual = np.linalg.norm(image @ ritz - approx * ritz_values.astype(A.dtype), axis=0)
+        if ritz_values[0] > 0 and residual.max() <= tol * ritz_values[0]:
+            return ritz_values, approx.astype(np.float64)
+        new = _orthonormal(image[:, -last:], basis)  # next Krylov block: A times the newest one
+        if new.shape[1] == 0:
+            return None
+        last = new.shape[1]
+        new_image = A @ new
+        projected = np.block([[projected, basis.T @ new_image], [new.T @ image, new.T @ new_image]])
+        basis = np.hstack([basis, new])
+        image = np.hstack([image, new_image])
+    return None
 
 
 @dataclass
@@ -122,20 +194,43 @@ class GramPCA:
         return scores
 
 
-def fit_gram_pca(gram: np.ndarray, train: np.ndarray, k: int) -> GramPCA:
-    centred, row_means, grand_mean = centre_gram(gram[np.ix_(train, train)])
-    values, vectors = top_eigenpairs(centred, k)
-    scale = np.sqrt(np.clip(values, 0.0, None))
-    # Directions with (numerically) no variance score 0 for every row; a decoder gets nothing from
-    # them, as from PCA's. They only appear when k exceeds the training fold's rank.
-    usable = scale > scale[0] * 1e-7 if scale[0] > 0 else np.zeros(k, dtype=bool)
-    return GramPCA(vectors, scale, usable, row_means, grand_mean)
+class GramPCASolver:
+    """PCA(k) of any subset of a layer's stimuli, from the layer's Gram matrix.
+
+    For large folds it keeps a float32 copy of the Gram for the iterative eigensolver (products
+    twice as fast; float32 products were as accurate as float64 for fold accuracies) and the whole
+    set's leading eigenvectors as the start for every fold. Held-out projections stay float64.
+    """
+
+    def __init__(self, gram: np.ndarray, k: int) -> None:
+        self.gram = gram
+        self.k = k
+        self.iterative = uses_iterative_solver(int(gram.shape[0] * 0.8), k)
+        self.solver_gram = gram.astype(np.float32) if self.iterative else gram
+        self.start = None
+        if self.iterative:
+            centred, _, _ = centre_gram(self.solver_gram.copy())
+            self.start = top_eigenpairs(centred, k + OVERSAMPLE, tol=1e-2)[1].astype(np.float32)
+
+    def fit(self, train: np.ndarray) -> GramPCA:
+        centred, row_means, grand_mean = centre_gram(self.solver_gram[np.ix_(train, train)])
+        start = None if self.start is None else self.start[train]
+        values, vectors = top_eigenpairs(centred, self.k, start)
+        scale = np.sqrt(np.clip(values, 0.0, None))
+        # Directions with (numerically) no variance score 0 for every row; a decoder gets nothing from
+        # them, as from PCA's. They only appear when k exceeds the training fold's rank.
+        usable = scale > scale[0] * 1e-7 if scale[0] > 0 else np.zeros(self.k, dtype=bool)
+        return GramPCA(vectors, scale, usable, row_means, grand_mean)
+
+    def fold_scores(self, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Principal scores of the training rows and of the held-out rows, as PCA(k) fitted on train."""
+        pca = self.fit(train)
+        return pca.train_scores(), pca.project(self.gram[np.ix_(test, train)])
 
 
 def fold_pca_scores(gram: np.ndarray, train: np.ndarray, test: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Principal scores of the training rows and of the held-out rows, as PCA(k) fitted on train."""
-    pca = fit_gram_pca(gram, train, k)
-    return pca.train_scores(), pca.project(gram[np.ix_(test, train)])
+    """One fold's principal scores (a convenience over :class:`GramPCASolver`)."""
+    return GramPCASolver(gram, k).fold_scores(train, test)
 
 
 # ---- cross-validation ---------------------------------------------------------------------
@@ -168,9 +263,16 @@ class LayerResult:
         return float((np.sum(self.null >= self.mean) + 1) / (len(self.null) + 1))
 
 
-def check_targets(y: np.ndarray, settings: ProbeSettings, n_units: int | None = None, label: str = "label") -> None:
-    """Reject settings that cannot give a meaningful cross-validation, before any work."""
+def check_targets(
+    y: np.ndarray, settings: ProbeSettings, n_units: int | None = None, label: str = "label",
+    layer: str | None = None, table: str | None = None,
+) -> None:
+    """Reject settings that cannot give a meaningful cross-validation, before any work.
+
+    `layer` and `table` only make the messages name the layer and the stimulus table at fault.
+    """
     n = len(y)
+    column = f"{table}: column {label!r}" if table else f"column {label!r}"
     if settings.cv > n:
         raise DnnprobeError(f"cv={settings.cv} is larger than the number of stimuli ({n})")
     if settings.scoring == "r2" and not settings.is_regression:
@@ -180,21 +282,22 @@ def check_targets(y: np.ndarray, settings: ProbeSettings, n_units: int | None = 
     if not settings.is_regression:
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
-            raise DnnprobeError(f"column {label!r} has a single class ({classes[0]}); nothing to decode")
+            raise DnnprobeError(f"{column} has a single class ({classes[0]}); nothing to decode")
         if counts.min() < settings.cv:
             small = classes[np.argmin(counts)]
             raise DnnprobeError(
-                f"column {label!r}: class {small} has {counts.min()} stimuli, fewer than cv={settings.cv} folds"
+                f"{column}: class {small} has {counts.min()} stimuli, fewer than cv={settings.cv} folds"
             )
         if settings.scoring == "roc_auc" and len(classes) != 2:
-            raise DnnprobeError(f"probe.scoring=roc_auc needs two classes; column {label!r} has {len(classes)}")
+            raise DnnprobeError(f"probe.scoring=roc_auc needs two classes; {column} has {len(classes)}")
     smallest_train = n - int(np.ceil(n / settings.cv))
     if settings.n_components > smallest_train:
         raise DnnprobeError(
             f"pca={settings.n_components} is larger than the smallest training fold ({smallest_train} stimuli)"
         )
     if n_units is not None and settings.n_components > n_units:
-        raise DnnprobeError(f"pca={settings.n_components} is larger than the layer's {n_units} units")
+        what = f"layer {layer}'s" if layer else "the layer's"
+        raise DnnprobeError(f"pca={settings.n_components} is larger than {what} {n_units} units")
 
 
 def folds(y: np.ndarray, settings: ProbeSettings) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -255,7 +358,8 @@ def cross_validate_scores(
 def cross_validate_gram(gram: np.ndarray, y: np.ndarray, settings: ProbeSettings) -> LayerResult:
     """DNNBrain's cross-validated PCA + decoder for one layer, from its Gram matrix."""
     splits = folds(y, settings)
-    fold_scores = [fold_pca_scores(gram, train, test, settings.n_components) for train, test in splits]
+    solver = GramPCASolver(gram, settings.n_components)
+    fold_scores = [solver.fold_scores(train, test) for train, test in splits]
     return cross_validate_scores(fold_scores, splits, y, settings)
 
 
@@ -304,7 +408,7 @@ def save_refit_models(grams, activations_path, y: np.ndarray, settings: ProbeSet
     everyone = np.arange(len(y))
     with ActivationFile(activations_path) as activations:
         for layer in grams.layers:
-            pca = fit_gram_pca(grams.gram(layer), everyone, settings.n_components)
+            pca = GramPCASolver(grams.gram(layer), settings.n_components).fit(everyone)
             decoder = make_estimator(settings).fit(pca.train_scores(), y)
             means, components = [], []
             for block in activations.column_blocks(layer):

@@ -36,6 +36,8 @@ def _import_table(table_path: str, images: Path) -> StimulusTable:
     if not table_path:
         raise DnnprobeError("params.yaml: stimuli.table must name a .stim.csv when stimuli.source is stimcsv")
     table = StimulusTable.read(table_path)
+    if "label" in table.columns:  # DNNBrain's reserved class column: say now, not after extraction
+        table.integer_labels("label")
     table.check_images_exist()
     for stim_id, source in zip(table.stim_ids, table.image_paths()):
         _link_or_copy(source, images / stim_id)
@@ -145,9 +147,19 @@ def probe_targets(table: StimulusTable, params: Params) -> np.ndarray:
     except DnnprobeError:
         numeric = all(_is_number(v) for v in values)
         hint = " (a continuous column: use probe.classifier=ridge_regression and probe.scoring=r2)" if numeric else ""
+        row = next(i for i, v in enumerate(values) if not _is_integer(v))
         raise DnnprobeError(
-            f"{table.location}: column {params.probe.label!r} is not an integer class label{hint}"
+            f"{table.location}: column {params.probe.label!r} is not an integer class label "
+            f"(stimulus row {row + 1}, {table.stim_ids[row]}: {values[row]!r}){hint}"
         ) from None
+
+
+def _is_integer(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _is_number(text: str) -> bool:
@@ -186,10 +198,11 @@ def probe(
     with GramFile(gram_path) as grams:
         if grams.n_stim != len(table):
             raise DnnprobeError(f"{gram_path}: {grams.n_stim} stimuli, but {table_path} lists {len(table)}")
+        _check_activations_match(activations_path, grams, len(table), table_path)
         from dnnprobe.probe import check_targets
 
         for layer in grams.layers:  # every check before any work
-            check_targets(y, settings, grams.n_units(layer), params.probe.label)
+            check_targets(y, settings, grams.n_units(layer), params.probe.label, layer=layer, table=str(table_path))
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
         summary = {
@@ -224,7 +237,10 @@ def probe(
         run_name = f"{summary['arch']}-{summary['weights']}-pca{params.pca}-cv{params.cv}"
         results = {}
         with tracking.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
-            with atomic_output(out_dir, directory=True) as temp_dir:
+            # Scores, metrics and refit models are renamed into place together, once all are written:
+            # a failure anywhere leaves none of them (and the MLflow run FAILED).
+            with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
+                    atomic_output(models_dir, directory=True) as temp_models:
                 for layer in tqdm(grams.layers, desc="probe", unit="layer", disable=not progress):
                     result = cross_validate_gram(grams.gram(layer), y, settings)
                     results[layer] = result
@@ -233,10 +249,9 @@ def probe(
                 summary.update(stats.summarise(results, summary["layer_order"], settings))
                 summary["chance"], summary["chance_source"] = stats.chance_level(results, y, params.probe.scoring)
                 (temp_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            metrics = stats.metrics_json(summary, params.probe.scoring)
-            with atomic_output(metrics_path) as temp:
-                temp.write_text(json.dumps(metrics, indent=2) + "\n")
-            _save_probe_models(params, table, y, settings, grams, activations_path, models_dir)
+                metrics = stats.metrics_json(summary, params.probe.scoring)
+                temp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+                _save_probe_models(params, y, settings, grams, activations_path, temp_models)
             import mlflow
 
             mlflow.log_artifact(str(metrics_path))
@@ -244,15 +259,27 @@ def probe(
     return summary
 
 
-def _save_probe_models(params, table, y, settings, grams, activations_path, models_dir) -> None:
+def _check_activations_match(activations_path, grams, n_stim: int, table_path) -> None:
+    """The activation file is logged (md5) and read for the refit models: it must be the one the Gram came from."""
+    from dnnprobe.actfile import ActivationFile
+
+    with ActivationFile(activations_path) as activations:
+        activations.check_rows(n_stim, str(table_path))
+        missing = [layer for layer in grams.layers if layer not in activations.layers]
+        if missing:
+            raise DnnprobeError(
+                f"{activations_path}: no layer {missing[0]!r}, which {grams.path} has; rerun the gram stage (dvc repro gram)"
+            )
+
+
+def _save_probe_models(params, y, settings, grams, activations_path, folder: Path) -> None:
     """models/probes: each layer's PCA + decoder refit on all stimuli, as .npz (loads without pickle)."""
     from dnnprobe.probe import save_refit_models
 
-    with atomic_output(models_dir, directory=True) as temp:
-        saved = save_refit_models(grams, activations_path, y, settings, temp) if params.probe.save_models else []
-        index = {"save_models": params.probe.save_models, "layers": saved,
-                 "format": "numpy .npz, np.load(path, allow_pickle=False); see dnnprobe.probe.load_refit_model"}
-        (temp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    saved = save_refit_models(grams, activations_path, y, settings, folder) if params.probe.save_models else []
+    index = {"save_models": params.probe.save_models, "layers": saved,
+             "format": "numpy .npz, np.load(path, allow_pickle=False); see dnnprobe.probe.load_refit_model"}
+    (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 # ---- report -------------------------------------------------------------------------------

@@ -9,6 +9,10 @@ Each probe invocation is one parent run (params, provenance hashes, git commit, 
 per-layer summary metrics) with one nested run per layer (param ``layer``, metric ``fold_<scoring>``
 at steps 0..cv-1, ``<scoring>_mean`` and ``<scoring>_sem``). The report stage adds its figures to the
 parent run, which it finds through the run-info file the probe stage writes.
+
+Launched by ``mlflow run`` (which exports ``$MLFLOW_RUN_ID``), the probe's parent run still goes to
+the ``tracking.experiment`` experiment: nested under the launching run when that run is in the same
+experiment, otherwise linked to it by tags (``launching_run_id`` on ours, ``probe_run_id`` on it).
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ def ensure_experiment(name: str) -> str:
     local = uri.startswith("sqlite:")
     with _store_lock() if local else contextlib.nullcontext():
         try:
+            if local:
+                _create_local_store(uri)
             experiment = mlflow.get_experiment_by_name(name)
             if experiment is None:
                 location = artifact_location() if local else None
@@ -89,6 +95,19 @@ def ensure_experiment(name: str) -> str:
             return experiment.experiment_id
         except MlflowException as exc:
             raise DnnprobeError(f"MLflow store {uri}: {exc.message.splitlines()[0]}") from None
+
+
+def _create_local_store(uri: str) -> None:
+    """Create a missing SQLite store with its "Default" experiment's artifacts under <repo>/mlruns.
+
+    MLflow creates that experiment on first use with ``./mlruns`` of the current folder, which for a
+    queued DVC experiment is a temporary copy that DVC deletes afterwards.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    database = uri.removeprefix("sqlite:///").split("?")[0]
+    if database and database != ":memory:" and not Path(database).exists():
+        SqlAlchemyStore(uri, artifact_location())
 
 
 def git_commit() -> str:
@@ -186,9 +205,38 @@ def probe_run(experiment: str, run_name: str, params: Mapping[str, object], scor
 
     experiment_id = ensure_experiment(experiment)
     tags = run_tags("probe")
-    with mlflow.start_run(run_name=tags.get("dvc_exp_name", run_name), experiment_id=experiment_id, tags=tags) as run:
+    launching = launching_run()
+    parent_run_id = None
+    if launching is not None:
+        tags["launching_run_id"] = launching.info.run_id
+        # In our experiment the launching run is the natural parent; elsewhere (e.g. "Default") we only
+        # cross-link, so that every probe run lands in `experiment` as `dvc repro` runs do.
+        if launching.info.experiment_id == experiment_id:
+            parent_run_id = launching.info.run_id
+    with mlflow.start_run(run_name=tags.get("dvc_exp_name", run_name), experiment_id=experiment_id, tags=tags,
+                          parent_run_id=parent_run_id) as run:
+        if launching is not None:
+            mlflow.tracking.MlflowClient().set_tag(launching.info.run_id, "probe_run_id", run.info.run_id)
         mlflow.log_params({key: _param_value(value) for key, value in params.items()})
         yield ProbeRun(run.info.run_id, experiment_id, scoring)
+
+
+def launching_run():
+    """The run that launched this process and exported $MLFLOW_RUN_ID (`mlflow run` does), or None.
+
+    The variable is taken out of the environment: mlflow.start_run would otherwise resume that run
+    instead of starting ours (and would do so again for each nested layer run).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    if not run_id:
+        return None
+    try:
+        return mlflow.tracking.MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise DnnprobeError(f"MLFLOW_RUN_ID={run_id}: no such run in the MLflow store {tracking_uri()}") from None
 
 
 def _param_value(value: object) -> str:

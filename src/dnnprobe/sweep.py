@@ -1,0 +1,207 @@
+"""The sweep figure: decoding score per layer across DVC experiments, one line per experiment.
+
+Input is what ``dvc exp show --json`` prints: for every commit and each of its experiments, the
+params.yaml values and reports/metrics.json. A sweep over pca (``dvc exp run --queue -S pca=10 ...``)
+thus gives one line per pca value. Experiments without metrics (queued, failed) are skipped, and so
+are exact repeats (the workspace repeats the commit or experiment last run there).
+
+This is not a DVC stage: it looks across experiments, while a stage belongs to one of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen needed; set before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dnnprobe.atomic import atomic_output  # noqa: E402
+from dnnprobe.errors import DnnprobeError  # noqa: E402
+
+METRICS_FILE = "reports/metrics.json"
+PARAMS_FILE = "params.yaml"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str  # DVC experiment name, branch or short commit, or "workspace"
+    params: dict[str, object]  # params.yaml flattened to dotted keys ("probe.C": 1.0)
+    scoring: str  # probe.scoring: the metric is "<scoring>_mean" per layer
+    scores: dict[str, tuple[float, float]]  # layer -> (mean, SEM over folds), in layer order
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"probe": {"C": 1}} -> {"probe.C": 1}; lists become comma-separated text."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return flat
+
+
+def _experiment(entry: dict, name: str) -> Experiment | None:
+    data = entry.get("data") or {}
+    metrics = ((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data")
+    params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data")
+    if not metrics or not params:
+        return None
+    params = flatten(params)
+    scoring = str(params.get("probe.scoring", "accuracy"))
+    scores = {
+        layer: (float(values[f"{scoring}_mean"]), float(values.get(f"{scoring}_sem", np.nan)))
+        for layer, values in metrics.items()
+        if isinstance(values, dict) and f"{scoring}_mean" in values  # not the conv_vs_relu tests
+    }
+    return Experiment(name, params, scoring, scores) if scores else None
+
+
+def experiments_from_exp_show(exp_show: list[dict]) -> list[Experiment]:
+    """Every commit and experiment in `dvc exp show --json` output that has probe metrics."""
+    entries = []
+    for commit in exp_show:
+        entries.append((commit, _name(commit)))
+        for experiment in commit.get("experiments") or []:
+            entries += [(rev, _name(rev)) for rev in experiment.get("revs") or []]
+    # The workspace last: when it repeats a commit or an experiment, that one's name is kept.
+    entries.sort(key=lambda pair: pair[1] == "workspace")
+    found, seen = [], set()
+    for entry, name in entries:
+        experiment = _experiment(entry, name)
+        if experiment is None:
+            continue
+        params = {key: _comparable(value) for key, value in experiment.params.items()}
+        key = json.dumps([params, experiment.scores], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            found.append(experiment)
+    return found
+
+
+def _name(entry: dict) -> str:
+    rev = str(entry.get("rev", ""))
+    return entry.get("name") or (rev if rev == "workspace" else rev[:7])
+
+
+def run_exp_show(repo: str | os.PathLike = ".", all_commits: bool = False) -> list[dict]:
+    """`dvc exp show --json` in `repo`, parsed."""
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        raise DnnprobeError("dvc: not on PATH (activate .venv, or pass --exp-show with saved `dvc exp show --json` output)")
+    command = [dvc, "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise DnnprobeError(f"dvc exp show --json in {Path(repo).resolve()} failed: {message}")
+    return json.loads(result.stdout)
+
+
+def load_exp_show(path: str | os.PathLike) -> list[dict]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DnnprobeError(f"{path}: not readable `dvc exp show --json` output ({exc})") from None
+
+
+def varying_params(experiments: list[Experiment]) -> list[str]:
+    """The params.yaml keys whose value differs between the experiments (what the sweep changed)."""
+    keys = sorted({key for experiment in experiments for key in experiment.params})
+    return [key for key in keys if len({_comparable(e.params.get(key)) for e in experiments}) > 1]
+
+
+def _comparable(value: object) -> str:
+    """`-S probe.C=1` stores 1 where params.yaml has 1.0: the same setting."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return repr(float(value)) if is_number else repr(value)
+
+
+def _sort_value(value: object) -> tuple:
+    return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
+
+
+def order_by(experiments: list[Experiment], param: str) -> list[Experiment]:
+    if not any(param in e.params for e in experiments):
+        raise DnnprobeError(f"--param {param}: not a params.yaml key of any experiment")
+    return sorted(experiments, key=lambda e: (_sort_value(e.params.get(param)), e.name))
+
+
+def line_label(experiment: Experiment, param: str, varying: list[str]) -> str:
+    shown = [param] + [key for key in varying if key != param]
+    return ", ".join(f"{key}={experiment.params.get(key)}" for key in shown) + f"  ({experiment.name})"
+
+
+def layer_order(experiments: list[Experiment]) -> list[str]:
+    layers: list[str] = []
+    for experiment in experiments:
+        layers += [layer for layer in experiment.scores if layer not in layers]
+    return layers
+
+
+def sweep_figure(experiments: list[Experiment], param: str = "pca") -> plt.Figure:
+    """Score per layer (mean over folds, SEM band), one line per experiment, coloured in `param` order."""
+    experiments = order_by(experiments, param)
+    layers = layer_order(experiments)
+    varying = varying_params(experiments)
+    x = np.arange(len(layers))
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(experiments)))
+    figure, axes = plt.subplots(figsize=(max(7.0, 0.6 * len(layers) + 3), 4.8), layout="constrained")
+    for experiment, colour in zip(experiments, colours):
+        mean = np.array([experiment.scores.get(layer, (np.nan, np.nan))[0] for layer in layers])
+        sem = np.array([experiment.scores.get(layer, (np.nan, np.nan))[1] for layer in layers])
+        axes.plot(x, mean, marker="o", color=colour, label=line_label(experiment, param, varying))
+        axes.fill_between(x, mean - sem, mean + sem, color=colour, alpha=0.15, linewidth=0)
+    axes.set_xticks(x, layers, rotation=45, ha="right")
+    scorings = sorted({e.scoring for e in experiments})
+    axes.set_ylabel(" / ".join(scorings) + " (mean over folds, band: SEM)")
+    first = experiments[0].params
+    title = (f"Decoding per layer across {len(experiments)} experiments, ordered by {param}\n"
+             f"{first.get('model.arch')} ({first.get('model.weights')} weights), stimuli {first.get('stimuli.source')}")
+    if all(e.params.get("stimuli.source") == "demo" for e in experiments):
+        title += "\nbuilt-in demo stimuli: a pipeline check, not a scientific finding"
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8, loc="best")
+    axes.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def sweep_table(experiments: list[Experiment], param: str = "pca") -> str:
+    """The figure's numbers as CSV: one row per experiment and layer."""
+    experiments = order_by(experiments, param)
+    varying = varying_params(experiments)
+    columns = ["experiment", *dict.fromkeys([param, *varying]), "layer", "mean", "sem"]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns)
+    for experiment in experiments:
+        for layer, (mean, sem) in experiment.scores.items():
+            values = [experiment.params.get(key) for key in columns[1:-3]]
+            writer.writerow([experiment.name, *values, layer, f"{mean:.6f}", f"{sem:.6f}"])
+    return text.getvalue()
+
+
+def write_sweep(experiments: list[Experiment], param: str, png_path: str | os.PathLike) -> list[Path]:
+    """The sweep figure as PNG and its numbers as CSV beside it; returns both paths."""
+    if not experiments:
+        raise DnnprobeError(f"dvc exp show: no experiment has {METRICS_FILE}; run `dvc repro` or `dvc exp run` first")
+    png_path = Path(png_path)
+    csv_path = png_path.with_suffix(".csv")
+    table = sweep_table(experiments, param)  # checks `param` before anything is written
+    figure = sweep_figure(experiments, param)
+    with atomic_output(png_path) as temp:
+        figure.savefig(temp, format="png", dpi=150, metadata={"Software": None})
+    plt.close(figure)
+    with atomic_output(csv_path) as temp:
+        temp.write_text(table)
+    return [png_path, csv_path]

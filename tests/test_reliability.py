@@ -1,0 +1,640 @@
+"""Issue 5: bad input, interruptions and reproducibility, with nothing lost and nothing wrong.
+
+Bad input goes through the real command line (click's runner, in this process): exit status 1,
+exactly one line on stderr naming the file, row, key or value, and nothing left where the output
+would be. Interruptions, reproducibility and "which stages rerun" use real DVC in a temporary copy
+of the repository on tiny data (tests/test_pipeline.py's helpers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import REPO, closed_port_url, tiny_params
+from dnnprobe.cli import main
+from dnnprobe.stimuli import StimulusTable
+from test_pipeline import TINY, copy_repo, dvc, env_without_tracking_uri, merge
+
+# The defaults scaled down as tests/conftest.py's tiny_params: 24 demo images, pca 4, 3 folds.
+TINY_SETS = ("pca=4", "cv=3", "stimuli.demo.n_per_class=12", "stimuli.demo.image_size=64",
+             "extract.batch_size=8", "extract.num_workers=0")
+
+
+def cli(stage: str, *args: str, env: dict | None = None):
+    options = ["--params", str(REPO / "params.yaml"), "--quiet"]
+    for setting in TINY_SETS:
+        options += ["--set", setting]
+    return CliRunner().invoke(main, [stage, *options, *map(str, args)], env=env)
+
+
+def assert_one_line_error(result, stage: str, *fragments: str) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1, result.output
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"dnnprobe {stage}: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def assert_nothing_written(folder: Path) -> None:
+    """No output and no temporary: the folder is absent or empty."""
+    assert not folder.exists() or [p.name for p in folder.rglob("*")] == []
+
+
+def rgb_image(path: Path, value: int = 100, size: int = 40) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), (value, 255 - value, 50)).save(path)
+    return path
+
+
+# ---- bad .stim.csv, through `dnnprobe stimuli` with stimuli.source=stimcsv ------------------
+
+HEADER = "type=image\npath=imgs\ndata=stimID,label\n"
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("path=imgs\ndata=stimID,label\na.png,0\n", ["no 'type=' line"]),
+        ("type=image\ndata=stimID,label\na.png,0\n", ["no 'path=' line"]),
+        ("type=image\npath=imgs\nstimID,label\na.png,0\n", ["no 'data=' line"]),
+        ("type=image\npath=imgs\ndata=label,condition\n0,x\n", ["line 3: the data= line has no 'stimID' column"]),
+        (HEADER + "a.png,0\nb.png,1,extra\n", ["line 5: 3 fields, expected 2 (stimID,label)"]),
+        (HEADER, ["the data section is empty"]),
+        (HEADER + "a.png,0\nb.png,1\na.png,1\n", ["stimID 'a.png' appears twice (stimulus rows 1 and 3)"]),
+        (HEADER + "a.png,0\nb.png,cat\n", ["column 'label', stimulus row 2 (b.png): 'cat' is not an integer"]),
+        (HEADER + "../a.png,0\n", ["stimulus row 1: stimID '../a.png' points outside the path= folder"]),
+        ("type=image\npath=nowhere\ndata=stimID,label\na.png,0\n", ["path=nowhere is not a folder"]),
+        (HEADER + "".join(f"{i}.png,{i % 2}\n" for i in range(8)),
+         ["7 of 8 images missing under", "imgs: 1.png, 2.png, 3.png, 4.png, 5.png, ..."]),
+    ],
+    ids=["no-type", "no-path", "no-data", "no-stimID", "field-count", "empty", "duplicate", "non-integer-label",
+         "escapes-path", "path-missing", "missing-images"],
+)
+def test_bad_stimulus_table_is_one_line_and_writes_nothing(tmp_path, text, fragments):
+    source = tmp_path / "in"
+    for name in ("a.png", "b.png", "0.png"):
+        rgb_image(source / "imgs" / name)
+    (source / "user.stim.csv").write_text(text)
+    out = tmp_path / "out"
+    result = cli("stimuli", "--set", "stimuli.source=stimcsv", "--set", f"stimuli.table={source / 'user.stim.csv'}",
+                 "--table", out / "s.stim.csv", "--images", out / "images")
+    line = assert_one_line_error(result, "stimuli", *fragments)
+    assert "user.stim.csv" in line  # the message names the file
+    assert_nothing_written(out)
+
+
+def test_whole_params_file_is_checked_before_any_work(tmp_path):
+    """A bad probe setting stops even the stimuli stage, before it writes anything."""
+    out = tmp_path / "out"
+    result = cli("stimuli", "--set", "probe.C=-1", "--table", out / "s.stim.csv", "--images", out / "images")
+    assert_one_line_error(result, "stimuli", "params.yaml: probe.C must be > 0, got -1.0")
+    assert_nothing_written(out)
+
+
+# ---- images, through `dnnprobe extract` -------------------------------------------------------
+
+
+def image_table(folder: Path, names: list[str]) -> Path:
+    rows = [f"{name},{i % 2}" for i, name in enumerate(names)]
+    (folder / "t.stim.csv").write_text("type=image\npath=imgs\ndata=stimID,label\n" + "\n".join(rows) + "\n")
+    return folder / "t.stim.csv"
+
+
+def extract_cli(table: Path, network: Path, out: Path):
+    return cli("extract", "--set", "extract.layers=[fc2]", "--set", "extract.batch_size=2",
+               "--table", table, "--network", network, "--out", out)
+
+
+@pytest.mark.parametrize("defect", ["truncated", "zero-byte", "decompression-bomb"])
+def test_bad_image_names_its_row_and_leaves_no_activations(tmp_path, tiny_network, monkeypatch, defect):
+    names = ["a.png", "b.png", "c.png", "d.png"]
+    for i, name in enumerate(names):
+        rgb_image(tmp_path / "imgs" / name, value=40 * i)
+    bad = tmp_path / "imgs" / "c.png"
+    if defect == "truncated":
+        bad.write_bytes(bad.read_bytes()[:60])
+        expected = "cannot read image"
+    elif defect == "zero-byte":
+        bad.write_bytes(b"")
+        expected = "cannot read image (empty file)"
+    else:
+        rgb_image(bad, size=200)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # PIL's limit, scaled down
+        expected = "image too large to decode safely"
+    table = image_table(tmp_path, names)
+    out = tmp_path / "acts"
+    result = extract_cli(table, tiny_network, out / "a.act.h5")
+    assert_one_line_error(result, "extract", "t.stim.csv, stimulus row 3:", "c.png", expected)
+    assert_nothing_written(out)
+
+
+def test_greyscale_rgba_palette_cmyk_and_16_bit_images_are_converted(tmp_path, tiny_network):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.full((30, 40), 77, np.uint8), "L").save(folder / "grey.png")
+    Image.new("RGBA", (40, 30), (10, 20, 30, 100)).save(folder / "rgba.png")
+    Image.new("RGB", (40, 30), (200, 10, 10)).convert("P").save(folder / "palette.png")
+    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
+    Image.fromarray(np.linspace(0, 65535, 30 * 40).reshape(30, 40).astype(np.uint16)).save(folder / "deep.png")
+    names = ["grey.png", "rgba.png", "palette.png", "cmyk.jpg", "deep.png"]
+    table = image_table(tmp_path, names)
+    result = extract_cli(table, tiny_network, tmp_path / "a.act.h5")
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "a.act.h5", "r") as f:
+        fc2 = f["fc2"][()]
+    assert fc2.shape == (5, 4096, 1, 1) and np.isfinite(fc2).all()
+
+
+# ---- labels and probe parameters, through `dnnprobe probe` --------------------------------------
+
+
+def probe_cli(tmp_path: Path, table: Path, gram: Path, activations: Path, *sets: str, env: dict | None = None):
+    out = tmp_path / "out"
+    args = []
+    for setting in sets:
+        args += ["--set", setting]
+    return cli("probe", *args, "--table", table, "--gram", gram, "--activations", activations,
+               "--out", out / "probe", "--metrics", out / "metrics.json", "--run-info", out / "run.json",
+               "--models", out / "probes", env=env)
+
+
+def table_with_labels(tiny_stimuli: Path, folder: Path, labels: list[str]) -> Path:
+    """The tiny demo table with other labels (same stimuli, so the tiny Gram still fits)."""
+    table = StimulusTable.read(tiny_stimuli)
+    table.columns["label"] = labels
+    table.header["path"] = str(table.image_folder.resolve())
+    path = folder / "labels.stim.csv"
+    table.write(path)
+    return path
+
+
+def no_mlflow_store(tmp_path: Path) -> bool:
+    """The test's MLflow store (conftest: tmp_path/mlflow.db) was never even created: no run was started."""
+    return not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    "labels, sets, fragments",
+    [
+        (["0"] * 24, [], ["labels.stim.csv: column 'label' has a single class (0); nothing to decode"]),
+        (["0"] * 22 + ["1"] * 2, [], ["labels.stim.csv: column 'label': class 1 has 2 stimuli, fewer than cv=3 folds"]),
+        (None, ["probe.label=animacy"], ["labels.stim.csv: no column 'animacy' (columns: stimID, label, condition)"]),
+        (["0"] * 4 + ["cat"] + ["1"] * 19, [],
+         ["column 'label' is not an integer class label (stimulus row 5,", ": 'cat')"]),
+        (None, ["pca=20"], ["pca=20 is larger than the smallest training fold (16 stimuli)"]),
+        (None, ["cv=25"], ["cv=25 is larger than the number of stimuli (24)"]),
+        (None, ["cv=1"], ["params.yaml: cv must be >= 2, got 1"]),
+        (None, ["probe.classifier=forest"], ["params.yaml: probe.classifier must be one of logistic"]),
+        (None, ["probe.C=-1"], ["params.yaml: probe.C must be > 0, got -1.0"]),
+    ],
+    ids=["single-class", "class-below-cv", "no-label-column", "non-integer-label", "pca-above-fold",
+         "cv-above-n", "cv-below-2", "unknown-classifier", "negative-C"],
+)
+def test_bad_labels_and_parameters_stop_the_probe_before_any_run(
+        tmp_path, tiny_stimuli, tiny_gram, tiny_activations, labels, sets, fragments):
+    default = [str(v) for v in StimulusTable.read(tiny_stimuli).integer_labels()]
+    table = table_with_labels(tiny_stimuli, tmp_path, labels or default)
+    result = probe_cli(tmp_path, table, tiny_gram, tiny_activations, *sets)
+    assert_one_line_error(result, "probe", *fragments)
+    assert_nothing_written(tmp_path / "out")
+    assert no_mlflow_store(tmp_path)
+
+
+def test_unknown_arch_writes_no_network(tmp_path):
+    result = cli("network", "--set", "model.arch=alexnett", "--out", tmp_path / "models" / "network.pt")
+    assert_one_line_error(result, "network", "model.arch: unknown network 'alexnett'; torchvision", "alexnet, ")
+    assert_nothing_written(tmp_path / "models")
+
+
+def test_unknown_layer_writes_no_activations(tmp_path, tiny_stimuli, tiny_network):
+    result = cli("extract", "--set", "extract.layers=[conv1,conv9]", "--table", tiny_stimuli,
+                 "--network", tiny_network, "--out", tmp_path / "acts" / "a.act.h5")
+    assert_one_line_error(result, "extract", "extract.layers: unknown layer 'conv9' for alexnet; valid names: conv1")
+    assert_nothing_written(tmp_path / "acts")
+
+
+# ---- activation files, through `dnnprobe gram` and `dnnprobe probe` -----------------------------
+
+
+def write_act(path: Path, layers: dict[str, np.ndarray]) -> Path:
+    """An activation file as DNNBrain writes it: one float32 dataset per layer at the root."""
+    with h5py.File(path, "w") as f:
+        for name, array in layers.items():
+            f.create_dataset(name, data=array)
+    return path
+
+
+def units(n: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, width, 1, 1)).astype(np.float32)
+
+
+def with_nan(array: np.ndarray, value: float) -> np.ndarray:
+    array = array.copy()
+    array[4, 1] = value
+    return array
+
+
+@pytest.mark.parametrize(
+    "make, fragments",
+    [
+        (lambda p: write_act(p, {"fc1": with_nan(units(6, 3), np.nan)}),
+         ["layer fc1 has non-finite values (first at stimulus row 5, unit 1)"]),
+        (lambda p: write_act(p, {"fc1": with_nan(units(6, 3), np.inf)}),
+         ["layer fc1 has non-finite values (first at stimulus row 5, unit 1)"]),
+        (lambda p: write_act(p, {"fc1": units(6, 3)[:, :, 0, 0]}),
+         ["layer fc1 has shape (6, 3); DNNBrain layout is (n_stim, n_chn, n_row, n_col)"]),
+        (lambda p: h5py.File(p, "w").create_group("conv1").file.close(),
+         ["/conv1 is a group; DNNBrain layout has one dataset per layer at the root"]),
+        (lambda p: p.write_text("not HDF5"), ["not an HDF5 file"]),
+    ],
+    ids=["nan", "inf", "2-d", "group", "not-hdf5"],
+)
+def test_bad_activation_file_stops_the_gram_stage(tmp_path, make, fragments):
+    make(tmp_path / "bad.act.h5")
+    result = cli("gram", "--activations", tmp_path / "bad.act.h5", "--out", tmp_path / "out" / "gram.h5")
+    assert_one_line_error(result, "gram", "bad.act.h5: ", *fragments)
+    assert_nothing_written(tmp_path / "out")
+
+
+def gram_of(tmp_path: Path, name: str, layers: dict[str, np.ndarray]) -> Path:
+    from dnnprobe.gram import write_gram_file
+
+    write_act(tmp_path / f"{name}.act.h5", layers)
+    write_gram_file(tmp_path / f"{name}.act.h5", tmp_path / f"{name}.gram.h5", progress=False)
+    return tmp_path / f"{name}.gram.h5"
+
+
+@pytest.mark.parametrize(
+    "gram_layers, act_layers, fragments",
+    [
+        ({"fc1": units(20, 8)}, {"fc1": units(20, 8)}, ["small.gram.h5: 20 stimuli, but", "lists 24"]),
+        ({"fc1": units(24, 8)}, {"fc1": units(20, 8)}, ["acts.act.h5: 20 rows, but", "lists 24 stimuli"]),
+        ({"fc1": units(24, 8), "fc2": units(24, 8)}, {"fc1": units(24, 8)},
+         ["acts.act.h5: no layer 'fc2', which", "small.gram.h5 has; rerun the gram stage"]),
+        ({"narrow": units(24, 3)}, {"narrow": units(24, 3)}, ["pca=4 is larger than layer narrow's 3 units"]),
+    ],
+    ids=["gram-rows", "activation-rows", "missing-layer", "pca-above-width"],
+)
+def test_activations_that_do_not_fit_the_table_stop_the_probe(tmp_path, tiny_stimuli, gram_layers, act_layers, fragments):
+    gram = gram_of(tmp_path, "small", gram_layers)
+    acts = write_act(tmp_path / "acts.act.h5", act_layers)
+    result = probe_cli(tmp_path, tiny_stimuli, gram, acts)
+    assert_one_line_error(result, "probe", *fragments)
+    assert_nothing_written(tmp_path / "out")
+    assert no_mlflow_store(tmp_path)
+
+
+def test_a_file_that_is_not_a_gram_file_is_named(tmp_path, tiny_stimuli, tiny_activations):
+    result = probe_cli(tmp_path, tiny_stimuli, tiny_activations, tiny_activations)
+    assert_one_line_error(result, "probe", "not a Gram file written by the gram stage")
+    assert_nothing_written(tmp_path / "out")
+
+
+# ---- faults: disk full, MLflow -----------------------------------------------------------------
+
+
+def test_disk_too_small_for_the_activations_is_refused_before_extraction(tmp_path, tiny_stimuli, tiny_network, monkeypatch):
+    monkeypatch.setattr("dnnprobe.actfile.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+    result = cli("extract", "--table", tiny_stimuli, "--network", tiny_network, "--out", tmp_path / "acts" / "a.act.h5")
+    assert_one_line_error(result, "extract", "a.act.h5: needs 95 MB but its disk has 1 MB free")
+    assert_nothing_written(tmp_path / "acts")
+
+
+def _can_mount_tmpfs() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-r", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs user namespaces to mount a small tmpfs (unshare -r -m)")
+def test_disk_full_while_writing_activations_on_a_real_small_disk(tmp_path, tiny_stimuli, tiny_network):
+    """A 20 MB tmpfs; compressed output (size unknown in advance) fills it half way through."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    command = [sys.executable, "-m", "dnnprobe.cli", "extract", "--params", str(REPO / "params.yaml"), "--quiet",
+               *[arg for s in TINY_SETS for arg in ("--set", s)], "--set", "extract.compression=lzf",
+               "--table", str(tiny_stimuli), "--network", str(tiny_network), "--out", str(mount / "a.act.h5")]
+    script = (f"mount -t tmpfs -o size=20m tmpfs {mount} && {subprocess.list2cmdline(command)}; "
+              f"echo exit=$?; ls -A {mount}")  # the mount lives as long as this shell: list it from inside
+    result = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.stderr.strip().splitlines() == [
+        f"dnnprobe extract: error: {mount / 'a.act.h5'}: writing activations failed (No space left on device)"]
+    assert result.stdout.strip().splitlines() == ["exit=1"]  # and the disk is empty: no partial file
+
+
+def test_probe_failing_at_its_last_step_leaves_no_outputs_and_a_failed_run(tmp_path, tiny_stimuli, tiny_gram,
+                                                                            tiny_activations, monkeypatch):
+    """Scores are computed, then saving the refit models fails: none of the outputs may appear."""
+    from dnnprobe.stages import probe
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("dnnprobe.probe.save_refit_models", disk_full)
+    with pytest.raises(OSError):
+        probe(tiny_params(**{"probe.save_models": "true"}), tiny_stimuli, tiny_gram, tiny_activations,
+              tmp_path / "out" / "probe", tmp_path / "out" / "metrics.json", tmp_path / "out" / "run.json",
+              tmp_path / "out" / "probes", progress=False)
+    assert_nothing_written(tmp_path / "out")
+    parents = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+               if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in parents] == ["FAILED"]
+
+
+def test_unreachable_tracking_server_through_the_command_line(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
+    started = time.perf_counter()
+    result = probe_cli(tmp_path, tiny_stimuli, tiny_gram, tiny_activations,
+                       env={"MLFLOW_TRACKING_URI": closed_port_url()})
+    assert time.perf_counter() - started < 30
+    assert_one_line_error(result, "probe", "MLFLOW_TRACKING_URI=http://127.0.0.1:", "tracking server not reachable")
+    assert_nothing_written(tmp_path / "out")
+
+
+# ---- security -----------------------------------------------------------------------------------
+
+SOURCES = sorted((REPO / "src" / "dnnprobe").glob("*.py"))
+
+
+def test_nothing_loads_pickles():
+    """torch.load only with weights_only=True, np.load only with allow_pickle=False, no pickle/joblib."""
+    for path in SOURCES:
+        text = path.read_text()
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            assert "weights_only=True" in call, f"{path.name}: {call}"
+        for call in re.findall(r"np\.load\([^)]*\)", text):
+            assert "allow_pickle=False" in call, f"{path.name}: {call}"
+        assert not re.search(r"^\s*(import|from)\s+(pickle|joblib|dill|cloudpickle)\b", text, re.M), path.name
+        assert "load_state_dict_from_url(" not in text or "weights_only=True" in text, path.name
+
+
+def test_no_server_binds_beyond_localhost():
+    """What the project starts (code, tests, benchmarks, CI, Makefile, MLproject) listens on 127.0.0.1 only;
+    the README's commands too, except the team-server recipe, where exposing the server is the point."""
+    tests = [p for p in sorted((REPO / "tests").glob("*.py")) if p.name != Path(__file__).name]  # not this file
+    files = SOURCES + tests + [REPO / "Makefile", *sorted((REPO / "benchmarks").glob("*.py")),
+                               *sorted((REPO / ".ci").glob("*")), REPO / "MLproject", REPO / "README.md"]
+    local = ("127.0.0.1", "localhost")
+    checked = 0
+    for path in filter(Path.is_file, files):
+        for line in path.read_text().splitlines():
+            hosts = re.findall(r"""--host[ =]['"]?([^\s'",]+)|['"]--host['"],\s*['"]([^'"]*)['"]""", line)
+            hosts = [a or b for a, b in hosts]
+            hosts += re.findall(r"""(?:HTTPServer|bind)\(\(\s*['"]([^'"]*)['"]""", line)
+            hosts += re.findall(r"ListenAddress\s+([\w.:]+)", line)
+            if path.name == "README.md" and re.search(r"\bmlflow server\b", line):
+                continue  # "One MLflow server for the team": the user asks for an exposed server
+            for host in hosts:
+                checked += 1
+                assert host in local, f"{path.name}: {line.strip()}"
+            assert "0.0.0.0" not in line and "host=''" not in line and 'host=""' not in line, f"{path.name}: {line}"
+    assert checked >= 3  # the checks saw the servers the tests start (HTTP, sshd, mlflow server)
+
+
+# ---- reproducibility, interruptions and dependencies: real DVC on tiny data -----------------------
+
+# Batches of 2 (12 batches for 24 images) give extraction time to be interrupted half way; one image
+# worker, as the default, so that Ctrl-C also reaches a DataLoader worker. Six of the 14 layers keep
+# the repeated pipeline runs short (tests/test_pipeline.py runs all 14).
+SLOW_TINY = merge(json.loads(json.dumps(TINY)), {"extract": {
+    "batch_size": 2, "num_workers": 1, "layers": ["conv1", "conv1_relu", "conv5", "conv5_relu", "fc2", "fc2_relu"]}})
+STAGES = ["stimuli", "network", "extract", "gram", "probe", "report"]
+ACTIVATIONS = "data/activations.act.h5"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def output_hashes(repo: Path) -> dict[str, str]:
+    """sha256 of every output file; reports/mlflow_run.json names a new MLflow run each time, by design."""
+    files = [p for folder in ("data", "models", "reports") for p in (repo / folder).rglob("*") if p.is_file()]
+    return {p.relative_to(repo).as_posix(): sha256(p) for p in files
+            if p.name != ".gitignore" and p.relative_to(repo).as_posix() != "reports/mlflow_run.json"}
+
+
+def stages_run(log: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", log))
+
+
+def dvc_status(repo: Path) -> tuple[dict, str]:
+    """`dvc status --json` as a dict (stdout), and DVC's warnings (stderr)."""
+    result = subprocess.run(["dvc", "status", "--json"], cwd=repo, capture_output=True, text=True,
+                            env=env_without_tracking_uri())
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+def changed_stages(repo: Path) -> set[str]:
+    return set(dvc_status(repo)[0])
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The tiny pipeline run once with DVC; Python's import log says which modules each stage ran."""
+    repo = copy_repo(tmp_path_factory.mktemp("reliability"), SLOW_TINY)
+    env = env_without_tracking_uri()
+    env["PYTHONPROFILEIMPORTTIME"] = "1"  # every module a process imports, on stderr
+    env["PYTHONUNBUFFERED"] = "1"
+    # One stream, so that each stage's imports follow its "Running stage" line.
+    result = subprocess.run(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    log = result.stdout
+    assert result.returncode == 0, log[-3000:]
+    assert stages_run(log) == set(STAGES)
+    return {"repo": repo, "log": log, "hashes": output_hashes(repo)}
+
+
+def test_every_module_a_stage_imports_is_a_declared_dependency(pipeline):
+    parts = re.split(r"Running stage '(\w+)'", pipeline["log"])
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, log in zip(parts[1::2], parts[2::2]):
+        modules = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(dnnprobe(?:\.\w+)*)\s*$", log, re.M))
+        assert "dnnprobe.cli" in modules, name
+        files = {"src/" + m.replace(".", "/") + ("/__init__.py" if m == "dnnprobe" else ".py") for m in modules}
+        missing = files - set(stages[name]["deps"])
+        assert not missing, f"stage {name} runs {sorted(missing)} but dvc.yaml does not list them as deps"
+
+
+# Which functions of dnnprobe.stages each stage runs; every `params.<key>` they read must be declared.
+STAGE_FUNCTIONS = {
+    "stimuli": ["make_stimuli", "_import_table", "_import_folder"], "network": ["make_network"],
+    "extract": ["extract"], "gram": ["gram"], "probe": ["probe", "probe_targets", "_save_probe_models"],
+    "report": ["report"],
+}
+
+
+def test_every_parameter_a_stage_reads_is_declared():
+    from dnnprobe import stages as module
+
+    declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage, functions in STAGE_FUNCTIONS.items():
+        keys = declared[stage].get("params", [])
+        source = "\n".join(inspect.getsource(getattr(module, f)) for f in functions)
+        read = set(re.findall(r"\bparams\.(?!yaml\b)([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", source))
+        undeclared = {k for k in read if not any(k == p or k.startswith(p + ".") for p in keys)}
+        assert not undeclared, f"stage {stage} reads {sorted(undeclared)}, not listed under its params in dvc.yaml"
+
+
+def forget_cached_activations(repo: Path) -> None:
+    """Delete DVC's cached copy of the activations, so that the next repro must recompute them."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    md5 = next(o["md5"] for o in lock["stages"]["extract"]["outs"] if o["path"] == ACTIVATIONS)
+    cached = repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    if cached.exists():
+        cached.unlink()
+
+
+def interrupt_extraction(repo: Path, signum: int, final_size: int, log_path: Path) -> tuple[int, str, float]:
+    """Start `dvc repro` of extract; once a third of the file is written, signal the whole process group
+    (what Ctrl-C or `kill -9 -<pgid>` does). Returns DVC's exit status, its output, the fraction written."""
+    data = repo / "data"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(["dvc", "repro", "--force", "--single-item", "extract"], cwd=repo,
+                                   env=env_without_tracking_uri(), stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        fraction, deadline = 0.0, time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            for temp in data.glob(".dnnprobe-tmp-*-activations.act.h5"):
+                try:
+                    fraction = temp.stat().st_size / final_size
+                except FileNotFoundError:  # renamed or removed just now
+                    pass
+            if fraction > 0.3:
+                break
+            time.sleep(0.01)
+        assert process.poll() is None, "extraction ended before it could be interrupted:\n" + log_path.read_text()
+        assert not (data / "activations.act.h5").exists()
+        os.killpg(process.pid, signum)
+        status = process.wait(timeout=120)
+    return status, log_path.read_text(), fraction
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_interrupted_extraction_leaves_nothing_cached_and_resumes_to_the_same_bytes(pipeline, tmp_path, signum):
+    repo, reference = pipeline["repo"], pipeline["hashes"][ACTIVATIONS]
+    final_size = (repo / ACTIVATIONS).stat().st_size
+    status, log, fraction = interrupt_extraction(repo, signum, final_size, tmp_path / "dvc.log")
+    assert status != 0 and 0.3 < fraction < 1.0, log
+
+    # Nothing where DVC would cache it; a SIGKILL leaves only the temporary, which git and DVC ignore.
+    assert not (repo / ACTIVATIONS).exists()
+    temps = [p.name for p in (repo / "data").glob(".dnnprobe-tmp-*")]
+    if signum == signal.SIGINT:
+        assert temps == [] and "Aborted!" in log
+    else:
+        assert len(temps) == 1 and status == -signal.SIGKILL
+        ignored = subprocess.run(["git", "check-ignore", "-q", f"data/{temps[0]}"], cwd=repo)
+        assert ignored.returncode == 0, "git would offer to commit the half-written temporary"
+    changed, warnings = dvc_status(repo)
+    assert ".dnnprobe-tmp" not in json.dumps(changed) + warnings
+    assert changed["extract"] == [{"changed outs": {ACTIVATIONS: "deleted"}}]
+    if signum == signal.SIGKILL:  # DVC notices that the killed run held its lock, and releases it
+        assert "had been killed. Auto removed it from the lock file" in warnings
+
+    # The next repro really recomputes (no cached copy to check out), removes the temporary, and gives
+    # the same bytes as the uninterrupted run: so gram and everything after it need not rerun.
+    forget_cached_activations(repo)
+    log = dvc(repo, "repro")
+    assert stages_run(log) == {"extract"}, log
+    assert sha256(repo / ACTIVATIONS) == reference
+    assert list((repo / "data").glob(".dnnprobe-tmp-*")) == []
+    assert changed_stages(repo) == set()
+
+
+def test_forced_rerun_of_the_whole_pipeline_is_bit_identical(pipeline):
+    """Same params and inputs: byte-identical activations, Gram, fold scores, metrics and figures."""
+    repo = pipeline["repo"]
+    log = dvc(repo, "repro", "--force")
+    assert stages_run(log) == set(STAGES)
+    again = output_hashes(repo)
+    assert again.keys() == pipeline["hashes"].keys()
+    assert {path for path in again if again[path] != pipeline["hashes"][path]} == set()
+    assert ACTIVATIONS in again and "reports/probe/conv1/score.npy" in again
+    assert np.load(repo / "reports/probe/fc2/score.npy").shape == (3,)
+
+
+def set_param(repo: Path, key: str, value) -> None:
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    node = data
+    for part in key.split(".")[:-1]:
+        node = node[part]
+    node[key.split(".")[-1]] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (("param", "stimuli.demo.seed", 1), {"stimuli"}),
+        (("param", "model.seed", 1), {"network", "probe"}),  # probe names its run after the network
+        (("param", "extract.compression", "gzip"), {"extract"}),
+        (("param", "probe.C", 0.5), {"probe"}),
+        (("param", "tracking.experiment", "other"), {"probe"}),
+        (("param", "report.confusion_layer", "conv1"), {"report"}),
+        (("code", "src/dnnprobe/gram.py"), {"gram", "probe"}),  # the gram stage has no params
+        (("code", "src/dnnprobe/params.py"), set(STAGES)),
+    ],
+    ids=lambda c: "-".join(map(str, c[1:])) if isinstance(c, tuple) else None,
+)
+def test_a_change_marks_exactly_the_stages_that_use_it(pipeline, change, expected):
+    repo = pipeline["repo"]
+    target = repo / ("params.yaml" if change[0] == "param" else change[1])
+    original = target.read_bytes()
+    try:
+        if change[0] == "param":
+            set_param(repo, change[1], change[2])
+        else:
+            target.write_bytes(original + b"\n# touched\n")
+        assert changed_stages(repo) == expected
+    finally:
+        target.write_bytes(original)
+    assert changed_stages(repo) == set()
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        # outputs come out identical, so nothing downstream reruns
+        (("param", "stimuli.bold5000.expected_stimuli", 24), {"stimuli"}),
+        (("code", "src/dnnprobe/demo.py"), {"stimuli"}),
+        (("param", "report.confusion_layer", "conv1"), {"report"}),
+    ],
+    ids=["stimuli-param", "demo-code", "report-param"],
+)
+def test_dvc_repro_reruns_exactly_those_stages(pipeline, change, expected):
+    repo = pipeline["repo"]
+    target = repo / ("params.yaml" if change[0] == "param" else change[1])
+    original = target.read_bytes()
+    try:
+        if change[0] == "param":
+            set_param(repo, change[1], change[2])
+        else:
+            target.write_bytes(original + b"\n# touched\n")
+        assert stages_run(dvc(repo, "repro")) == expected
+    finally:
+        target.write_bytes(original)
+    dvc(repo, "repro")  # back to the committed state (DVC restores it from its run cache)
+    assert changed_stages(repo) == set()
+    assert output_hashes(repo)[ACTIVATIONS] == pipeline["hashes"][ACTIVATIONS]
