@@ -21,7 +21,8 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)  # the stages set it explicitly, which would outlive the env var
-    monkeypatch.delenv("DVC_ROOT", raising=False)
+    # Artifact folders are anchored on the repository root ($DVC_ROOT): point it at the test's folder.
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
 

@@ -33,6 +33,17 @@ def test_reads_a_dnnbrain_written_file_and_computes_its_gram(tmp_path):
         assert grams.n_units("fc1") == 7
 
 
+def test_gram_of_a_float16_file_uses_the_stored_values(tmp_path, monkeypatch):
+    monkeypatch.setattr("dnnprobe.actfile.CHUNK_BYTES", 8 * 9 * 2 * 2)  # several blocks
+    data = np.random.default_rng(4).standard_normal((20, 12 * 3 * 3)).astype(np.float16)
+    with ActivationWriter(tmp_path / "h.act.h5", 20, {"conv": (12, 3, 3)}, dtype="float16", rows_per_chunk=8) as writer:
+        writer.write({"conv": data})
+    write_gram_file(tmp_path / "h.act.h5", tmp_path / "g.h5", progress=False)
+    x = data.astype(np.float64)
+    with GramFile(tmp_path / "g.h5") as grams:
+        np.testing.assert_allclose(grams.gram("conv"), x @ x.T, rtol=1e-5, atol=1e-4)
+
+
 def test_written_file_is_readable_by_dnnbrain_rules(tmp_path):
     """DNNBrain's Activation.load: every root dataset is a layer, read as an (n_stim, ...) array."""
     rng = np.random.default_rng(1)

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from conftest import tiny_params
-from dnnprobe.report import depth_groups, plot_rows
+from dnnprobe.report import plot_rows
+from dnnprobe.stats import depth_groups
 from dnnprobe.stages import probe, report
 
 

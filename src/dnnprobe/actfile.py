@@ -5,9 +5,9 @@ Layout (readable by DNNBrain): one dataset per layer at the root, named by the l
 stimulus i of the ``.stim.csv``. DNNBrain writes float32 without attributes; the attributes added
 here (network, weights hash, stimulus-table hash, module path) are ignored by its reader.
 
-Chunks span ``batch_size`` rows and a run of channels, about 4 MB each: the extractor fills whole
-chunks one batch at a time, and the Gram stage reads whole chunk columns (all rows, some channels),
-so each byte is read once and neither side holds a full layer in memory. Files are written to a
+Chunks span ``batch_size`` rows and a run of channels (a chunk column of all rows is about 32 MB):
+the extractor fills whole chunks one batch at a time, and the Gram stage reads whole chunk columns
+(all rows, some channels), so each byte is read once and neither side holds a full layer in memory. Files are written to a
 temporary name and renamed when complete, and are byte-identical for identical inputs (no
 timestamps: ``track_times=False``).
 """
@@ -29,7 +29,8 @@ import numpy as np
 from dnnprobe.atomic import atomic_output
 from dnnprobe.errors import DnnprobeError
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 4 << 20  # largest chunk
+COLUMN_BYTES = 32 << 20  # a chunk column (all rows, one chunk's channels): the Gram stage reads a few at a time
 
 
 def dnnbrain_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -44,10 +45,13 @@ def dnnbrain_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
 
 
 def chunk_shape(n_stim: int, unit_shape: tuple[int, int, int], rows: int, itemsize: int) -> tuple[int, ...]:
+    """`rows` stimuli (one extraction batch) by as many channels as keep a chunk column near
+    COLUMN_BYTES, so that the Gram stage's blocks, and its memory, stay small at any n_stim."""
     rows = max(1, min(rows, n_stim))
     n_chn, n_row, n_col = unit_shape
-    channels = max(1, min(n_chn, CHUNK_BYTES // max(1, rows * n_row * n_col * itemsize)))
-    return (rows, channels, n_row, n_col)
+    per_channel = n_row * n_col * itemsize
+    channels = min(COLUMN_BYTES // max(1, n_stim * per_channel), CHUNK_BYTES // max(1, rows * per_channel))
+    return (rows, max(1, min(n_chn, channels)), n_row, n_col)
 
 
 class ActivationWriter:
@@ -272,11 +276,13 @@ class ActivationFile:
         if self.n_stim != n_stim:
             raise DnnprobeError(f"{self.path}: {self.n_stim} rows, but {table_name} lists {n_stim} stimuli")
 
-    def column_blocks(self, layer: str, max_bytes: int = 256 << 20) -> Iterator[np.ndarray]:
+    def column_blocks(self, layer: str, max_bytes: int = 256 << 20, reuse_buffers: bool = False) -> Iterator[np.ndarray]:
         """Yield the layer as float32 blocks of shape (n_stim, some units), all rows at once.
 
         Blocks follow the dataset's chunk columns, so each chunk is read once; a reader thread
-        fetches the next block while the caller works on the current one. Non-finite values are an error.
+        fetches the next block while the caller works on the current one. Non-finite values are an
+        error. With `reuse_buffers`, blocks live in three recycled buffers (no fresh memory per
+        block, which costs page faults): a block is valid only until the caller asks for the next.
         """
         dataset = self.dataset(layer)
         n_stim, n_chn = dataset.shape[:2]
@@ -285,11 +291,26 @@ class ActivationFile:
         channels = max(1, max_bytes // max(1, n_stim * per_channel * 4))
         channels = max(step, channels - channels % step)
         bounds = [(c, min(c + channels, n_chn)) for c in range(0, n_chn, channels)]
+        widest = max(hi - lo for lo, hi in bounds) * per_channel
+        # One slot per block in flight: the caller's, the queued one, the one being read.
+        slots = [np.empty(n_stim * widest, dtype=dataset.dtype) for _ in range(3)] if reuse_buffers else None
+        converted = [np.empty(n_stim * widest, dtype=np.float32) for _ in range(3)] \
+            if reuse_buffers and dataset.dtype != np.float32 else None
 
-        def read(lo: int, hi: int) -> np.ndarray:
-            block = dataset[:, lo:hi].reshape(n_stim, -1)
-            block = np.ascontiguousarray(block, dtype=np.float32)
-            if not np.isfinite(block).all():
+        def read(index: int, lo: int, hi: int) -> np.ndarray:
+            shape = (n_stim, hi - lo, *dataset.shape[2:])
+            if slots is None:
+                block = np.ascontiguousarray(dataset[:, lo:hi].reshape(n_stim, -1), dtype=np.float32)
+            else:
+                raw = slots[index % 3][: int(np.prod(shape))].reshape(shape)
+                dataset.read_direct(raw, source_sel=np.s_[:, lo:hi])
+                block = raw.reshape(n_stim, -1)
+                if converted is not None:  # float16 files: widen into a recycled float32 buffer
+                    target = converted[index % 3][: block.size].reshape(block.shape)
+                    np.copyto(target, block)
+                    block = target
+            # One float64 sum is NaN or inf exactly when some value is (a cheap pass; no mask array).
+            if not np.isfinite(block.sum(dtype=np.float64)):
                 rows, cols = np.nonzero(~np.isfinite(block))
                 raise DnnprobeError(
                     f"{self.path}: layer {layer} has non-finite values (first at stimulus row {rows[0] + 1}, "
@@ -305,18 +326,18 @@ class ActivationFile:
 
 
 def _prefetched(read, bounds: list[tuple[int, int]]) -> Iterator[np.ndarray]:
-    """Call read(*b) for each bound one step ahead in a thread (HDF5 reads overlap BLAS work)."""
+    """Call read(index, lo, hi) for each bound one step ahead in a thread (HDF5 reads overlap BLAS work)."""
     if not bounds:
         return
     results: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def work() -> None:
-        for lo, hi in bounds:
+        for index, (lo, hi) in enumerate(bounds):
             if stop.is_set():
                 return
             try:
-                results.put((read(lo, hi), None))
+                results.put((read(index, lo, hi), None))
             except BaseException as exc:
                 results.put((None, exc))
                 return

@@ -22,12 +22,14 @@ from dnnprobe.atomic import atomic_output
 from dnnprobe.errors import DnnprobeError
 
 
-def layer_gram(activations: ActivationFile, layer: str, block_bytes: int = 192 << 20) -> np.ndarray:
+def layer_gram(activations: ActivationFile, layer: str, block_bytes: int = 96 << 20) -> np.ndarray:
     """K = X X^T in float64 for one layer, X read as (n_stim, units) column blocks."""
     n = activations.n_stim
     gram = np.zeros((n, n), dtype=np.float64)
-    for block in activations.column_blocks(layer, max_bytes=block_bytes):
-        gram += block @ block.T  # numpy calls BLAS syrk for X @ X.T
+    product = np.empty((n, n), dtype=np.float32)  # reused: a fresh array per block costs page faults
+    for block in activations.column_blocks(layer, max_bytes=block_bytes, reuse_buffers=True):
+        np.matmul(block, block.T, out=product)  # numpy calls BLAS syrk for X @ X.T
+        gram += product
     return gram
 
 

@@ -1,17 +1,12 @@
 """The probe: cross-validated PCA + linear decoding of a stimulus attribute from one layer.
 
-It computes exactly what DNNBrain's tutorial computes, ``make_pipeline(PCA(pca),
-LogisticRegression())`` scored over ``StratifiedKFold(cv)`` without shuffling, with PCA refit inside
-each training fold, but from the layer's Gram matrix K = X X^T instead of X itself:
-
-- the training fold's centred Gram ``Kc = H K_tt H`` has eigenpairs (lambda_j, u_j), and the
-  training rows' principal scores are ``u_j * sqrt(lambda_j)`` (what ``PCA.fit_transform`` returns);
-- a held-out row x is projected with the centred cross-Gram: ``(x - mean) . v_j = kc(x, train) . u_j
-  / sqrt(lambda_j)``.
-
-Scores equal sklearn's ``PCA(svd_solver='full')`` up to each component's sign, which no linear
-classifier with a symmetric penalty can see, so fold accuracies match the reference (tested).
-Only the top ``pca`` eigenpairs are computed.
+It computes what DNNBrain's tutorial computes, ``make_pipeline(PCA(pca), LogisticRegression())``
+scored over ``StratifiedKFold(cv)`` without shuffling, with PCA refit inside each training fold,
+but from the layer's Gram matrix K = X X^T instead of X itself (:mod:`dnnprobe.foldpca`): fold
+accuracies equal scikit-learn's with ``PCA(svd_solver='full')`` (tested). The decoder is any of
+scikit-learn's linear models, fitted on each fold's principal scores; with ``permutations`` the
+same folds and the same principal scores are reused for every shuffle of the labels, because PCA
+does not look at labels.
 """
 
 from __future__ import annotations
@@ -24,6 +19,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import scipy.linalg
+import scipy.special
+import scipy.stats
 from sklearn.base import clone
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.exceptions import ConvergenceWarning
@@ -35,6 +32,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from dnnprobe.errors import DnnprobeError
+from dnnprobe.foldpca import GramPCASolver
 
 REGRESSORS = ("ridge_regression",)
 
@@ -76,161 +74,6 @@ def score(scoring: str, y_true: np.ndarray, estimator, z_test: np.ndarray) -> fl
     predicted = estimator.predict(z_test)
     metric = {"accuracy": accuracy_score, "balanced_accuracy": balanced_accuracy_score, "r2": r2_score}[scoring]
     return float(metric(y_true, predicted))
-
-
-# ---- PCA from a Gram matrix ---------------------------------------------------------------
-
-
-def centre_gram(gram_tt: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Double-centre a training Gram block in place; return it, its row means and grand mean."""
-    row_means = gram_tt.mean(axis=1, dtype=np.float64)
-    grand_mean = float(row_means.mean())
-    gram_tt -= row_means[:, None].astype(gram_tt.dtype)
-    gram_tt -= row_means[None, :].astype(gram_tt.dtype)
-    gram_tt += gram_tt.dtype.type(grand_mean)
-    return gram_tt, row_means, grand_mean
-
-
-DENSE_LIMIT = 1200  # up to this many training rows LAPACK's dense solver is fast enough
-OVERSAMPLE = 28  # extra directions in each Krylov block: speeds convergence of the k-th pair
-TOLERANCE = 1e-4  # residual ||A u - lambda u|| allowed, relative to the largest eigenvalue
-
-
-def top_eigenpairs(
-    matrix: np.ndarray, k: int, start: np.ndarray | None = None, tol: float = TOLERANCE, max_blocks: int = 20
-) -> tuple[np.ndarray, np.ndarray]:
-    """The k largest eigenvalues (descending) and their eigenvectors of a symmetric PSD matrix.
-
-    Small matrices go to LAPACK. Large ones use block Lanczos (a block Krylov subspace with
-    Rayleigh-Ritz), started from `start` when given, and stop once each of the k pairs has a
-    residual ``||A u - lambda u|| <= tol * lambda_1``; should that never happen, LAPACK decides.
-    Block Lanczos needs only BLAS-3 products with the matrix, 2 to 4 per fold from a warm start,
-    where LAPACK spends seconds reducing the whole matrix to tridiagonal form.
-    """
-    size = matrix.shape[0]
-    block = k + OVERSAMPLE
-    if not uses_iterative_solver(size, k):
-        return _dense_top(matrix, k)
-    if start is None or start.shape[1] < block:
-        rng = np.random.default_rng(0)
-        extra = rng.standard_normal((size, block - (0 if start is None else start.shape[1])))
-        start = extra if start is None else np.hstack([start, extra])
-    found = _block_lanczos(matrix, k, start.astype(matrix.dtype, copy=False), tol, max_blocks)
-    return found if found is not None else _dense_top(matrix, k)
-
-
-def uses_iterative_solver(size: int, k: int) -> bool:
-    return size > DENSE_LIMIT and 3 * (k + OVERSAMPLE) < size
-
-
-def _dense_top(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    size = matrix.shape[0]
-    values, vectors = scipy.linalg.eigh(
-        matrix, subset_by_index=[size - k, size - 1], driver="evr", check_finite=False
-    )
-    return values[::-1].astype(np.float64), vectors[:, ::-1].astype(np.float64)
-
-
-def _orthonormal(block: np.ndarray, against: np.ndarray | None = None) -> np.ndarray:
-    """Orthonormal basis of `block`'s columns, first made orthogonal to `against`.
-
-    SVQB (an eigendecomposition of the small Gram B^T B, done twice) instead of Householder QR:
-    only BLAS-3 products, and directions already in `against` (a converged Krylov space) are
-    dropped rather than amplified into noise.
-    """
-    for _ in range(2):
-        if against is not None:
-            block = block - against @ (against.T @ block)
-        gram = (block.T @ block).astype(np.float64)
-        values, vectors = np.linalg.eigh((gram + gram.T) / 2)
-        keep = values > 1e-10 * max(float(values[-1]), 1e-300)
-        block = block @ (vectors[:, keep] / np.sqrt(values[keep])).astype(block.dtype)
-    return block
-
-
-def _block_lanczos(A: np.ndarray, k: int, start: np.ndarray, tol: float, max_blocks: int):
-    basis = _orthonormal(start)
-    image = A @ basis
-    projected = basis.T @ image  # Rayleigh quotient matrix V^T A V, grown block by block
-    last = basis.shape[1]  # width of the newest block
-    for _ in range(max_blocks):
-        values, vectors = np.linalg.eigh((projected + projected.T).astype(np.float64) / 2)
-        order = np.argsort(values)[::-1][:k]
-        ritz_values, ritz = values[order], vectors[:, order].astype(A.dtype)
-        approx = basis @ ritz
-        residual = np.linalg.norm(image @ ritz - approx * ritz_values.astype(A.dtype), axis=0)
-        if ritz_values[0] > 0 and residual.max() <= tol * ritz_values[0]:
-            return ritz_values, approx.astype(np.float64)
-        new = _orthonormal(image[:, -last:], basis)  # next Krylov block: A times the newest one
-        if new.shape[1] == 0:
-            return None
-        last = new.shape[1]
-        new_image = A @ new
-        projected = np.block([[projected, basis.T @ new_image], [new.T @ image, new.T @ new_image]])
-        basis = np.hstack([basis, new])
-        image = np.hstack([image, new_image])
-    return None
-
-
-@dataclass
-class GramPCA:
-    """PCA(k) of some training rows, held as the eigenpairs of their centred Gram block."""
-
-    vectors: np.ndarray  # (n_train, k) eigenvectors u_j
-    scale: np.ndarray  # (k,) singular values sqrt(lambda_j)
-    usable: np.ndarray  # (k,) False for directions with no variance (k above the fold's rank)
-    row_means: np.ndarray  # (n_train,) row means of the uncentred training Gram
-    grand_mean: float
-
-    def train_scores(self) -> np.ndarray:
-        """What ``PCA.fit_transform`` returns for the training rows (up to each component's sign)."""
-        return np.where(self.usable, self.vectors * self.scale, 0.0)
-
-    def project(self, cross: np.ndarray) -> np.ndarray:
-        """What ``PCA.transform`` returns for rows whose Gram with the training rows is `cross`."""
-        cross = cross - cross.mean(axis=1)[:, None] - self.row_means[None, :] + self.grand_mean
-        scores = np.zeros((len(cross), len(self.scale)))
-        scores[:, self.usable] = (cross @ self.vectors[:, self.usable]) / self.scale[self.usable]
-        return scores
-
-
-class GramPCASolver:
-    """PCA(k) of any subset of a layer's stimuli, from the layer's Gram matrix.
-
-    For large folds it keeps a float32 copy of the Gram for the iterative eigensolver (products
-    twice as fast; float32 products were as accurate as float64 for fold accuracies) and the whole
-    set's leading eigenvectors as the start for every fold. Held-out projections stay float64.
-    """
-
-    def __init__(self, gram: np.ndarray, k: int) -> None:
-        self.gram = gram
-        self.k = k
-        self.iterative = uses_iterative_solver(int(gram.shape[0] * 0.8), k)
-        self.solver_gram = gram.astype(np.float32) if self.iterative else gram
-        self.start = None
-        if self.iterative:
-            centred, _, _ = centre_gram(self.solver_gram.copy())
-            self.start = top_eigenpairs(centred, k + OVERSAMPLE, tol=1e-2)[1].astype(np.float32)
-
-    def fit(self, train: np.ndarray) -> GramPCA:
-        centred, row_means, grand_mean = centre_gram(self.solver_gram[np.ix_(train, train)])
-        start = None if self.start is None else self.start[train]
-        values, vectors = top_eigenpairs(centred, self.k, start)
-        scale = np.sqrt(np.clip(values, 0.0, None))
-        # Directions with (numerically) no variance score 0 for every row; a decoder gets nothing from
-        # them, as from PCA's. They only appear when k exceeds the training fold's rank.
-        usable = scale > scale[0] * 1e-7 if scale[0] > 0 else np.zeros(self.k, dtype=bool)
-        return GramPCA(vectors, scale, usable, row_means, grand_mean)
-
-    def fold_scores(self, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Principal scores of the training rows and of the held-out rows, as PCA(k) fitted on train."""
-        pca = self.fit(train)
-        return pca.train_scores(), pca.project(self.gram[np.ix_(test, train)])
-
-
-def fold_pca_scores(gram: np.ndarray, train: np.ndarray, test: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """One fold's principal scores (a convenience over :class:`GramPCASolver`)."""
-    return GramPCASolver(gram, k).fold_scores(train, test)
 
 
 # ---- cross-validation ---------------------------------------------------------------------
@@ -337,15 +180,7 @@ def cross_validate_scores(
         scores.append(score(settings.scoring, y[test], fitted, z_test))
         if classes is not None:
             matrices.append(confusion_matrix(y[test], fitted.predict(z_test), labels=classes))
-    null = None
-    if settings.permutations:
-        null = np.empty(settings.permutations)
-        for index, shuffled in enumerate(permuted_targets(y, settings.permutations, settings.seed)):
-            fold_values = []
-            for (z_train, z_test), (train, test) in zip(fold_scores, splits):
-                fitted = _fit(estimator, z_train, shuffled[train], warned)
-                fold_values.append(score(settings.scoring, shuffled[test], fitted, z_test))
-            null[index] = np.mean(fold_values)
+    null = null_distribution(fold_scores, splits, y, settings, warned) if settings.permutations else None
     return LayerResult(
         score=np.asarray(scores),
         conf_m=np.asarray(matrices) if classes is not None else None,
@@ -355,10 +190,88 @@ def cross_validate_scores(
     )
 
 
+def null_distribution(
+    fold_scores: list[tuple[np.ndarray, np.ndarray]],
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    y: np.ndarray,
+    settings: ProbeSettings,
+    warned: list[int],
+) -> np.ndarray:
+    """Mean fold score for each shuffle of the labels: same folds, same principal scores.
+
+    Binary logistic decoders (the default) are fitted for all shuffles at once
+    (:func:`batched_logistic`); other decoders one shuffle at a time with scikit-learn.
+    """
+    shuffles = np.array(list(permuted_targets(y, settings.permutations, settings.seed)))  # (P, n)
+    classes = np.unique(y)
+    batched = settings.classifier == "logistic" and len(classes) == 2
+    per_fold = np.empty((len(splits), len(shuffles)))
+    estimator = make_estimator(settings)
+    for fold, ((z_train, z_test), (train, test)) in enumerate(zip(fold_scores, splits)):
+        if batched:
+            if settings.standardize:
+                scaler = StandardScaler().fit(z_train)
+                z_train, z_test = scaler.transform(z_train), scaler.transform(z_test)
+            positive = (shuffles == classes[1]).astype(np.float64)
+            weights, intercepts = batched_logistic(z_train, positive[:, train].T, settings.C)
+            decision = z_test @ weights + intercepts  # (n_test, P)
+            per_fold[fold] = _batched_scores(settings.scoring, positive[:, test].T, decision)
+        else:
+            for index, shuffled in enumerate(shuffles):
+                fitted = _fit(estimator, z_train, shuffled[train], warned)
+                per_fold[fold, index] = score(settings.scoring, shuffled[test], fitted, z_test)
+    return per_fold.mean(axis=0)
+
+
+def batched_logistic(
+    z: np.ndarray, targets: np.ndarray, C: float, tol: float = 1e-8, max_iter: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
+    """L2-penalised binary logistic regressions sharing one design, one per column of `targets`.
+
+    Minimises ``sum log(1 + exp(-s (z w + b))) + |w|^2 / (2 C)`` (scikit-learn's objective; the
+    intercept is not penalised) by majorise-minimise steps with Boehning's fixed curvature bound
+    ``Z^T Z / 4``: one Cholesky factor for all columns, two matrix products per step. It
+    converges to the optimum that scikit-learn's L-BFGS approaches to its tolerance, so predictions
+    agree but for test items on the decision boundary.
+    """
+    design = np.hstack([z, np.ones((len(z), 1))])
+    bound = design.T @ design / 4.0
+    bound[np.diag_indices(z.shape[1])] += 1.0 / C
+    factor = scipy.linalg.cho_factor(bound)
+    theta = np.zeros((design.shape[1], targets.shape[1]))
+    penalty = np.full((design.shape[1], 1), 1.0 / C)
+    penalty[-1] = 0.0
+    for _ in range(max_iter):
+        probability = scipy.special.expit(design @ theta)
+        gradient = design.T @ (probability - targets) + penalty * theta
+        step = scipy.linalg.cho_solve(factor, gradient)
+        theta -= step
+        if np.abs(step).max() <= tol * (1.0 + np.abs(theta).max()):
+            break
+    return theta[:-1], theta[-1]
+
+
+def _batched_scores(scoring: str, positive: np.ndarray, decision: np.ndarray) -> np.ndarray:
+    """Per-column scores of binary decisions (class 1 where decision > 0, as scikit-learn predicts)."""
+    predicted = decision > 0
+    truth = positive > 0.5
+    if scoring == "accuracy":
+        return (predicted == truth).mean(axis=0)
+    if scoring == "balanced_accuracy":
+        recall_pos = (predicted & truth).sum(axis=0) / np.maximum(truth.sum(axis=0), 1)
+        recall_neg = (~predicted & ~truth).sum(axis=0) / np.maximum((~truth).sum(axis=0), 1)
+        return (recall_pos + recall_neg) / 2
+    # roc_auc: the Mann-Whitney statistic from ranks of the decision values
+    ranks = scipy.stats.rankdata(decision, axis=0)
+    n_pos = truth.sum(axis=0)
+    n_neg = len(truth) - n_pos
+    return ((ranks * truth).sum(axis=0) - n_pos * (n_pos + 1) / 2) / np.maximum(n_pos * n_neg, 1)
+
+
 def cross_validate_gram(gram: np.ndarray, y: np.ndarray, settings: ProbeSettings) -> LayerResult:
     """DNNBrain's cross-validated PCA + decoder for one layer, from its Gram matrix."""
     splits = folds(y, settings)
-    solver = GramPCASolver(gram, settings.n_components)
+    solver = GramPCASolver(gram, settings.n_components, [test for _, test in splits])
     fold_scores = [solver.fold_scores(train, test) for train, test in splits]
     return cross_validate_scores(fold_scores, splits, y, settings)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")  # no screen needed; set before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from dnnprobe.stats import depth_groups  # noqa: E402
 
 # DNNBrain's published values (read off its Figure 1, +-0.005): AlexNet, ImageNet weights,
 # BOLD5000 animate vs inanimate, PCA 100, 10-fold CV.
@@ -28,41 +29,6 @@ DNNBRAIN_PUBLISHED = {
     "fc1_relu": 0.89, "fc2_relu": 0.90,
 }
 CONV_COLOUR, RELU_COLOUR = "lime", "dodgerblue"  # DNNBrain's colours
-
-
-@dataclass(frozen=True)
-class DepthGroup:
-    label: str  # tick label: Conv1 .. FC2
-    conv: str | None  # layer name of the pre-activation bar
-    relu: str | None  # layer name of the ReLU bar
-
-
-def tick_label(layer: str) -> str:
-    for stem, pretty in (("conv", "Conv"), ("fc", "FC")):
-        if layer.startswith(stem) and layer[len(stem):].isdigit():
-            return pretty + layer[len(stem):]
-    return layer
-
-
-def depth_groups(layers: list[str]) -> list[DepthGroup]:
-    """Pair each layer with its ``_relu`` partner, in the order the layers were extracted."""
-    groups, placed = [], set()
-    for layer in layers:
-        if layer in placed:
-            continue
-        if layer.endswith("_relu") and layer[: -len("_relu")] in layers:
-            continue  # placed with its partner
-        partner = f"{layer}_relu"
-        if partner in layers:
-            groups.append(DepthGroup(tick_label(layer), layer, partner))
-            placed.update({layer, partner})
-        elif layer.endswith("_relu"):
-            groups.append(DepthGroup(tick_label(layer), None, layer))
-            placed.add(layer)
-        else:
-            groups.append(DepthGroup(tick_label(layer), layer, None))
-            placed.add(layer)
-    return groups
 
 
 def _stars(p: float | None) -> str:
