@@ -52,10 +52,11 @@ def build_repo(repo: Path, act: Path, table: Path) -> None:
     (repo / "models" / "network.pt").write_bytes(b"synthetic activations: no network\n")
     (repo / "models" / "network.pt.json").write_text("{}\n")
     run(repo, "git", "init", "-q")
+    # Record the upstream stages as done (their outputs are the synthetic files) before git sees
+    # them: `dvc commit` git-ignores its outputs, and refuses outputs that git already tracks.
+    run(repo, "dvc", "commit", "--force", "stimuli", "network", "extract")
     run(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "add", "-A")
     run(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench")
-    # Record the upstream stages as done: their outputs are the synthetic files.
-    run(repo, "dvc", "commit", "--force", "stimuli", "network", "extract")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pca", type=int, default=50, help="the new pca of the experiment")
     parser.add_argument("--data", type=Path, help="existing synthetic .act.h5 (default: generate)")
     parser.add_argument("--layers", default="", help="comma-separated subset of the 14 layers (tests)")
+    parser.add_argument("--base-pca", type=int, help="pca of the first run (default: params.yaml's; tests)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from make_synthetic import write_synthetic
@@ -81,10 +83,11 @@ def main(argv: list[str] | None = None) -> None:
         repo = Path(folder)
         build_repo(repo, act, table)
         params = yaml.safe_load((repo / "params.yaml").read_text())
-        if layers:
-            params["extract"]["layers"] = layers
+        if layers or args.base_pca:
+            params["extract"]["layers"] = layers or params["extract"]["layers"]
+            params["pca"] = args.base_pca or params["pca"]
             (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            run(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qam", "layers")
+            run(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qam", "params")
             run(repo, "dvc", "commit", "--force", "extract")
         repro, _ = run(repo, "dvc", "repro")
         run(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "add", "-A")

@@ -9,11 +9,11 @@ import sys
 from conftest import REPO
 
 
-def run(script: str, *args: str, cwd) -> str:
+def run(script: str, *args: str, cwd, whole: bool = False) -> str:
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=cwd,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
+    return result.stdout if whole else result.stdout.strip().splitlines()[-1]
 
 
 def test_bench_probe_tiny(tmp_path):
@@ -34,3 +34,32 @@ def test_bench_extract_tiny(tmp_path):
     match = re.fullmatch(r"ratio=([\d.]+) peak_rss_mb=(\d+)", last)
     assert match, last
     assert float(match.group(1)) > 0
+
+
+def test_bench_dtype_tiny(tmp_path):
+    last = run("bench_dtype.py", "--pca", "4", "--cv", "3", "--set", "stimuli.demo.n_per_class=9",
+               "--set", "extract.layers=[fc1,fc2_relu]", cwd=tmp_path)
+    match = re.fullmatch(r"max_fold_diff_samples=(\d+) mean_abs_diff=([\d.]+) size_ratio=([\d.]+)", last)
+    assert match, last
+    assert float(match.group(3)) < 0.75  # float16 stores the activations in about half the bytes
+
+
+def test_bench_permutations_tiny(tmp_path):
+    from benchmarks_helpers import synthetic
+
+    act = synthetic(tmp_path, n=40, layers=["fc1"])
+    last = run("bench_permutations.py", "--layer", "fc1", "--pca", "4", "--cv", "3", "--permutations", "19",
+               "--data", str(act), cwd=tmp_path)
+    match = re.fullmatch(r"extra_seconds=(-?[\d.]+) p_value=([\d.]+)", last)
+    assert match, last
+    assert 1 / 20 <= float(match.group(2)) <= 1  # (count + 1) / (permutations + 1)
+
+
+def test_bench_reprobe_tiny(tmp_path):
+    from benchmarks_helpers import synthetic
+
+    act = synthetic(tmp_path, n=40, layers=["fc1", "fc2"])
+    out = run("bench_reprobe.py", "--n", "40", "--layers", "fc1,fc2", "--base-pca", "5", "--pca", "3",
+              "--data", str(act), cwd=tmp_path, whole=True)
+    assert "stages run: probe, report\n" in out, out  # the cached Gram matrices are reused
+    assert re.search(r"^repro_seconds=[\d.]+ reprobe_seconds=[\d.]+$", out, re.MULTILINE), out
