@@ -515,9 +515,12 @@ def interrupt_extraction(repo: Path, signum: int, log_path: Path) -> tuple[int, 
     be mid-write, signalled, then continued: the signal lands before the output could be renamed."""
     data = repo / "data"
     with open(log_path, "w") as log:
+        # A terminal's Ctrl-C: SIGINT at its default disposition even when pytest itself runs in the
+        # background of a non-interactive shell (which ignores SIGINT, and children inherit that).
         process = subprocess.Popen(["dvc", "repro", "--force", "--single-item", "extract"], cwd=repo,
                                    env=env_without_tracking_uri(), stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         fraction, deadline = 0.0, time.monotonic() + 300
         while process.poll() is None and time.monotonic() < deadline:
             done = re.findall(r"extract:\s+(\d+)%", log_path.read_text())
