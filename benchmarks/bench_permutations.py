@@ -33,17 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     from dnnprobe.probe import ProbeSettings, cross_validate_gram
     from dnnprobe.stimuli import StimulusTable
 
-    if args.data:
-        act = args.data
-    else:
-        sys.path.insert(0, str(HERE))
-        from make_synthetic import write_synthetic
+    sys.path.insert(0, str(HERE))
+    from make_synthetic import benchmark_data
 
-        stem = HERE / "data" / f"synthetic-n{args.n}-{args.layer}"
-        act = stem.with_suffix(".act.h5")
-        if not act.is_file():
-            write_synthetic(stem, args.n, layers=[args.layer])
-    y = StimulusTable.read(act.with_name(act.name.replace(".act.h5", ".stim.csv"))).integer_labels()
+    act, table = benchmark_data(args.n, [args.layer], args.data)
+    y = StimulusTable.read(table).integer_labels()
 
     with tempfile.TemporaryDirectory(dir=act.parent) as folder:
         write_gram_file(act, Path(folder) / "gram.h5", layers=[args.layer], progress=False)

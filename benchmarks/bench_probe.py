@@ -108,16 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     layers = args.layers.split(",")
-    if args.data:
-        act, table = args.data, args.data.with_name(args.data.name.replace(".act.h5", ".stim.csv"))
-    else:
-        sys.path.insert(0, str(HERE))
-        from make_synthetic import write_synthetic
+    sys.path.insert(0, str(HERE))
+    from make_synthetic import benchmark_data
 
-        stem = HERE / "data" / f"synthetic-n{args.n}-{'all' if args.layers == ALL_LAYERS else '-'.join(layers)}"
-        act, table = stem.with_suffix(".act.h5"), stem.with_suffix(".stim.csv")
-        if not act.is_file():
-            write_synthetic(stem, args.n, layers=layers)
+    act, table = benchmark_data(args.n, layers, args.data)
     sizes = fold_sizes(str(table), args.cv)
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}; {act.name}, "
           f"n={args.n}, pca={args.pca}, cv={args.cv}")

@@ -68,17 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-pca", type=int, help="pca of the first run (default: params.yaml's; tests)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
-    from make_synthetic import write_synthetic
+    from make_synthetic import benchmark_data
 
     layers = args.layers.split(",") if args.layers else None
-    if args.data:
-        act = args.data
-    else:
-        stem = HERE / "data" / f"synthetic-n{args.n}-{'all' if layers is None else '-'.join(layers)}"
-        act = stem.with_suffix(".act.h5")
-        if not act.is_file():
-            write_synthetic(stem, args.n, layers=layers)
-    table = act.with_name(act.name.replace(".act.h5", ".stim.csv"))
+    act, table = benchmark_data(args.n, layers, args.data)
     with tempfile.TemporaryDirectory(dir=act.parent) as folder:
         repo = Path(folder)
         build_repo(repo, act, table)

@@ -81,6 +81,19 @@ def write_synthetic(stem: Path, n: int, seed: int = 0, layers: list[str] | None 
     return act_path, table_path
 
 
+
+def benchmark_data(n: int, layers: list[str] | None = None, data: Path | None = None) -> tuple[Path, Path]:
+    """The benchmarks' input: `data` (an .act.h5 with its .stim.csv beside it) when given, else
+    ``benchmarks/data/synthetic-n<n>-<layers>`` written on first use and reused after."""
+    if data is not None:
+        return data, data.with_name(data.name.replace(".act.h5", ".stim.csv"))
+    all_layers = layers is None or list(layers) == layer_names()
+    stem = Path(__file__).resolve().parent / "data" / f"synthetic-n{n}-{'all' if all_layers else '-'.join(layers)}"
+    act, table = stem.with_suffix(".act.h5"), stem.with_suffix(".stim.csv")
+    if not act.is_file():
+        write_synthetic(stem, n, layers=layers)
+    return act, table
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=4916, help="number of stimuli")
