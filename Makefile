@@ -28,7 +28,7 @@ run: venv
 	@echo "Browse runs:  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: venv
 	$(BIN)/python benchmarks/bench_extract.py --n 512 --size 375

@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from dnnprobe import stages
+    from dnnprobe.extraction import extract_activations
     from dnnprobe.gram import GramFile
+    from dnnprobe.network import load_network, resolve_layers
     from dnnprobe.params import load_params
     from dnnprobe.probe import ProbeSettings, cross_validate_gram, folds
     from dnnprobe.stimuli import StimulusTable
@@ -47,15 +49,19 @@ def main(argv: list[str] | None = None) -> None:
         if not args.table:
             stages.make_stimuli(params, table_path, folder / "images")
         stages.make_network(params, folder / "network.pt")
-        y = StimulusTable.read(table_path).integer_labels()
+        table = StimulusTable.read(table_path)
+        y = table.integer_labels()
+        model, _ = load_network(folder / "network.pt", params.model.arch)
+        layers = resolve_layers(model, params.model.arch, params.extract.layers)
         settings = ProbeSettings(n_components=args.pca, cv=args.cv)
         sizes = np.array([len(test) for _, test in folds(y, settings)])
 
         scores, nbytes = {}, {}
         for dtype in ("float32", "float16"):
-            dtype_params = load_params(HERE.parent / "params.yaml", (*overrides, f"extract.dtype={dtype}"))
             act = folder / f"{dtype}.act.h5"
-            stages.extract(dtype_params, table_path, folder / "network.pt", act, progress=False)
+            # The table's images as they are (a user's table is only read: no image list is written beside it).
+            extract_activations(table, model, layers, act, batch_size=params.extract.batch_size, dtype=dtype,
+                                num_workers=params.extract.num_workers, progress=False)
             nbytes[dtype] = act.stat().st_size
             stages.gram(act, folder / f"{dtype}.gram.h5", progress=False)
             with GramFile(folder / f"{dtype}.gram.h5") as grams:

@@ -3,7 +3,7 @@
 Builds a throwaway DVC repository (a copy of this one) whose stimulus, network and extraction
 outputs are BOLD5000-shaped synthetic activations (benchmarks/make_synthetic.py) committed with
 `dvc commit` instead of computed, runs `dvc repro` (gram, probe, report: the first probe at scale,
-timed), then `dvc exp run -S pca=50` (timed: only probe and report rerun). Ends with one line
+timed), then `dvc exp run -S pca=50` (timed: only check, probe and report rerun). Ends with one line
 ``repro_seconds=<x> reprobe_seconds=<y>``. The activation file is hard-linked, not copied.
 
     python benchmarks/bench_reprobe.py --n 4916
@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from dnnprobe.stimuli import StimulusTable
 
 import yaml
 
@@ -41,22 +43,35 @@ def run(repo: Path, *command: str) -> tuple[float, str]:
 def build_repo(repo: Path, act: Path, table: Path) -> None:
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     for name in filter(None, listed.split("\0")):
-        if not name.startswith(("data/", "models/", "reports/")) and name != "dvc.lock" and (REPO / name).is_file():
+        output = name.startswith(("data/", "models/", "reports/")) and not name.startswith(("data/external/",
+                                                                                            "models/external/"))
+        if not output and name != "dvc.lock" and (REPO / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, repo / name)
-    (repo / "data" / "images").mkdir(parents=True)
-    (repo / "data" / "images" / "README.txt").write_text("synthetic activations: no images\n")
-    shutil.copy2(table, repo / "data" / "stimuli.stim.csv")
-    os.link(act, repo / "data" / "activations.act.h5")
-    (repo / "models").mkdir()
+    # One placeholder file per stimulus: the check stage lists (and hashes) the images, never decodes them.
+    stimuli = StimulusTable.read(table)
+    for stim_id in stimuli.stim_ids:
+        (repo / "data" / "images" / stim_id).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "data" / "images" / stim_id).write_text(f"synthetic activations: no image for {stim_id}\n")
+    stimuli.header["path"] = "images"
+    stimuli.write(repo / "data" / "stimuli.stim.csv")
+    (repo / "models").mkdir(exist_ok=True)
     (repo / "models" / "network.pt").write_bytes(b"synthetic activations: no network\n")
     (repo / "models" / "network.pt.json").write_text("{}\n")
     run(repo, "git", "init", "-q")
     # Record the upstream stages as done (their outputs are the synthetic files) before git sees
     # them: `dvc commit` git-ignores its outputs, and refuses outputs that git already tracks.
-    run(repo, "dvc", "commit", "--force", "stimuli", "network", "extract")
+    run(repo, "dvc", "commit", "--force", "stimuli", "network")
     run(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "add", "-A")
     run(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench")
+
+
+def commit_extraction(repo: Path, act: Path) -> None:
+    """The check stage's real image list of the placeholder images, then extraction recorded as done
+    (before git sees the activation file: `dvc commit` refuses an output that git tracks)."""
+    run(repo, "dvc", "repro", "--single-item", "check")
+    os.link(act, repo / "data" / "activations.act.h5")
+    run(repo, "dvc", "commit", "--force", "extract")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             params["pca"] = args.base_pca or params["pca"]
             (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             run(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qam", "params")
-            run(repo, "dvc", "commit", "--force", "extract")
+        commit_extraction(repo, act)
         repro, _ = run(repo, "dvc", "repro")
         run(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "add", "-A")
         run(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "baseline")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import h5py
 import numpy as np
 import pytest
+
+from conftest import one_line_error
 
 from dnnprobe.actfile import ActivationFile, ActivationWriter
 from dnnprobe.errors import DnnprobeError
@@ -128,3 +132,82 @@ def test_disk_full_while_writing_gives_a_clear_error_and_no_file(tmp_path, monke
             for start in range(0, 10, 2):
                 writer.write({"fc1": np.zeros((2, 3))})
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- files whose layers are not plain datasets stored in the file, and damaged files -----------
+
+
+def external_link(path):
+    with h5py.File(path.with_name("other.h5"), "w") as other:
+        other.create_dataset("fc1", data=np.ones((3, 2, 1, 1), dtype=np.float32))
+    with h5py.File(path, "w") as f:
+        f["fc1"] = h5py.ExternalLink("other.h5", "/fc1")
+
+
+def soft_link(path, target_exists: bool):
+    with h5py.File(path, "w") as f:
+        if target_exists:
+            f.create_dataset("x", data=np.ones((3, 2, 1, 1), dtype=np.float32))
+        f["fc1"] = h5py.SoftLink("/x")
+
+
+def virtual_dataset(path):
+    """A virtual layer mapped onto a file that does not exist: h5py would read it as fill values."""
+    layout = h5py.VirtualLayout(shape=(3, 2, 1, 1), dtype=np.float32)
+    layout[:] = h5py.VirtualSource("missing.h5", "fc1", shape=(3, 2, 1, 1))
+    with h5py.File(path, "w") as f:
+        f.create_virtual_dataset("fc1", layout, fillvalue=0)
+
+
+def external_raw_storage(path):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("fc1", shape=(3, 2, 1, 1), dtype=np.float32, external=[("raw.bin", 0, h5py.h5f.UNLIMITED)])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (external_link, "a.act.h5: layer fc1 is an external link to other.h5:/fc1; "
+                        "DNNBrain layout stores each layer's data in the file itself"),
+        (lambda p: soft_link(p, target_exists=False), "a.act.h5: layer fc1 is a link to /x, which does not exist"),
+        (lambda p: soft_link(p, target_exists=True), "a.act.h5: layer fc1 is a link to /x; "
+                                                     "DNNBrain layout stores each layer as a dataset of its own"),
+        (virtual_dataset, "a.act.h5: layer fc1 is a virtual dataset \\(data kept in other files: missing.h5\\); "
+                          "DNNBrain layout stores each layer's data in the file itself"),
+        (external_raw_storage, "a.act.h5: layer fc1 keeps its data in external raw files \\(raw.bin\\); "
+                               "DNNBrain layout stores each layer's data in the file itself"),
+    ],
+    ids=["external-link", "dangling-soft-link", "soft-link", "virtual-dataset", "external-raw-storage"],
+)
+def test_layers_whose_data_live_outside_the_file_are_refused(tmp_path, make, message):
+    """DVC hashes the file's bytes: data reached through a link or a virtual mapping escape the hash."""
+    make(tmp_path / "a.act.h5")
+    one_line_error(lambda: ActivationFile(tmp_path / "a.act.h5"), f"^{re.escape(str(tmp_path))}/{message}$")
+
+
+def test_a_folder_is_not_an_activation_file(tmp_path):
+    (tmp_path / "a.act.h5").mkdir()
+    one_line_error(lambda: ActivationFile(tmp_path / "a.act.h5"), "a.act.h5: is a folder, not an activation file$")
+
+
+def test_a_layer_without_rows_is_refused(tmp_path):
+    write_dnnbrain_style(tmp_path / "a.act.h5", {"fc1": np.zeros((0, 4, 1, 1))})
+    one_line_error(lambda: ActivationFile(tmp_path / "a.act.h5"), "a.act.h5: layer fc1 has 0 rows \\(no stimuli\\)$")
+
+
+def damage_first_chunk(path, layer: str) -> None:
+    """Overwrite bytes in the middle of a layer's first stored (compressed) chunk, as a bad disk would."""
+    with h5py.File(path, "r") as f:
+        chunk = f[layer].id.get_chunk_info(0)
+    with open(path, "r+b") as f:
+        f.seek(chunk.byte_offset + chunk.size // 2)
+        f.write(b"\xff" * 16)
+
+
+def test_a_damaged_compressed_chunk_is_one_line_naming_the_layer(tmp_path):
+    data = np.random.default_rng(5).standard_normal((50, 40, 1, 1))
+    write_dnnbrain_style(tmp_path / "a.act.h5", {"fc1": data})
+    damage_first_chunk(tmp_path / "a.act.h5", "fc1")
+    with ActivationFile(tmp_path / "a.act.h5") as acts:
+        one_line_error(lambda: acts.read_layer("fc1"),
+                       "a.act.h5: layer fc1 cannot be read \\(.+\\); the file is damaged: rerun the extract stage$")

@@ -17,14 +17,32 @@ def test_bad_parameter_is_one_line_and_exit_1(tmp_path):
     assert not (tmp_path / "n.pt").exists()
 
 
-def test_missing_table_is_one_line(tmp_path):
+def test_missing_inputs_are_one_line(tmp_path):
     result = CliRunner().invoke(main, ["extract", "--params", str(REPO / "params.yaml"),
-                                       "--table", str(tmp_path / "none.stim.csv"), "--out", str(tmp_path / "a.h5")])
+                                       "--images", str(tmp_path / "images.sha256"), "--out", str(tmp_path / "a.h5")])
     assert result.exit_code == 1
-    assert "stimulus table not found" in result.output and result.output.count("\n") == 1
+    assert "image list not found" in result.output and result.output.count("\n") == 1
+    result = CliRunner().invoke(main, ["check", "--params", str(REPO / "params.yaml"), "--table", str(tmp_path),
+                                       "--out", str(tmp_path / "images.sha256")])
+    assert result.exit_code == 1
+    assert f"{tmp_path}: is a folder, not a stimulus table (.stim.csv)" in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_not_found_in_a_temporary_experiment_says_why(tmp_path, monkeypatch):
+    """`dvc exp run --temp` and queued experiments run in a copy that holds only tracked files."""
+    copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo"))
+    result = CliRunner().invoke(main, ["check", "--params", str(REPO / "params.yaml"),
+                                       "--table", "data/mine.stim.csv", "--out", "data/images.sha256"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert ("data/mine.stim.csv: stimulus table not found; this runs in a temporary copy of the repository, "
+            "which holds only the files git tracks") in result.output
 
 
 def test_help_lists_every_stage():
     result = CliRunner().invoke(main, ["--help"])
-    for stage in ("stimuli", "network", "extract", "gram", "probe", "report"):
+    for stage in ("stimuli", "check", "network", "extract", "gram", "probe", "report"):
         assert stage in result.output

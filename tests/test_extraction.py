@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_params
 from dnnprobe.actfile import ActivationFile
 from dnnprobe.errors import DnnprobeError
-from dnnprobe.extraction import LayerRecorder, extract_activations
+from dnnprobe.extraction import LayerRecorder, extract_activations, layer_unit_shapes
 from dnnprobe.network import load_network, random_network, resolve_layers
 from dnnprobe.params import TUTORIAL_LAYERS
 from dnnprobe.stimuli import StimulusTable, load_rgb, preprocess
@@ -131,10 +131,138 @@ def test_dnnbrain_alexnet_layer_names():
     assert friendly_layer_names(random_network("alexnet", 0), "alexnet") == expected
 
 
-def test_same_inputs_give_byte_identical_activation_files(tiny_stimuli, tiny_network, tiny_activations, tmp_path):
+def test_same_inputs_give_byte_identical_activation_files(tiny_image_list, tiny_network, tiny_activations, tmp_path):
     from dnnprobe.stages import extract
     from dnnprobe.stimuli import file_sha256
 
     again = tmp_path / "again.act.h5"
-    extract(tiny_params(), tiny_stimuli, tiny_network, again, progress=False)
+    extract(tiny_params(), tiny_image_list, tiny_network, again, progress=False)
     assert file_sha256(again) == file_sha256(tiny_activations)
+
+
+# ---- modules that run more than once per forward pass -------------------------------------------
+
+
+def record(model, module_paths, images):
+    recorder = LayerRecorder(model, module_paths)
+    try:
+        with torch.inference_mode():
+            model(images)
+        return recorder.take()
+    finally:
+        recorder.remove()
+
+
+def fx_features(model, node_names, images):
+    """The same layers from torchvision's FX feature extractor, the reference for the naming."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    with torch.inference_mode():
+        return create_feature_extractor(model, return_nodes=list(node_names))(images)
+
+
+RESNET_CALLS = ["layer1.0.relu", "layer1.0.relu_1", "layer2.1.relu", "layer2.1.relu_1", "layer4.1.relu_1"]
+
+
+def test_each_call_of_a_repeated_module_matches_torchvision_fx_names():
+    """BasicBlock applies its relu twice: relu (after bn1) and relu_1 (after the residual add).
+
+    The ReLU outputs are not overwritten later, so the FX extractor is a fair reference here."""
+    model = random_network("resnet18", 0).eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    recorded = record(model, resolve_layers(model, "resnet18", RESNET_CALLS), images)
+    expected = fx_features(model, RESNET_CALLS, images)
+    for layer in RESNET_CALLS:
+        assert torch.equal(recorded[layer], expected[layer]), layer
+    assert recorded["layer1.0.relu"].shape == recorded["layer1.0.relu_1"].shape
+    assert not torch.equal(recorded["layer1.0.relu"], recorded["layer1.0.relu_1"])
+
+
+def test_call_counting_restarts_with_every_forward_pass():
+    model = random_network("resnet18", 0).eval()
+    layers = ["layer1.0.relu", "layer1.0.relu_1"]
+    recorder = LayerRecorder(model, resolve_layers(model, "resnet18", layers))
+    generator = torch.Generator().manual_seed(2)
+    try:
+        for _ in range(2):  # two batches, without take() in between for the first
+            images = torch.randn(1, 3, 64, 64, generator=generator)
+            with torch.inference_mode():
+                model(images)
+            assert recorder.calls["layer1.0.relu"] == 2
+        recorded = recorder.take()
+    finally:
+        recorder.remove()
+    expected = fx_features(model, layers, images)
+    assert all(torch.equal(recorded[layer], expected[layer]) for layer in layers)
+
+
+def test_bottleneck_relu_runs_three_times_and_the_dry_run_says_so():
+    model = random_network("resnet50", 0).eval()
+    shapes = layer_unit_shapes(model, resolve_layers(model, "resnet50", ["layer1.0.relu", "layer1.0.relu_2"]), torch.device("cpu"))
+    assert shapes == {"layer1.0.relu": (64, 56, 56), "layer1.0.relu_2": (256, 56, 56)}
+    assert shapes.repeated == {"layer1.0.relu": ["layer1.0.relu", "layer1.0.relu_1", "layer1.0.relu_2"]}
+    assert shapes.notes == [
+        "extract: layer1.0.relu runs 3 times per forward pass; layer1.0.relu records its first call, "
+        "layer1.0.relu_1, layer1.0.relu_2 the next ones (torchvision FX names)"
+    ]
+
+
+def test_dry_run_notes_a_bare_name_of_a_repeated_module():
+    model = random_network("resnet18", 0).eval()
+    shapes = layer_unit_shapes(model, resolve_layers(model, "resnet18", ["conv1_relu", "layer1.0.relu", "layer3"]), torch.device("cpu"))
+    assert shapes == {"conv1_relu": (64, 112, 112), "layer1.0.relu": (64, 56, 56), "layer3": (256, 14, 14)}
+    assert shapes.notes == [
+        "extract: layer1.0.relu runs 2 times per forward pass; layer1.0.relu records its first call, "
+        "layer1.0.relu_1 the next (torchvision FX names)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        ("layer1.0.relu_5", "extract.layers: layer1.0.relu_5: module layer1.0.relu runs 2 times per forward pass "
+                            "(layer1.0.relu, layer1.0.relu_1)"),
+        ("layer3_1", "extract.layers: layer3_1: module layer3 runs 1 time per forward pass (layer3)"),
+    ],
+)
+def test_a_call_that_never_happens_fails_in_the_dry_run_in_one_line(layer, message):
+    model = random_network("resnet18", 0).eval()
+    module_paths = resolve_layers(model, "resnet18", ["conv1", layer])
+    with pytest.raises(DnnprobeError) as caught:
+        layer_unit_shapes(model, module_paths, torch.device("cpu"))
+    assert str(caught.value) == message
+
+
+def test_alexnet_layers_keep_their_shapes_and_need_no_note():
+    model = random_network("alexnet", 0).eval()
+    shapes = layer_unit_shapes(model, resolve_layers(model, "alexnet", TUTORIAL_LAYERS), torch.device("cpu"))
+    assert list(shapes) == list(TUTORIAL_LAYERS)
+    assert all(shapes[layer] == SHAPES[layer.replace("_relu", "")] for layer in TUTORIAL_LAYERS)
+    assert shapes.repeated == {} and shapes.notes == []
+
+
+def test_recorder_accepts_plain_module_paths_as_before():
+    model = random_network("alexnet", 0).eval()
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    recorded = record(model, {"conv1": "features.0", "conv1_relu": "features.1"}, images)
+    with torch.inference_mode():
+        conv1 = model.features[0](images)
+    assert torch.equal(recorded["conv1"], conv1)  # pre-ReLU values, negatives included
+    assert torch.equal(recorded["conv1_relu"], torch.relu(conv1))
+    with pytest.raises(DnnprobeError, match=r"^extract.layers: x: features.99 is not a module of the network$"):
+        LayerRecorder(model, {"x": "features.99"})
+
+
+def test_extraction_writes_each_call_of_a_repeated_module_to_its_own_dataset(tiny_stimuli, tmp_path):
+    table = StimulusTable.read(tiny_stimuli)
+    model = random_network("resnet18", 0).eval()
+    layers = ["layer1.0.relu", "layer1.0.relu_1"]
+    out = tmp_path / "resnet.act.h5"
+    extract_activations(table, model, resolve_layers(model, "resnet18", layers), out, batch_size=8,
+                        num_workers=0, progress=False)
+    first_batch = torch.stack([preprocess(load_rgb(path)) for path in table.image_paths()[:8]])
+    expected = fx_features(model, layers, first_batch)
+    with h5py.File(out, "r") as f:
+        for layer in layers:
+            np.testing.assert_array_equal(f[layer][:8], expected[layer].numpy())
+        assert f["layer1.0.relu_1"].attrs["module"] == "layer1.0.relu_1"  # the call's FX name

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import pickle
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,9 +13,11 @@ from conftest import closed_port_url
 from dnnprobe.errors import DnnprobeError
 from dnnprobe.extraction import LayerRecorder
 from dnnprobe.network import (
+    LayerCall,
     build_network,
     friendly_layer_names,
     load_network,
+    load_state_dict_file,
     random_network,
     resolve_layers,
     save_network,
@@ -66,7 +67,7 @@ class Exploit:
         (lambda p: torch.save(random_network("alexnet", 0).state_dict(), p), "weights do not fit squeezenet1_0"),
         (lambda p: torch.save([torch.zeros(2)], p), "not a state_dict"),
         (lambda p: p.write_bytes(pickle.dumps(Exploit())), "not a loadable state_dict"),
-        (lambda p: p.write_bytes(b"garbage"), "not a loadable state_dict"),
+        (lambda p: p.write_bytes(b"garbage"), "not a PyTorch weights file"),
     ],
 )
 def test_bad_weight_files_are_refused_without_running_code(tmp_path, capsys, write, message):
@@ -77,6 +78,41 @@ def test_bad_weight_files_are_refused_without_running_code(tmp_path, capsys, wri
     assert "pickled code ran" not in capsys.readouterr().out
     with pytest.raises(DnnprobeError, match="is not a file"):
         build_network("squeezenet1_0", str(tmp_path / "none.pt"), 0)
+
+
+def test_legacy_torch_save_format_still_loads(tmp_path):
+    """The pre-1.6 format is a pickle (first byte 0x80), not a zip: it must pass the first-bytes check."""
+    reference = random_network("squeezenet1_0", 5)
+    torch.save(reference.state_dict(), tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    assert (tmp_path / "old.pt").read_bytes()[:1] == b"\x80"
+    model, _ = build_network("squeezenet1_0", str(tmp_path / "old.pt"), 0)
+    assert same_weights(model, reference)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"hello\n", "it starts with 'hello', not a torch.save archive"),
+        (b"", "empty file"),
+        (b"\n<!DOCTYPE html>\n<html><head><title>Sign in</title>", "it starts with '<!DOCTYPE html>', not a torch.save archive"),
+        (b'{"conv1.weight": [0.1, 0.2, 0.3, 0.4]}', """it starts with '{"conv1.weight": [0.1, 0...', not a torch.save archive"""),
+        (b"\x89PNG\r\n\x1a\nrest", "it starts with b'\\x89PNG\\r\\n\\x1a\\n', not a torch.save archive"),
+        (len(b'{"w":{}}').to_bytes(8, "little") + b'{"w":{}}', "a safetensors file, not a torch.save archive; "
+         "load it with safetensors.torch.load_file and torch.save it"),
+    ],
+)
+def test_a_file_torch_save_cannot_have_written_is_named_as_such(tmp_path, content, reason):
+    path = tmp_path / "mine.pt"
+    path.write_bytes(content)
+    with pytest.raises(DnnprobeError) as caught:
+        load_state_dict_file(path)
+    assert str(caught.value) == f"{path}: not a PyTorch weights file ({reason})"
+
+
+def test_a_folder_given_as_weights_is_named_as_a_folder(tmp_path):
+    with pytest.raises(DnnprobeError) as caught:
+        build_network("squeezenet1_0", str(tmp_path), 0)
+    assert str(caught.value) == f"model.weights: {tmp_path} is a folder, not a state_dict file"
 
 
 def test_unknown_arch_lists_the_choices():
@@ -155,4 +191,29 @@ def test_friendly_names_for_vgg_and_resnet():
     assert vgg["fc1"] == "classifier.0" and vgg["fc2_relu"] == "classifier.4" and vgg["fc3"] == "classifier.6"
     resnet = friendly_layer_names(random_network("resnet18", 0), "resnet18")
     assert resnet["conv1_relu"] == "relu" and resnet["layer3"] == "layer3" and resnet["fc"] == "fc"
-    assert resolve_layers(random_network("resnet18", 0), "resnet18", ["layer3.1.relu"]) == {"layer3.1.relu": "layer3.1.relu"}
+    assert resolve_layers(random_network("resnet18", 0), "resnet18", ["layer3.1.relu"]) == {"layer3.1.relu": LayerCall("layer3.1.relu")}
+
+
+def test_dnnbrain_names_and_module_paths_resolve_to_a_first_call():
+    alexnet = resolve_layers(random_network("alexnet", 0), "alexnet", ["conv1", "conv1_relu", "fc1", "features.3"])
+    assert alexnet == {
+        "conv1": LayerCall("features.0", 0), "conv1_relu": LayerCall("features.1", 0),
+        "fc1": LayerCall("classifier.1", 0), "features.3": LayerCall("features.3", 0),
+    }
+    resnet = resolve_layers(random_network("resnet18", 0), "resnet18", ["conv1", "conv1_relu", "layer3"])
+    assert resnet == {"conv1": LayerCall("conv1", 0), "conv1_relu": LayerCall("relu", 0), "layer3": LayerCall("layer3", 0)}
+
+
+def test_later_calls_of_a_module_resolve_by_their_torchvision_fx_name():
+    model = random_network("resnet18", 0)
+    resolved = resolve_layers(model, "resnet18", ["layer1.0.relu", "layer1.0.relu_1", "layer4.1.relu_1"])
+    assert resolved == {
+        "layer1.0.relu": LayerCall("layer1.0.relu", 0),
+        "layer1.0.relu_1": LayerCall("layer1.0.relu", 1),
+        "layer4.1.relu_1": LayerCall("layer4.1.relu", 1),
+    }
+    assert [str(call) for call in resolved.values()] == list(resolved)  # str() gives the FX name back
+    # Not FX names: _0 is never used, and the part before _<k> must be a module path, not a DNNBrain name.
+    for name in ("layer1.0.relu_0", "conv1_relu_1", "layer9_1"):
+        with pytest.raises(DnnprobeError, match=f"unknown layer '{name}' for resnet18"):
+            resolve_layers(model, "resnet18", [name])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -51,11 +53,42 @@ def test_bad_values_name_the_key_path(override, message):
         load_params(REPO / "params.yaml", (override,))
 
 
-def test_invalid_yaml_names_the_file(tmp_path):
+def test_invalid_yaml_names_the_file_and_line_in_one_line(tmp_path):
     bad = tmp_path / "params.yaml"
-    bad.write_text("pca: [1,\n")
-    with pytest.raises(DnnprobeError, match="params.yaml: not valid YAML"):
+    bad.write_text("pca: 100\nprobe:\n  C: [1,\n")
+    with pytest.raises(DnnprobeError) as caught:
         load_params(bad)
+    assert str(caught.value) == (f"{bad}, line 4, column 1: not valid YAML "
+                                 "(expected the node content, but found '<stream end>')")
+
+
+def test_a_named_params_file_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(DnnprobeError, match=r"myparams.yaml: parameter file not found$"):
+        load_params(tmp_path / "myparams.yaml")
+    with pytest.raises(DnnprobeError, match="is a folder, not a parameter file"):
+        load_params(tmp_path)
+
+
+def test_numbers_in_exponent_notation_are_numbers():
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string; params.yaml users write it anyway."""
+    assert load_params(REPO / "params.yaml", ("probe.C=1e-3",)).probe.C == 0.001
+    assert load_params(REPO / "params.yaml", ("probe.C=2E+1",)).probe.C == 20.0
+    with pytest.raises(DnnprobeError, match="probe.C must be a finite number, got 'one'"):
+        load_params(REPO / "params.yaml", ("probe.C=one",))
+    with pytest.raises(DnnprobeError, match="probe.C must be a finite number"):
+        load_params(REPO / "params.yaml", ("probe.C=.inf",))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("probe.seed=-1", "probe.seed must be between 0 and 2**32 - 1 (numpy's seed range), got -1"),
+    ("probe.seed=4294967296", "probe.seed must be between 0 and 2**32 - 1"),
+    ("model.seed=99999999999999999999", "model.seed must be between 0 and 2**63 - 1, got 99999999999999999999"),
+    ("model.seed=-3", "model.seed must be between 0 and 2**63 - 1, got -3"),
+    ("stimuli.demo.seed=-1", "stimuli.demo.seed must be >= 0, got -1"),
+])
+def test_seeds_out_of_range_are_refused_before_any_work(override, message):
+    with pytest.raises(DnnprobeError, match=re.escape(message)):
+        load_params(REPO / "params.yaml", (override,))
 
 
 def test_flat_view_for_tracking():

@@ -3,76 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, clean_env
-
-TINY = {
-    "pca": 4, "cv": 3,
-    "stimuli": {"demo": {"n_per_class": 12, "image_size": 64}},
-    "extract": {"batch_size": 8, "num_workers": 0},
-}
-
-
-def merge(base: dict, change: dict) -> dict:
-    for key, value in change.items():
-        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-def copy_repo(target: Path, params: dict = TINY) -> Path:
-    """The files a clone would have (tracked or new, not ignored), with tiny params, committed."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO / name
-        if source.is_file() and not name.startswith(("data/", "models/", "reports/")) and name != "dvc.lock":
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    data = yaml.safe_load((target / "params.yaml").read_text())
-    (target / "params.yaml").write_text(yaml.safe_dump(merge(data, params), sort_keys=False))
-    git(target, "init", "-q")
-    git(target, "add", "-A")
-    git(target, "commit", "-qm", "tiny pipeline")
-    return target
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
-                          capture_output=True, text=True, check=True).stdout
-
-
-def env_without_tracking_uri() -> dict[str, str]:
-    env = clean_env()
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return env
-
-
-def dvc(repo: Path, *args: str, env: dict | None = None) -> str:
-    result = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True,
-                            env=env or env_without_tracking_uri())
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def mlflow_runs(db: Path) -> list[dict]:
-    with sqlite3.connect(db) as connection:
-        connection.row_factory = sqlite3.Row
-        runs = [dict(r) for r in connection.execute("select run_uuid, status, name from runs")]
-        for run in runs:
-            run["tags"] = dict(connection.execute("select key, value from tags where run_uuid=?", (run["run_uuid"],)).fetchall())
-            run["params"] = dict(connection.execute("select key, value from params where run_uuid=?", (run["run_uuid"],)).fetchall())
-    return runs
+from conftest import copy_repo, dvc, git, mlflow_runs
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +44,7 @@ def test_mlflow_parent_and_layer_runs_land_in_the_repo_store(repo):
         yaml.safe_load((repo / "params.yaml").read_text())["extract"]["layers"])
     params = parents[0]["params"]
     for key in ("pca", "cv", "arch", "weights", "classifier", "C", "label", "n_stimuli", "seed",
-                "stimuli_sha256", "activations_md5"):
+                "stimuli_sha256", "images_sha256", "gram_sha256", "activations_sha256"):
         assert key in params, key
     assert params["pca"] == "4" and params["n_stimuli"] == "24"
     assert parents[0]["tags"]["git_commit"] == git(repo, "rev-parse", "HEAD").strip()
@@ -119,10 +57,10 @@ def test_mlflow_parent_and_layer_runs_land_in_the_repo_store(repo):
     assert list(artifacts.rglob("conv_vs_relu.png")), "report did not log the figure to the parent run"
 
 
-def test_exp_run_with_new_pca_reruns_only_probe_and_report(repo):
+def test_exp_run_with_new_pca_reruns_only_check_probe_and_report(repo):
     out = dvc(repo, "exp", "run", "-n", "pca3", "-S", "pca=3")
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"probe", "report"}
+    assert ran == {"check", "probe", "report"}  # the activations and Gram matrices are reused
     shown = json.loads(dvc(repo, "exp", "show", "--json"))
     text = json.dumps(shown)
     assert "pca3" in text

@@ -25,46 +25,15 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 from PIL import Image
 
-from conftest import REPO, closed_port_url, tiny_params
-from dnnprobe.cli import main
+from conftest import (
+    REPO, TINY, TINY_SETS, assert_nothing_written, assert_one_line_error, can_mount_tmpfs, changed_stages, cli,
+    closed_port_url, copy_repo, dvc, dvc_status, env_without_tracking_uri, merge, rgb_image, set_param, stages_run,
+    tiny_params,
+)
+from dnnprobe.errors import DnnprobeError
 from dnnprobe.stimuli import StimulusTable
-from test_pipeline import TINY, copy_repo, dvc, env_without_tracking_uri, merge
-
-# The defaults scaled down as tests/conftest.py's tiny_params: 24 demo images, pca 4, 3 folds.
-TINY_SETS = ("pca=4", "cv=3", "stimuli.demo.n_per_class=12", "stimuli.demo.image_size=64",
-             "extract.batch_size=8", "extract.num_workers=0")
-
-
-def cli(stage: str, *args: str, env: dict | None = None):
-    options = ["--params", str(REPO / "params.yaml"), "--quiet"]
-    for setting in TINY_SETS:
-        options += ["--set", setting]
-    return CliRunner().invoke(main, [stage, *options, *map(str, args)], env=env)
-
-
-def assert_one_line_error(result, stage: str, *fragments: str) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"dnnprobe {stage}: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
-def assert_nothing_written(folder: Path) -> None:
-    """No output and no temporary: the folder is absent or empty."""
-    assert not folder.exists() or [p.name for p in folder.rglob("*")] == []
-
-
-def rgb_image(path: Path, value: int = 100, size: int = 40) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (size, size), (value, 255 - value, 50)).save(path)
-    return path
-
 
 # ---- bad .stim.csv, through `dnnprobe stimuli` with stimuli.source=stimcsv ------------------
 
@@ -96,8 +65,8 @@ def test_bad_stimulus_table_is_one_line_and_writes_nothing(tmp_path, text, fragm
         rgb_image(source / "imgs" / name)
     (source / "user.stim.csv").write_text(text)
     out = tmp_path / "out"
-    result = cli("stimuli", "--set", "stimuli.source=stimcsv", "--set", f"stimuli.table={source / 'user.stim.csv'}",
-                 "--table", out / "s.stim.csv", "--images", out / "images")
+    result = cli("stimuli", "--set", "stimuli.source=stimcsv", "--set", f"stimuli.folder={source}",
+                 "--set", "stimuli.table=user.stim.csv", "--table", out / "s.stim.csv", "--images", out / "images")
     line = assert_one_line_error(result, "stimuli", *fragments)
     assert "user.stim.csv" in line  # the message names the file
     assert_nothing_written(out)
@@ -114,15 +83,17 @@ def test_whole_params_file_is_checked_before_any_work(tmp_path):
 # ---- images, through `dnnprobe extract` -------------------------------------------------------
 
 
-def image_table(folder: Path, names: list[str]) -> Path:
-    rows = [f"{name},{i % 2}" for i, name in enumerate(names)]
-    (folder / "t.stim.csv").write_text("type=image\npath=imgs\ndata=stimID,label\n" + "\n".join(rows) + "\n")
-    return folder / "t.stim.csv"
+def image_list(folder: Path, names: list[str]) -> Path:
+    """imgs.sha256 for the images in folder/imgs, as the check stage writes it (bad images included)."""
+    from dnnprobe.stimuli import image_checksums
+
+    (folder / "imgs.sha256").write_text(image_checksums(folder / "imgs", names))
+    return folder / "imgs.sha256"
 
 
-def extract_cli(table: Path, network: Path, out: Path):
+def extract_cli(images: Path, network: Path, out: Path):
     return cli("extract", "--set", "extract.layers=[fc2]", "--set", "extract.batch_size=2",
-               "--table", table, "--network", network, "--out", out)
+               "--images", images, "--network", network, "--out", out)
 
 
 @pytest.mark.parametrize("defect", ["truncated", "zero-byte", "decompression-bomb"])
@@ -141,10 +112,10 @@ def test_bad_image_names_its_row_and_leaves_no_activations(tmp_path, tiny_networ
         rgb_image(bad, size=200)
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # PIL's limit, scaled down
         expected = "image too large to decode safely"
-    table = image_table(tmp_path, names)
+    images = image_list(tmp_path, names)
     out = tmp_path / "acts"
-    result = extract_cli(table, tiny_network, out / "a.act.h5")
-    assert_one_line_error(result, "extract", "t.stim.csv, stimulus row 3:", "c.png", expected)
+    result = extract_cli(images, tiny_network, out / "a.act.h5")
+    assert_one_line_error(result, "extract", "imgs.sha256, stimulus row 3:", "c.png", expected)
     assert_nothing_written(out)
 
 
@@ -157,8 +128,8 @@ def test_greyscale_rgba_palette_cmyk_and_16_bit_images_are_converted(tmp_path, t
     Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
     Image.fromarray(np.linspace(0, 65535, 30 * 40).reshape(30, 40).astype(np.uint16)).save(folder / "deep.png")
     names = ["grey.png", "rgba.png", "palette.png", "cmyk.jpg", "deep.png"]
-    table = image_table(tmp_path, names)
-    result = extract_cli(table, tiny_network, tmp_path / "a.act.h5")
+    images = image_list(tmp_path, names)
+    result = extract_cli(images, tiny_network, tmp_path / "a.act.h5")
     assert result.exit_code == 0, result.output
     with h5py.File(tmp_path / "a.act.h5", "r") as f:
         fc2 = f["fc2"][()]
@@ -226,8 +197,8 @@ def test_unknown_arch_writes_no_network(tmp_path):
     assert_nothing_written(tmp_path / "models")
 
 
-def test_unknown_layer_writes_no_activations(tmp_path, tiny_stimuli, tiny_network):
-    result = cli("extract", "--set", "extract.layers=[conv1,conv9]", "--table", tiny_stimuli,
+def test_unknown_layer_writes_no_activations(tmp_path, tiny_image_list, tiny_network):
+    result = cli("extract", "--set", "extract.layers=[conv1,conv9]", "--images", tiny_image_list,
                  "--network", tiny_network, "--out", tmp_path / "acts" / "a.act.h5")
     assert_one_line_error(result, "extract", "extract.layers: unknown layer 'conv9' for alexnet; valid names: conv1")
     assert_nothing_written(tmp_path / "acts")
@@ -313,29 +284,21 @@ def test_a_file_that_is_not_a_gram_file_is_named(tmp_path, tiny_stimuli, tiny_ac
 # ---- faults: disk full, MLflow -----------------------------------------------------------------
 
 
-def test_disk_too_small_for_the_activations_is_refused_before_extraction(tmp_path, tiny_stimuli, tiny_network, monkeypatch):
+def test_disk_too_small_for_the_activations_is_refused_before_extraction(tmp_path, tiny_image_list, tiny_network, monkeypatch):
     monkeypatch.setattr("dnnprobe.actfile.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
-    result = cli("extract", "--table", tiny_stimuli, "--network", tiny_network, "--out", tmp_path / "acts" / "a.act.h5")
+    result = cli("extract", "--images", tiny_image_list, "--network", tiny_network, "--out", tmp_path / "acts" / "a.act.h5")
     assert_one_line_error(result, "extract", "a.act.h5: needs 95 MB but its disk has 1 MB free")
     assert_nothing_written(tmp_path / "acts")
 
 
-def _can_mount_tmpfs() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "-r", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs user namespaces to mount a small tmpfs (unshare -r -m)")
-def test_disk_full_while_writing_activations_on_a_real_small_disk(tmp_path, tiny_stimuli, tiny_network):
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs user namespaces to mount a small tmpfs (unshare -r -m)")
+def test_disk_full_while_writing_activations_on_a_real_small_disk(tmp_path, tiny_image_list, tiny_network):
     """A 20 MB tmpfs; compressed output (size unknown in advance) fills it half way through."""
     mount = tmp_path / "small_disk"
     mount.mkdir()
     command = [sys.executable, "-m", "dnnprobe.cli", "extract", "--params", str(REPO / "params.yaml"), "--quiet",
                *[arg for s in TINY_SETS for arg in ("--set", s)], "--set", "extract.compression=lzf",
-               "--table", str(tiny_stimuli), "--network", str(tiny_network), "--out", str(mount / "a.act.h5")]
+               "--images", str(tiny_image_list), "--network", str(tiny_network), "--out", str(mount / "a.act.h5")]
     script = (f"mount -t tmpfs -o size=20m tmpfs {mount} && {subprocess.list2cmdline(command)}; "
               f"echo exit=$?; ls -A {mount}")  # the mount lives as long as this shell: list it from inside
     result = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300)
@@ -353,7 +316,7 @@ def test_probe_failing_at_its_last_step_leaves_no_outputs_and_a_failed_run(tmp_p
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("dnnprobe.probe.save_refit_models", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(DnnprobeError, match=r"out/probes: writing failed \(No space left on device\)"):
         probe(tiny_params(**{"probe.save_models": "true"}), tiny_stimuli, tiny_gram, tiny_activations,
               tmp_path / "out" / "probe", tmp_path / "out" / "metrics.json", tmp_path / "out" / "run.json",
               tmp_path / "out" / "probes", progress=False)
@@ -419,7 +382,7 @@ def test_no_server_binds_beyond_localhost():
 # the repeated pipeline runs short (tests/test_pipeline.py runs all 14).
 SLOW_TINY = merge(json.loads(json.dumps(TINY)), {"extract": {
     "batch_size": 2, "num_workers": 1, "layers": ["conv1", "conv1_relu", "conv5", "conv5_relu", "fc2", "fc2_relu"]}})
-STAGES = ["stimuli", "network", "extract", "gram", "probe", "report"]
+STAGES = ["stimuli", "check", "network", "extract", "gram", "probe", "report"]
 ACTIVATIONS = "data/activations.act.h5"
 
 
@@ -432,22 +395,6 @@ def output_hashes(repo: Path) -> dict[str, str]:
     files = [p for folder in ("data", "models", "reports") for p in (repo / folder).rglob("*") if p.is_file()]
     return {p.relative_to(repo).as_posix(): sha256(p) for p in files
             if p.name != ".gitignore" and p.relative_to(repo).as_posix() != "reports/mlflow_run.json"}
-
-
-def stages_run(log: str) -> set[str]:
-    return set(re.findall(r"Running stage '(\w+)'", log))
-
-
-def dvc_status(repo: Path) -> tuple[dict, str]:
-    """`dvc status --json` as a dict (stdout), and DVC's warnings (stderr)."""
-    result = subprocess.run(["dvc", "status", "--json"], cwd=repo, capture_output=True, text=True,
-                            env=env_without_tracking_uri())
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout), result.stderr
-
-
-def changed_stages(repo: Path) -> set[str]:
-    return set(dvc_status(repo)[0])
 
 
 @pytest.fixture(scope="module")
@@ -479,9 +426,9 @@ def test_every_module_a_stage_imports_is_a_declared_dependency(pipeline):
 
 # Which functions of dnnprobe.stages each stage runs; every `params.<key>` they read must be declared.
 STAGE_FUNCTIONS = {
-    "stimuli": ["make_stimuli", "_import_table", "_import_folder"], "network": ["make_network"],
-    "extract": ["extract"], "gram": ["gram"], "probe": ["probe", "probe_targets", "_save_probe_models"],
-    "report": ["report"],
+    "stimuli": ["make_stimuli", "_import_table", "_import_folder", "user_folder"], "network": ["make_network"],
+    "check": ["check", "probe_targets"], "extract": ["extract"], "gram": ["gram"],
+    "probe": ["probe", "probe_settings", "probe_targets", "_save_probe_models"], "report": ["report"],
 }
 
 
@@ -558,6 +505,10 @@ def test_interrupted_extraction_leaves_nothing_cached_and_resumes_to_the_same_by
     assert changed["extract"] == [{"changed outs": {ACTIVATIONS: "deleted"}}]
     if signum == signal.SIGKILL:  # DVC notices that the killed run held its lock, and releases it
         assert "had been killed. Auto removed it from the lock file" in warnings
+        # DVC may restore the killed stage from its run cache instead of running it: then any other
+        # stage that starts removes the dead run's temporary (and its lock file).
+        assert stages_run(dvc(repo, "repro", "--force", "--single-item", "report")) == {"report"}
+        assert [p.name for p in (repo / "data").glob(".dnnprobe-*")] == []
 
     # The next repro really recomputes (no cached copy to check out), removes the temporary, and gives
     # the same bytes as the uninterrupted run: so gram and everything after it need not rerun.
@@ -581,15 +532,6 @@ def test_forced_rerun_of_the_whole_pipeline_is_bit_identical(pipeline):
     assert np.load(repo / "reports/probe/fc2/score.npy").shape == (3,)
 
 
-def set_param(repo: Path, key: str, value) -> None:
-    data = yaml.safe_load((repo / "params.yaml").read_text())
-    node = data
-    for part in key.split(".")[:-1]:
-        node = node[part]
-    node[key.split(".")[-1]] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 @pytest.mark.parametrize(
     "change, expected",
     [
@@ -597,6 +539,8 @@ def set_param(repo: Path, key: str, value) -> None:
         (("param", "model.seed", 1), {"network", "probe"}),  # probe names its run after the network
         (("param", "extract.compression", "gzip"), {"extract"}),
         (("param", "probe.C", 0.5), {"probe"}),
+        (("param", "pca", 3), {"check", "probe"}),  # checked before extraction, which it never reruns
+        (("param", "probe.label", "condition"), {"check", "probe"}),
         (("param", "tracking.experiment", "other"), {"probe"}),
         (("param", "report.confusion_layer", "conv1"), {"report"}),
         (("code", "src/dnnprobe/gram.py"), {"gram", "probe"}),  # the gram stage has no params

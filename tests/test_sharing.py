@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from conftest import REPO, clean_env
-from test_pipeline import copy_repo, dvc, env_without_tracking_uri, git, mlflow_runs
+from conftest import copy_repo, dvc, env_without_tracking_uri, git, mlflow_runs
 
 from dnnprobe.errors import DnnprobeError
 

@@ -80,7 +80,8 @@ def test_corrupted_download_is_rejected_and_deleted(bold5000_server, tmp_path):
     with pytest.raises(DnnprobeError, match=r"stimuli.zip: downloaded file is corrupt or truncated \(sha256"):
         make_stimuli(params_with(settings), tmp_path / "t.stim.csv", tmp_path / "images")
     assert not (tmp_path / "images").exists() and not (tmp_path / "t.stim.csv").exists()
-    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["all_5000scenes.stim.csv"]
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["all_5000scenes.stim.csv",
+                                                                         "all_5000scenes.stim.csv.sha256"]
 
 
 def test_truncated_download_is_rejected_by_size(bold5000_server, tmp_path):
@@ -149,7 +150,8 @@ def test_stimcsv_source_with_an_absolute_path_is_made_relative(tmp_path):
         Image.new("L", (16, 16), i * 40).save(tmp_path / "photos" / f"{i}.png")
     rows = "\n".join(f"{i}.png,{i % 2},{['a', 'b'][i % 2]},{i * 0.5}" for i in range(4))
     (tmp_path / "mine.stim.csv").write_text(f"type=image\npath={tmp_path / 'photos'}\ndata=stimID,label,condition,rt\n{rows}\n")
-    make_stimuli(params_with({"stimuli.source": "stimcsv", "stimuli.table": str(tmp_path / "mine.stim.csv")}),
+    make_stimuli(params_with({"stimuli.source": "stimcsv", "stimuli.folder": str(tmp_path),
+                              "stimuli.table": str(tmp_path / "mine.stim.csv")}),
                  tmp_path / "data" / "s.stim.csv", tmp_path / "data" / "images")
     table = StimulusTable.read(tmp_path / "data" / "s.stim.csv")
     assert table.header["path"] == "images" and table.numeric_column("rt").tolist() == [0.0, 0.5, 1.0, 1.5]

@@ -154,7 +154,7 @@ class ActivationWriter:
         if self._error is not None:
             exc = self._error
             if isinstance(exc, (OSError, RuntimeError)):  # h5py reports I/O errors as either
-                raise DnnprobeError(f"{self.path}: writing activations failed ({_io_reason(exc)})") from exc
+                raise DnnprobeError(f"{self.path}: writing activations failed ({io_reason(exc)})") from exc
             raise exc
 
     def _discard(self) -> None:
@@ -197,7 +197,7 @@ class ActivationWriter:
                 try:
                     self._file.flush()  # the last metadata: a full disk fails here rather than in close
                 except (OSError, RuntimeError) as error:
-                    raise DnnprobeError(f"{self.path}: writing activations failed ({_io_reason(error)})") from error
+                    raise DnnprobeError(f"{self.path}: writing activations failed ({io_reason(error)})") from error
         except BaseException as failure:
             self._discard()
             self._stack.__exit__(type(failure), failure, failure.__traceback__)
@@ -207,7 +207,7 @@ class ActivationWriter:
         self._stack.__exit__(exc_type, exc, tb)
 
 
-def _io_reason(exc: BaseException) -> str:
+def io_reason(exc: BaseException) -> str:
     """One line from an I/O error; h5py packs the OS error into a multi-line message."""
     if isinstance(exc, OSError) and exc.strerror and not str(exc).count("\n"):
         return exc.strerror
@@ -218,38 +218,105 @@ def _io_reason(exc: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
+def refuse_data_outside_the_file(file: h5py.File, path: Path) -> None:
+    """Raise DnnprobeError unless every root member keeps its data in `file` itself.
+
+    DVC versions a file by the hash of its bytes, so a layer whose values live elsewhere (an
+    external link, a virtual dataset, external raw storage) could change, or vanish (h5py then reads
+    the fill value, silently), without DVC noticing; a soft link names another member of the file.
+    Only links and dataset metadata are looked at, never data: a missing target file is never opened.
+    """
+    for name in file.keys():
+        link = file.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise DnnprobeError(
+                f"{path}: layer {name} is an external link to {link.filename}:{link.path}; "
+                "DNNBrain layout stores each layer's data in the file itself"
+            )
+        if isinstance(link, h5py.SoftLink):
+            if link.path not in file:
+                raise DnnprobeError(f"{path}: layer {name} is a link to {link.path}, which does not exist")
+            raise DnnprobeError(
+                f"{path}: layer {name} is a link to {link.path}; DNNBrain layout stores each layer as a dataset of its own"
+            )
+        item = file[name]  # a hard link: the object is stored in this file (its data may not be)
+        if not isinstance(item, h5py.Dataset):
+            continue
+        if item.is_virtual:
+            sources = sorted({source.file_name for source in item.virtual_sources()})
+            raise DnnprobeError(
+                f"{path}: layer {name} is a virtual dataset (data kept in other files: {', '.join(sources)}); "
+                "DNNBrain layout stores each layer's data in the file itself"
+            )
+        if item.external:
+            raw_files = sorted({str(entry[0]) for entry in item.external})
+            raise DnnprobeError(
+                f"{path}: layer {name} keeps its data in external raw files ({', '.join(raw_files)}); "
+                "DNNBrain layout stores each layer's data in the file itself"
+            )
+
+
+def open_checked(path: Path, kind: str, missing: str, check) -> h5py.File:
+    """Open an HDF5 file for reading and run `check()` on it (closing it if that raises).
+
+    One-line DnnprobeError for a folder (``is a folder, not <kind>``), a missing path (`missing`) and a
+    file that is not HDF5.
+    """
+    if path.is_dir():
+        raise DnnprobeError(f"{path}: is a folder, not {kind}")
+    if not path.is_file():
+        raise DnnprobeError(f"{path}: {missing}")
+    try:
+        file = h5py.File(path, "r")
+    except OSError as exc:
+        raise DnnprobeError(f"{path}: not an HDF5 file ({io_reason(exc)})") from None
+    try:
+        check(file)
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
 class ActivationFile:
-    """Read a DNNBrain ``.act.h5`` (ours or DNNBrain's), validating its layout."""
+    """Read a DNNBrain ``.act.h5`` (ours or DNNBrain's), validating its layout.
+
+    Every layer must be a floating-point dataset of shape (n_stim, n_chn, n_row, n_col), n_stim > 0
+    and the same for all layers, stored in the file itself (no links, no virtual datasets). Anything
+    else raises DnnprobeError with one line naming the file and the layer.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise DnnprobeError(f"{self.path}: activation file not found")
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DnnprobeError(f"{self.path}: not an HDF5 file ({exc})") from None
+        self._file = open_checked(self.path, "an activation file", "activation file not found", self._check_layout)
+        # Keep the order the file was written in when the writer recorded it.
+        order = self._file.attrs.get("layer_order")
+        if order is not None and sorted(order) == sorted(self.layers):
+            self.layers = [str(layer) for layer in order]
+
+    def _check_layout(self, file: h5py.File) -> None:
+        refuse_data_outside_the_file(file, self.path)  # before touching any layer's data
         self.layers: list[str] = []
-        for name, item in self._file.items():
-            if not isinstance(item, h5py.Dataset):
+        for name, item in file.items():
+            if isinstance(item, h5py.Group):
                 raise DnnprobeError(f"{self.path}: /{name} is a group; DNNBrain layout has one dataset per layer at the root")
+            if not isinstance(item, h5py.Dataset):
+                raise DnnprobeError(f"{self.path}: /{name} is not a dataset; DNNBrain layout has one dataset per layer at the root")
             if item.ndim != 4:
                 raise DnnprobeError(
                     f"{self.path}: layer {name} has shape {item.shape}; DNNBrain layout is (n_stim, n_chn, n_row, n_col)"
                 )
             if item.dtype.kind != "f":
                 raise DnnprobeError(f"{self.path}: layer {name} has dtype {item.dtype}; expected floating point")
+            if item.shape[0] == 0:
+                raise DnnprobeError(f"{self.path}: layer {name} has 0 rows (no stimuli)")
             self.layers.append(name)
         if not self.layers:
             raise DnnprobeError(f"{self.path}: no layer datasets")
-        rows = {self._file[name].shape[0] for name in self.layers}
+        rows = {file[name].shape[0] for name in self.layers}
         if len(rows) != 1:
             raise DnnprobeError(f"{self.path}: layers have different numbers of rows {sorted(rows)}")
         self.n_stim = rows.pop()
-        # Keep the order the file was written in when the writer recorded it.
-        order = self._file.attrs.get("layer_order")
-        if order is not None and sorted(order) == sorted(self.layers):
-            self.layers = [str(layer) for layer in order]
 
     def __enter__(self) -> "ActivationFile":
         return self
@@ -263,6 +330,15 @@ class ActivationFile:
     @property
     def attrs(self) -> dict:
         return dict(self._file.attrs)
+
+    def duplicate_descriptor(self) -> int:
+        """A new OS file descriptor (the caller closes it) on the very file HDF5 has open.
+
+        For hashing the file's bytes: a descriptor, unlike reopening the path, cannot reach a file
+        renamed over the path since this one was opened. Read it with ``os.pread``
+        (positional reads), which leave HDF5's own reads of the shared descriptor undisturbed.
+        """
+        return os.dup(self._file.id.get_vfd_handle())
 
     def dataset(self, layer: str) -> h5py.Dataset:
         if layer not in self.layers:
@@ -299,16 +375,22 @@ class ActivationFile:
 
         def read(index: int, lo: int, hi: int) -> np.ndarray:
             shape = (n_stim, hi - lo, *dataset.shape[2:])
-            if slots is None:
-                block = np.ascontiguousarray(dataset[:, lo:hi].reshape(n_stim, -1), dtype=np.float32)
-            else:
-                raw = slots[index % 3][: int(np.prod(shape))].reshape(shape)
-                dataset.read_direct(raw, source_sel=np.s_[:, lo:hi])
-                block = raw.reshape(n_stim, -1)
-                if converted is not None:  # float16 files: widen into a recycled float32 buffer
-                    target = converted[index % 3][: block.size].reshape(block.shape)
-                    np.copyto(target, block)
-                    block = target
+            try:
+                if slots is None:
+                    block = np.ascontiguousarray(dataset[:, lo:hi].reshape(n_stim, -1), dtype=np.float32)
+                else:
+                    raw = slots[index % 3][: int(np.prod(shape))].reshape(shape)
+                    dataset.read_direct(raw, source_sel=np.s_[:, lo:hi])
+                    block = raw.reshape(n_stim, -1)
+            except (OSError, RuntimeError) as exc:  # h5py's read errors: a corrupt chunk, a truncated file
+                raise DnnprobeError(
+                    f"{self.path}: layer {layer} cannot be read ({io_reason(exc)}); "
+                    "the file is damaged: rerun the extract stage"
+                ) from exc
+            if converted is not None:  # float16 files: widen into a recycled float32 buffer
+                target = converted[index % 3][: block.size].reshape(block.shape)
+                np.copyto(target, block)
+                block = target
             # One float64 sum is NaN or inf exactly when some value is (a cheap pass; no mask array).
             if not np.isfinite(block.sum(dtype=np.float64)):
                 rows, cols = np.nonzero(~np.isfinite(block))

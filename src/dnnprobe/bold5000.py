@@ -19,17 +19,26 @@ from tqdm import tqdm
 
 from dnnprobe.errors import DnnprobeError
 from dnnprobe.params import Bold5000Params
-from dnnprobe.stimuli import StimulusTable, file_sha256
+from dnnprobe.stimuli import StimulusTable, check_image, file_sha256
 
 CHUNK = 1 << 20
 TUTORIAL_CLASS_NAMES = {2547: "animate", 2369: "inanimate"}  # class sizes given in DNNBrain's tutorial
 
 
 def download(url: str, target: Path, sha256: str = "", size: int = 0, timeout: float = 60.0) -> Path:
-    """Fetch `url` to `target` unless a verified copy is there; resume a partial download."""
+    """Fetch `url` to `target` unless a verified copy is there; resume a partial download.
+
+    The download folder is a cache outside DVC's view, so a cached copy is used only while its bytes
+    are those first downloaded: their sha256 is kept beside it (``<name>.sha256``), and a copy that no
+    longer matches (or the pinned sha256, when set) is fetched again.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    record = target.with_name(target.name + ".sha256")
     if target.is_file():
-        if _problem(target, sha256, size, url) is None:
+        first = record.read_text().split()[0] if record.is_file() and record.read_text().split() else ""
+        if _problem(target, sha256 or first, size, url) is None:
+            if not first:
+                record.write_text(f"{file_sha256(target)}  {target.name}\n")
             return target
         target.unlink()  # a changed or damaged copy: fetch it again
     partial = target.with_name(target.name + ".part")
@@ -62,6 +71,7 @@ def download(url: str, target: Path, sha256: str = "", size: int = 0, timeout: f
     if problem:
         partial.unlink()
         raise DnnprobeError(f"{url}: downloaded file is corrupt or truncated ({problem}); deleted, rerun to retry")
+    record.write_text(f"{file_sha256(partial)}  {target.name}\n")
     partial.rename(target)
     return target
 
@@ -105,6 +115,10 @@ def unpack_images(archive: Path, table: StimulusTable, images: Path) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with bundle.open(prefix + stim_id) as source, open(target, "wb") as out:
                     shutil.copyfileobj(source, out, CHUNK)
+                try:
+                    check_image(target)
+                except DnnprobeError as exc:
+                    raise DnnprobeError(f"{archive}: {prefix + stim_id}: {str(exc).split(': ', 1)[-1]}") from None
     except zipfile.BadZipFile as exc:
         archive.unlink(missing_ok=True)
         raise DnnprobeError(f"{archive}: not a valid zip ({exc}); deleted, rerun to download again") from None

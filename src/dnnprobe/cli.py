@@ -13,14 +13,34 @@ import signal
 import sys
 import time
 
+from pathlib import Path
+
 import click
 
+from dnnprobe.atomic import remove_orphaned_temporaries
 from dnnprobe.errors import DnnprobeError
 from dnnprobe.params import load_params
 
 
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)
+
+
+def output_folders(dvc_yaml: Path = Path("dvc.yaml")) -> list[Path]:
+    """The folders that hold the pipeline's outputs (every stage's outs, metrics and plots in dvc.yaml)."""
+    import yaml
+
+    try:
+        stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    folders = set()
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                for path in entry if isinstance(entry, dict) else [entry]:
+                    folders.add(Path(str(path)).parent)
+    return sorted(folders)
 
 
 def stage_command(function):
@@ -37,6 +57,9 @@ def stage_command(function):
         name = function.__name__.rstrip("_")
         started = time.perf_counter()
         try:
+            # A stage killed earlier (SIGKILL, out of memory) left its temporary; DVC may never rerun that
+            # stage (its run cache restores it), so every stage cleans up after any dead one.
+            remove_orphaned_temporaries(output_folders())
             params = load_params(params_path, overrides)
             function(params, progress=not quiet, **kwargs)
         except DnnprobeError as exc:
@@ -52,7 +75,7 @@ def stage_command(function):
 def main():
     """Which layer of a deep network explicitly encodes a stimulus attribute?
 
-    The pipeline (dvc.yaml): stimuli -> network -> extract -> gram -> probe -> report.
+    The pipeline (dvc.yaml): stimuli -> check -> network -> extract -> gram -> probe -> report.
     """
 
 
@@ -80,15 +103,31 @@ def network(params, progress, out):
 
 
 @main.command()
-@click.option("--table", default="data/stimuli.stim.csv", show_default=True)
+@click.option("--table", default="data/stimuli.stim.csv", show_default=True, help="Stimulus table to check.")
+@click.option("--out", default="data/images.sha256", show_default=True,
+              help="Image list to write (sha256 of each image, in table order), next to the image folder.")
+@stage_command
+def check(params, progress, table, out):
+    """Check the table against the probe's settings before any expensive stage; write the image list."""
+    from dnnprobe.stages import check as run_check
+
+    images = run_check(params, table, out)
+    click.echo(f"check: {len(images)} stimuli; pca, cv and {params.probe.label!r} fit -> {out}")
+
+
+@main.command()
+@click.option("--images", "image_list", default="data/images.sha256", show_default=True,
+              help="Image list from the check stage (its images are in the folder of the same name).")
 @click.option("--network", "network_path", default="models/network.pt", show_default=True)
 @click.option("--out", default="data/activations.act.h5", show_default=True)
 @stage_command
-def extract(params, progress, table, network_path, out):
+def extract(params, progress, image_list, network_path, out):
     """One forward pass; every layer in extract.layers to one DNNBrain .act.h5."""
     from dnnprobe.stages import extract as run_extract
 
-    summary = run_extract(params, table, network_path, out, progress=progress)
+    summary = run_extract(params, image_list, network_path, out, progress=progress)
+    for note in summary.notes:
+        click.echo(note, err=True)
     click.echo(f"extract: {summary.n_stimuli} stimuli on {summary.device}, "
                f"{summary.images_per_second:.1f} images/s -> {out}")
 

@@ -10,7 +10,7 @@ streamed to the ``.act.h5`` file, so memory is bounded by the batch, not by the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -21,25 +21,30 @@ from tqdm import tqdm
 from dnnprobe import __version__
 from dnnprobe.actfile import ActivationWriter, dnnbrain_shape
 from dnnprobe.errors import DnnprobeError
-from dnnprobe.stimuli import INPUT_SIZE, StimulusTable, load_rgb, preprocess
+from dnnprobe.network import LayerCall, parse_layer_call
+from dnnprobe.stimuli import INPUT_SIZE, ImageList, StimulusTable, load_rgb, preprocess
 
 
 class StimulusImages(Dataset):
-    """The table's images, preprocessed as DNNBrain does; a bad image is reported, not raised.
+    """The listed images, preprocessed as DNNBrain does; a bad image is reported, not raised.
 
-    Errors travel back as values because DataLoader workers would wrap a raised error in a
-    multi-line traceback; :func:`_collate` turns them into one clear message.
+    With `checksums`, each image's bytes must have its listed sha256 (checked as it is read, so the
+    activations are of exactly the images the image list names). Errors travel back as values because
+    DataLoader workers would wrap a raised error in a multi-line traceback; :func:`_collate` turns
+    them into one clear message.
     """
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], checksums: list[str] | None = None) -> None:
         self.paths = paths
+        self.checksums = checksums
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
+        expected = self.checksums[index] if self.checksums else None
         try:
-            return preprocess(load_rgb(self.paths[index])), None
+            return preprocess(load_rgb(self.paths[index], expected)), None
         except DnnprobeError as exc:
             return None, f"stimulus row {index + 1}: {exc}"
 
@@ -52,21 +57,49 @@ def _collate(items):
 
 
 class LayerRecorder:
-    """Forward hooks that copy each requested module's output (before any in-place op touches it)."""
+    """Forward hooks that copy each requested layer's output (before any in-place op touches it).
+
+    `module_paths` maps layer names to what :func:`dnnprobe.network.resolve_layers` returns, or to
+    plain module paths (a module's first call). A layer is one call of one module: the hooks count
+    each module's calls within a forward pass of the whole model, so ResNet's ``layer1.0.relu`` (first
+    call) and ``layer1.0.relu_1`` (second call) are told apart. After a pass, ``outputs`` holds the
+    recorded layers and ``calls`` how many times each hooked module ran.
+    """
 
     def __init__(self, model: torch.nn.Module, module_paths: Mapping[str, str]) -> None:
         modules = dict(model.named_modules())
+        self.targets: dict[str, LayerCall] = {}
+        for layer, target in module_paths.items():
+            call = target if isinstance(target, LayerCall) else parse_layer_call(target, modules)
+            if call is None or call.module not in modules:
+                raise DnnprobeError(f"extract.layers: {layer}: {target} is not a module of the network")
+            self.targets[layer] = call
+        # module path -> call index -> the layers that record that call
+        wanted: dict[str, dict[int, list[str]]] = {}
+        for layer, call in self.targets.items():
+            wanted.setdefault(call.module, {}).setdefault(call.call, []).append(layer)
         self.outputs: dict[str, torch.Tensor] = {}
-        self._handles = [
-            modules[path].register_forward_hook(self._hook(layer)) for layer, path in module_paths.items()
-        ]
+        self.calls: dict[str, int] = {}
+        # Counting restarts when the whole model starts a forward pass (one batch).
+        self._handles = [model.register_forward_pre_hook(self._start_pass)]
+        self._handles += [modules[path].register_forward_hook(self._hook(path, by_call)) for path, by_call in wanted.items()]
 
-    def _hook(self, layer: str):
+    def _start_pass(self, model, inputs) -> None:
+        self.outputs, self.calls = {}, {}
+
+    def _hook(self, path: str, layers_by_call: dict[int, list[str]]):
         def hook(module, inputs, output):
+            call = self.calls.get(path, 0)
+            self.calls[path] = call + 1
+            layers = layers_by_call.get(call)
+            if not layers:
+                return
             if not isinstance(output, torch.Tensor):
-                raise DnnprobeError(f"layer {layer}: module returns {type(output).__name__}, not a tensor")
+                raise DnnprobeError(f"layer {layers[0]}: module {path} returns {type(output).__name__}, not a tensor")
             # Copy now: the next module may overwrite this tensor in place (ReLU(inplace=True), x += y).
-            self.outputs[layer] = output.detach().to("cpu", copy=True)
+            copy = output.detach().to("cpu", copy=True)
+            for layer in layers:  # two names for one call (conv1_relu and relu) share the copy
+                self.outputs[layer] = copy
 
         return hook
 
@@ -87,19 +120,71 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], device: torch.device) -> dict[str, tuple]:
-    """Per-stimulus DNNBrain shape of each layer, from a forward pass on one blank image."""
+def fx_call_names(module: str, n_calls: int) -> list[str]:
+    """torchvision FX names of a module's calls: layer1.0.relu, layer1.0.relu_1, ..."""
+    return [str(LayerCall(module, call)) for call in range(n_calls)]
+
+
+class LayerShapes(dict):
+    """Each layer's per-stimulus DNNBrain shape, in the requested order, as learned from a dry run.
+
+    ``repeated`` maps each requested layer that names a module's first call, where that module runs
+    several times per forward pass, to the FX names of all its calls; ``notes`` says so, one line each.
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple], repeated: Mapping[str, list[str]]) -> None:
+        super().__init__(shapes)
+        self.repeated = dict(repeated)
+
+    @property
+    def notes(self) -> list[str]:
+        notes = []
+        for layer, names in self.repeated.items():
+            subject = layer if layer == names[0] else f"{layer} (module {names[0]})"
+            later = ", ".join(names[1:])
+            notes.append(
+                f"extract: {subject} runs {len(names)} times per forward pass; {layer} records its first call, "
+                f"{later} the {'next' if len(names) == 2 else 'next ones'} (torchvision FX names)"
+            )
+        return notes
+
+
+def _times(n: int) -> str:
+    return "1 time" if n == 1 else f"{n} times"
+
+
+def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], device: torch.device) -> LayerShapes:
+    """Per-stimulus DNNBrain shape of each layer, from a forward pass on one blank image.
+
+    The same pass counts each module's calls: a requested call that never happens (``layer1.0.relu_5``
+    when the module runs twice) fails here, before any work, and the result's ``repeated``/``notes``
+    name the requested modules that run several times (their bare name records the first call).
+    """
     recorder = LayerRecorder(model, module_paths)
     try:
         with torch.inference_mode():
             model(torch.zeros(1, 3, *INPUT_SIZE, device=device))
-        outputs = recorder.take()
+        outputs, calls = recorder.take(), dict(recorder.calls)
     finally:
         recorder.remove()
-    missing = [layer for layer in module_paths if layer not in outputs]
+    targets = recorder.targets
+    missing = [layer for layer, target in targets.items() if not calls.get(target.module)]
     if missing:
         raise DnnprobeError(f"extract.layers: {', '.join(missing)} never run in the network's forward pass")
-    return {layer: dnnbrain_shape(tuple(outputs[layer].shape[1:])) for layer in module_paths}
+    beyond = [
+        f"{layer}: module {target.module} runs {_times(calls[target.module])} per forward pass "
+        f"({', '.join(fx_call_names(target.module, calls[target.module]))})"
+        for layer, target in targets.items()
+        if target.call >= calls[target.module]
+    ]
+    if beyond:
+        raise DnnprobeError("extract.layers: " + "; ".join(beyond))
+    repeated = {
+        layer: fx_call_names(target.module, calls[target.module])
+        for layer, target in targets.items()
+        if target.call == 0 and calls[target.module] > 1
+    }
+    return LayerShapes({layer: dnnbrain_shape(tuple(outputs[layer].shape[1:])) for layer in targets}, repeated)
 
 
 @dataclass
@@ -107,6 +192,7 @@ class ExtractionSummary:
     n_stimuli: int
     seconds: float
     device: str
+    notes: list[str] = field(default_factory=list)  # e.g. which call of a module run twice was recorded
 
     @property
     def images_per_second(self) -> float:
@@ -114,7 +200,7 @@ class ExtractionSummary:
 
 
 def extract_activations(
-    table: StimulusTable,
+    images: ImageList | StimulusTable,
     model: torch.nn.Module,
     module_paths: Mapping[str, str],
     out_path: str | Path,
@@ -126,13 +212,19 @@ def extract_activations(
     file_attrs: Mapping[str, str | int] | None = None,
     progress: bool = True,
 ) -> ExtractionSummary:
-    """Run `model` once over the table's images and write every layer to `out_path` (.act.h5)."""
-    table.check_images_exist()
+    """Run `model` once over the images and write every layer to `out_path` (.act.h5), row i = image i.
+
+    `images` is the check stage's image list (each image's bytes are checked against its sha256) or a
+    stimulus table (no checksums: for DNNBrain-style use and tests).
+    """
+    images.check_images_exist()
+    name = images.path if isinstance(images, ImageList) else images.location or "stimulus table"
+    checksums = images.checksums if isinstance(images, ImageList) else None
     target = pick_device(device)
     model = model.eval().to(target)
     unit_shapes = layer_unit_shapes(model, module_paths, target)
     loader = DataLoader(
-        StimulusImages(table.image_paths()),
+        StimulusImages(images.image_paths(), checksums),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -147,20 +239,21 @@ def extract_activations(
     try:
         with ActivationWriter(
             out_path,
-            n_stim=len(table),
+            n_stim=len(images),
             unit_shapes=unit_shapes,
             dtype=dtype,
             compression=compression,
             rows_per_chunk=batch_size,
-            layer_attrs={layer: {"module": path} for layer, path in module_paths.items()},
+            layer_attrs={layer: {"module": str(path)} for layer, path in module_paths.items()},
             file_attrs=attrs,
         ) as writer, torch.inference_mode():
-            for images, errors in tqdm(loader, desc="extract", unit="batch", disable=not progress):
+            for batch, errors in tqdm(loader, desc="extract", unit="batch", disable=not progress):
                 if errors:
-                    raise DnnprobeError(f"{table.location or 'stimulus table'}, {errors[0]}")
-                model(images.to(target, non_blocking=True))
+                    raise DnnprobeError(f"{name}, {errors[0]}")
+                model(batch.to(target, non_blocking=True))
                 outputs = recorder.take()
-                writer.write({layer: outputs[layer].reshape(len(images), -1).numpy() for layer in module_paths})
+                writer.write({layer: outputs[layer].reshape(len(batch), -1).numpy() for layer in module_paths})
     finally:
         recorder.remove()
-    return ExtractionSummary(n_stimuli=len(table), seconds=time.perf_counter() - started, device=str(target))
+    return ExtractionSummary(n_stimuli=len(images), seconds=time.perf_counter() - started, device=str(target),
+                             notes=unit_shapes.notes)

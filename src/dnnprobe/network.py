@@ -13,7 +13,9 @@ JSON sidecar naming arch, weights and sha256, so a colleague reuses the exact ne
 Layer names: AlexNet and VGG get DNNBrain's names (``conv1``, ``conv1_relu``, ``conv1_maxpool``, ...,
 ``fc1``, ``fc1_relu``, ...), ResNets get ``conv1``, ``conv1_relu``, ``conv1_maxpool``, ``layer1``..
 ``layer4``, ``avgpool`` and ``fc``; every network also accepts module paths such as ``features.0`` or
-``layer3.1.relu``.
+``layer3.1.relu``. A module that runs several times per forward pass (ResNet's ``layer1.0.relu`` runs
+twice in a BasicBlock, three times in a Bottleneck) has one layer per call, named as torchvision's FX
+feature extractor names them: ``layer1.0.relu`` (first call), ``layer1.0.relu_1``, ``layer1.0.relu_2``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Collection, NamedTuple
 
 from dnnprobe.atomic import atomic_output
 from dnnprobe.errors import DnnprobeError
@@ -120,13 +123,48 @@ def imagenet_state_dict(arch: str) -> tuple[dict, str]:
     return state, file_name
 
 
+# The first bytes of a file torch.save can have written: a zip archive (the format since PyTorch 1.6)
+# or, in the legacy format, a pickle (protocol 2 or later, which starts with the PROTO opcode 0x80).
+TORCH_SAVE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _describe_start(head: bytes) -> str:
+    """The file's opening as a reader recognises it: its first line of text, or its first bytes."""
+    first_line = head.lstrip().splitlines()[0] if head.strip() else b""
+    text = first_line.decode("utf-8", errors="replace").rstrip("\ufffd").strip()  # a cut-off last character
+    if text and text.isprintable() and "\ufffd" not in text:
+        return repr(text[:24] + ("..." if len(text) > 24 else ""))
+    return repr(head[:8])
+
+
+def not_torch_file_reason(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot have been written by torch.save, judged by its first bytes; None if it could have."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if not head:
+        return "empty file"
+    if head.startswith(TORCH_SAVE_STARTS):
+        return None
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        # safetensors: an 8-byte little-endian header length, then the JSON header.
+        return "a safetensors file, not a torch.save archive; load it with safetensors.torch.load_file and torch.save it"
+    return f"it starts with {_describe_start(head)}, not a torch.save archive"
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict:
     """A state_dict saved by torch.save, loaded without executing any pickled code."""
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise DnnprobeError(f"model.weights: {path} is a folder, not a state_dict file")
     if not path.is_file():
         raise DnnprobeError(f"model.weights: {path} is not a file (expected random, imagenet or a state_dict path)")
+    # Text, HTML (a download that returned a web page), JSON or an empty file: say so, rather than
+    # pass on the unpickler's complaint about an opcode.
+    reason = not_torch_file_reason(path)
+    if reason:
+        raise DnnprobeError(f"{path}: not a PyTorch weights file ({reason})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
@@ -230,23 +268,59 @@ def friendly_layer_names(model: "torch.nn.Module", arch: str) -> dict[str, str]:
     return names
 
 
-def resolve_layers(model: "torch.nn.Module", arch: str, layers: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """Map each requested layer (friendly name or module path) to its module path, in order.
+class LayerCall(NamedTuple):
+    """One call of one module in a forward pass: what a layer records.
 
+    Most modules run once per forward pass, and their layer is the module path (``features.0``,
+    call 0). A module applied several times (the ``relu`` inside each ResNet block) has one layer per
+    call, named as torchvision's FX feature extractor names them (``get_graph_node_names``): the
+    module path for the first call, ``<module path>_1``, ``<module path>_2``, ... for the later ones.
+    ``str()`` gives that name.
+    """
+
+    module: str  # path in model.named_modules()
+    call: int = 0  # which call within one forward pass, counted from 0
+
+    def __str__(self) -> str:
+        return self.module if self.call == 0 else f"{self.module}_{self.call}"
+
+
+_LATER_CALL = re.compile(r"(?P<module>.+)_(?P<call>[1-9][0-9]*)")
+
+
+def parse_layer_call(name: str, module_paths: Collection[str]) -> LayerCall | None:
+    """`name` as a module call: a module path (its first call) or ``<module path>_<k>`` (its call k).
+
+    None when it is neither. A real module path wins over the ``_<k>`` reading of the same name.
+    """
+    if name in module_paths:
+        return LayerCall(name)
+    match = _LATER_CALL.fullmatch(name)
+    if match and match["module"] in module_paths:
+        return LayerCall(match["module"], int(match["call"]))
+    return None
+
+
+def resolve_layers(model: "torch.nn.Module", arch: str, layers: tuple[str, ...] | list[str]) -> dict[str, LayerCall]:
+    """Map each requested layer to the module call it records, in order.
+
+    A layer is a friendly name (``conv1_relu``), a module path (``layer1.0.relu``, its first call) or a
+    later call of a module, torchvision FX style (``layer1.0.relu_1``). Whether that call happens is
+    only known from a forward pass: :func:`dnnprobe.extraction.layer_unit_shapes` checks it.
     Fails before any work on the first unknown name, listing the valid ones.
     """
     friendly = friendly_layer_names(model, arch)
-    modules = {name for name, _ in model.named_modules() if name}
+    modules = [name for name, _ in model.named_modules() if name]
+    leaves = [name for name, module in model.named_modules() if name and not any(module.children())]
+    known = set(modules)
     resolved = {}
     for layer in layers:
-        if layer in friendly:
-            resolved[layer] = friendly[layer]
-        elif layer in modules:
-            resolved[layer] = layer
-        else:
+        target = LayerCall(friendly[layer]) if layer in friendly else parse_layer_call(layer, known)
+        if target is None:
             choices = list(friendly) or sorted(modules)[:40]
             raise DnnprobeError(
                 f"extract.layers: unknown layer {layer!r} for {arch}; valid names: {', '.join(choices)}"
-                + (" (or any module path, e.g. features.0)" if friendly else "")
+                + (f" (or any module path, e.g. {leaves[0]})" if friendly else "")
             )
+        resolved[layer] = target
     return resolved

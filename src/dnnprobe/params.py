@@ -8,6 +8,7 @@ The dataclasses below are the schema: their fields, types and defaults are the p
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.errors import DnnprobeError, missing_file_hint
 
 # The 14 layers of DNNBrain's tutorial, in network order.
 TUTORIAL_LAYERS = (
@@ -24,6 +25,7 @@ TUTORIAL_LAYERS = (
     "conv5", "conv5_relu", "fc1", "fc1_relu", "fc2", "fc2_relu",
 )
 STIMULUS_SOURCES = ("demo", "stimcsv", "folder", "bold5000")
+DEFAULT_USER_FOLDER = "data/external"  # where a user's own stimuli go unless stimuli.folder says otherwise
 CLASSIFIERS = ("logistic", "linear_svm", "ridge", "lda", "ridge_regression")
 SCORINGS = ("accuracy", "balanced_accuracy", "roc_auc", "r2")
 DTYPES = ("float32", "float16")
@@ -57,7 +59,7 @@ def _checked(default: Any, check: Callable[[Any], str | None] | None = None, **k
 class DemoParams:
     n_per_class: int = _checked(200, _check(lambda v: v >= 2, "must be >= 2"))
     image_size: int = _checked(256, _check(lambda v: v >= 32, "must be >= 32"))
-    seed: int = 0
+    seed: int = _checked(0, _check(lambda v: v >= 0, "must be >= 0"))
 
 
 @dataclass(frozen=True)
@@ -77,16 +79,18 @@ class Bold5000Params:
 class StimuliParams:
     source: str = _checked("demo", _one_of(STIMULUS_SOURCES))
     demo: DemoParams = field(default_factory=DemoParams)
-    table: str = ""  # source stimcsv: a DNNBrain .stim.csv whose path= folder holds the images
-    folder: str = ""  # source folder: one subfolder of images per class
+    # The user's own stimuli (sources stimcsv and folder) are read from `folder` only: dvc.yaml lists
+    # ${stimuli.folder} as a dependency of the stimuli stage, so DVC sees any change to it.
+    folder: str = _checked(DEFAULT_USER_FOLDER, _check(lambda v: v.strip() != "", "must name a folder"))
+    table: str = ""  # source stimcsv: the .stim.csv, relative to `folder`; its path= folder must be inside `folder`
     bold5000: Bold5000Params = field(default_factory=Bold5000Params)
 
 
 @dataclass(frozen=True)
 class ModelParams:
     arch: str = "alexnet"
-    weights: str = "random"  # random | imagenet | path to a state_dict file
-    seed: int = 0
+    weights: str = "random"  # random | imagenet | path of a state_dict file inside models/external/
+    seed: int = _checked(0, _check(lambda v: 0 <= v < 2 ** 63, "must be between 0 and 2**63 - 1"))
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class ProbeParams:
     standardize: bool = False
     scoring: str = _checked("accuracy", _one_of(SCORINGS))
     permutations: int = _checked(0, _check(lambda v: v >= 0, "must be >= 0"))
-    seed: int = 0
+    seed: int = _checked(0, _check(lambda v: 0 <= v < 2 ** 32, "must be between 0 and 2**32 - 1 (numpy's seed range)"))
     save_models: bool = False
 
 
@@ -150,8 +154,12 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Numbers in exponent notation without a dot (1e-3, 5E+2), which PyYAML leaves as strings.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _type_name(kind: Any) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    names = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
     return names.get(kind, "a list of integers" if kind == tuple[int, ...] else "a list of strings")
 
 
@@ -162,7 +170,9 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as a string: it needs 1.0e-3
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     elif kind is str:
         ok = isinstance(value, str)
@@ -207,6 +217,14 @@ def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
     return cls(**values)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``, line 3, column 5: not valid YAML (did not find expected ...)``: one line, where PyYAML gives several."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    return f"{where}: not valid YAML ({problem})"
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``probe.C=0.5`` into (["probe", "C"], 0.5); the value is read as YAML, as DVC's -S does."""
     key, sep, raw = text.partition("=")
@@ -216,12 +234,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_params(path: str | Path = "params.yaml", overrides: tuple[str, ...] = ()) -> Params:
-    """Read and validate a params file; `overrides` are ``key.path=value`` strings applied first."""
+    """Read and validate a params file; `overrides` are ``key.path=value`` strings applied first.
+
+    Raises DnnprobeError (one line) when the file is missing, is not valid YAML, or any value is out
+    of its range. A missing file is an error, never a silent run on the built-in defaults.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise DnnprobeError(f"{path}: is a folder, not a parameter file")
     try:
-        data = yaml.safe_load(path.read_text()) if path.exists() else {}
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DnnprobeError(f"{path}: parameter file not found{missing_file_hint()}") from None
     except yaml.YAMLError as exc:
-        raise DnnprobeError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+        raise DnnprobeError(f"{path}{_yaml_problem(exc)}") from None
     data = data or {}
     for text in overrides:
         keys, value = parse_override(text)

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from dnnprobe.atomic import atomic_output
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.errors import DnnprobeError, missing_file_hint
 
 TEXT_COLUMNS = ("stimID", "condition")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -90,10 +90,11 @@ class StimulusTable:
         for row, text in enumerate(values):
             try:
                 labels[row] = int(text)
-            except ValueError:
+            except (ValueError, OverflowError) as exc:
+                problem = "is too large for a class label (64-bit integers)" if isinstance(exc, OverflowError) \
+                    else "is not an integer"
                 raise DnnprobeError(
-                    f"{self._name}: column {name!r}, stimulus row {row + 1} ({self.stim_ids[row]}): "
-                    f"{text!r} is not an integer"
+                    f"{self._name}: column {name!r}, stimulus row {row + 1} ({self.stim_ids[row]}): {text!r} {problem}"
                 ) from None
         return labels
 
@@ -119,10 +120,12 @@ class StimulusTable:
     @classmethod
     def read(cls, path: str | os.PathLike) -> "StimulusTable":
         path = Path(path)
+        if path.is_dir():
+            raise DnnprobeError(f"{path}: is a folder, not a stimulus table (.stim.csv)")
         try:
             text = path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
-            raise DnnprobeError(f"{path}: stimulus table not found") from None
+            raise DnnprobeError(f"{path}: stimulus table not found{missing_file_hint()}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise DnnprobeError(f"{path}: cannot read stimulus table ({exc})") from None
         return cls.parse(text, path)
@@ -217,6 +220,109 @@ class StimulusTable:
             )
 
 
+def is_stimulus_file(name: str) -> bool:
+    """Whether a file in a user's image folder is a stimulus: an image, and not hidden.
+
+    Hidden files include the macOS Finder's ``.DS_Store`` and its ``._photo.jpg`` resource forks, which
+    carry an image's extension but hold no image; Windows' ``Thumbs.db`` has no image extension.
+    """
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def check_image(path: Path) -> None:
+    """Fail unless `path` is an image PIL can open (format header, size, pixel limit); no full decode.
+
+    A cheap test at the stimuli stage, so that a file that is not an image stops the pipeline before
+    the network and extraction run; extraction still decodes every pixel and reports damage there.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.verify()  # PNG: checks every chunk's CRC; JPEG and others: the header
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DnnprobeError(f"{path}: image too large to decode safely ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        size = path.stat().st_size if path.is_file() else 0
+        reason = "empty file" if size == 0 else str(exc).strip().splitlines()[0] if str(exc).strip() \
+            else exc.__class__.__name__
+        raise DnnprobeError(f"{path}: not a readable image ({reason})") from None
+
+
+# ---- the images a table lists, with their sha256 -----------------------------------------
+
+
+def image_checksums(folder: Path, stim_ids: Iterable[str]) -> str:
+    """``sha256sum`` lines for the images, in table order: ``<sha256>  <stimID>``.
+
+    The text identifies a stimulus set (which images, which bytes, in which order). Its own sha256 is
+    what the stimulus table records as ``images_sha256=`` and what every later file records, so that
+    files made from different stimuli are recognised as such. ``cd data/images && sha256sum -c
+    ../images.sha256`` checks it with coreutils.
+    """
+    return "".join(f"{file_sha256(folder / stim_id)}  {stim_id}\n" for stim_id in stim_ids)
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """The images extraction reads, in stimulus order, each with the sha256 its bytes must have.
+
+    Stored as ``<folder>.sha256`` next to the image folder it lists (``data/images.sha256`` lists
+    ``data/images/``), in ``sha256sum`` format. Row i of every activation file is image i of this list.
+    """
+
+    path: Path
+    stim_ids: list[str]
+    checksums: list[str]
+
+    @property
+    def folder(self) -> Path:
+        return self.path.with_suffix("")
+
+    @property
+    def sha256(self) -> str:
+        """The stimulus set's identity: the sha256 of the list itself."""
+        return file_sha256(self.path)
+
+    def image_paths(self) -> list[Path]:
+        return [self.folder / stim_id for stim_id in self.stim_ids]
+
+    def __len__(self) -> int:
+        return len(self.stim_ids)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "ImageList":
+        path = Path(path)
+        if path.suffix != ".sha256":
+            raise DnnprobeError(f"{path}: an image list is named <image folder>.sha256 (e.g. data/images.sha256)")
+        if path.is_dir():
+            raise DnnprobeError(f"{path}: is a folder, not an image list")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise DnnprobeError(f"{path}: image list not found (the check stage writes it: dvc repro check)") from None
+        stim_ids, checksums = [], []
+        for number, line in enumerate(lines, start=1):
+            checksum, sep, stim_id = line.partition("  ")
+            if not sep or len(checksum) != 64 or not stim_id:
+                raise DnnprobeError(f"{path}, line {number}: not a sha256sum line ('<sha256>  <image>')")
+            stim_ids.append(stim_id)
+            checksums.append(checksum)
+        if not stim_ids:
+            raise DnnprobeError(f"{path}: lists no images")
+        return cls(path, stim_ids, checksums)
+
+    def check_images_exist(self) -> None:
+        missing = [stim_id for stim_id, p in zip(self.stim_ids, self.image_paths()) if not p.is_file()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise DnnprobeError(f"{self.path}: {len(missing)} of {len(self)} images missing under {self.folder}: {shown}")
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -242,11 +348,17 @@ def table_from_classes(
 # ---- images ------------------------------------------------------------------------------
 
 
-def load_rgb(path: Path) -> Image.Image:
+def load_rgb(path: Path, expected_sha256: str | None = None) -> Image.Image:
     """Open an image as 8-bit RGB, as DNNBrain does (``.convert('RGB')``), with clear errors.
 
     16-bit greyscale PNGs are scaled to 8 bits first: PIL's own conversion would clip them to white.
+    With `expected_sha256`, the bytes must have that hash (the image is the one the image list names).
     """
+    if not path.is_file():
+        raise DnnprobeError(f"{path}: image not found")
+    if expected_sha256 is not None and file_sha256(path) != expected_sha256:
+        raise DnnprobeError(
+            f"{path}: its bytes differ from those the image list recorded; rerun the stimuli and check stages")
     try:
         with warnings.catch_warnings():
             # PIL only warns between its pixel limit and twice that; treat both as an error.
@@ -260,11 +372,8 @@ def load_rgb(path: Path) -> Image.Image:
                 return image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DnnprobeError(f"{path}: image too large to decode safely ({exc})") from None
-    except FileNotFoundError:
-        raise DnnprobeError(f"{path}: image not found") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        size = path.stat().st_size if path.exists() else 0
-        reason = "empty file" if size == 0 else str(exc) or exc.__class__.__name__
+        reason = "empty file" if path.stat().st_size == 0 else str(exc) or exc.__class__.__name__
         raise DnnprobeError(f"{path}: cannot read image ({reason})") from None
 
 

@@ -13,13 +13,24 @@ parent run, which it finds through the run-info file the probe stage writes.
 Launched by ``mlflow run`` (which exports ``$MLFLOW_RUN_ID``), the probe's parent run still goes to
 the ``tracking.experiment`` experiment: nested under the launching run when that run is in the same
 experiment, otherwise linked to it by tags (``launching_run_id`` on ours, ``probe_run_id`` on it).
+
+Every run dnnprobe starts is tagged with the process that owns it (``dnnprobe.host``, ``dnnprobe.pid``,
+``dnnprobe.process_start``). A probe killed by SIGKILL or the OOM killer leaves its runs RUNNING; the
+next probe or report on the same host ends them as KILLED (see `mark_orphaned_runs`).
+
+A failing store (full disk, locked or broken database) is reported as one DnnprobeError line,
+``MLflow store <uri>: cannot write (<reason>)``, never as MLflow's or SQLAlchemy's traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
+import re
+import socket
 import subprocess
 import time
 import urllib.error
@@ -30,6 +41,13 @@ from typing import Iterator, Mapping
 from dnnprobe.errors import DnnprobeError
 
 STORE_LOCK = "mlflow.db.lock"
+
+# Every run dnnprobe starts names the process that owns it, so that a later dnnprobe can tell a run
+# whose process was killed (SIGKILL, the OOM killer) from one still in progress.
+HOST_TAG = "dnnprobe.host"
+PID_TAG = "dnnprobe.pid"
+PROCESS_START_TAG = "dnnprobe.process_start"
+ORPHANED_TAG = "dnnprobe.orphaned"
 
 
 def repo_root() -> Path:
@@ -63,6 +81,72 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise DnnprobeError(f"MLFLOW_TRACKING_URI={uri}: tracking server not reachable ({reason})") from None
 
 
+# The driver's reason comes prefixed with its exception class: "(sqlite3.OperationalError) database or disk is full".
+_EXCEPTION_CLASS_PREFIX = re.compile(r"^\((?:\w+\.)*\w+\)\s*")
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """The first line of an MLflow, SQLAlchemy or OS error, without class names, SQL or traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    # MLflow wraps SQLAlchemy's error, whose message starts with notes about sessions; the database
+    # driver's own error (SQLAlchemy keeps it as .orig) says what went wrong, e.g. "database or disk is full".
+    cause: BaseException | None = exc
+    while cause is not None and getattr(cause, "orig", None) is None:
+        cause = cause.__cause__
+    driver_error = getattr(cause, "orig", None)
+    text = str(driver_error) if driver_error is not None else str(getattr(exc, "message", exc))
+    lines = text.strip().splitlines()
+    reason = _EXCEPTION_CLASS_PREFIX.sub("", lines[0].strip()) if lines else type(exc).__name__
+    return reason if len(reason) <= 200 else reason[:197] + "..."
+
+
+class _DropErrorRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextlib.contextmanager
+def _quiet_store_logs() -> Iterator[None]:
+    """Keep MLflow from printing a database error's traceback: we report the error in one line."""
+    logger = logging.getLogger("mlflow.store.db.utils")  # logs every SQLAlchemy OperationalError with its traceback
+    quiet = _DropErrorRecords()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _store_failures() -> tuple[type[BaseException], ...]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:  # mlflow-skinny talking to a tracking server has no SQLAlchemy
+        return (MlflowException,)
+    return (MlflowException, OperationalError)
+
+
+@contextlib.contextmanager
+def _store_errors(store: str, action: str = "cannot write", *, kind: str = "MLflow store",
+                  disk_full: bool = True) -> Iterator[None]:
+    """Turn a failing MLflow store (full disk, locked or broken database) into one DnnprobeError line.
+
+    The message reads ``<kind> <store>: <action> (<reason>)``. ``disk_full=False`` leaves an OSError
+    alone: around code that also writes other files, a full disk is theirs to report.
+    """
+    try:
+        with _quiet_store_logs():
+            yield
+    except _store_failures() as exc:
+        raise DnnprobeError(f"{kind} {store}: {action} ({_failure_reason(exc)})") from None
+    except OSError as exc:
+        if not (disk_full and exc.errno == errno.ENOSPC):
+            raise
+        raise DnnprobeError(f"{kind} {store}: {action} ({_failure_reason(exc)})") from None
+
+
 @contextlib.contextmanager
 def _store_lock() -> Iterator[None]:
     """Serialise creating the SQLite store and the experiment: parallel queued runs would race."""
@@ -76,14 +160,13 @@ def _store_lock() -> Iterator[None]:
 def ensure_experiment(name: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating both if needed."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     uri = tracking_uri()
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     local = uri.startswith("sqlite:")
     with _store_lock() if local else contextlib.nullcontext():
-        try:
+        with _store_errors(uri, "cannot open"):
             if local:
                 _create_local_store(uri)
             experiment = mlflow.get_experiment_by_name(name)
@@ -93,8 +176,6 @@ def ensure_experiment(name: str) -> str:
             if experiment.lifecycle_stage == "deleted":
                 raise DnnprobeError(f"MLflow experiment {name!r} is deleted; restore it or set tracking.experiment")
             return experiment.experiment_id
-        except MlflowException as exc:
-            raise DnnprobeError(f"MLflow store {uri}: {exc.message.splitlines()[0]}") from None
 
 
 def _create_local_store(uri: str) -> None:
@@ -133,48 +214,94 @@ def run_tags(stage: str) -> dict[str, str]:
     return tags
 
 
-def dvc_recorded_md5(path: str | os.PathLike) -> str | None:
-    """The md5 DVC recorded for an output in dvc.lock, if that entry still matches the file's size."""
-    import yaml
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that owns a run: host, pid, and the pid's start time (pids are reused)."""
+    pid = os.getpid()
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PROCESS_START_TAG: _process_start(pid) or ""}
 
-    path = Path(path)
-    lock = Path.cwd() / "dvc.lock"
-    if not lock.is_file() or not path.is_file():
-        return None
+
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started, or None if there is no such (live) process.
+
+    On Linux: field 22 of /proc/<pid>/stat (clock ticks after boot), which tells a reused pid from the
+    process that had it before. Elsewhere, or for a process /proc hides from us, "": alive, start unknown.
+    """
+    if Path("/proc/self/stat").is_file():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            stat = None  # gone, or hidden (/proc mounted with hidepid): os.kill below tells which
+        if stat is not None:
+            # Field 2, the command name, is in parentheses and may itself contain spaces and ")".
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] == "Z":
+                return None  # a zombie: it is dead, only not yet reaped by its parent
+            return fields[19]  # fields[0] is field 3
     try:
-        relative = path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    except (ValueError, yaml.YAMLError):
+        os.kill(pid, 0)  # signal 0 checks that the process exists, sends nothing
+    except ProcessLookupError:
         return None
-    size = path.stat().st_size
-    for stage in stages.values():
-        for out in stage.get("outs", []):
-            if out.get("path") == relative and out.get("size") == size and out.get("md5"):
-                return out["md5"]
-    return None
+    except PermissionError:
+        pass  # it exists, but belongs to another user
+    return ""
 
 
-def file_md5(path: str | os.PathLike) -> str:
-    """md5 as DVC computes it; taken from dvc.lock when it is recorded there (large files)."""
-    import hashlib
+def _process_is_gone(pid: int, recorded_start: str) -> bool:
+    current = _process_start(pid)
+    if current is None:
+        return True
+    # A live process with another start time got the pid after the one that owned the run ended.
+    return bool(recorded_start and current and current != recorded_start)
 
-    recorded = dvc_recorded_md5(path)
-    if recorded:
-        return recorded
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
+
+def mark_orphaned_runs(experiment_id: str) -> list[str]:
+    """End, as KILLED, this host's RUNNING runs whose dnnprobe process is gone; returns their ids.
+
+    A probe killed by SIGKILL or the OOM killer cannot end its runs, which would then show RUNNING
+    forever. Only runs that dnnprobe tagged with their owner (see `owner_tags`) are considered, and
+    only those of this host, since other machines' processes cannot be checked from here; a run whose
+    process is still alive is left alone. Each run ended gets the tag ``dnnprobe.orphaned``.
+    """
+    import mlflow
+
+    store = tracking_uri()
+    host = socket.gethostname()
+    client = mlflow.tracking.MlflowClient()
+    orphaned = []
+    with _store_errors(store):
+        for run in _running_runs(client, experiment_id):
+            tags = run.data.tags
+            if tags.get(HOST_TAG) != host or not re.fullmatch(r"[0-9]{1,9}", tags.get(PID_TAG, "")):
+                continue  # not ours to judge: another host's run, or no (valid) owner recorded
+            pid = int(tags[PID_TAG])
+            if pid == 0 or not _process_is_gone(pid, tags.get(PROCESS_START_TAG, "")):
+                continue
+            client.set_tag(run.info.run_id, ORPHANED_TAG, f"process {pid} on {host} was gone")
+            client.set_terminated(run.info.run_id, "KILLED")
+            orphaned.append(run.info.run_id)
+    return orphaned
+
+
+def _running_runs(client, experiment_id: str):
+    """All RUNNING runs of the experiment, page by page."""
+    page_token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=1000, page_token=page_token)
+        yield from page
+        page_token = page.token
+        if not page_token:
+            return
 
 
 class ProbeRun:
     """The parent MLflow run of one probe invocation."""
 
-    def __init__(self, run_id: str, experiment_id: str, scoring: str) -> None:
+    def __init__(self, run_id: str, experiment_id: str, scoring: str, *, store: str | None = None) -> None:
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.scoring = scoring
+        self.store = store or tracking_uri()
 
     def log_layer(self, layer: str, scores, mean: float, sem: float, extra: Mapping[str, float] | None = None) -> None:
         """One nested run per layer; its summary metrics also go on the parent for the runs table."""
@@ -182,43 +309,106 @@ class ProbeRun:
         from mlflow.entities import Metric, Param
 
         stamp = int(time.time() * 1000)
-        with mlflow.start_run(run_name=layer, nested=True, experiment_id=self.experiment_id) as child:
-            metrics = [Metric(f"fold_{self.scoring}", float(v), stamp, step) for step, v in enumerate(scores)]
-            summary = {f"{self.scoring}_mean": mean, f"{self.scoring}_sem": sem, **(extra or {})}
-            metrics += [Metric(key, float(value), stamp, 0) for key, value in summary.items()]
-            mlflow.tracking.MlflowClient().log_batch(child.info.run_id, metrics=metrics, params=[Param("layer", layer)])
-        mlflow.tracking.MlflowClient().log_batch(
-            self.run_id, metrics=[Metric(f"{key}/{layer}", float(value), stamp, 0) for key, value in summary.items()]
-        )
+        metrics = [Metric(f"fold_{self.scoring}", float(v), stamp, step) for step, v in enumerate(scores)]
+        summary = {f"{self.scoring}_mean": mean, f"{self.scoring}_sem": sem, **(extra or {})}
+        metrics += [Metric(key, float(value), stamp, 0) for key, value in summary.items()]
+        client = mlflow.tracking.MlflowClient()
+        with _store_errors(self.store):
+            child = mlflow.start_run(run_name=layer, nested=True, experiment_id=self.experiment_id, tags=owner_tags())
+        try:
+            with _store_errors(self.store):
+                client.log_batch(child.info.run_id, metrics=metrics, params=[Param("layer", layer)])
+                mlflow.end_run("FINISHED")
+        except BaseException:
+            _end_run_quietly(child.info.run_id, "FAILED")
+            raise
+        with _store_errors(self.store):
+            client.log_batch(
+                self.run_id, metrics=[Metric(f"{key}/{layer}", float(value), stamp, 0) for key, value in summary.items()]
+            )
 
-    def write_info(self, path: str | os.PathLike) -> None:
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Attach a file to the parent run."""
+        import mlflow
+
+        client = mlflow.tracking.MlflowClient()
+        with _store_errors(self.store, "cannot read"):
+            artifact_uri = client.get_run(self.run_id).info.artifact_uri
+        with _store_errors(artifact_uri, kind="MLflow artifact store"):
+            client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
+
+    def write_info(self, path: str | os.PathLike, *, summary_sha256: str | None = None) -> None:
+        """The run's ids, for the report stage to find the run (written atomically: it is a DVC output).
+
+        ``summary_sha256`` names the probe results the run belongs to, so that the report stage can
+        refuse to add figures of other results to this run.
+        """
         from dnnprobe.atomic import atomic_output
 
-        with atomic_output(path) as temp:
-            temp.write_text(json.dumps({"run_id": self.run_id, "experiment_id": self.experiment_id}, indent=2) + "\n")
+        info = {"run_id": self.run_id, "experiment_id": self.experiment_id}
+        if summary_sha256 is not None:
+            info["summary_sha256"] = summary_sha256
+        try:
+            with atomic_output(path) as temp:
+                temp.write_text(json.dumps(info, indent=2) + "\n")
+        except OSError as exc:
+            raise DnnprobeError(f"{path}: cannot write the MLflow run info ({_failure_reason(exc)})") from None
+
+
+def _end_run_quietly(run_id: str, status: str) -> None:
+    """Try to end a run we started; failing here must not hide the error that brought us here."""
+    import mlflow
+
+    active = mlflow.active_run()
+    try:
+        with _quiet_store_logs():
+            if active is not None and active.info.run_id == run_id:
+                mlflow.end_run(status)  # also takes it off MLflow's stack of active runs
+            else:
+                mlflow.tracking.MlflowClient().set_terminated(run_id, status)
+    except Exception:  # noqa: BLE001 - the store is already failing; the first error is the one to report
+        pass
 
 
 @contextlib.contextmanager
 def probe_run(experiment: str, run_name: str, params: Mapping[str, object], scoring: str) -> Iterator[ProbeRun]:
-    """Start the parent run; it ends FINISHED, or FAILED if the block raises (never left RUNNING)."""
+    """Start the parent run; it ends FINISHED, or FAILED if the block raises (never left RUNNING).
+
+    Runs of earlier probes on this host whose process was killed are ended as KILLED first. A failing
+    store (full disk, broken database) is one DnnprobeError line, also for MLflow calls the block
+    makes itself; marking the run FAILED is then only attempted.
+    """
     import mlflow
 
     experiment_id = ensure_experiment(experiment)
-    tags = run_tags("probe")
-    launching = launching_run()
-    parent_run_id = None
-    if launching is not None:
-        tags["launching_run_id"] = launching.info.run_id
-        # In our experiment the launching run is the natural parent; elsewhere (e.g. "Default") we only
-        # cross-link, so that every probe run lands in `experiment` as `dvc repro` runs do.
-        if launching.info.experiment_id == experiment_id:
-            parent_run_id = launching.info.run_id
-    with mlflow.start_run(run_name=tags.get("dvc_exp_name", run_name), experiment_id=experiment_id, tags=tags,
-                          parent_run_id=parent_run_id) as run:
+    store = tracking_uri()
+    with _store_errors(store):
+        mark_orphaned_runs(experiment_id)
+        tags = {**run_tags("probe"), **owner_tags()}
+        launching = launching_run()
+        parent_run_id = None
         if launching is not None:
-            mlflow.tracking.MlflowClient().set_tag(launching.info.run_id, "probe_run_id", run.info.run_id)
-        mlflow.log_params({key: _param_value(value) for key, value in params.items()})
-        yield ProbeRun(run.info.run_id, experiment_id, scoring)
+            tags["launching_run_id"] = launching.info.run_id
+            # In our experiment the launching run is the natural parent; elsewhere (e.g. "Default") we only
+            # cross-link, so that every probe run lands in `experiment` as `dvc repro` runs do.
+            if launching.info.experiment_id == experiment_id:
+                parent_run_id = launching.info.run_id
+        run = mlflow.start_run(run_name=tags.get("dvc_exp_name", run_name), experiment_id=experiment_id, tags=tags,
+                               parent_run_id=parent_run_id)
+    run_id = run.info.run_id
+    try:
+        with _store_errors(store):
+            if launching is not None:
+                mlflow.tracking.MlflowClient().set_tag(launching.info.run_id, "probe_run_id", run_id)
+            mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+        # The block also writes output files: a full disk there is for them to report, not the store.
+        with _store_errors(store, disk_full=False):
+            yield ProbeRun(run_id, experiment_id, scoring, store=store)
+        with _store_errors(store):
+            mlflow.end_run("FINISHED")
+    except BaseException:
+        _end_run_quietly(run_id, "FAILED")
+        raise
 
 
 def launching_run():
@@ -245,7 +435,10 @@ def _param_value(value: object) -> str:
 
 
 def log_artifacts_to_run(run_info_path: str | os.PathLike, paths: list[Path], artifact_path: str) -> str | None:
-    """Attach files to the probe's parent run; returns a warning instead of failing if it is gone."""
+    """Attach files to the probe's parent run; returns a warning instead of failing if it is gone.
+
+    A failing store or artifact location (full disk, broken database) is one DnnprobeError line.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -259,10 +452,31 @@ def log_artifacts_to_run(run_info_path: str | os.PathLike, paths: list[Path], ar
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     client = mlflow.tracking.MlflowClient()
-    try:
-        client.get_run(run_id)
-    except MlflowException:
-        return f"MLflow run {run_id} (from {info_file}) is not in {uri}; figures not logged to MLflow"
-    for path in paths:
-        client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+    with _store_errors(uri, "cannot read"):
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise  # the store failed, rather than not having the run
+            return f"MLflow run {run_id} (from {info_file}) is not in {uri}; figures not logged to MLflow"
+    mark_orphaned_runs(run.info.experiment_id)
+    with _store_errors(run.info.artifact_uri, kind="MLflow artifact store"):
+        for path in paths:
+            client.log_artifact(run_id, str(path), artifact_path=artifact_path)
     return None
+
+
+# MLflow accepts metric and param keys of letters, digits, '_', '-', '.', '/' and spaces, at most 250
+# characters. A layer name becomes part of keys such as "balanced_accuracy_mean/<layer>".
+_MLFLOW_KEY = re.compile(r"[\w\-. /]+", re.ASCII)
+MAX_LAYER_NAME = 200  # leaves room for the longest prefix we put before it
+
+
+def check_layer_names(layers, where: str) -> None:
+    """Refuse, before any work, a layer name that MLflow would reject as part of a metric key."""
+    for layer in layers:
+        if not _MLFLOW_KEY.fullmatch(layer) or len(layer) > MAX_LAYER_NAME:
+            shown = layer if len(layer) <= 60 else layer[:57] + "..."
+            raise DnnprobeError(
+                f"{where}: layer name {shown!r} cannot be logged to MLflow (allowed: letters, digits, "
+                f"_ - . / and spaces, at most {MAX_LAYER_NAME} characters); rename the layer")
