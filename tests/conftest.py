@@ -153,6 +153,17 @@ def rgb_image(path: Path, value: int = 100, size: int = 40) -> Path:
     return path
 
 
+def latest_probe_run():
+    """The most recent probe (parent) run in the test's MLflow store."""
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              order_by=["attributes.start_time DESC"])
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert parents, "no probe run in the MLflow store"
+    return parents[0]
+
+
 def low_rank_data(n: int, d: int, seed: int = 0, signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Activations-like data: a decaying spectrum plus noise, and a weakly encoded binary label."""
     rng = np.random.default_rng(seed)

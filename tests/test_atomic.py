@@ -58,8 +58,7 @@ def test_two_probes_writing_the_same_outputs(tmp_path, writer, tiny_stimuli, tin
     out = tmp_path / "out"
     writer(out / "probe")
     result = cli("probe", "--table", tiny_stimuli, "--gram", tiny_gram, "--activations", tiny_activations,
-                 "--out", out / "probe", "--metrics", out / "metrics.json", "--run-info", out / "run.json",
-                 "--models", out / "probes")
+                 "--out", out / "probe", "--metrics", out / "metrics.json", "--models", out / "probes")
     assert_one_line_error(result, "probe", "is writing it right now (two runs writing the same outputs)")
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".dnnprobe-")) == []
     assert not (tmp_path / "mlflow.db").exists()  # refused before any MLflow run was started

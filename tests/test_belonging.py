@@ -3,7 +3,6 @@ every hash logged to MLflow is of a file as it was read."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import h5py
 import mlflow
 import pytest
 
-from conftest import assert_nothing_written, assert_one_line_error, cli, rgb_image, tiny_params
+from conftest import assert_nothing_written, assert_one_line_error, cli, latest_probe_run, rgb_image, tiny_params
 from dnnprobe.stages import make_stimuli, probe
 from dnnprobe.stimuli import StimulusTable, file_sha256
 
@@ -19,8 +18,7 @@ from dnnprobe.stimuli import StimulusTable, file_sha256
 def probe_cli(out: Path, table: Path, gram: Path, activations: Path, *sets: str):
     args = [arg for s in sets for arg in ("--set", s)]
     return cli("probe", *args, "--table", table, "--gram", gram, "--activations", activations,
-               "--out", out / "probe", "--metrics", out / "metrics.json", "--run-info", out / "run.json",
-               "--models", out / "probes")
+               "--out", out / "probe", "--metrics", out / "metrics.json", "--models", out / "probes")
 
 
 def copy_with(activations: Path, target: Path, attrs: dict | None = None, change_value: bool = False) -> Path:
@@ -64,8 +62,8 @@ def test_mlflow_records_the_hashes_of_the_files_read(tmp_path, tiny_stimuli, tin
 
     def logged(activations: Path, gram: Path, out: Path) -> dict:
         probe(tiny_params(), tiny_stimuli, gram, activations, out / "probe", out / "metrics.json",
-              out / "run.json", out / "probes", progress=False)
-        return mlflow.get_run(json.loads((out / "run.json").read_text())["run_id"]).data.params
+              out / "probes", progress=False)
+        return latest_probe_run().data.params
 
     params = logged(tiny_activations, tiny_gram, tmp_path / "a")
     assert params["activations_sha256"] == file_sha256(tiny_activations)
@@ -80,16 +78,21 @@ def test_mlflow_records_the_hashes_of_the_files_read(tmp_path, tiny_stimuli, tin
     assert params["activations_sha256"] == file_sha256(regenerated) != file_sha256(tiny_activations)
 
 
-def test_report_refuses_a_summary_from_another_probe_run(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
+def test_the_report_attaches_figures_to_the_run_of_exactly_its_results(tmp_path, tiny_stimuli, tiny_gram,
+                                                                      tiny_activations):
+    """Two probe runs with different results: a report goes to the run that wrote its summary.json."""
+    runs = {}
     for name, pca in (("a", 4), ("b", 3)):
         out = tmp_path / name
         probe(tiny_params(pca=pca), tiny_stimuli, tiny_gram, tiny_activations, out / "probe", out / "metrics.json",
-              out / "run.json", out / "probes", progress=False)
-    result = cli("report", "--probe", tmp_path / "a" / "probe", "--run-info", tmp_path / "b" / "run.json",
-                 "--figures", tmp_path / "fig", "--plot", tmp_path / "plot.csv")
-    assert_one_line_error(result, "report", f"{tmp_path / 'b' / 'run.json'} names the MLflow run of other probe "
-                                            f"results than {tmp_path / 'a' / 'probe' / 'summary.json'}")
-    assert not (tmp_path / "fig").exists() and not (tmp_path / "plot.csv").exists()
+              out / "probes", progress=False)
+        runs[name] = latest_probe_run().info.run_id
+    result = cli("report", "--probe", tmp_path / "a" / "probe", "--figures", tmp_path / "fig", "--plot",
+                 tmp_path / "plot.csv")
+    assert result.exit_code == 0, result.output
+    client = mlflow.tracking.MlflowClient()
+    assert "report/conv_vs_relu.png" in [a.path for a in client.list_artifacts(runs["a"], "report")]
+    assert client.list_artifacts(runs["b"], "report") == []
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -100,8 +103,7 @@ def test_report_refuses_a_summary_from_another_probe_run(tmp_path, tiny_stimuli,
 def test_a_corrupt_summary_is_one_line(tmp_path, text, fragment):
     (tmp_path / "probe").mkdir()
     (tmp_path / "probe" / "summary.json").write_bytes(text.encode("utf-8", "surrogateescape"))
-    result = cli("report", "--probe", tmp_path / "probe", "--run-info", tmp_path / "run.json",
-                 "--figures", tmp_path / "fig", "--plot", tmp_path / "plot.csv")
+    result = cli("report", "--probe", tmp_path / "probe", "--figures", tmp_path / "fig", "--plot", tmp_path / "plot.csv")
     assert_one_line_error(result, "report", "summary.json: ", fragment)
     assert not (tmp_path / "fig").exists()
 

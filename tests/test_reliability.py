@@ -145,8 +145,7 @@ def probe_cli(tmp_path: Path, table: Path, gram: Path, activations: Path, *sets:
     for setting in sets:
         args += ["--set", setting]
     return cli("probe", *args, "--table", table, "--gram", gram, "--activations", activations,
-               "--out", out / "probe", "--metrics", out / "metrics.json", "--run-info", out / "run.json",
-               "--models", out / "probes", env=env)
+               "--out", out / "probe", "--metrics", out / "metrics.json", "--models", out / "probes", env=env)
 
 
 def table_with_labels(tiny_stimuli: Path, folder: Path, labels: list[str]) -> Path:
@@ -318,8 +317,8 @@ def test_probe_failing_at_its_last_step_leaves_no_outputs_and_a_failed_run(tmp_p
     monkeypatch.setattr("dnnprobe.probe.save_refit_models", disk_full)
     with pytest.raises(DnnprobeError, match=r"out/probes: writing failed \(No space left on device\)"):
         probe(tiny_params(**{"probe.save_models": "true"}), tiny_stimuli, tiny_gram, tiny_activations,
-              tmp_path / "out" / "probe", tmp_path / "out" / "metrics.json", tmp_path / "out" / "run.json",
-              tmp_path / "out" / "probes", progress=False)
+              tmp_path / "out" / "probe", tmp_path / "out" / "metrics.json", tmp_path / "out" / "probes",
+              progress=False)
     assert_nothing_written(tmp_path / "out")
     parents = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
                if "mlflow.parentRunId" not in r.data.tags]
@@ -391,10 +390,9 @@ def sha256(path: Path) -> str:
 
 
 def output_hashes(repo: Path) -> dict[str, str]:
-    """sha256 of every output file; reports/mlflow_run.json names a new MLflow run each time, by design."""
+    """sha256 of every output file (no output names an MLflow run: the report finds it by the summary's hash)."""
     files = [p for folder in ("data", "models", "reports") for p in (repo / folder).rglob("*") if p.is_file()]
-    return {p.relative_to(repo).as_posix(): sha256(p) for p in files
-            if p.name != ".gitignore" and p.relative_to(repo).as_posix() != "reports/mlflow_run.json"}
+    return {p.relative_to(repo).as_posix(): sha256(p) for p in files if p.name != ".gitignore"}
 
 
 @pytest.fixture(scope="module")

@@ -24,17 +24,17 @@ def test_depth_groups_pair_each_layer_with_its_relu():
 def probed(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
     params = tiny_params()
     probe(params, tiny_stimuli, tiny_gram, tiny_activations, tmp_path / "probe", tmp_path / "metrics.json",
-          tmp_path / "run.json", tmp_path / "probes", progress=False)
+          tmp_path / "probes", progress=False)
     return params, tmp_path
 
 
 def test_report_writes_figures_and_plot_table_reproducibly(probed):
     params, folder = probed
-    paths = report(params, folder / "probe", folder / "run.json", folder / "figures", folder / "plots" / "s.csv")
+    paths = report(params, folder / "probe", folder / "figures", folder / "plots" / "s.csv")
     names = sorted(p.name for p in paths)
     assert names == ["confusion.png", "confusion.svg", "conv_vs_relu.png", "conv_vs_relu.svg"]
     first = {p.name: p.read_bytes() for p in paths}
-    report(params, folder / "probe", folder / "run.json", folder / "figures", folder / "plots" / "s.csv")
+    report(params, folder / "probe", folder / "figures", folder / "plots" / "s.csv")
     assert {p.name: p.read_bytes() for p in (folder / "figures").iterdir()} == first
     rows = (folder / "plots" / "s.csv").read_text().splitlines()
     assert rows[0] == "depth,layer,conv,conv_sem,relu,relu_sem" and len(rows) == 8

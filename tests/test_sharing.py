@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import filecmp
+import hashlib
 import json
 import os
 import re
@@ -195,10 +196,8 @@ def test_probe_and_report_log_to_an_mlflow_server_over_http(pipeline, mlflow_ser
     env = {**env_without_tracking_uri(), "MLFLOW_TRACKING_URI": url}
     out = tmp_path / "out"  # the pipeline's own outputs stay as DVC recorded them
     for command in (
-        ["probe", "--out", out / "probe", "--metrics", out / "metrics.json", "--run-info", out / "run.json",
-         "--models", out / "probes"],
-        ["report", "--probe", out / "probe", "--run-info", out / "run.json", "--figures", out / "figures",
-         "--plot", out / "plot.csv"],
+        ["probe", "--out", out / "probe", "--metrics", out / "metrics.json", "--models", out / "probes"],
+        ["report", "--probe", out / "probe", "--figures", out / "figures", "--plot", out / "plot.csv"],
     ):
         result = subprocess.run([str(BIN / "dnnprobe"), *map(str, command), "--quiet"], cwd=pipeline, env=env,
                                 capture_output=True, text=True)
@@ -209,7 +208,8 @@ def test_probe_and_report_log_to_an_mlflow_server_over_http(pipeline, mlflow_ser
     experiment = client.get_experiment_by_name("dnnprobe")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # the server stores artifacts
     [run] = client.search_runs([experiment.experiment_id], "tags.stage = 'probe'")
-    assert run.info.run_id == json.loads((out / "run.json").read_text())["run_id"]
+    summary_sha256 = hashlib.sha256((out / "probe" / "summary.json").read_bytes()).hexdigest()
+    assert run.data.tags["dnnprobe.summary_sha256"] == summary_sha256
     assert run.info.status == "FINISHED" and run.data.params["pca"] == "4" and run.data.params["n_stimuli"] == "24"
     metrics = json.loads((out / "metrics.json").read_text())
     assert run.data.metrics["accuracy_mean/conv3"] == pytest.approx(metrics["conv3"]["accuracy_mean"], abs=1e-6)

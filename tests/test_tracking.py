@@ -20,7 +20,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import can_mount_tmpfs, closed_port_url, tiny_params
+from conftest import can_mount_tmpfs, closed_port_url, latest_probe_run, tiny_params
 from dnnprobe import tracking
 from dnnprobe.errors import DnnprobeError
 from dnnprobe.stages import probe
@@ -47,7 +47,7 @@ def test_tracking_uri_environment_variable_wins(monkeypatch):
 
 def run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **overrides):
     return probe(tiny_params(**overrides), tiny_stimuli, tiny_gram, tiny_activations, tmp_path / "probe",
-                 tmp_path / "metrics.json", tmp_path / "run.json", tmp_path / "probes", progress=False)
+                 tmp_path / "metrics.json", tmp_path / "probes", progress=False)
 
 
 def test_probe_stage_outputs_and_run(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
@@ -55,9 +55,9 @@ def test_probe_stage_outputs_and_run(tmp_path, tiny_stimuli, tiny_gram, tiny_act
     assert np.load(tmp_path / "probe" / "fc1" / "score.npy").shape == (3,)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["fc1"]["accuracy_mean"] == pytest.approx(summary["layers"]["fc1"]["mean"], abs=1e-6)
-    run_id = json.loads((tmp_path / "run.json").read_text())["run_id"]
-    run = mlflow.get_run(run_id)
+    run = latest_probe_run()
     assert run.info.status == "FINISHED"
+    assert run.data.tags[tracking.SUMMARY_TAG] == _sha256(tmp_path / "probe" / "summary.json")
     assert run.data.params["pca"] == "4" and run.data.params["classifier"] == "logistic"
     assert run.data.metrics["accuracy_mean/fc1"] == pytest.approx(summary["layers"]["fc1"]["mean"])
     assert json.loads((tmp_path / "probes" / "index.json").read_text())["layers"] == []
@@ -81,7 +81,6 @@ def test_failing_probe_marks_the_run_failed_and_leaves_no_outputs(tmp_path, tiny
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert runs and all(r.info.status == "FAILED" for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert not (tmp_path / "probe").exists() and not (tmp_path / "metrics.json").exists()
-    assert not (tmp_path / "run.json").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".dnnprobe-tmp")] == []
 
 
@@ -125,7 +124,7 @@ def test_logged_hashes_are_of_the_files_read_not_taken_from_dvc_lock(tmp_path, m
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"extract": {"outs": outs}}}))
     monkeypatch.chdir(tmp_path)
     run_probe(tmp_path, tiny_stimuli, tiny_gram, activations)
-    params = mlflow.get_run(json.loads((tmp_path / "run.json").read_text())["run_id"]).data.params
+    params = latest_probe_run().data.params
     assert stale not in params.values()
     assert params["stimuli_sha256"] == _sha256(tiny_stimuli)
     logged = {key: value for key, value in params.items() if key.startswith("activations_")}
@@ -221,7 +220,7 @@ def test_a_probe_killed_by_sigkill_is_ended_as_killed_by_the_next_probe(tmp_path
 
 def test_the_report_stage_also_ends_runs_of_killed_processes(tmp_path):
     with tracking.probe_run("dnnprobe", "probe", {"pca": 4}, "accuracy") as run:
-        run.write_info(tmp_path / "run.json")
+        run.record_summary("a" * 64)
     gone = subprocess.Popen(["sleep", "60"])
     gone.kill()
     gone.wait()
@@ -230,7 +229,7 @@ def test_the_report_stage_also_ends_runs_of_killed_processes(tmp_path):
                       tags={**tracking.owner_tags(), tracking.PID_TAG: str(gone.pid)})
     figure = tmp_path / "figure.png"
     figure.write_bytes(b"not really a png")
-    assert tracking.log_artifacts_to_run(tmp_path / "run.json", [figure], "report") is None
+    assert tracking.log_artifacts_to_probe_run("dnnprobe", "a" * 64, [figure], "report") is None
     assert _statuses()["killed"] == ("KILLED", f"process {gone.pid} on {socket.gethostname()} was gone")
     assert [a.path for a in client.list_artifacts(run.run_id, "report")] == ["report/figure.png"]
 
@@ -307,7 +306,7 @@ def test_a_store_failing_before_the_run_starts_is_one_line(monkeypatch):
 
 def test_report_artifacts_on_a_failing_store_or_full_disk_are_one_line(tmp_path, monkeypatch):
     with tracking.probe_run("dnnprobe", "probe", {"pca": 4}, "accuracy") as run:
-        run.write_info(tmp_path / "run.json")
+        run.record_summary("b" * 64)
     figure = tmp_path / "figure.png"
     figure.write_bytes(b"not really a png")
 
@@ -316,7 +315,7 @@ def test_report_artifacts_on_a_failing_store_or_full_disk_are_one_line(tmp_path,
 
     monkeypatch.setattr(mlflow.tracking.MlflowClient, "log_artifact", disk_full)
     with pytest.raises(DnnprobeError) as caught:
-        tracking.log_artifacts_to_run(tmp_path / "run.json", [figure], "report")
+        tracking.log_artifacts_to_probe_run("dnnprobe", "b" * 64, [figure], "report")
     artifacts = mlflow.get_run(run.run_id).info.artifact_uri
     assert str(caught.value) == f"MLflow artifact store {artifacts}: cannot write (No space left on device)"
     with pytest.raises(DnnprobeError) as caught:
@@ -327,19 +326,24 @@ def test_report_artifacts_on_a_failing_store_or_full_disk_are_one_line(tmp_path,
         raise _mlflow_wrapped_database_full()
 
     # A store that fails to answer is not a store without the run: no "run not found" warning.
-    monkeypatch.setattr(mlflow.tracking.MlflowClient, "get_run", database_broken)
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "search_runs", database_broken)
     with pytest.raises(DnnprobeError) as caught:
-        tracking.log_artifacts_to_run(tmp_path / "run.json", [figure], "report")
+        tracking.log_artifacts_to_probe_run("dnnprobe", "b" * 64, [figure], "report")
     assert str(caught.value) == f"MLflow store {tracking.tracking_uri()}: cannot read (database or disk is full)"
 
 
-def test_run_info_that_cannot_be_written_is_one_line(tmp_path):
-    with tracking.probe_run("dnnprobe", "probe", {"pca": 4}, "accuracy") as run:
-        (tmp_path / "blocker").write_text("a file where a folder should be")
-        with pytest.raises(DnnprobeError) as caught:
-            run.write_info(tmp_path / "blocker" / "run.json")
-    assert str(caught.value).startswith(f"{tmp_path / 'blocker' / 'run.json'}: cannot write the MLflow run info (")
-    assert "\n" not in str(caught.value)
+def test_the_report_finds_the_run_of_exactly_its_results(tmp_path):
+    """By the sha256 of summary.json: the latest finished run that wrote it; none for other results."""
+    for name, digest in (("old", "c" * 64), ("other", "d" * 64), ("new", "c" * 64)):
+        with tracking.probe_run("dnnprobe", name, {"pca": 4}, "accuracy") as run:
+            run.record_summary(digest)
+    assert tracking.find_probe_run("dnnprobe", "c" * 64).info.run_name == "new"
+    assert tracking.find_probe_run("dnnprobe", "e" * 64) is None
+    assert tracking.find_probe_run("no such experiment", "c" * 64) is None
+    figure = tmp_path / "figure.png"
+    figure.write_bytes(b"not really a png")
+    warning = tracking.log_artifacts_to_probe_run("dnnprobe", "e" * 64, [figure], "report")
+    assert warning.startswith("no finished MLflow run in experiment 'dnnprobe' of sqlite:///")
 
 
 FULL_DISK_PROBE = textwrap.dedent("""

@@ -150,15 +150,14 @@ def gram(params, progress, activations, out):
 @click.option("--activations", default="data/activations.act.h5", show_default=True)
 @click.option("--out", default="reports/probe", show_default=True)
 @click.option("--metrics", default="reports/metrics.json", show_default=True)
-@click.option("--run-info", default="reports/mlflow_run.json", show_default=True)
 @click.option("--models", default="models/probes", show_default=True)
 @stage_command
-def probe(params, progress, table, gram_path, activations, out, metrics, run_info, models):
+def probe(params, progress, table, gram_path, activations, out, metrics, models):
     """Cross-validated PCA + decoding of probe.label per layer; logged to MLflow."""
     from dnnprobe.stages import probe as run_probe
     from dnnprobe.tracking import tracking_uri
 
-    summary = run_probe(params, table, gram_path, activations, out, metrics, run_info, models, progress=progress)
+    summary = run_probe(params, table, gram_path, activations, out, metrics, models, progress=progress)
     best = max(summary["layers"], key=lambda layer: summary["layers"][layer]["mean"])
     click.echo(f"probe: best layer {best} ({params.probe.scoring} {summary['layers'][best]['mean']:.3f}); "
                f"MLflow store {tracking_uri()}")
@@ -166,15 +165,14 @@ def probe(params, progress, table, gram_path, activations, out, metrics, run_inf
 
 @main.command()
 @click.option("--probe", "probe_dir", default="reports/probe", show_default=True)
-@click.option("--run-info", default="reports/mlflow_run.json", show_default=True)
 @click.option("--figures", default="reports/figures", show_default=True)
 @click.option("--plot", default="reports/plots/layer_scores.csv", show_default=True)
 @stage_command
-def report(params, progress, probe_dir, run_info, figures, plot):
+def report(params, progress, probe_dir, figures, plot):
     """The Conv-vs-ReLU figure (PNG, SVG), a confusion figure and DVC plot data."""
     from dnnprobe.stages import report as run_report
 
-    paths = run_report(params, probe_dir, run_info, figures, plot)
+    paths = run_report(params, probe_dir, figures, plot)
     click.echo("report: " + ", ".join(str(p) for p in paths))
 
 

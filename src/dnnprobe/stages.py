@@ -366,7 +366,6 @@ def probe(
     activations_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     metrics_path: str | os.PathLike,
-    run_info_path: str | os.PathLike,
     models_dir: str | os.PathLike,
     progress: bool = True,
 ) -> dict:
@@ -384,7 +383,7 @@ def probe(
     table = StimulusTable.read(table_path)
     y = probe_targets(table, params)
     settings = probe_settings(params)
-    outputs = (out_dir, metrics_path, models_dir, run_info_path)
+    outputs = (out_dir, metrics_path, models_dir)
     with claim(*outputs), GramFile(gram_path) as grams:
         _check_same_stimuli(table_path, table, grams)
         activations_sha256 = _check_activations_match(activations_path, grams, len(table), table_path,
@@ -446,9 +445,9 @@ def probe(
                 temp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
                 _save_probe_models(params, y, settings, grams, activations_path, temp_models)
             run.log_artifact(metrics_path)
-            # The run-info file names the run and the summary it produced, so the report stage can check
-            # that the two belong together.
-            run.write_info(run_info_path, summary_sha256=text_sha256(summary_text))
+            # The report stage finds this run by the sha256 of the summary it produced: no run id in
+            # an output (it would change every run, and with it dvc.lock).
+            run.record_summary(text_sha256(summary_text))
     return summary
 
 
@@ -465,8 +464,8 @@ def _save_probe_models(params, y, settings, grams, activations_path, folder: Pat
 # ---- report -------------------------------------------------------------------------------
 
 
-def _read_summary(probe_dir: Path, run_info_path: Path) -> dict:
-    """The probe's summary.json, checked against the run-info file the probe wrote with it."""
+def _read_summary(probe_dir: Path) -> tuple[dict, str]:
+    """The probe's summary.json, and the sha256 of its text (how the report finds the MLflow run)."""
     path = probe_dir / "summary.json"
     try:
         text = path.read_text()
@@ -478,29 +477,25 @@ def _read_summary(probe_dir: Path, run_info_path: Path) -> dict:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         reason = " ".join(str(exc).split())
         raise DnnprobeError(f"{path}: not a probe summary ({reason}); rerun the probe stage") from None
-    try:
-        recorded = json.loads(run_info_path.read_text()).get("summary_sha256")
-    except (OSError, ValueError, AttributeError):
-        recorded = None  # no run recorded: the figures are still drawn, only not logged (see tracking)
-    if recorded and recorded != text_sha256(text):
-        raise DnnprobeError(f"{run_info_path} names the MLflow run of other probe results than {path}; "
-                            "rerun the probe stage")
-    return summary
+    return summary, text_sha256(text)
 
 
 def report(
     params: Params,
     probe_dir: str | os.PathLike,
-    run_info_path: str | os.PathLike,
     figures_dir: str | os.PathLike,
     plot_path: str | os.PathLike,
 ) -> list[Path]:
-    """The Conv-vs-ReLU figure, a confusion-matrix figure and the DVC plot table; logged to MLflow."""
+    """The Conv-vs-ReLU figure, a confusion-matrix figure and the DVC plot table.
+
+    They are attached to the MLflow run that produced exactly these probe results (found by the sha256
+    of summary.json in ``tracking.experiment``); without such a run they are only written, with a warning.
+    """
     from dnnprobe import report as figures
     from dnnprobe import tracking
 
     probe_dir = Path(probe_dir)
-    summary = _read_summary(probe_dir, Path(run_info_path))
+    summary, summary_sha256 = _read_summary(probe_dir)
     layer = params.report.confusion_layer or summary["layer_order"][-1]
     if layer not in summary["layer_order"]:
         raise DnnprobeError(
@@ -519,7 +514,8 @@ def report(
     with atomic_output(plot_path) as temp_plot:
         figures.write_plot_csv(summary, temp_plot)
     final = [Path(figures_dir) / p.name for p in paths]
-    warning = tracking.log_artifacts_to_run(run_info_path, final + [Path(plot_path)], "report")
+    warning = tracking.log_artifacts_to_probe_run(params.tracking.experiment, summary_sha256,
+                                                  final + [Path(plot_path)], "report")
     if warning:
         print(f"dnnprobe report: warning: {warning}")
     return final

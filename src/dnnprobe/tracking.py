@@ -8,7 +8,9 @@ the run when the copy is deleted.
 Each probe invocation is one parent run (params, provenance hashes, git commit, DVC experiment name,
 per-layer summary metrics) with one nested run per layer (param ``layer``, metric ``fold_<scoring>``
 at steps 0..cv-1, ``<scoring>_mean`` and ``<scoring>_sem``). The report stage adds its figures to the
-parent run, which it finds through the run-info file the probe stage writes.
+parent run, which it finds by the tag ``dnnprobe.summary_sha256``: the sha256 of the summary.json
+the run wrote. No run id goes into a DVC output, whose bytes (and dvc.lock) would then change with
+every run.
 
 Launched by ``mlflow run`` (which exports ``$MLFLOW_RUN_ID``), the probe's parent run still goes to
 the ``tracking.experiment`` experiment: nested under the launching run when that run is in the same
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import re
@@ -41,6 +42,7 @@ from typing import Iterator, Mapping
 from dnnprobe.errors import DnnprobeError
 
 STORE_LOCK = "mlflow.db.lock"
+SUMMARY_TAG = "dnnprobe.summary_sha256"  # on a probe run: the sha256 of the summary.json it wrote
 
 # Every run dnnprobe starts names the process that owns it, so that a later dnnprobe can tell a run
 # whose process was killed (SIGKILL, the OOM killer) from one still in progress.
@@ -337,22 +339,13 @@ class ProbeRun:
         with _store_errors(artifact_uri, kind="MLflow artifact store"):
             client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
 
-    def write_info(self, path: str | os.PathLike, *, summary_sha256: str | None = None) -> None:
-        """The run's ids, for the report stage to find the run (written atomically: it is a DVC output).
+    def record_summary(self, summary_sha256: str) -> None:
+        """Tag the run with the sha256 of the summary.json it produced: the report stage finds the run
+        of exactly those results this way, even when DVC restored them from its run cache."""
+        import mlflow
 
-        ``summary_sha256`` names the probe results the run belongs to, so that the report stage can
-        refuse to add figures of other results to this run.
-        """
-        from dnnprobe.atomic import atomic_output
-
-        info = {"run_id": self.run_id, "experiment_id": self.experiment_id}
-        if summary_sha256 is not None:
-            info["summary_sha256"] = summary_sha256
-        try:
-            with atomic_output(path) as temp:
-                temp.write_text(json.dumps(info, indent=2) + "\n")
-        except OSError as exc:
-            raise DnnprobeError(f"{path}: cannot write the MLflow run info ({_failure_reason(exc)})") from None
+        with _store_errors(self.store):
+            mlflow.tracking.MlflowClient().set_tag(self.run_id, SUMMARY_TAG, summary_sha256)
 
 
 def _end_run_quietly(run_id: str, status: str) -> None:
@@ -434,35 +427,40 @@ def _param_value(value: object) -> str:
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
-def log_artifacts_to_run(run_info_path: str | os.PathLike, paths: list[Path], artifact_path: str) -> str | None:
-    """Attach files to the probe's parent run; returns a warning instead of failing if it is gone.
+def find_probe_run(experiment: str, summary_sha256: str):
+    """The latest finished probe run in `experiment` that produced the summary.json of this sha256, or None."""
+    import mlflow
+
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    with _store_errors(uri, "cannot read"):
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        runs = mlflow.tracking.MlflowClient().search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{SUMMARY_TAG}` = '{summary_sha256}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+    mark_orphaned_runs(found.experiment_id)
+    return runs[0] if runs else None
+
+
+def log_artifacts_to_probe_run(experiment: str, summary_sha256: str, paths: list[Path], artifact_path: str) -> str | None:
+    """Attach files to the probe run that produced these results; returns a warning, rather than
+    failing, when the store has no such run (e.g. results pulled from a DVC remote, runs logged elsewhere).
 
     A failing store or artifact location (full disk, broken database) is one DnnprobeError line.
     """
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    info_file = Path(run_info_path)
-    try:
-        info = json.loads(info_file.read_text())
-        run_id = info["run_id"]
-    except (OSError, ValueError, KeyError):
-        return f"{info_file}: no probe run recorded; figures not logged to MLflow"
-    uri = tracking_uri()
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.tracking.MlflowClient()
-    with _store_errors(uri, "cannot read"):
-        try:
-            run = client.get_run(run_id)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise  # the store failed, rather than not having the run
-            return f"MLflow run {run_id} (from {info_file}) is not in {uri}; figures not logged to MLflow"
-    mark_orphaned_runs(run.info.experiment_id)
+    run = find_probe_run(experiment, summary_sha256)
+    if run is None:
+        return (f"no finished MLflow run in experiment {experiment!r} of {tracking_uri()} produced these probe "
+                "results; figures not logged to MLflow")
     with _store_errors(run.info.artifact_uri, kind="MLflow artifact store"):
         for path in paths:
-            client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+            mlflow.tracking.MlflowClient().log_artifact(run.info.run_id, str(path), artifact_path=artifact_path)
     return None
 
 
