@@ -539,7 +539,7 @@ def test_forced_rerun_of_the_whole_pipeline_is_bit_identical(pipeline):
         (("param", "probe.C", 0.5), {"probe"}),
         (("param", "pca", 3), {"check", "probe"}),  # checked before extraction, which it never reruns
         (("param", "probe.label", "condition"), {"check", "probe"}),
-        (("param", "tracking.experiment", "other"), {"probe"}),
+        (("param", "tracking.experiment", "other"), {"probe", "report"}),  # the report attaches figures to the probe's run
         (("param", "report.confusion_layer", "conv1"), {"report"}),
         (("code", "src/dnnprobe/gram.py"), {"gram", "probe"}),  # the gram stage has no params
         (("code", "src/dnnprobe/params.py"), set(STAGES)),

@@ -173,3 +173,13 @@ def test_a_weights_file_must_be_in_models_external(tmp_path, monkeypatch):
     info = make_network(params_with(**{"model.weights": "models/external/mine.pt"}), tmp_path / "out" / "network.pt")
     assert info.source_name == "mine.pt" and stat.S_IMODE(inside.stat().st_mode) == 0o644
 
+
+
+def test_a_class_folder_that_is_a_link_is_refused(tmp_path):
+    root = class_folders(tmp_path / "mine")
+    (root / "more cats").symlink_to(root / "cats", target_is_directory=True)  # the same images, a second class
+    out = tmp_path / "out"
+    result = cli("stimuli", "--set", "stimuli.source=folder", "--set", f"stimuli.folder={root}",
+                 "--table", out / "s.stim.csv", "--images", out / "images")
+    assert_one_line_error(result, "stimuli", "more cats: is a link to a folder; links are not followed")
+    assert_nothing_written(out)

@@ -12,7 +12,6 @@ import functools
 import signal
 import sys
 import time
-
 from pathlib import Path
 
 import click
@@ -46,8 +45,8 @@ def output_folders(dvc_yaml: Path = Path("dvc.yaml")) -> list[Path]:
 def stage_command(function):
     """Load params, run the stage, and turn DnnprobeError into a one-line message and exit 1."""
 
-    @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
-                  help="Parameter file.")
+    @click.option("--params", "params_path", default="params.yaml", show_default=True,
+                  help="Parameter file (it must exist).")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                   help="Override a parameter, e.g. --set pca=50 (repeatable).")
     @click.option("--quiet", is_flag=True, help="No progress bars.")

@@ -106,6 +106,9 @@ def _import_folder(params: Params, images: Path) -> StimulusTable:
     found: list[tuple[Path, str]] = []  # (image, class name)
     skipped: list[str] = []
     for class_dir in sorted(root.iterdir()):
+        if class_dir.is_symlink() and class_dir.is_dir():
+            raise DnnprobeError(f"{class_dir}: is a link to a folder; links are not followed "
+                                "(put the images themselves under stimuli.folder)")
         if class_dir.name.startswith(".") or not class_dir.is_dir():
             skipped.append(class_dir.name)
             continue
