@@ -33,12 +33,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="params.yaml override, e.g. stimuli.demo.n_per_class=50 (repeatable)")
     args = parser.parse_args(argv)
 
-    from dnnprobe import stages
+    from dnnprobe.core.params import load_params
+    from dnnprobe.decoders import ProbeSettings
     from dnnprobe.extraction import extract_activations
     from dnnprobe.gram import GramFile
-    from dnnprobe.network import load_network, resolve_layers
-    from dnnprobe.params import load_params
-    from dnnprobe.probe import ProbeSettings, cross_validate_gram, folds
+    from dnnprobe.layers import resolve_layers
+    from dnnprobe.network import load_network
+    from dnnprobe.probe import cross_validate_gram, folds
+    from dnnprobe.stages.gram import gram
+    from dnnprobe.stages.network import make_network
+    from dnnprobe.stages.stimuli import make_stimuli
     from dnnprobe.stimuli import StimulusTable
 
     overrides = (f"model.weights={args.weights}", *args.set)
@@ -47,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(folder)
         table_path = Path(args.table) if args.table else folder / "stimuli.stim.csv"
         if not args.table:
-            stages.make_stimuli(params, table_path, folder / "images")
-        stages.make_network(params, folder / "network.pt")
+            make_stimuli(params, table_path, folder / "images")
+        make_network(params, folder / "network.pt")
         table = StimulusTable.read(table_path)
         y = table.integer_labels()
         model, _ = load_network(folder / "network.pt", params.model.arch)
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             extract_activations(table, model, layers, act, batch_size=params.extract.batch_size, dtype=dtype,
                                 num_workers=params.extract.num_workers, progress=False)
             nbytes[dtype] = act.stat().st_size
-            stages.gram(act, folder / f"{dtype}.gram.h5", progress=False)
+            gram(act, folder / f"{dtype}.gram.h5", progress=False)
             with GramFile(folder / f"{dtype}.gram.h5") as grams:
                 scores[dtype] = {layer: cross_validate_gram(grams.gram(layer), y, settings).score
                                  for layer in grams.layers}

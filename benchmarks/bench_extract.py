@@ -55,8 +55,8 @@ def forward_only(n: int, batch_size: int, device: str) -> dict:
 def extract(table_path: str, batch_size: int, device: str, dtype: str, compression: str, workers: int) -> dict:
     """The real extraction of all 14 tutorial layers into a temporary .act.h5 beside the images."""
     from dnnprobe.extraction import extract_activations
-    from dnnprobe.network import random_network, resolve_layers
-    from dnnprobe.params import TUTORIAL_LAYERS
+    from dnnprobe.layers import TUTORIAL_LAYERS, resolve_layers
+    from dnnprobe.network import random_network
     from dnnprobe.stimuli import StimulusTable
 
     table = StimulusTable.read(table_path)

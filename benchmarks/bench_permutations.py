@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help="existing .act.h5 (with a .stim.csv beside it); default: synthetic")
     args = parser.parse_args(argv)
 
+    from dnnprobe.decoders import ProbeSettings
     from dnnprobe.gram import GramFile, write_gram_file
-    from dnnprobe.probe import ProbeSettings, cross_validate_gram
+    from dnnprobe.probe import cross_validate_gram
     from dnnprobe.stimuli import StimulusTable
 
     sys.path.insert(0, str(HERE))

@@ -59,8 +59,9 @@ def reference(act: str, table: str, layer: str, pca: int, cv: int, solver: str) 
 
 def dnnprobe_probe(act: str, table: str, layer: str, pca: int, cv: int) -> dict:
     """dnnprobe's gram stage (streamed) and probe stage for one layer."""
+    from dnnprobe.decoders import ProbeSettings
     from dnnprobe.gram import GramFile, write_gram_file
-    from dnnprobe.probe import ProbeSettings, cross_validate_gram
+    from dnnprobe.probe import cross_validate_gram
 
     y = labels(table)
     with tempfile.TemporaryDirectory(dir=Path(act).parent) as folder:

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from dnnprobe.stimuli import StimulusTable
-
 import yaml
+
+from dnnprobe.stimuli import StimulusTable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dnnprobe.params import Params, load_params
+from dnnprobe.core.params import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def tiny_params(**overrides: object) -> Params:
 @pytest.fixture(scope="session")
 def tiny_stimuli(tmp_path_factory) -> Path:
     """data/stimuli.stim.csv and data/images of the tiny demo set; returns the table's path."""
-    from dnnprobe.stages import make_stimuli
+    from dnnprobe.stages.stimuli import make_stimuli
 
     root = tmp_path_factory.mktemp("stimuli")
     table = root / "data" / "stimuli.stim.csv"
@@ -57,7 +57,7 @@ def tiny_stimuli(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_image_list(tiny_stimuli) -> Path:
     """data/images.sha256 of the tiny demo set, as the check stage writes it."""
-    from dnnprobe.stages import check
+    from dnnprobe.stages.check import check
 
     path = tiny_stimuli.parent / "images.sha256"
     check(tiny_params(), tiny_stimuli, path)
@@ -66,7 +66,7 @@ def tiny_image_list(tiny_stimuli) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_network(tmp_path_factory) -> Path:
-    from dnnprobe.stages import make_network
+    from dnnprobe.stages.network import make_network
 
     path = tmp_path_factory.mktemp("models") / "network.pt"
     make_network(tiny_params(), path)
@@ -76,7 +76,7 @@ def tiny_network(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_activations(tmp_path_factory, tiny_image_list, tiny_network) -> Path:
     """All 14 tutorial layers of random-weight AlexNet for the tiny demo set."""
-    from dnnprobe.stages import extract
+    from dnnprobe.stages.extract import extract
 
     path = tmp_path_factory.mktemp("activations") / "activations.act.h5"
     extract(tiny_params(), tiny_image_list, tiny_network, path, progress=False)
@@ -85,7 +85,7 @@ def tiny_activations(tmp_path_factory, tiny_image_list, tiny_network) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_gram(tmp_path_factory, tiny_activations) -> Path:
-    from dnnprobe.stages import gram
+    from dnnprobe.stages.gram import gram
 
     path = tmp_path_factory.mktemp("gram") / "gram.h5"
     gram(tiny_activations, path, progress=False)
@@ -127,7 +127,7 @@ def assert_nothing_written(folder: Path) -> None:
 
 def one_line_error(call, match: str) -> str:
     """Run `call`, expect a DnnprobeError matching `match`, and return its message (one line)."""
-    from dnnprobe.errors import DnnprobeError
+    from dnnprobe.core.errors import DnnprobeError
 
     with pytest.raises(DnnprobeError, match=match) as caught:
         call()

@@ -11,7 +11,7 @@ import pytest
 from conftest import one_line_error
 
 from dnnprobe.actfile import ActivationFile, ActivationWriter
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.gram import GramFile, write_gram_file
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_nothing_written, assert_one_line_error, cli
-from dnnprobe.atomic import atomic_output, remove_orphaned_temporaries
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.atomic import atomic_output, remove_orphaned_temporaries
+from dnnprobe.core.errors import DnnprobeError
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from dnnprobe.atomic import atomic_output
+    from dnnprobe.core.atomic import atomic_output
     with atomic_output(sys.argv[1], directory=True) as temp:
         (temp / "part").write_text("half written")
         print("writing", flush=True)
@@ -72,6 +72,8 @@ def test_temporaries_of_a_killed_writer_are_removed_and_a_live_writers_are_kept(
     dead_temp = tmp_path / f".dnnprobe-tmp-{killed.pid}-activations.act.h5"
     live_temp = tmp_path / f".dnnprobe-tmp-{live.pid}-gram.h5"
     assert dead_temp.exists() and live_temp.exists()
+    # a lock file alone, as a writer killed between its rename and its release leaves it
+    (tmp_path / ".dnnprobe-lock-metrics.json").write_text("999999999\n")
 
     assert remove_orphaned_temporaries([tmp_path]) == [dead_temp]
     assert not dead_temp.exists() and live_temp.exists()

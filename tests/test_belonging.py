@@ -11,8 +11,10 @@ import mlflow
 import pytest
 
 from conftest import assert_nothing_written, assert_one_line_error, cli, latest_probe_run, rgb_image, tiny_params
-from dnnprobe.stages import make_stimuli, probe
-from dnnprobe.stimuli import StimulusTable, file_sha256
+from dnnprobe.stages.stimuli import make_stimuli
+from dnnprobe.stages.probe import probe
+from dnnprobe.core.hashing import file_sha256
+from dnnprobe.stimuli import StimulusTable
 
 
 def probe_cli(out: Path, table: Path, gram: Path, activations: Path, *sets: str):
@@ -36,7 +38,7 @@ def test_a_table_of_other_stimuli_is_refused(tmp_path, tiny_gram, tiny_activatio
     other = tmp_path / "other" / "stimuli.stim.csv"
     make_stimuli(tiny_params(**{"stimuli.demo.seed": 1}), other, other.parent / "images")
     result = probe_cli(tmp_path / "out", other, tiny_gram, tiny_activations)
-    assert_one_line_error(result, "probe", f"{tiny_gram} was computed from other images than {other} lists "
+    assert_one_line_error(result, "probe", f"{tiny_gram} was computed from other images, or the same images in another order, than {other} lists "
                                            "(images_sha256")
     assert_nothing_written(tmp_path / "out")
     assert not (tmp_path / "mlflow.db").exists()
@@ -118,3 +120,16 @@ def test_extraction_refuses_an_image_that_is_not_the_listed_one(tmp_path, tiny_s
     assert_one_line_error(result, "extract", "images.sha256, stimulus row 6:", f"{stim_id}: its bytes differ from "
                                              "those the image list recorded")
     assert_nothing_written(tmp_path / "acts")
+
+
+def test_a_reordered_table_is_refused_even_with_its_header(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
+    """Rows shuffled after the stimuli stage wrote the table: the header's images_sha256 still matches,
+    the images in table order do not (the probe hashes them)."""
+    lines = tiny_stimuli.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("data=")) + 1
+    rows = lines[start:]
+    shuffled = tiny_stimuli.parent / "shuffled.stim.csv"
+    shuffled.write_text("".join(lines[:start] + rows[1::2] + rows[0::2]))
+    result = probe_cli(tmp_path / "out", shuffled, tiny_gram, tiny_activations)
+    assert_one_line_error(result, "probe", "or the same images in another order, than", "shuffled.stim.csv")
+    assert_nothing_written(tmp_path / "out")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_nothing_written, assert_one_line_error, cli, rgb_image
-from dnnprobe.stimuli import ImageList, StimulusTable, file_sha256
+from dnnprobe.core.hashing import file_sha256
+from dnnprobe.stimuli import ImageList, StimulusTable
 
 
 def own_copy(tiny_stimuli: Path, folder: Path, labels: list[str] | None = None) -> Path:

@@ -9,11 +9,13 @@ import torch
 
 from conftest import tiny_params
 from dnnprobe.actfile import ActivationFile
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.extraction import LayerRecorder, extract_activations, layer_unit_shapes
-from dnnprobe.network import load_network, random_network, resolve_layers
-from dnnprobe.params import TUTORIAL_LAYERS
-from dnnprobe.stimuli import StimulusTable, load_rgb, preprocess
+from dnnprobe.layers import resolve_layers
+from dnnprobe.network import load_network, random_network
+from dnnprobe.layers import TUTORIAL_LAYERS
+from dnnprobe.extraction import load_rgb, preprocess
+from dnnprobe.stimuli import StimulusTable
 
 PRE_ACTIVATION = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2")
 SHAPES = {
@@ -118,7 +120,7 @@ def test_unknown_layer_fails_before_work_listing_valid_names():
 
 
 def test_dnnbrain_alexnet_layer_names():
-    from dnnprobe.network import friendly_layer_names
+    from dnnprobe.layers import friendly_layer_names
 
     expected = {
         "conv1": "features.0", "conv1_relu": "features.1", "conv1_maxpool": "features.2",
@@ -132,8 +134,8 @@ def test_dnnbrain_alexnet_layer_names():
 
 
 def test_same_inputs_give_byte_identical_activation_files(tiny_image_list, tiny_network, tiny_activations, tmp_path):
-    from dnnprobe.stages import extract
-    from dnnprobe.stimuli import file_sha256
+    from dnnprobe.stages.extract import extract
+    from dnnprobe.core.hashing import file_sha256
 
     again = tmp_path / "again.act.h5"
     extract(tiny_params(), tiny_image_list, tiny_network, again, progress=False)

@@ -12,7 +12,8 @@ from sklearn.pipeline import make_pipeline
 from conftest import low_rank_data
 from dnnprobe import foldpca
 from dnnprobe.foldpca import GramPCASolver, _dense_top, centre_gram, top_eigenpairs
-from dnnprobe.probe import ProbeSettings, cross_validate_gram, folds
+from dnnprobe.decoders import ProbeSettings
+from dnnprobe.probe import cross_validate_gram, folds
 
 
 @pytest.fixture

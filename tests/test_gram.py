@@ -177,7 +177,7 @@ def test_disk_full_while_writing_gram_matrices_leaves_nothing(tmp_path, monkeypa
 FILL_THEN_GRAM = """
 import os, subprocess, sys
 import dnnprobe.gram as gram
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.errors import DnnprobeError
 
 acts, out, leave = sys.argv[1], sys.argv[2], int(sys.argv[3])
 filler = os.path.join(os.path.dirname(out), "filler")
@@ -230,4 +230,17 @@ def test_an_activation_file_changed_during_the_gram_stage_is_refused(tmp_path, m
     one_line_error(lambda: write_gram_file(acts, tmp_path / "out" / "g.h5", progress=False),
                    "a.act.h5: changed while the gram stage was reading it \\(another process writing it\\?\\); "
                    "rerun the gram stage$")
+    assert folder_entries(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("widths, values, message", [
+    ({"fc1": 0}, None, "layer fc1 has shape (6, 0, 1, 1): 0 units per stimulus"),
+    ({"fc1": 4}, 1e30, "layer fc1 has activations that are not finite, or too large for float32 products"),
+])
+def test_activations_without_a_usable_gram_are_one_line(tmp_path, widths, values, message):
+    acts = tmp_path / "a.act.h5"
+    with h5py.File(acts, "w") as f:
+        for layer, width in widths.items():
+            f[layer] = np.full((6, width, 1, 1), values or 1.0, dtype=np.float32)
+    one_line_error(lambda: write_gram_file(acts, tmp_path / "out" / "g.h5", progress=False), re.escape(message))
     assert folder_entries(tmp_path / "out") == []

@@ -10,18 +10,10 @@ import pytest
 import torch
 
 from conftest import closed_port_url
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.extraction import LayerRecorder
-from dnnprobe.network import (
-    LayerCall,
-    build_network,
-    friendly_layer_names,
-    load_network,
-    load_state_dict_file,
-    random_network,
-    resolve_layers,
-    save_network,
-)
+from dnnprobe.layers import LayerCall, friendly_layer_names, resolve_layers
+from dnnprobe.network import build_network, load_network, load_state_dict_file, random_network, save_network
 
 
 def same_weights(a, b):

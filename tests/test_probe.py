@@ -13,11 +13,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from conftest import low_rank_data
-from dnnprobe.errors import DnnprobeError
 from dnnprobe.foldpca import fold_pca_scores
+from dnnprobe.decoders import ProbeSettings
 from dnnprobe.probe import (
-    ProbeSettings,
-    check_targets,
     cross_validate_gram,
     folds,
     load_refit_model,
@@ -184,19 +182,3 @@ def test_rank_deficient_layer_gives_no_nan():
     y = np.arange(30) % 2
     result = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=10, cv=3))
     assert np.all(np.isfinite(result.score))
-
-
-@pytest.mark.parametrize(
-    "y, settings, n_units, message",
-    [
-        (np.zeros(20, int), ProbeSettings(n_components=2, cv=2), None, "single class"),
-        (np.r_[np.zeros(18, int), np.ones(2, int)], ProbeSettings(n_components=2, cv=3), None, "fewer than cv=3"),
-        (np.arange(20) % 2, ProbeSettings(n_components=16, cv=4), None, "smallest training fold (15"),
-        (np.arange(20) % 2, ProbeSettings(n_components=5, cv=2), 4, "layer's 4 units"),
-        (np.arange(20) % 2, ProbeSettings(n_components=2, cv=21), None, "larger than the number of stimuli"),
-        (np.arange(21) % 3, ProbeSettings(n_components=2, cv=3, scoring="roc_auc"), None, "needs two classes"),
-    ],
-)
-def test_bad_probe_settings_are_rejected_before_work(y, settings, n_units, message):
-    with pytest.raises(DnnprobeError, match=message.replace("(", r"\(")):
-        check_targets(y, settings, n_units)

@@ -8,16 +8,10 @@ import pytest
 
 from conftest import tiny_params
 from dnnprobe.report import plot_rows
-from dnnprobe.stats import depth_groups
-from dnnprobe.stages import probe, report
+from dnnprobe.stages.probe import probe
+from dnnprobe.stages.report import report
 
 
-def test_depth_groups_pair_each_layer_with_its_relu():
-    groups = depth_groups(["conv1", "conv1_relu", "conv2", "conv2_relu", "fc1", "fc1_relu", "fc3", "layer3"])
-    assert [(g.label, g.conv, g.relu) for g in groups] == [
-        ("Conv1", "conv1", "conv1_relu"), ("Conv2", "conv2", "conv2_relu"), ("FC1", "fc1", "fc1_relu"),
-        ("FC3", "fc3", None), ("layer3", "layer3", None),
-    ]
 
 
 @pytest.fixture

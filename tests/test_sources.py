@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, closed_port_url
-from dnnprobe.errors import DnnprobeError
-from dnnprobe.params import load_params
-from dnnprobe.stages import make_stimuli
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.params import load_params
+from dnnprobe.stages.stimuli import make_stimuli
 from dnnprobe.stimuli import StimulusTable
 
 PREFIX = "BOLD5000_Stimuli/Scene_Stimuli/Presented_Stimuli/"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from dnnprobe.probe import LayerResult, ProbeSettings
+from dnnprobe.decoders import ProbeSettings
+from dnnprobe.probe import LayerResult
 from dnnprobe.stats import chance_level, metrics_json, paired_test, summarise
 
 

@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from conftest import write_table
-from dnnprobe.errors import DnnprobeError
-from dnnprobe.stimuli import StimulusTable, load_rgb
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.extraction import load_rgb
+from dnnprobe.stimuli import StimulusTable
 
 GOOD_HEADER = "type=image\npath=imgs\ntitle=t\ndata=stimID,label,condition\n"
 

@@ -22,8 +22,8 @@ import pytest
 
 from conftest import can_mount_tmpfs, closed_port_url, latest_probe_run, tiny_params
 from dnnprobe import tracking
-from dnnprobe.errors import DnnprobeError
-from dnnprobe.stages import probe
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.stages.probe import probe
 
 
 def test_default_store_is_anchored_on_dvc_root(tmp_path, monkeypatch):
@@ -58,7 +58,14 @@ def test_probe_stage_outputs_and_run(tmp_path, tiny_stimuli, tiny_gram, tiny_act
     run = latest_probe_run()
     assert run.info.status == "FINISHED"
     assert run.data.tags[tracking.SUMMARY_TAG] == _sha256(tmp_path / "probe" / "summary.json")
-    assert run.data.params["pca"] == "4" and run.data.params["classifier"] == "logistic"
+    params = tiny_params()
+    # every params.yaml key the probe stage reads, dotted as `dvc params diff` shows them
+    from dnnprobe.stages.probe import PARAMS
+
+    expected = {key: str(value) for key, value in params.flat(PARAMS).items()}
+    assert expected.keys() >= {"pca", "cv", "probe.classifier", "probe.C", "model.seed", "tracking.experiment"}
+    assert {key: run.data.params[key] for key in expected} == expected
+    assert not any(key.startswith(("extract.", "stimuli.", "report.")) for key in run.data.params)
     assert run.data.metrics["accuracy_mean/fc1"] == pytest.approx(summary["layers"]["fc1"]["mean"])
     assert json.loads((tmp_path / "probes" / "index.json").read_text())["layers"] == []
 
@@ -349,7 +356,7 @@ def test_the_report_finds_the_run_of_exactly_its_results(tmp_path):
 FULL_DISK_PROBE = textwrap.dedent("""
     import sys
     from dnnprobe import tracking
-    from dnnprobe.errors import DnnprobeError
+    from dnnprobe.core.errors import DnnprobeError
 
     def fill(path):
         '''Write zeros until the disk is full.'''

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from conftest import REPO, assert_nothing_written, assert_one_line_error, cli, rgb_image
-from dnnprobe.errors import DnnprobeError
-from dnnprobe.params import load_params
-from dnnprobe.stages import make_network, make_stimuli
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.params import load_params
+from dnnprobe.stages.network import make_network
+from dnnprobe.stages.stimuli import make_stimuli
 from dnnprobe.stimuli import StimulusTable
 
 
@@ -168,7 +169,7 @@ def test_a_weights_file_must_be_in_models_external(tmp_path, monkeypatch):
     with pytest.raises(DnnprobeError, match=r"model.weights .*mine.pt is outside models/external/, the folder DVC"):
         make_network(params_with(**{"model.weights": outside}), tmp_path / "out" / "network.pt")
     (tmp_path / "models" / "external" / "link.pt").symlink_to(outside)
-    with pytest.raises(DnnprobeError, match="is outside models/external/"):
+    with pytest.raises(DnnprobeError, match=r"link.pt \(a link to .*mine.pt\) is outside models/external/"):
         make_network(params_with(**{"model.weights": "models/external/link.pt"}), tmp_path / "out" / "network.pt")
     info = make_network(params_with(**{"model.weights": "models/external/mine.pt"}), tmp_path / "out" / "network.pt")
     assert info.source_name == "mine.pt" and stat.S_IMODE(inside.stat().st_mode) == 0o644
@@ -183,3 +184,54 @@ def test_a_class_folder_that_is_a_link_is_refused(tmp_path):
                  "--table", out / "s.stim.csv", "--images", out / "images")
     assert_one_line_error(result, "stimuli", "more cats: is a link to a folder; links are not followed")
     assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("output", ["images", "table"])
+def test_outputs_that_overlap_the_users_folder_are_refused(tmp_path, output):
+    root = class_folders(tmp_path / "mine")
+    before = snapshot(root)
+    table, images = tmp_path / "out" / "s.stim.csv", tmp_path / "out" / "images"
+    if output == "images":
+        images = root / "cats"
+    else:
+        table = root / "s.stim.csv"
+    result = cli("stimuli", "--set", "stimuli.source=folder", "--set", f"stimuli.folder={root}",
+                 "--table", table, "--images", images)
+    assert_one_line_error(result, "stimuli", "cannot overlap stimuli.folder", "whose files are only read")
+    assert snapshot(root) == before
+
+
+def test_names_a_table_cannot_keep_are_refused_in_one_line(tmp_path):
+    root = tmp_path / "mine"
+    for name in (" cats", "dogs"):  # a leading space: a .stim.csv reader strips it
+        for i in range(2):
+            rgb_image(root / name / f"{i}.png", value=50 * i)
+    out = tmp_path / "out"
+    args = ("--set", "stimuli.source=folder", "--set", f"stimuli.folder={root}",
+            "--table", out / "s.stim.csv", "--images", out / "images")
+    assert_one_line_error(cli("stimuli", *args), "stimuli", "' cats/0.png' starts or ends with a space; rename it")
+    assert_nothing_written(out)
+    (root / " cats").rename(root / "cats")
+    (root / "cats" / "0.png").rename(root / "cats" / os.fsdecode(b"caf\xe9.png"))  # Latin-1 bytes, not UTF-8
+    assert_one_line_error(cli("stimuli", *args), "stimuli", "the name is not valid UTF-8; rename it")
+    assert_nothing_written(out)
+
+
+def test_a_stimid_no_file_system_can_hold_is_one_line(tmp_path):
+    root = tmp_path / "mine"
+    rgb_image(root / "photos" / "1.png", value=90)
+    long_name = "a" * 300 + ".png"  # file names stop at 255 bytes
+    (root / "t.stim.csv").write_text(f"type=image\npath=photos\ndata=stimID,label\n{long_name},0\n1.png,1\n")
+    out = tmp_path / "out"
+    result = cli("stimuli", "--set", "stimuli.source=stimcsv", "--set", f"stimuli.folder={root}",
+                 "--set", "stimuli.table=t.stim.csv", "--table", out / "s.stim.csv", "--images", out / "images")
+    assert_one_line_error(result, "stimuli", "t.stim.csv: stimulus row 1: stimID 'aaaa", "longer than 255 bytes")
+    assert_nothing_written(out)
+
+
+def test_fifos_and_other_special_files_in_a_folder_are_skipped(tmp_path):
+    root = class_folders(tmp_path / "mine")
+    os.mkfifo(root / "cats" / "zz.png")  # reading it would block forever
+    table = make_stimuli(params_with(**{"stimuli.source": "folder", "stimuli.folder": root}),
+                         tmp_path / "out" / "s.stim.csv", tmp_path / "out" / "images")
+    assert "cats/zz.png" not in table.stim_ids and len(table) == 7

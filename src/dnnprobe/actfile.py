@@ -26,8 +26,8 @@ from typing import Iterator, Mapping
 import h5py
 import numpy as np
 
-from dnnprobe.atomic import atomic_output
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.atomic import atomic_output
+from dnnprobe.core.errors import DnnprobeError
 
 CHUNK_BYTES = 4 << 20  # largest chunk
 COLUMN_BYTES = 32 << 20  # a chunk column (all rows, one chunk's channels): the Gram stage reads a few at a time
@@ -310,6 +310,8 @@ class ActivationFile:
                 raise DnnprobeError(f"{self.path}: layer {name} has dtype {item.dtype}; expected floating point")
             if item.shape[0] == 0:
                 raise DnnprobeError(f"{self.path}: layer {name} has 0 rows (no stimuli)")
+            if 0 in item.shape[1:]:
+                raise DnnprobeError(f"{self.path}: layer {name} has shape {item.shape}: 0 units per stimulus")
             self.layers.append(name)
         if not self.layers:
             raise DnnprobeError(f"{self.path}: no layer datasets")

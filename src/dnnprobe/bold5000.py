@@ -17,9 +17,10 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from dnnprobe.errors import DnnprobeError
-from dnnprobe.params import Bold5000Params
-from dnnprobe.stimuli import StimulusTable, check_image, file_sha256
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.params import Bold5000Params
+from dnnprobe.core.hashing import file_sha256
+from dnnprobe.stimuli import StimulusTable, check_image
 
 CHUNK = 1 << 20
 TUTORIAL_CLASS_NAMES = {2547: "animate", 2369: "inanimate"}  # class sizes given in DNNBrain's tutorial

@@ -9,20 +9,79 @@ streamed to the ``.act.h5`` file, so memory is bounded by the batch, not by the 
 
 from __future__ import annotations
 
+import functools
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dnnprobe import __version__
 from dnnprobe.actfile import ActivationWriter, dnnbrain_shape
-from dnnprobe.errors import DnnprobeError
-from dnnprobe.network import LayerCall, parse_layer_call
-from dnnprobe.stimuli import INPUT_SIZE, ImageList, StimulusTable, load_rgb, preprocess
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.hashing import file_sha256
+from dnnprobe.layers import LayerCall, fx_call_names, parse_layer_call
+from dnnprobe.stimuli import ImageList, StimulusTable
+
+# DNNBrain's AlexNet test transform: squash to 224 x 224 (no crop), then ImageNet normalisation.
+INPUT_SIZE = (224, 224)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ---- images ------------------------------------------------------------------------------
+
+
+def load_rgb(path: Path, expected_sha256: str | None = None) -> Image.Image:
+    """Open an image as 8-bit RGB, as DNNBrain does (``.convert('RGB')``), with clear errors.
+
+    16-bit greyscale PNGs are scaled to 8 bits first: PIL's own conversion would clip them to white.
+    With `expected_sha256`, the bytes must have that hash (the image is the one the image list names).
+    """
+    if not path.is_file():
+        raise DnnprobeError(f"{path}: image not found")
+    if expected_sha256 is not None and file_sha256(path) != expected_sha256:
+        raise DnnprobeError(
+            f"{path}: its bytes differ from those the image list recorded; rerun the stimuli and check stages")
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between its pixel limit and twice that; treat both as an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    array = np.asarray(image, dtype=np.float64)
+                    peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+                    image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DnnprobeError(f"{path}: image too large to decode safely ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        reason = "empty file" if path.stat().st_size == 0 else str(exc) or exc.__class__.__name__
+        raise DnnprobeError(f"{path}: cannot read image ({reason})") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _transform():
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            transforms.Resize(INPUT_SIZE),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        ]
+    )
+
+
+def preprocess(image: Image.Image):
+    """DNNBrain's AlexNet test transform, as a (3, 224, 224) float32 tensor."""
+    return _transform()(image)
 
 
 class StimulusImages(Dataset):
@@ -59,7 +118,7 @@ def _collate(items):
 class LayerRecorder:
     """Forward hooks that copy each requested layer's output (before any in-place op touches it).
 
-    `module_paths` maps layer names to what :func:`dnnprobe.network.resolve_layers` returns, or to
+    `module_paths` maps layer names to what :func:`dnnprobe.layers.resolve_layers` returns, or to
     plain module paths (a module's first call). A layer is one call of one module: the hooks count
     each module's calls within a forward pass of the whole model, so ResNet's ``layer1.0.relu`` (first
     call) and ``layer1.0.relu_1`` (second call) are told apart. After a pass, ``outputs`` holds the
@@ -118,11 +177,6 @@ def pick_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DnnprobeError(f"extract.device: {device} requested, but no CUDA device is available (use auto or cpu)")
     return torch.device(device)
-
-
-def fx_call_names(module: str, n_calls: int) -> list[str]:
-    """torchvision FX names of a module's calls: layer1.0.relu, layer1.0.relu_1, ..."""
-    return [str(LayerCall(module, call)) for call in range(n_calls)]
 
 
 class LayerShapes(dict):
@@ -232,7 +286,7 @@ def extract_activations(
         pin_memory=target.type == "cuda",
         prefetch_factor=4 if num_workers else None,
     )
-    attrs = {"dnnprobe_version": __version__, "preprocessing": "RGB, Resize((224, 224)), ToTensor, Normalize(ImageNet)"}
+    attrs = {"preprocessing": "RGB, Resize((224, 224)), ToTensor, Normalize(ImageNet)"}
     attrs.update(file_attrs or {})
     recorder = LayerRecorder(model, module_paths)
     started = time.perf_counter()

@@ -27,8 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dnnprobe.actfile import ActivationFile, io_reason, open_checked, refuse_data_outside_the_file
-from dnnprobe.atomic import atomic_output
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.atomic import atomic_output
+from dnnprobe.core.errors import DnnprobeError
 
 # Room for HDF5's own bytes beside the matrices (superblock, object headers, attributes: a few KB
 # per layer), so that the free-space check does not pass a disk that then fills on the last layer.
@@ -47,6 +47,9 @@ def layer_gram(activations: ActivationFile, layer: str, block_bytes: int = 96 <<
     for block in activations.column_blocks(layer, max_bytes=block_bytes, reuse_buffers=True):
         np.matmul(block, block.T, out=product)  # numpy calls BLAS syrk for X @ X.T
         gram += product
+    if not np.isfinite(np.trace(gram)):  # the diagonal is the largest: any overflow shows there
+        raise DnnprobeError(f"{activations.path}: layer {layer} has activations that are not finite, or too large "
+                            "for float32 products (above about 1e19); rescale them")
     return gram
 
 

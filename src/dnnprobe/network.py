@@ -23,14 +23,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Collection, NamedTuple
+from typing import TYPE_CHECKING
 
-from dnnprobe.atomic import atomic_output
-from dnnprobe.errors import DnnprobeError
-from dnnprobe.stimuli import file_sha256
+from dnnprobe.core.atomic import atomic_output
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.hashing import file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -236,91 +235,3 @@ def load_network(path: str | os.PathLike, arch: str) -> tuple["torch.nn.Module",
     if file_sha256(path) != info.sha256:
         raise DnnprobeError(f"{path}: sha256 differs from {sidecar_path(path)}; the file was changed, rerun the network stage")
     return with_state(arch, load_state_dict_file(path), str(path)).eval(), info
-
-
-# ---- layer names -------------------------------------------------------------------------
-
-
-def friendly_layer_names(model: "torch.nn.Module", arch: str) -> dict[str, str]:
-    """DNNBrain-style layer names mapped to module paths, for the families that have them."""
-    from torch import nn
-
-    names: dict[str, str] = {}
-    if hasattr(model, "features") and hasattr(model, "classifier") and isinstance(model.features, nn.Sequential):
-        # AlexNet and VGG: DNNBrain numbers convolutions and fully connected layers in order, and
-        # names what follows each after it (conv1_relu, conv1_maxpool, conv1_bn, fc1_relu).
-        for prefix, sequence, kind in (("features", model.features, nn.Conv2d), ("classifier", model.classifier, nn.Linear)):
-            stem, count, current = ("conv" if kind is nn.Conv2d else "fc"), 0, None
-            for index, module in enumerate(sequence):
-                path = f"{prefix}.{index}"
-                if isinstance(module, kind):
-                    count += 1
-                    current = f"{stem}{count}"
-                    names[current] = path
-                elif current is not None:
-                    suffix = {nn.ReLU: "relu", nn.MaxPool2d: "maxpool", nn.BatchNorm2d: "bn"}.get(type(module))
-                    if suffix:
-                        names[f"{current}_{suffix}"] = path
-    elif arch.startswith("resnet") or arch.startswith("wide_resnet") or arch.startswith("resnext"):
-        names.update({"conv1": "conv1", "conv1_bn": "bn1", "conv1_relu": "relu", "conv1_maxpool": "maxpool"})
-        names.update({f"layer{i}": f"layer{i}" for i in range(1, 5)})
-        names.update({"avgpool": "avgpool", "fc": "fc"})
-    return names
-
-
-class LayerCall(NamedTuple):
-    """One call of one module in a forward pass: what a layer records.
-
-    Most modules run once per forward pass, and their layer is the module path (``features.0``,
-    call 0). A module applied several times (the ``relu`` inside each ResNet block) has one layer per
-    call, named as torchvision's FX feature extractor names them (``get_graph_node_names``): the
-    module path for the first call, ``<module path>_1``, ``<module path>_2``, ... for the later ones.
-    ``str()`` gives that name.
-    """
-
-    module: str  # path in model.named_modules()
-    call: int = 0  # which call within one forward pass, counted from 0
-
-    def __str__(self) -> str:
-        return self.module if self.call == 0 else f"{self.module}_{self.call}"
-
-
-_LATER_CALL = re.compile(r"(?P<module>.+)_(?P<call>[1-9][0-9]*)")
-
-
-def parse_layer_call(name: str, module_paths: Collection[str]) -> LayerCall | None:
-    """`name` as a module call: a module path (its first call) or ``<module path>_<k>`` (its call k).
-
-    None when it is neither. A real module path wins over the ``_<k>`` reading of the same name.
-    """
-    if name in module_paths:
-        return LayerCall(name)
-    match = _LATER_CALL.fullmatch(name)
-    if match and match["module"] in module_paths:
-        return LayerCall(match["module"], int(match["call"]))
-    return None
-
-
-def resolve_layers(model: "torch.nn.Module", arch: str, layers: tuple[str, ...] | list[str]) -> dict[str, LayerCall]:
-    """Map each requested layer to the module call it records, in order.
-
-    A layer is a friendly name (``conv1_relu``), a module path (``layer1.0.relu``, its first call) or a
-    later call of a module, torchvision FX style (``layer1.0.relu_1``). Whether that call happens is
-    only known from a forward pass: :func:`dnnprobe.extraction.layer_unit_shapes` checks it.
-    Fails before any work on the first unknown name, listing the valid ones.
-    """
-    friendly = friendly_layer_names(model, arch)
-    modules = [name for name, _ in model.named_modules() if name]
-    leaves = [name for name, module in model.named_modules() if name and not any(module.children())]
-    known = set(modules)
-    resolved = {}
-    for layer in layers:
-        target = LayerCall(friendly[layer]) if layer in friendly else parse_layer_call(layer, known)
-        if target is None:
-            choices = list(friendly) or sorted(modules)[:40]
-            raise DnnprobeError(
-                f"extract.layers: unknown layer {layer!r} for {arch}; valid names: {', '.join(choices)}"
-                + (f" (or any module path, e.g. {leaves[0]})" if friendly else "")
-            )
-        resolved[layer] = target
-    return resolved

@@ -4,7 +4,7 @@ It computes what DNNBrain's tutorial computes, ``make_pipeline(PCA(pca), Logisti
 scored over ``StratifiedKFold(cv)`` without shuffling, with PCA refit inside each training fold,
 but from the layer's Gram matrix K = X X^T instead of X itself (:mod:`dnnprobe.foldpca`): fold
 accuracies equal scikit-learn's with ``PCA(svd_solver='full')`` (tested). The decoder is any of
-scikit-learn's linear models, fitted on each fold's principal scores; with ``permutations`` the
+scikit-learn's linear models (:mod:`dnnprobe.decoders`), fitted on each fold's principal scores; with ``permutations`` the
 same folds and the same principal scores are reused for every shuffle of the labels, because PCA
 does not look at labels.
 """
@@ -15,66 +15,20 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import scipy.linalg
 import scipy.special
 import scipy.stats
 from sklearn.base import clone
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, r2_score, roc_auc_score
+from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
 
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.decoders import ProbeSettings, make_estimator, score
 from dnnprobe.foldpca import GramPCASolver
-
-REGRESSORS = ("ridge_regression",)
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """What a probe run computes; mirrors ``pca``, ``cv`` and ``probe.*`` in params.yaml."""
-
-    n_components: int = 100
-    cv: int = 10
-    classifier: str = "logistic"
-    C: float = 1.0
-    standardize: bool = False
-    scoring: str = "accuracy"
-    permutations: int = 0
-    seed: int = 0
-
-    @property
-    def is_regression(self) -> bool:
-        return self.classifier in REGRESSORS
-
-
-def make_estimator(settings: ProbeSettings):
-    """The decoder fitted on each fold's principal scores (scikit-learn defaults, as DNNBrain)."""
-    C = settings.C
-    decoder = {
-        "logistic": lambda: LogisticRegression(C=C),
-        "linear_svm": lambda: LinearSVC(C=C),
-        "ridge": lambda: RidgeClassifier(alpha=1.0 / C),
-        "lda": lambda: LinearDiscriminantAnalysis(),
-        "ridge_regression": lambda: Ridge(alpha=1.0 / C),
-    }[settings.classifier]()
-    return make_pipeline(StandardScaler(), decoder) if settings.standardize else decoder
-
-
-def score(scoring: str, y_true: np.ndarray, estimator, z_test: np.ndarray) -> float:
-    if scoring == "roc_auc":
-        return float(roc_auc_score(y_true, estimator.decision_function(z_test)))
-    predicted = estimator.predict(z_test)
-    metric = {"accuracy": accuracy_score, "balanced_accuracy": balanced_accuracy_score, "r2": r2_score}[scoring]
-    return float(metric(y_true, predicted))
-
 
 # ---- cross-validation ---------------------------------------------------------------------
 
@@ -104,43 +58,6 @@ class LayerResult:
         if self.null is None or len(self.null) == 0:
             return None
         return float((np.sum(self.null >= self.mean) + 1) / (len(self.null) + 1))
-
-
-def check_targets(
-    y: np.ndarray, settings: ProbeSettings, n_units: int | None = None, label: str = "label",
-    layer: str | None = None, table: str | None = None,
-) -> None:
-    """Reject settings that cannot give a meaningful cross-validation, before any work.
-
-    `layer` and `table` only make the messages name the layer and the stimulus table at fault.
-    """
-    n = len(y)
-    column = f"{table}: column {label!r}" if table else f"column {label!r}"
-    if settings.cv > n:
-        raise DnnprobeError(f"cv={settings.cv} is larger than the number of stimuli ({n})")
-    if settings.scoring == "r2" and not settings.is_regression:
-        raise DnnprobeError("probe.scoring=r2 needs probe.classifier=ridge_regression")
-    if settings.is_regression and settings.scoring != "r2":
-        raise DnnprobeError("probe.classifier=ridge_regression is scored by r2: set probe.scoring=r2")
-    if not settings.is_regression:
-        classes, counts = np.unique(y, return_counts=True)
-        if len(classes) < 2:
-            raise DnnprobeError(f"{column} has a single class ({classes[0]}); nothing to decode")
-        if counts.min() < settings.cv:
-            small = classes[np.argmin(counts)]
-            raise DnnprobeError(
-                f"{column}: class {small} has {counts.min()} stimuli, fewer than cv={settings.cv} folds"
-            )
-        if settings.scoring == "roc_auc" and len(classes) != 2:
-            raise DnnprobeError(f"probe.scoring=roc_auc needs two classes; {column} has {len(classes)}")
-    smallest_train = n - int(np.ceil(n / settings.cv))
-    if settings.n_components > smallest_train:
-        raise DnnprobeError(
-            f"pca={settings.n_components} is larger than the smallest training fold ({smallest_train} stimuli)"
-        )
-    if n_units is not None and settings.n_components > n_units:
-        what = f"layer {layer}'s" if layer else "the layer's"
-        raise DnnprobeError(f"pca={settings.n_components} is larger than {what} {n_units} units")
 
 
 def folds(y: np.ndarray, settings: ProbeSettings) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -204,7 +121,7 @@ def null_distribution(
     """
     shuffles = np.array(list(permuted_targets(y, settings.permutations, settings.seed)))  # (P, n)
     classes = np.unique(y)
-    batched = settings.classifier == "logistic" and len(classes) == 2
+    batched = settings.decoder.batched_null and len(classes) == 2
     per_fold = np.empty((len(splits), len(shuffles)))
     estimator = make_estimator(settings)
     for fold, ((z_train, z_test), (train, test)) in enumerate(zip(fold_scores, splits)):
@@ -276,13 +193,6 @@ def cross_validate_gram(gram: np.ndarray, y: np.ndarray, settings: ProbeSettings
     return cross_validate_scores(fold_scores, splits, y, settings)
 
 
-def reference_pipeline(settings: ProbeSettings, svd_solver: str = "full"):
-    """The tutorial's pipeline on raw activations, for tests and benchmarks."""
-    from sklearn.decomposition import PCA
-
-    return make_pipeline(PCA(settings.n_components, svd_solver=svd_solver), make_estimator(settings))
-
-
 # ---- outputs ------------------------------------------------------------------------------
 
 
@@ -294,16 +204,6 @@ def save_layer_result(result: LayerResult, folder: Path) -> None:
         np.save(folder / "conf_m.npy", result.conf_m)
     if result.null is not None:
         np.save(folder / "null.npy", result.null)
-
-
-def load_scores(folder: str | os.PathLike, layer: str) -> np.ndarray:
-    path = Path(folder) / layer / "score.npy"
-    if not path.is_file():
-        raise DnnprobeError(f"{path}: no probe scores for layer {layer} (run the probe stage)")
-    return np.load(path, allow_pickle=False)
-
-
-ProgressCallback = Callable[[str, LayerResult], None]
 
 
 # ---- probes refit on all stimuli (probe.save_models) ---------------------------------------

@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # no screen needed; set before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dnnprobe.stats import depth_groups  # noqa: E402
+from dnnprobe.layers import depth_groups  # noqa: E402
 
 # DNNBrain's published values (read off its Figure 1, +-0.005): AlexNet, ImageNet weights,
 # BOLD5000 animate vs inanimate, PCA 100, 10-fold CV.
@@ -28,7 +28,15 @@ DNNBRAIN_PUBLISHED = {
     "conv1_relu": 0.705, "conv2_relu": 0.77, "conv3_relu": 0.81, "conv4_relu": 0.845, "conv5_relu": 0.865,
     "fc1_relu": 0.89, "fc2_relu": 0.90,
 }
+# The run those values come from; only such a run is drawn against them.
+TUTORIAL_RUN = {"arch": "alexnet", "weights": "imagenet", "source": "bold5000", "pca": 100, "cv": 10,
+                "classifier": "logistic", "scoring": "accuracy"}
 CONV_COLOUR, RELU_COLOUR = "lime", "dodgerblue"  # DNNBrain's colours
+
+
+def is_tutorial_run(summary: dict) -> bool:
+    """Whether a probe summary is of DNNBrain's tutorial setting, the one its published values are for."""
+    return all(summary.get(key) == value for key, value in TUTORIAL_RUN.items())
 
 
 def _stars(p: float | None) -> str:
@@ -91,7 +99,7 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
             if mark:
                 axes.text(x[i] + offset, mean + sem + 0.004, mark, ha="center", va="bottom", fontsize=7)
             tops.append(mean + sem)
-        published = [DNNBRAIN_PUBLISHED.get(layers[i]) for i in present] if summary.get("compare_dnnbrain") else []
+        published = [DNNBRAIN_PUBLISHED.get(layers[i]) for i in present] if is_tutorial_run(summary) else []
         if any(v is not None for v in published):
             axes.scatter(
                 [x[i] + offset for i, v in zip(present, published) if v is not None],

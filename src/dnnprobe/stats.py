@@ -10,51 +10,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats as scipy_stats
 
-if TYPE_CHECKING:  # only for annotations: the report stage imports this module without the probe's
-    from dnnprobe.probe import LayerResult, ProbeSettings
+from dnnprobe.layers import depth_groups
 
-
-@dataclass(frozen=True)
-class DepthGroup:
-    """A depth of the network: a layer and its ``_relu`` partner (either may be missing)."""
-
-    label: str  # tick label: Conv1 .. FC2
-    conv: str | None  # layer name of the pre-activation bar
-    relu: str | None  # layer name of the ReLU bar
-
-
-def tick_label(layer: str) -> str:
-    for stem, pretty in (("conv", "Conv"), ("fc", "FC")):
-        if layer.startswith(stem) and layer[len(stem):].isdigit():
-            return pretty + layer[len(stem):]
-    return layer
-
-
-def depth_groups(layers: list[str]) -> list[DepthGroup]:
-    """Pair each layer with its ``_relu`` partner, in the order the layers were extracted."""
-    groups, placed = [], set()
-    for layer in layers:
-        if layer in placed:
-            continue
-        if layer.endswith("_relu") and layer[: -len("_relu")] in layers:
-            continue  # placed with its partner
-        partner = f"{layer}_relu"
-        if partner in layers:
-            groups.append(DepthGroup(tick_label(layer), layer, partner))
-            placed.update({layer, partner})
-        elif layer.endswith("_relu"):
-            groups.append(DepthGroup(tick_label(layer), None, layer))
-            placed.add(layer)
-        else:
-            groups.append(DepthGroup(tick_label(layer), layer, None))
-            placed.add(layer)
-    return groups
+if TYPE_CHECKING:  # only for annotations
+    from dnnprobe.decoders import ProbeSettings
+    from dnnprobe.probe import LayerResult
 
 
 def layer_extras(result: LayerResult) -> dict[str, float]:

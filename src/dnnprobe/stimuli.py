@@ -1,4 +1,4 @@
-"""The stimulus table: DNNBrain's ``.stim.csv`` format, and loading its images the way DNNBrain does.
+"""The stimulus table: DNNBrain's ``.stim.csv`` format, and the image list extraction reads.
 
 A ``.stim.csv`` is a few ``key=value`` header lines, then a ``data=`` line naming the columns, then
 one comma-separated row per stimulus::
@@ -18,8 +18,6 @@ folder. Columns other than ``stimID``, ``condition`` and ``label`` are read as n
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -29,15 +27,12 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from dnnprobe.atomic import atomic_output
-from dnnprobe.errors import DnnprobeError, missing_file_hint
+from dnnprobe.core.atomic import atomic_output
+from dnnprobe.core.errors import DnnprobeError, missing_file_hint
+from dnnprobe.core.hashing import file_sha256
 
 TEXT_COLUMNS = ("stimID", "condition")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-# DNNBrain's AlexNet test transform: squash to 224 x 224 (no crop), then ImageNet normalisation.
-INPUT_SIZE = (224, 224)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -176,16 +171,21 @@ class StimulusTable:
         for row, stim_id in enumerate(self.stim_ids, start=1):
             if stim_id == "":
                 raise DnnprobeError(f"{self._name}: stimulus row {row} has an empty stimID")
-            if stim_id in seen:
+            image = os.path.normpath(stim_id.replace("\\", "/"))  # ./a.png and a.png are one image
+            if image in seen:
                 raise DnnprobeError(
-                    f"{self._name}: stimID {stim_id!r} appears twice (stimulus rows {seen[stim_id]} and {row})"
+                    f"{self._name}: stimID {stim_id!r} appears twice (stimulus rows {seen[image]} and {row})"
                 )
-            seen[stim_id] = row
+            seen[image] = row
             parts = PurePosixPath(stim_id.replace("\\", "/"))
             if parts.is_absolute() or ".." in parts.parts or Path(stim_id).is_absolute():
                 raise DnnprobeError(
                     f"{self._name}: stimulus row {row}: stimID {stim_id!r} points outside the path= folder"
                 )
+            if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in parts.parts):
+                shown = stim_id if len(stim_id) <= 60 else stim_id[:57] + "..."
+                raise DnnprobeError(f"{self._name}: stimulus row {row}: stimID {shown!r} has a name longer than "
+                                    "255 bytes, more than file systems allow")
 
     def to_text(self) -> str:
         for name, values in self.columns.items():
@@ -194,6 +194,9 @@ class StimulusTable:
                     raise DnnprobeError(
                         f"stimulus table column {name!r}, row {row}: {value!r} contains a comma or line break"
                     )
+                if value != value.strip():  # a .stim.csv reader strips them: the value would change
+                    raise DnnprobeError(
+                        f"stimulus table column {name!r}, row {row}: {value!r} starts or ends with a space; rename it")
         for key, value in self.header.items():
             if "=" in key or "\n" in value or "=" in value:
                 raise DnnprobeError(f"stimulus table header {key}={value!r}: '=' and line breaks are not allowed")
@@ -263,10 +266,6 @@ def image_checksums(folder: Path, stim_ids: Iterable[str]) -> str:
     return "".join(f"{file_sha256(folder / stim_id)}  {stim_id}\n" for stim_id in stim_ids)
 
 
-def text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 @dataclass(frozen=True)
 class ImageList:
     """The images extraction reads, in stimulus order, each with the sha256 its bytes must have.
@@ -323,14 +322,6 @@ class ImageList:
             raise DnnprobeError(f"{self.path}: {len(missing)} of {len(self)} images missing under {self.folder}: {shown}")
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def table_from_classes(
     stim_ids: Iterable[str], conditions: Iterable[str], image_folder: str, title: str
 ) -> StimulusTable:
@@ -343,53 +334,3 @@ def table_from_classes(
         header={"type": "image", "path": image_folder, "title": title},
         columns={"stimID": stim_ids, "label": labels, "condition": conditions},
     )
-
-
-# ---- images ------------------------------------------------------------------------------
-
-
-def load_rgb(path: Path, expected_sha256: str | None = None) -> Image.Image:
-    """Open an image as 8-bit RGB, as DNNBrain does (``.convert('RGB')``), with clear errors.
-
-    16-bit greyscale PNGs are scaled to 8 bits first: PIL's own conversion would clip them to white.
-    With `expected_sha256`, the bytes must have that hash (the image is the one the image list names).
-    """
-    if not path.is_file():
-        raise DnnprobeError(f"{path}: image not found")
-    if expected_sha256 is not None and file_sha256(path) != expected_sha256:
-        raise DnnprobeError(
-            f"{path}: its bytes differ from those the image list recorded; rerun the stimuli and check stages")
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between its pixel limit and twice that; treat both as an error.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()
-                if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    array = np.asarray(image, dtype=np.float64)
-                    peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-                    image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
-                return image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DnnprobeError(f"{path}: image too large to decode safely ({exc})") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        reason = "empty file" if path.stat().st_size == 0 else str(exc) or exc.__class__.__name__
-        raise DnnprobeError(f"{path}: cannot read image ({reason})") from None
-
-
-@functools.lru_cache(maxsize=1)
-def _transform():
-    from torchvision import transforms  # torch is slow to import; only stages that need it pay
-
-    return transforms.Compose(
-        [
-            transforms.Resize(INPUT_SIZE),
-            transforms.ToTensor(),
-            transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        ]
-    )
-
-
-def preprocess(image: Image.Image):
-    """DNNBrain's AlexNet test transform, as a (3, 224, 224) float32 tensor."""
-    return _transform()(image)

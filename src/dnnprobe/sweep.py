@@ -16,17 +16,20 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import matplotlib
 
 matplotlib.use("Agg")  # no screen needed; set before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dnnprobe.atomic import atomic_output  # noqa: E402
-from dnnprobe.errors import DnnprobeError  # noqa: E402
+from dnnprobe.core.atomic import atomic_output  # noqa: E402
+from dnnprobe.core.errors import DnnprobeError  # noqa: E402
+from dnnprobe.core.params import flatten  # noqa: E402
 
 METRICS_FILE = "reports/metrics.json"
 PARAMS_FILE = "params.yaml"
@@ -38,18 +41,6 @@ class Experiment:
     params: dict[str, object]  # params.yaml flattened to dotted keys ("probe.C": 1.0)
     scoring: str  # probe.scoring: the metric is "<scoring>_mean" per layer
     scores: dict[str, tuple[float, float]]  # layer -> (mean, SEM over folds), in layer order
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    """{"probe": {"C": 1}} -> {"probe.C": 1}; lists become comma-separated text."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = ",".join(map(str, value)) if isinstance(value, list) else value
-    return flat
 
 
 def _experiment(entry: dict, name: str) -> Experiment | None:
@@ -205,3 +196,22 @@ def write_sweep(experiments: list[Experiment], param: str, png_path: str | os.Pa
     with atomic_output(csv_path) as temp:
         temp.write_text(table)
     return [png_path, csv_path]
+
+
+@click.command("sweep")
+@click.option("--param", default="pca", show_default=True,
+              help="params.yaml key (dotted, e.g. probe.C) that orders and colours the lines.")
+@click.option("--exp-show", "exp_show_path", type=click.Path(dir_okay=False),
+              help="Saved `dvc exp show --json` output; by default it is run here.")
+@click.option("--all-commits", is_flag=True, help="Experiments of every commit, not only of HEAD.")
+@click.option("--out", default=None, help="PNG to write [default: reports/sweep/sweep_<param>.png]; a .csv goes beside it.")
+def command(param, exp_show_path, all_commits, out):
+    """Score per layer across DVC experiments (e.g. a queued pca sweep), one line per experiment."""
+    try:
+        exp_show = load_exp_show(exp_show_path) if exp_show_path else run_exp_show(".", all_commits)
+        experiments = experiments_from_exp_show(exp_show)
+        paths = write_sweep(experiments, param, out or f"reports/sweep/sweep_{param}.png")
+    except DnnprobeError as exc:
+        click.echo(f"dnnprobe sweep: error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"sweep: {len(experiments)} experiments -> " + ", ".join(str(p) for p in paths))

@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.errors import DnnprobeError
 
 STORE_LOCK = "mlflow.db.lock"
 SUMMARY_TAG = "dnnprobe.summary_sha256"  # on a probe run: the sha256 of the summary.json it wrote
@@ -462,19 +462,3 @@ def log_artifacts_to_probe_run(experiment: str, summary_sha256: str, paths: list
         for path in paths:
             mlflow.tracking.MlflowClient().log_artifact(run.info.run_id, str(path), artifact_path=artifact_path)
     return None
-
-
-# MLflow accepts metric and param keys of letters, digits, '_', '-', '.', '/' and spaces, at most 250
-# characters. A layer name becomes part of keys such as "balanced_accuracy_mean/<layer>".
-_MLFLOW_KEY = re.compile(r"[\w\-. /]+", re.ASCII)
-MAX_LAYER_NAME = 200  # leaves room for the longest prefix we put before it
-
-
-def check_layer_names(layers, where: str) -> None:
-    """Refuse, before any work, a layer name that MLflow would reject as part of a metric key."""
-    for layer in layers:
-        if not _MLFLOW_KEY.fullmatch(layer) or len(layer) > MAX_LAYER_NAME:
-            shown = layer if len(layer) <= 60 else layer[:57] + "..."
-            raise DnnprobeError(
-                f"{where}: layer name {shown!r} cannot be logged to MLflow (allowed: letters, digits, "
-                f"_ - . / and spaces, at most {MAX_LAYER_NAME} characters); rename the layer")

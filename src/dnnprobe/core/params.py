@@ -17,17 +17,10 @@ from typing import Any, Callable
 
 import yaml
 
-from dnnprobe.errors import DnnprobeError, missing_file_hint
+from dnnprobe.core.errors import DnnprobeError, missing_file_hint
 
-# The 14 layers of DNNBrain's tutorial, in network order.
-TUTORIAL_LAYERS = (
-    "conv1", "conv1_relu", "conv2", "conv2_relu", "conv3", "conv3_relu", "conv4", "conv4_relu",
-    "conv5", "conv5_relu", "fc1", "fc1_relu", "fc2", "fc2_relu",
-)
 STIMULUS_SOURCES = ("demo", "stimcsv", "folder", "bold5000")
 DEFAULT_USER_FOLDER = "data/external"  # where a user's own stimuli go unless stimuli.folder says otherwise
-CLASSIFIERS = ("logistic", "linear_svm", "ridge", "lda", "ridge_regression")
-SCORINGS = ("accuracy", "balanced_accuracy", "roc_auc", "r2")
 DTYPES = ("float32", "float16")
 COMPRESSIONS = ("none", "gzip", "lzf")
 
@@ -95,10 +88,8 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class ExtractParams:
-    layers: tuple[str, ...] = _checked(
-        TUTORIAL_LAYERS,
-        _check(lambda v: len(v) > 0 and len(set(v)) == len(v), "must be a non-empty list of distinct names"),
-    )
+    # Empty: DNNBrain's 14 tutorial layers (dnnprobe.layers, which owns layer naming).
+    layers: tuple[str, ...] = _checked((), _check(lambda v: len(set(v)) == len(v), "must be a list of distinct names"))
     batch_size: int = _checked(64, _check(_positive, "must be > 0"))
     device: str = _checked("auto", _device)
     dtype: str = _checked("float32", _one_of(DTYPES))
@@ -109,10 +100,10 @@ class ExtractParams:
 @dataclass(frozen=True)
 class ProbeParams:
     label: str = "label"
-    classifier: str = _checked("logistic", _one_of(CLASSIFIERS))
+    classifier: str = "logistic"  # a name in dnnprobe.decoders.DECODERS
     C: float = _checked(1.0, _check(_positive, "must be > 0"))
     standardize: bool = False
-    scoring: str = _checked("accuracy", _one_of(SCORINGS))
+    scoring: str = "accuracy"  # a scikit-learn scorer name in dnnprobe.decoders.SCORINGS
     permutations: int = _checked(0, _check(lambda v: v >= 0, "must be >= 0"))
     seed: int = _checked(0, _check(lambda v: 0 <= v < 2 ** 32, "must be between 0 and 2**32 - 1 (numpy's seed range)"))
     save_models: bool = False
@@ -139,16 +130,19 @@ class Params:
     report: ReportParams = field(default_factory=ReportParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
-    def flat(self) -> dict[str, Any]:
-        """All parameters as ``{"probe.C": 1.0, ...}``, the form MLflow and DVC show."""
-        return _flatten(dataclasses.asdict(self))
+    def flat(self, sections: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Parameters as ``{"probe.C": 1.0, ...}``, the form MLflow and DVC show: all of them, or only
+        the top-level keys and sections named in `sections` (e.g. a stage's params in dvc.yaml)."""
+        return {key: value for key, value in flatten(dataclasses.asdict(self)).items()
+                if not sections or key.split(".")[0] in sections}
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"probe": {"C": 1}}`` -> ``{"probe.C": 1}``; tuples become lists."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return flat

@@ -43,8 +43,8 @@ def test_mlflow_parent_and_layer_runs_land_in_the_repo_store(repo):
     assert sorted(r["params"]["layer"] for r in children) == sorted(
         yaml.safe_load((repo / "params.yaml").read_text())["extract"]["layers"])
     params = parents[0]["params"]
-    for key in ("pca", "cv", "arch", "weights", "classifier", "C", "label", "n_stimuli", "seed",
-                "stimuli_sha256", "images_sha256", "gram_sha256", "activations_sha256"):
+    for key in ("pca", "cv", "model.arch", "model.weights", "probe.classifier", "probe.C", "probe.label", "n_stimuli",
+                "network_seed", "network_sha256", "stimuli_sha256", "images_sha256", "gram_sha256", "activations_sha256"):
         assert key in params, key
     assert params["pca"] == "4" and params["n_stimuli"] == "24"
     assert parents[0]["tags"]["git_commit"] == git(repo, "rev-parse", "HEAD").strip()

@@ -1,4 +1,4 @@
-"""Sharing and scale-out with the real tools (issue 6), on tiny data.
+"""Sharing and scale-out with the real tools (DVC remotes, MLflow servers and projects), on tiny data.
 
 DVC remotes (a local folder, and SSH against a throwaway OpenSSH server on 127.0.0.1), a real
 `mlflow server` over HTTP, the MLproject's entry points through `mlflow run`, and a queued sweep run
@@ -33,7 +33,7 @@ import yaml
 from conftest import REPO, clean_env
 from conftest import copy_repo, dvc, env_without_tracking_uri, git, mlflow_runs
 
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.errors import DnnprobeError
 
 BIN = Path(sys.executable).parent  # dnnprobe, dvc and mlflow of this environment
 LAYERS = yaml.safe_load((REPO / "params.yaml").read_text())["extract"]["layers"]

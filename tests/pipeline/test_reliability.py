@@ -32,7 +32,7 @@ from conftest import (
     closed_port_url, copy_repo, dvc, dvc_status, env_without_tracking_uri, merge, rgb_image, set_param, stages_run,
     tiny_params,
 )
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.stimuli import StimulusTable
 
 # ---- bad .stim.csv, through `dnnprobe stimuli` with stimuli.source=stimcsv ------------------
@@ -174,7 +174,7 @@ def no_mlflow_store(tmp_path: Path) -> bool:
         (None, ["pca=20"], ["pca=20 is larger than the smallest training fold (16 stimuli)"]),
         (None, ["cv=25"], ["cv=25 is larger than the number of stimuli (24)"]),
         (None, ["cv=1"], ["params.yaml: cv must be >= 2, got 1"]),
-        (None, ["probe.classifier=forest"], ["params.yaml: probe.classifier must be one of logistic"]),
+        (None, ["probe.classifier=forest"], ["probe.classifier must be one of logistic"]),
         (None, ["probe.C=-1"], ["params.yaml: probe.C must be > 0, got -1.0"]),
     ],
     ids=["single-class", "class-below-cv", "no-label-column", "non-integer-label", "pca-above-fold",
@@ -309,7 +309,7 @@ def test_disk_full_while_writing_activations_on_a_real_small_disk(tmp_path, tiny
 def test_probe_failing_at_its_last_step_leaves_no_outputs_and_a_failed_run(tmp_path, tiny_stimuli, tiny_gram,
                                                                             tiny_activations, monkeypatch):
     """Scores are computed, then saving the refit models fails: none of the outputs may appear."""
-    from dnnprobe.stages import probe
+    from dnnprobe.stages.probe import probe
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -336,7 +336,7 @@ def test_unreachable_tracking_server_through_the_command_line(tmp_path, tiny_sti
 
 # ---- security -----------------------------------------------------------------------------------
 
-SOURCES = sorted((REPO / "src" / "dnnprobe").glob("*.py"))
+SOURCES = sorted((REPO / "src" / "dnnprobe").rglob("*.py"))
 
 
 def test_nothing_loads_pickles():
@@ -354,7 +354,7 @@ def test_nothing_loads_pickles():
 def test_no_server_binds_beyond_localhost():
     """What the project starts (code, tests, benchmarks, CI, Makefile, MLproject) listens on 127.0.0.1 only;
     the README's commands too, except the team-server recipe, where exposing the server is the point."""
-    tests = [p for p in sorted((REPO / "tests").glob("*.py")) if p.name != Path(__file__).name]  # not this file
+    tests = [p for p in sorted((REPO / "tests").rglob("*.py")) if p.name != Path(__file__).name]  # not this file
     files = SOURCES + tests + [REPO / "Makefile", *sorted((REPO / "benchmarks").glob("*.py")),
                                *sorted((REPO / ".ci").glob("*")), REPO / "MLproject", REPO / "README.md"]
     local = ("127.0.0.1", "localhost")
@@ -411,35 +411,58 @@ def pipeline(tmp_path_factory):
     return {"repo": repo, "log": log, "hashes": output_hashes(repo)}
 
 
-def test_every_module_a_stage_imports_is_a_declared_dependency(pipeline):
+def declared_code(deps: list[str]) -> set[str]:
+    """The source files a stage's deps cover (a folder dep covers every .py file in it)."""
+    files = set()
+    for dep in deps:
+        path = REPO / dep
+        if dep.startswith("src/"):
+            files |= {f.relative_to(REPO).as_posix() for f in path.rglob("*.py")} if path.is_dir() else {dep}
+    return files
+
+
+def test_each_stage_runs_exactly_the_code_it_declares(pipeline):
+    """Every dnnprobe module a stage imports is a declared dependency, and every declared one is imported;
+    no stage runs the `dnnprobe` command module (it only routes people to the stages)."""
     parts = re.split(r"Running stage '(\w+)'", pipeline["log"])
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, log in zip(parts[1::2], parts[2::2]):
         modules = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(dnnprobe(?:\.\w+)*)\s*$", log, re.M))
-        assert "dnnprobe.cli" in modules, name
-        files = {"src/" + m.replace(".", "/") + ("/__init__.py" if m == "dnnprobe" else ".py") for m in modules}
-        missing = files - set(stages[name]["deps"])
-        assert not missing, f"stage {name} runs {sorted(missing)} but dvc.yaml does not list them as deps"
+        assert f"dnnprobe.stages.{name}" in modules and "dnnprobe.cli" not in modules, name
+        files = set()
+        for module in modules:
+            path = "src/" + module.replace(".", "/")
+            files.add(path + "/__init__.py" if (REPO / path).is_dir() else path + ".py")
+        declared = declared_code(stages[name]["deps"])
+        assert not files - declared, f"stage {name} runs {sorted(files - declared)} but dvc.yaml does not list them"
+        unused = {f for f in declared - files if not f.startswith("src/dnnprobe/core/")}
+        assert not unused, f"stage {name} lists {sorted(unused)} in dvc.yaml but does not run them"
 
 
-# Which functions of dnnprobe.stages each stage runs; every `params.<key>` they read must be declared.
-STAGE_FUNCTIONS = {
-    "stimuli": ["make_stimuli", "_import_table", "_import_folder", "user_folder"], "network": ["make_network"],
-    "check": ["check", "probe_targets"], "extract": ["extract"], "gram": ["gram"],
-    "probe": ["probe", "probe_settings", "probe_targets", "_save_probe_models"], "report": ["report"],
-}
+# The code that reads a stage's params: its stage module, and the functions it hands `params` to.
+PARAM_READERS = {stage: [f"dnnprobe.stages.{stage}"] for stage in STAGES}
+PARAM_READERS["probe"].append("dnnprobe.decoders:ProbeSettings.from_params")
 
 
 def test_every_parameter_a_stage_reads_is_declared():
-    from dnnprobe import stages as module
+    import importlib
 
     declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for stage, functions in STAGE_FUNCTIONS.items():
+    for stage, readers in PARAM_READERS.items():
         keys = declared[stage].get("params", [])
-        source = "\n".join(inspect.getsource(getattr(module, f)) for f in functions)
-        read = set(re.findall(r"\bparams\.(?!yaml\b)([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", source))
+        sources = []
+        for reader in readers:
+            module, _, attributes = reader.partition(":")
+            target = importlib.import_module(module)
+            for attribute in filter(None, attributes.split(".")):
+                target = getattr(target, attribute)
+            sources.append(inspect.getsource(target))
+        read = set(re.findall(r"\bparams\.(?!yaml\b|flat\b)([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", "\n".join(sources)))
         undeclared = {k for k in read if not any(k == p or k.startswith(p + ".") for p in keys)}
         assert not undeclared, f"stage {stage} reads {sorted(undeclared)}, not listed under its params in dvc.yaml"
+    from dnnprobe.stages.probe import PARAMS  # what the probe logs to MLflow: all of what it reads
+
+    assert sorted(PARAMS) == sorted(declared["probe"]["params"])
 
 
 def forget_cached_activations(repo: Path) -> None:
@@ -542,7 +565,11 @@ def test_forced_rerun_of_the_whole_pipeline_is_bit_identical(pipeline):
         (("param", "tracking.experiment", "other"), {"probe", "report"}),  # the report attaches figures to the probe's run
         (("param", "report.confusion_layer", "conv1"), {"report"}),
         (("code", "src/dnnprobe/gram.py"), {"gram", "probe"}),  # the gram stage has no params
-        (("code", "src/dnnprobe/params.py"), set(STAGES)),
+        (("code", "src/dnnprobe/layers.py"), {"check", "extract", "probe", "report"}),
+        (("code", "src/dnnprobe/report.py"), {"report"}),  # a figure change never reruns the probe
+        (("code", "src/dnnprobe/core/params.py"), set(STAGES)),
+        (("code", "src/dnnprobe/cli.py"), set()),  # the command for people: no stage runs it
+        *[(("code", f"src/dnnprobe/stages/{stage}.py"), {stage}) for stage in STAGES],
     ],
     ids=lambda c: "-".join(map(str, c[1:])) if isinstance(c, tuple) else None,
 )

@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from dnnprobe.errors import DnnprobeError
+from dnnprobe.core.errors import DnnprobeError
 
 try:
     import fcntl
@@ -135,6 +135,11 @@ def remove_orphaned_temporaries(folders: Iterable[str | os.PathLike]) -> list[Pa
         if not folder.is_dir():
             continue
         for entry in sorted(folder.iterdir()):
+            if entry.name.startswith(LOCK_MARK):  # a lock file a killed writer left: taking it removes it
+                output = _key(folder / entry.name[len(LOCK_MARK):])
+                if output not in _held and (lock := _OutputLock(output)).acquire():
+                    lock.release()
+                continue
             found = _TEMP_NAME.match(entry.name)
             if not found or not (entry.exists() or entry.is_symlink()):
                 continue

@@ -1,0 +1,76 @@
+"""What every stage command does around its work: read params.yaml, clean up after dead runs, and
+report bad input as one line.
+
+Each stage module (:mod:`dnnprobe.stages`) declares its click command with :func:`stage_command`;
+``python -m dnnprobe.stages.<stage>`` (what dvc.yaml runs) and ``dnnprobe <stage>`` run the same code.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from dnnprobe.core.atomic import remove_orphaned_temporaries
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.params import load_params
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def output_folders(dvc_yaml: Path = Path("dvc.yaml")) -> list[Path]:
+    """The folders that hold the pipeline's outputs (every stage's outs, metrics and plots in dvc.yaml)."""
+    import yaml
+
+    try:
+        stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    folders = set()
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                for path in entry if isinstance(entry, dict) else [entry]:
+                    folders.add(Path(str(path)).parent)
+    return sorted(folders)
+
+
+def stage_command(name: str, reads_params: bool = True):
+    """Decorator: a click command named `name` that runs ``function(params, progress=..., **options)``.
+
+    Options --params, --set and --quiet are added. SIGTERM and Ctrl-C end the stage with its
+    temporaries removed; a DnnprobeError becomes ``dnnprobe <name>: error: <message>`` and exit 1.
+    A stage that reads no parameters (`reads_params` False) gets ``params=None`` and needs no file.
+    """
+
+    def decorate(function):
+        @click.command(name, help=function.__doc__)
+        @click.option("--params", "params_path", default="params.yaml", show_default=True,
+                      help="Parameter file (it must exist).")
+        @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override a parameter, e.g. --set pca=50 (repeatable).")
+        @click.option("--quiet", is_flag=True, help="No progress bars.")
+        @functools.wraps(function)
+        def command(params_path, overrides, quiet, **options):
+            signal.signal(signal.SIGTERM, _terminate)
+            started = time.perf_counter()
+            try:
+                # A stage killed earlier (SIGKILL, out of memory) left its temporary; DVC may never rerun
+                # that stage (its run cache restores it), so every stage cleans up after any dead one.
+                remove_orphaned_temporaries(output_folders())
+                params = load_params(params_path, overrides) if reads_params else None
+                function(params, progress=not quiet, **options)
+            except DnnprobeError as exc:
+                click.echo(f"dnnprobe {name}: error: {exc}", err=True)
+                sys.exit(1)
+            click.echo(f"dnnprobe {name}: done in {time.perf_counter() - started:.1f} s", err=True)
+
+        return command
+
+    return decorate

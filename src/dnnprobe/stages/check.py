@@ -1,0 +1,64 @@
+"""Stage ``check``: everything the stimulus table and params.yaml reveal, checked in seconds before the
+expensive stages; writes the image list extraction reads (``data/images.sha256``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from dnnprobe.core.atomic import atomic_output
+from dnnprobe.core.command import stage_command
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.hashing import text_sha256
+from dnnprobe.core.params import Params
+from dnnprobe.stimuli import ImageList, StimulusTable, image_checksums
+
+
+def check(params: Params, table_path: str | os.PathLike, image_list_path: str | os.PathLike) -> ImageList:
+    """Check that the probe can run on this table with these settings; write the image list.
+
+    Everything the table and params.yaml reveal is checked here, before extraction and the Gram
+    matrices (minutes to hours): the label column, its classes against ``cv``, ``pca`` against the
+    smallest training fold, the layer names MLflow must accept. The image list written
+    (``data/images.sha256``: each image's sha256 in table order) is what extraction reads: it depends
+    on the images and their order, not on the labels, so editing labels never reruns extraction.
+    """
+    from dnnprobe.decoders import ProbeSettings, check_targets, targets
+    from dnnprobe.layers import check_layer_names, requested_layers
+
+    table = StimulusTable.read(table_path)
+    check_layer_names(requested_layers(params.extract.layers), "params.yaml: extract.layers")
+    # Only what the checks use (dvc.yaml lists exactly these params for this stage).
+    settings = ProbeSettings(n_components=params.pca, cv=params.cv, classifier=params.probe.classifier,
+                             scoring=params.probe.scoring)
+    check_targets(targets(table, params.probe.label, settings), settings, label=params.probe.label, table=str(table_path))
+    table.check_images_exist()
+    checksums = image_checksums(table.image_folder, table.stim_ids)
+    recorded = table.header.get("images_sha256")
+    if recorded and recorded != text_sha256(checksums):
+        raise DnnprobeError(
+            f"{table_path}: the images in {table.image_folder} are not the ones this table was written with "
+            "(images_sha256 differs); rerun the stimuli stage")
+    image_list_path = Path(image_list_path)
+    if os.path.realpath(image_list_path.with_suffix("")) != os.path.realpath(table.image_folder):
+        raise DnnprobeError(f"{image_list_path}: an image list must sit next to the folder it lists: "
+                            f"{os.path.normpath(table.image_folder)}.sha256 for {table_path}")
+    with atomic_output(image_list_path) as temp:
+        temp.write_text(checksums, encoding="utf-8")
+    return ImageList.read(image_list_path)
+
+
+@click.option("--table", default="data/stimuli.stim.csv", show_default=True, help="Stimulus table to check.")
+@click.option("--out", default="data/images.sha256", show_default=True,
+              help="Image list to write (sha256 of each image, in table order), next to the image folder.")
+@stage_command("check")
+def command(params, progress, table, out):
+    """Check the table against the probe's settings before any expensive stage; write the image list."""
+    images = check(params, table, out)
+    click.echo(f"check: {len(images)} stimuli; pca, cv and {params.probe.label!r} fit -> {out}")
+
+
+if __name__ == "__main__":
+    command()

@@ -1,0 +1,190 @@
+"""Stage ``probe``: cross-validated PCA + decoding of ``probe.label`` from every layer, in DNNBrain's
+files (``reports/probe/<layer>/score.npy``...), ``reports/metrics.json`` and an MLflow run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+
+from dnnprobe.core.atomic import atomic_output, claim
+from dnnprobe.core.command import stage_command
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.hashing import file_sha256, text_sha256
+from dnnprobe.core.params import Params
+from dnnprobe.stimuli import StimulusTable
+
+# What this stage reads of params.yaml (its params in dvc.yaml), all logged to MLflow as dotted keys.
+PARAMS = ("pca", "cv", "probe", "tracking", "model")
+
+
+def _check_same_stimuli(table_path, table: StimulusTable, grams) -> None:
+    """The Gram matrices' rows must be the table's stimuli: same count, and the same images in the same
+    order. The table's images are hashed here and compared with the ``images_sha256`` extraction recorded
+    (through the Gram file), so a table edited or reordered after its header was written is caught too."""
+    from dnnprobe.stimuli import image_checksums
+
+    if grams.n_stim != len(table):
+        raise DnnprobeError(f"{grams.path}: {grams.n_stim} stimuli, but {table_path} lists {len(table)}")
+    recorded = grams.attrs.get("images_sha256")
+    if recorded is None:  # a Gram file of activations from another tool: only the count can be compared
+        return
+    table.check_images_exist()
+    ours = text_sha256(image_checksums(table.image_folder, table.stim_ids))
+    if ours != str(recorded):
+        raise DnnprobeError(
+            f"{grams.path} was computed from other images, or the same images in another order, than {table_path} "
+            f"lists (images_sha256 {str(recorded)[:12]}... vs {ours[:12]}...); rerun the pipeline from the check stage (dvc repro)")
+
+
+def _check_activations_match(activations_path, grams, n_stim: int, table_path, read_data: bool) -> str:
+    """The activation file must be the one the Gram matrices were computed from; returns its sha256.
+
+    Its recorded provenance (images, weights, rows, layers) is compared always; its bytes are hashed
+    and compared with the sha256 the gram stage recorded only when the probe reads its data
+    (``probe.save_models``), since hashing a BOLD5000-sized file takes a while.
+    """
+    from dnnprobe.actfile import ActivationFile
+
+    recorded = grams.activations_sha256
+    with ActivationFile(activations_path) as activations:
+        activations.check_rows(n_stim, str(table_path))
+        missing = [layer for layer in grams.layers if layer not in activations.layers]
+        if missing:
+            raise DnnprobeError(
+                f"{activations_path}: no layer {missing[0]!r}, which {grams.path} has; rerun the gram stage (dvc repro gram)"
+            )
+        for key in ("images_sha256", "network_sha256"):
+            mine, theirs = activations.attrs.get(key), grams.attrs.get(key)
+            if mine is not None and theirs is not None and str(mine) != str(theirs):
+                raise DnnprobeError(f"{grams.path} was not computed from {activations_path} ({key} differs); "
+                                    "rerun the gram stage (dvc repro gram)")
+    if read_data and recorded:
+        actual = file_sha256(activations_path)
+        if actual != recorded:
+            raise DnnprobeError(f"{grams.path} was not computed from {activations_path} (the file's sha256 differs "
+                                "from the one the gram stage recorded); rerun the gram stage (dvc repro gram)")
+    return recorded
+
+
+def probe(
+    params: Params,
+    table_path: str | os.PathLike,
+    gram_path: str | os.PathLike,
+    activations_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    models_dir: str | os.PathLike,
+    progress: bool = True,
+) -> dict:
+    """Cross-validated decoding of probe.label from every layer; outputs, metrics and an MLflow run.
+
+    Refuses, before any work, a table, Gram file and activation file that do not come from each other,
+    and any setting the data cannot support. Every hash logged to MLflow is of a file as it was read.
+    """
+    from tqdm import tqdm
+
+    from dnnprobe import stats, tracking
+    from dnnprobe.decoders import ProbeSettings, check_targets, targets
+    from dnnprobe.gram import GramFile
+    from dnnprobe.layers import check_layer_names
+    from dnnprobe.probe import cross_validate_gram, save_layer_result
+
+    table = StimulusTable.read(table_path)
+    settings = ProbeSettings.from_params(params)
+    y = targets(table, params.probe.label, settings)
+    outputs = (out_dir, metrics_path, models_dir)
+    with claim(*outputs), GramFile(gram_path) as grams:
+        _check_same_stimuli(table_path, table, grams)
+        activations_sha256 = _check_activations_match(activations_path, grams, len(table), table_path,
+                                                      read_data=params.probe.save_models)
+        check_layer_names(grams.layers, str(gram_path))
+        for layer in grams.layers:  # every check before any work
+            check_targets(y, settings, grams.n_units(layer), params.probe.label, layer=layer, table=str(table_path))
+        provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
+                      if k.startswith(("network_", "stimuli_"))}
+        summary = {
+            "arch": provenance.get("network_arch", params.model.arch),
+            "weights": provenance.get("network_weights", params.model.weights),
+            "weights_sha256": provenance.get("network_sha256", ""),
+            "stimulus_set": table.header.get("title", Path(table_path).name),
+            "is_demo": table.header.get("source") == "demo",
+            "source": table.header.get("source", ""),
+            "n_stimuli": len(table), "pca": params.pca, "cv": params.cv, "label": params.probe.label,
+            "classifier": params.probe.classifier, "C": params.probe.C, "scoring": params.probe.scoring,
+            "standardize": params.probe.standardize, "permutations": params.probe.permutations,
+            "layer_order": grams.layers,
+        }
+        if not settings.is_regression:
+            summary["classes"] = [str(c) for c in np.unique(y)]
+            names = dict(zip(table.columns.get("label", []), table.columns.get("condition", [])))
+            summary["class_names"] = [names.get(c, c) for c in summary["classes"]]
+        # Every params.yaml key this stage reads (dotted, as `dvc params diff` shows them), the network the
+        # activations record, and the input files: each hash is of a file as it was read, the activation
+        # file's by the gram stage that read it (and again here when the probe reads it).
+        run_params = {
+            **params.flat(PARAMS),
+            **{key: value for key, value in provenance.items() if key.startswith("network_")},
+            "n_stimuli": len(table), "layers": grams.layers,
+            "stimuli_sha256": file_sha256(table_path), "images_sha256": grams.attrs.get("images_sha256", ""),
+            "gram_sha256": file_sha256(gram_path), "activations_sha256": activations_sha256,
+        }
+        run_name = f"{summary['arch']}-{summary['weights']}-pca{params.pca}-cv{params.cv}"
+        results = {}
+        with tracking.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
+            # Scores, metrics and refit models are renamed into place together, once all are written:
+            # a failure anywhere leaves none of them (and the MLflow run FAILED).
+            with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
+                    atomic_output(models_dir, directory=True) as temp_models:
+                for layer in tqdm(grams.layers, desc="probe", unit="layer", disable=not progress):
+                    result = cross_validate_gram(grams.gram(layer), y, settings)
+                    results[layer] = result
+                    save_layer_result(result, temp_dir / layer)
+                    run.log_layer(layer, result.score, result.mean, result.sem, stats.layer_extras(result))
+                summary.update(stats.summarise(results, summary["layer_order"], settings))
+                summary["chance"], summary["chance_source"] = stats.chance_level(results, y, params.probe.scoring)
+                summary_text = json.dumps(summary, indent=2) + "\n"
+                (temp_dir / "summary.json").write_text(summary_text)
+                metrics = stats.metrics_json(summary, params.probe.scoring)
+                temp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+                _save_probe_models(params, y, settings, grams, activations_path, temp_models)
+            run.log_artifact(metrics_path)
+            # The report stage finds this run by the sha256 of the summary it produced: no run id in
+            # an output (it would change every run, and with it dvc.lock).
+            run.record_summary(text_sha256(summary_text))
+    return summary
+
+
+def _save_probe_models(params, y, settings, grams, activations_path, folder: Path) -> None:
+    """models/probes: each layer's PCA + decoder refit on all stimuli, as .npz (loads without pickle)."""
+    from dnnprobe.probe import save_refit_models
+
+    saved = save_refit_models(grams, activations_path, y, settings, folder) if params.probe.save_models else []
+    index = {"save_models": params.probe.save_models, "layers": saved,
+             "format": "numpy .npz, np.load(path, allow_pickle=False); see dnnprobe.probe.load_refit_model"}
+    (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+@click.option("--table", default="data/stimuli.stim.csv", show_default=True, help="Stimulus table (the labels).")
+@click.option("--gram", "gram_path", default="data/gram.h5", show_default=True, help="Gram file from the gram stage.")
+@click.option("--activations", default="data/activations.act.h5", show_default=True,
+              help="Activation file the Gram file was computed from.")
+@click.option("--out", default="reports/probe", show_default=True, help="Folder for per-layer scores and summary.json.")
+@click.option("--metrics", default="reports/metrics.json", show_default=True, help="DVC metrics file to write.")
+@click.option("--models", default="models/probes", show_default=True, help="Folder for refit probes (probe.save_models).")
+@stage_command("probe")
+def command(params, progress, table, gram_path, activations, out, metrics, models):
+    """Cross-validated PCA + decoding of probe.label per layer; logged to MLflow."""
+    from dnnprobe.tracking import tracking_uri
+
+    summary = probe(params, table, gram_path, activations, out, metrics, models, progress=progress)
+    best = max(summary["layers"], key=lambda layer: summary["layers"][layer]["mean"])
+    click.echo(f"probe: best layer {best} ({params.probe.scoring} {summary['layers'][best]['mean']:.3f}); "
+               f"MLflow store {tracking_uri()}")
+
+
+if __name__ == "__main__":
+    command()
