@@ -145,13 +145,14 @@ def test_folder_source_labels_sorted_class_names(tmp_path):
 
 
 def test_stimcsv_source_with_an_absolute_path_is_made_relative(tmp_path):
-    (tmp_path / "photos").mkdir()
+    mine = tmp_path / "mine"
+    (mine / "photos").mkdir(parents=True)
     for i in range(4):
-        Image.new("L", (16, 16), i * 40).save(tmp_path / "photos" / f"{i}.png")
+        Image.new("L", (16, 16), i * 40).save(mine / "photos" / f"{i}.png")
     rows = "\n".join(f"{i}.png,{i % 2},{['a', 'b'][i % 2]},{i * 0.5}" for i in range(4))
-    (tmp_path / "mine.stim.csv").write_text(f"type=image\npath={tmp_path / 'photos'}\ndata=stimID,label,condition,rt\n{rows}\n")
-    make_stimuli(params_with({"stimuli.source": "stimcsv", "stimuli.folder": str(tmp_path),
-                              "stimuli.table": str(tmp_path / "mine.stim.csv")}),
+    (mine / "mine.stim.csv").write_text(f"type=image\npath={mine / 'photos'}\ndata=stimID,label,condition,rt\n{rows}\n")
+    make_stimuli(params_with({"stimuli.source": "stimcsv", "stimuli.folder": str(mine),
+                              "stimuli.table": str(mine / "mine.stim.csv")}),
                  tmp_path / "data" / "s.stim.csv", tmp_path / "data" / "images")
     table = StimulusTable.read(tmp_path / "data" / "s.stim.csv")
     assert table.header["path"] == "images" and table.numeric_column("rt").tolist() == [0.0, 0.5, 1.0, 1.5]

@@ -50,14 +50,8 @@ def stage_command(name: str, reads_params: bool = True):
     """
 
     def decorate(function):
-        @click.command(name, help=function.__doc__)
-        @click.option("--params", "params_path", default="params.yaml", show_default=True,
-                      help="Parameter file (it must exist).")
-        @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                      help="Override a parameter, e.g. --set pca=50 (repeatable).")
-        @click.option("--quiet", is_flag=True, help="No progress bars.")
         @functools.wraps(function)
-        def command(params_path, overrides, quiet, **options):
+        def command(quiet, params_path="params.yaml", overrides=(), **options):
             signal.signal(signal.SIGTERM, _terminate)
             started = time.perf_counter()
             try:
@@ -71,6 +65,12 @@ def stage_command(name: str, reads_params: bool = True):
                 sys.exit(1)
             click.echo(f"dnnprobe {name}: done in {time.perf_counter() - started:.1f} s", err=True)
 
-        return command
+        command = click.option("--quiet", is_flag=True, help="No progress bars.")(command)
+        if reads_params:
+            command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                                   help="Override a parameter, e.g. --set pca=50 (repeatable).")(command)
+            command = click.option("--params", "params_path", default="params.yaml", show_default=True,
+                                   help="Parameter file (it must exist).")(command)
+        return click.command(name, help=function.__doc__)(command)
 
     return decorate
