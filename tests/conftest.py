@@ -98,14 +98,16 @@ TINY_SETS = ("pca=4", "cv=3", "stimuli.demo.n_per_class=12", "stimuli.demo.image
 
 
 def cli(stage: str, *args: object, env: dict | None = None):
-    """`dnnprobe <stage> --params params.yaml --quiet <tiny overrides> <args>` in this process (click's runner)."""
+    """`dnnprobe <stage> --quiet --params params.yaml <tiny overrides> <args>` in this process (click's runner)."""
     from click.testing import CliRunner
 
     from dnnprobe.cli import main
 
-    options = ["--params", str(REPO / "params.yaml"), "--quiet"]
-    for setting in TINY_SETS:
-        options += ["--set", setting]
+    options = ["--quiet"]
+    if stage != "gram":  # the gram stage reads no parameters
+        options += ["--params", str(REPO / "params.yaml")]
+        for setting in TINY_SETS:
+            options += ["--set", setting]
     return CliRunner().invoke(main, [stage, *options, *map(str, args)], env=env)
 
 
