@@ -215,12 +215,21 @@ class StimulusTable:
         folder = self.image_folder
         if not folder.is_dir():
             raise DnnprobeError(f"{self._name}: path={self.header['path']} is not a folder ({folder})")
-        missing = [stim_id for stim_id, p in zip(self.stim_ids, self.image_paths()) if not p.is_file()]
-        if missing:
-            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-            raise DnnprobeError(
-                f"{self._name}: {len(missing)} of {len(self)} images missing under {folder}: {shown}"
-            )
+        refuse_missing_images(self._name, self.stim_ids, self.image_paths(), folder)
+
+    def image_checksums(self) -> str:
+        """Its images' ``sha256sum`` lines in table order (:func:`image_checksums`), read from the files
+        now; fails first, naming them, if any is missing."""
+        self.check_images_exist()
+        return image_checksums(self.image_folder, self.stim_ids)
+
+
+def refuse_missing_images(where, stim_ids: list[str], paths: list[Path], folder: Path) -> None:
+    """Fail before any work if images are missing, naming how many and the first few."""
+    missing = [stim_id for stim_id, path in zip(stim_ids, paths) if not path.is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise DnnprobeError(f"{where}: {len(missing)} of {len(stim_ids)} images missing under {folder}: {shown}")
 
 
 def is_stimulus_file(name: str) -> bool:
@@ -316,10 +325,7 @@ class ImageList:
         return cls(path, stim_ids, checksums)
 
     def check_images_exist(self) -> None:
-        missing = [stim_id for stim_id, p in zip(self.stim_ids, self.image_paths()) if not p.is_file()]
-        if missing:
-            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-            raise DnnprobeError(f"{self.path}: {len(missing)} of {len(self)} images missing under {self.folder}: {shown}")
+        refuse_missing_images(self.path, self.stim_ids, self.image_paths(), self.folder)
 
 
 def table_from_classes(

@@ -44,9 +44,9 @@ def output_folders(dvc_yaml: Path = Path("dvc.yaml")) -> list[Path]:
 def stage_command(name: str, reads_params: bool = True):
     """Decorator: a click command named `name` that runs ``function(params, progress=..., **options)``.
 
-    Options --params, --set and --quiet are added. SIGTERM and Ctrl-C end the stage with its
-    temporaries removed; a DnnprobeError becomes ``dnnprobe <name>: error: <message>`` and exit 1.
-    A stage that reads no parameters (`reads_params` False) gets ``params=None`` and needs no file.
+    Option --quiet is added, and --params and --set for a stage that reads parameters; one that does
+    not (`reads_params` False) gets ``params=None`` and needs no file. SIGTERM and Ctrl-C end the stage
+    with its temporaries removed; a DnnprobeError becomes ``dnnprobe <name>: error: <message>`` and exit 1.
     """
 
     def decorate(function):

@@ -13,7 +13,7 @@ from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import text_sha256
 from dnnprobe.core.params import Params
-from dnnprobe.stimuli import ImageList, StimulusTable, image_checksums
+from dnnprobe.stimuli import ImageList, StimulusTable
 
 
 def check(params: Params, table_path: str | os.PathLike, image_list_path: str | os.PathLike) -> ImageList:
@@ -34,8 +34,7 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     settings = ProbeSettings(n_components=params.pca, cv=params.cv, classifier=params.probe.classifier,
                              scoring=params.probe.scoring)
     check_targets(targets(table, params.probe.label, settings), settings, label=params.probe.label, table=str(table_path))
-    table.check_images_exist()
-    checksums = image_checksums(table.image_folder, table.stim_ids)
+    checksums = table.image_checksums()
     recorded = table.header.get("images_sha256")
     if recorded and recorded != text_sha256(checksums):
         raise DnnprobeError(

@@ -25,15 +25,12 @@ def _check_same_stimuli(table_path, table: StimulusTable, grams) -> None:
     """The Gram matrices' rows must be the table's stimuli: same count, and the same images in the same
     order. The table's images are hashed here and compared with the ``images_sha256`` extraction recorded
     (through the Gram file), so a table edited or reordered after its header was written is caught too."""
-    from dnnprobe.stimuli import image_checksums
-
     if grams.n_stim != len(table):
         raise DnnprobeError(f"{grams.path}: {grams.n_stim} stimuli, but {table_path} lists {len(table)}")
     recorded = grams.attrs.get("images_sha256")
     if recorded is None:  # a Gram file of activations from another tool: only the count can be compared
         return
-    table.check_images_exist()
-    ours = text_sha256(image_checksums(table.image_folder, table.stim_ids))
+    ours = text_sha256(table.image_checksums())
     if ours != str(recorded):
         raise DnnprobeError(
             f"{grams.path} was computed from other images, or the same images in another order, than {table_path} "
