@@ -5,7 +5,7 @@
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
-# Stage commands in dvc.yaml call `dnnprobe`, `dvc` and `mlflow` from the virtual environment.
+# Stage commands in dvc.yaml run `python` (this checkout's src/ first) from the virtual environment.
 export PATH := $(BIN):$(PATH)
 
 .PHONY: venv run test bench clean-venv

@@ -422,6 +422,20 @@ def declared_code(deps: list[str]) -> set[str]:
     return files
 
 
+STAGE_PYTHON = "PYTHONPATH=src python"  # how dvc.yaml starts every stage
+
+
+def test_a_stage_runs_the_code_of_the_checkout_it_runs_in(tmp_path):
+    """A queued or --temp experiment runs in a copy of the repository: its stages must import the copy's
+    src/ (the code its dvc.lock records), not the tree the virtual environment's editable install
+    points to. Run here as DVC runs a stage: a shell, in the copy, with the stages' prefix."""
+    copy = copy_repo(tmp_path, TINY)
+    result = subprocess.run(f"{STAGE_PYTHON} -c 'import dnnprobe.stages.gram as m; print(m.__file__)'", shell=True,
+                            cwd=copy, env=env_without_tracking_uri(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).resolve() == (copy / "src/dnnprobe/stages/gram.py").resolve()
+
+
 # Declared code that this test's params (the demo source) do not reach: stimuli.source=bold5000 runs it.
 RUN_FOR_OTHER_PARAMS = {"src/dnnprobe/bold5000.py"}
 
@@ -434,7 +448,7 @@ def test_each_stage_runs_exactly_the_code_it_declares(pipeline):
     for name, log in zip(parts[1::2], parts[2::2]):
         modules = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(dnnprobe(?:\.\w+)*)\s*$", log, re.M))
         # the stage module itself runs as __main__ (python -m), so the import log does not name it
-        assert stages[name]["cmd"].startswith(f"python -m dnnprobe.stages.{name} "), name
+        assert stages[name]["cmd"].startswith(f"{STAGE_PYTHON} -m dnnprobe.stages.{name} "), name
         assert "dnnprobe.cli" not in modules, name
         files = {f"src/dnnprobe/stages/{name}.py"}
         for module in modules:
