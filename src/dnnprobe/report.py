@@ -46,15 +46,19 @@ def _stars(p: float | None) -> str:
 
 
 def plot_rows(summary: dict) -> list[dict]:
-    """One row per depth for DVC plots: pre-activation and ReLU scores side by side."""
+    """The DVC plot table: one row per layer, in depth order, Conv before ReLU.
+
+    ``depth`` is the x axis label (Conv1..FC2), ``type`` the series (Conv: the layer's output before
+    the ReLU; ReLU: after it), ``score`` the mean fold score and ``sem`` its SEM over folds; ``layer``
+    is the layer's own name (conv1_relu) and ``scoring`` what the score is (accuracy, r2, ...).
+    """
     metrics = summary["layers"]
     rows = []
-    for index, group in enumerate(depth_groups(summary["layer_order"])):
-        row = {"depth": index + 1, "layer": group.label}
-        for kind, layer in (("conv", group.conv), ("relu", group.relu)):
-            row[kind] = round(metrics[layer]["mean"], 6) if layer else ""
-            row[f"{kind}_sem"] = round(metrics[layer]["sem"], 6) if layer else ""
-        rows.append(row)
+    for group in depth_groups(summary["layer_order"]):
+        for kind, layer in (("Conv", group.conv), ("ReLU", group.relu)):
+            if layer:
+                rows.append({"depth": group.label, "type": kind, "layer": layer, "score": round(metrics[layer]["mean"], 6),
+                             "sem": round(metrics[layer]["sem"], 6), "scoring": summary["scoring"]})
     return rows
 
 

@@ -31,7 +31,8 @@ from dnnprobe.core.atomic import atomic_output  # noqa: E402
 from dnnprobe.core.errors import DnnprobeError  # noqa: E402
 from dnnprobe.core.params import flatten  # noqa: E402
 
-METRICS_FILE = "reports/metrics.json"
+METRICS_FILE = "reports/metrics.json"  # layer -> mean fold score
+DETAILS_FILE = "reports/metrics_detail.json"  # "sem" -> layer -> SEM over folds (and p-values, tests)
 PARAMS_FILE = "params.yaml"
 
 
@@ -39,23 +40,26 @@ PARAMS_FILE = "params.yaml"
 class Experiment:
     name: str  # DVC experiment name, branch or short commit, or "workspace"
     params: dict[str, object]  # params.yaml flattened to dotted keys ("probe.C": 1.0)
-    scoring: str  # probe.scoring: the metric is "<scoring>_mean" per layer
+    scoring: str  # probe.scoring: what the per-layer means are
     scores: dict[str, tuple[float, float]]  # layer -> (mean, SEM over folds), in layer order
 
 
 def _experiment(entry: dict, name: str) -> Experiment | None:
     data = entry.get("data") or {}
     metrics = ((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data")
+    details = ((data.get("metrics") or {}).get(DETAILS_FILE) or {}).get("data") or {}
     params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data")
     if not metrics or not params:
         return None
     params = flatten(params)
     scoring = str(params.get("probe.scoring", "accuracy"))
-    scores = {
-        layer: (float(values[f"{scoring}_mean"]), float(values.get(f"{scoring}_sem", np.nan)))
-        for layer, values in metrics.items()
-        if isinstance(values, dict) and f"{scoring}_mean" in values  # not the conv_vs_relu tests
-    }
+    sems = details.get("sem") or {}
+    scores = {}
+    for layer, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            scores[layer] = (float(value), float(sems.get(layer, np.nan)))
+        elif isinstance(value, dict) and f"{scoring}_mean" in value:  # the nested metrics.json of earlier commits
+            scores[layer] = (float(value[f"{scoring}_mean"]), float(value.get(f"{scoring}_sem", np.nan)))
     return Experiment(name, params, scoring, scores) if scores else None
 
 
