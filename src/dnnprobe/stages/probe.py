@@ -135,9 +135,15 @@ def probe(
             "stimuli_sha256": file_sha256(table_path), "images_sha256": grams.attrs.get("images_sha256", ""),
             "gram_sha256": file_sha256(gram_path), "activations_sha256": activations_sha256,
         }
-        run_name = f"{summary['arch']}-{summary['weights']}-pca{params.pca}-cv{params.cv}"
+        # Named by what tells it apart from other runs: the network, pca, cv and any setting off its default.
+        run_name = tracking.run_name(str(summary["arch"]), str(summary["weights"]), params.flat(("pca", "cv", "probe")),
+                                     Params().flat(("pca", "cv", "probe")))
         results = {}
         with tracking.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
+            counts = None if settings.is_regression else dict(zip(summary["class_names"], np.bincount(
+                np.searchsorted(np.unique(y), y)).tolist()))
+            run.log_stimuli(table_path, run_params["stimuli_sha256"], summary["stimulus_set"], list(table.columns),
+                            len(table), params.probe.label, counts, summary["source"])
             # Scores, metrics and refit models are renamed into place together, once all are written:
             # a failure anywhere leaves none of them (and the MLflow run FAILED).
             with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
