@@ -123,7 +123,9 @@ def probe(
         }
         if not settings.is_regression:
             summary["classes"] = [str(c) for c in np.unique(y)]
-            names = dict(zip(table.columns.get("label", []), table.columns.get("condition", [])))
+            # DNNBrain's tables name the classes of `label` in `condition`; any other column's values are the names.
+            decoded_label = params.probe.label == "label"
+            names = dict(zip(table.columns.get("label", []), table.columns.get("condition", []))) if decoded_label else {}
             summary["class_names"] = [names.get(c, c) for c in summary["classes"]]
         # Every params.yaml key this stage reads (dotted, as `dvc params diff` shows them), the network the
         # activations record, and the input files: each hash is of a file as it was read, the activation
