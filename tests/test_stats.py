@@ -13,7 +13,6 @@ from dnnprobe.stats import (
     corrected_resampled_t_test,
     holm,
     kfold_test_train_ratio,
-    metrics_json,
     paired_test,
     summarise,
 )
@@ -116,11 +115,15 @@ def test_summary_and_metrics_pair_layers_by_depth():
     results = {"conv1": result([0.6, 0.62]), "conv1_relu": result([0.7, 0.69]), "fc3": result([0.8, 0.81])}
     summary = summarise(results, ["conv1", "conv1_relu", "fc3"], ProbeSettings())
     assert list(summary["conv_vs_relu"]) == ["Conv1"]
-    metrics = metrics_json(summary, "accuracy")
-    assert metrics["conv1"]["accuracy_mean"] == pytest.approx(0.61)
-    assert metrics["conv1"]["accuracy_sem"] == pytest.approx(scipy_stats.sem([0.6, 0.62]), abs=1e-6)
-    assert "conv_vs_relu" in metrics and "p_value" in metrics["conv_vs_relu"]["Conv1"]
-    assert metrics["conv_vs_relu"]["Conv1"]["p_holm"] == pytest.approx(summary["conv_vs_relu"]["Conv1"]["p_holm"], abs=1e-6)
+    summary["layer_order"] = ["conv1", "conv1_relu", "fc3"]
+    from dnnprobe.stages.probe import layer_means, score_details
+
+    assert layer_means(summary) == {"conv1": pytest.approx(0.61), "conv1_relu": pytest.approx(0.695), "fc3": pytest.approx(0.805)}
+    details = score_details(summary)
+    assert details["sem"]["conv1"] == pytest.approx(scipy_stats.sem([0.6, 0.62]), abs=1e-6)
+    assert "p_value" in details["conv_vs_relu"]["Conv1"]
+    assert details["conv_vs_relu"]["Conv1"]["p_holm"] == pytest.approx(summary["conv_vs_relu"]["Conv1"]["p_holm"], abs=1e-6)
+    assert "p_value" not in details  # no permutations ran
 
 
 def test_summary_holm_corrects_each_depths_tests():

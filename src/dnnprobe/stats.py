@@ -33,7 +33,7 @@ CONV_VS_RELU_PERMUTATION = "label permutations, one-sided (ReLU minus Conv great
 
 
 def layer_extras(result: LayerResult) -> dict[str, float]:
-    """Summary numbers beyond mean and SEM, for MLflow and metrics.json."""
+    """Summary numbers beyond mean and SEM, for MLflow and metrics_detail.json."""
     if result.null is None:
         return {}
     return {
@@ -177,20 +177,3 @@ def chance_level(results: dict[str, LayerResult], y: np.ndarray, scoring: str) -
     if scoring == "balanced_accuracy":
         return float(1.0 / len(counts)), "1 / classes"
     return float(counts.max() / counts.sum()), "majority class"
-
-
-def metrics_json(summary: dict, scoring: str) -> dict:
-    """reports/metrics.json for DVC: per layer mean and SEM (and p-values when computed)."""
-    metrics: dict = {}
-    for layer, values in summary["layers"].items():
-        entry = {f"{scoring}_mean": round(values["mean"], 6), f"{scoring}_sem": round(values["sem"], 6)}
-        for key in ("p_value", "null_mean", "null_p95"):
-            if key in values:
-                entry[key] = round(values[key], 6)
-        metrics[layer] = entry
-    if summary.get("conv_vs_relu"):
-        metrics["conv_vs_relu"] = {
-            label: {k: round(v, 6) for k, v in test.items() if isinstance(v, float)}
-            for label, test in summary["conv_vs_relu"].items()
-        }
-    return metrics
