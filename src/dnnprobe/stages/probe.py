@@ -216,7 +216,7 @@ def _save_probe_models(params, y, settings, grams, activations_path, folder: Pat
 @click.option("--metrics", default="reports/metrics.json", show_default=True,
               help="DVC metrics file to write: the mean score per layer.")
 @click.option("--details", default="reports/metrics_detail.json", show_default=True,
-              help="Second DVC metrics file: SEM, p-values and Conv-vs-ReLU tests per layer.")
+              help="Detail file beside the metrics (in git, not a DVC metric): SEM, p-values and Conv-vs-ReLU tests per layer.")
 @click.option("--models", default="models/probes", show_default=True, help="Folder for refit probes (probe.save_models).")
 @stage_command("probe")
 def command(params, progress, table, gram_path, activations, out, metrics, details, models):
