@@ -29,9 +29,11 @@ def test_report_writes_figures_and_plot_table_reproducibly(probed):
     report(params, folder / "probe", folder / "figures", folder / "plots" / "s.csv")
     assert {p.name: p.read_bytes() for p in (folder / "figures").iterdir()} == first
     rows = (folder / "plots" / "s.csv").read_text().splitlines()
-    assert rows[0] == "depth,layer,conv,conv_sem,relu,relu_sem" and len(rows) == 8
+    assert rows[0] == "depth,type,layer,score,sem,scoring" and len(rows) == 15  # a row per layer
     summary = json.loads((folder / "probe" / "summary.json").read_text())
-    assert plot_rows(summary)[0]["layer"] == "Conv1"
+    assert [(r["depth"], r["type"], r["layer"]) for r in plot_rows(summary)[:2]] == [("Conv1", "Conv", "conv1"),
+                                                                                     ("Conv1", "ReLU", "conv1_relu")]
+    assert plot_rows(summary)[1]["score"] == round(summary["layers"]["conv1_relu"]["mean"], 6)
     svg = (folder / "figures" / "conv_vs_relu.svg").read_text()
     for text in ("alexnet", "random weights", "PCA 4", "3-fold", "pipeline check"):
         assert text in svg, text

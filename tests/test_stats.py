@@ -95,7 +95,17 @@ def test_paired_permutation_p_value_counts_null_differences():
 
 def test_identical_folds_give_no_evidence():
     test = paired_test(result([0.5, 0.6]), result([0.5, 0.6]))
-    assert test["p_value"] == 1.0 and test["t"] is None
+    assert test["p_value"] == 1.0 and test["t"] is None and str(test["mean_difference"]) == "0.0"
+
+
+def test_equal_nonzero_differences_are_no_test_not_p_zero():
+    # ReLU one stimulus (of 8) better in each of 3 folds: no variance, so no p; never "p = 0, ***"
+    conv, relu = result([0.5, 0.625, 0.5]), result([0.625, 0.75, 0.625])
+    assert paired_test(conv, relu)["p_value"] is None
+    results = {"conv1": conv, "conv1_relu": relu, "conv2": result([0.5, 0.6, 0.7]), "conv2_relu": result([0.6, 0.6, 0.9])}
+    summary = summarise(results, list(results), ProbeSettings(cv=3))
+    assert summary["conv_vs_relu"]["Conv1"]["p_holm"] is None  # left out of Holm's family: Conv2 is corrected alone
+    assert summary["conv_vs_relu"]["Conv2"]["p_holm"] == pytest.approx(summary["conv_vs_relu"]["Conv2"]["p_value"])
 
 
 def test_permutation_p_value_formula():

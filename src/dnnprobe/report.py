@@ -39,7 +39,7 @@ TUTORIAL_RUN = {"arch": "alexnet", "weights": "imagenet", "source": "bold5000", 
 # Okabe and Ito's (2008, "Color Universal Design") orange and blue, in place of DNNBrain's lime and
 # dodgerblue, which deuteranopes and protanopes confuse.
 CONV_COLOUR, RELU_COLOUR = "#E69F00", "#0072B2"
-STAR_KEY = "* p < .05, ** p < .01, *** p < .001, n.s. p >= .05"
+STAR_KEY = {"*": "* p < .05", "**": "** p < .01", "***": "*** p < .001", "n.s.": "n.s. p >= .05"}
 
 
 def is_tutorial_run(summary: dict) -> bool:
@@ -103,6 +103,10 @@ def figure_title(summary: dict) -> str:
     return line
 
 
+# Marks stay legible where the chance line runs through them.
+MARK_STYLE = {"bbox": {"facecolor": "white", "edgecolor": "none", "pad": 0.3}, "zorder": 4}
+
+
 def _bracket_p(summary: dict, group) -> float | None:
     """The Holm-corrected Conv-vs-ReLU p of a depth; None where no corrected test was computed."""
     if not (group.conv and group.relu):
@@ -116,15 +120,18 @@ def footnote(summary: dict, drawn: dict[str, bool]) -> list[str]:
     lines = [f"Bars: mean {summary['scoring'].replace('_', ' ')} over {summary['cv']} cross-validation folds; "
              "error bars: SEM over folds; dashed line: chance."]
     if drawn.get("layer_marks"):
+        # classes are shuffled within each test fold; a continuous target (KFold) across all stimuli
+        where = "across all stimuli" if summary.get("classes") is None else "within folds"
         lines.append(f"Marks above bars: permutation test per layer ({summary.get('permutations')} label "
-                     "permutations within folds, one-sided, not corrected across layers).")
+                     f"permutations {where}, one-sided, not corrected across layers).")
     if drawn.get("brackets"):
         described = summary.get("conv_vs_relu_test", {})
         correction = described.get("correction", "Holm-corrected")
         lines.append("Brackets: Conv vs ReLU, Nadeau-Bengio corrected resampled t-test over folds "
                      f"(two-sided), {correction.replace('Holm over', 'Holm-corrected across')}.")
-    if drawn.get("layer_marks") or drawn.get("brackets"):
-        lines.append(STAR_KEY + ".")
+    marks = [mark for mark in STAR_KEY if mark in drawn.get("marks", ())]
+    if marks:  # only the marks that appear
+        lines.append(", ".join(STAR_KEY[mark] for mark in marks) + ".")
     if drawn.get("published"):
         lines.append("Black ticks: DNNBrain's published accuracies (its Figure 1).")
     return lines
@@ -141,7 +148,7 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
     """DNNBrain's Figure 1 layout plus chance line, significance marks and, where it applies, DNNBrain's values.
 
     Above each bar top (mean + SEM), in points so that they never overlap whatever the y-range: a layer's
-    permutation mark from 1.5 pt, the depth's bracket at 9-12 pt, its mark from 13 pt (about 23 pt in
+    permutation mark from 1.5 pt, the depth's bracket at 11-14 pt, its mark from 15 pt (about 25 pt in
     all); the y-axis keeps a fifth of its height free above the highest bar for them.
     """
     groups = depth_groups(summary["layer_order"])
@@ -151,7 +158,7 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
     figure, axes = plt.subplots(figsize=(width_in, height_in))
     x = np.arange(len(groups))
     width = 0.43
-    drawn = {"layer_marks": False, "brackets": False, "published": False}
+    drawn = {"layer_marks": False, "brackets": False, "published": False, "marks": set()}
     for offset, kind, colour, name in ((-width / 2, "conv", CONV_COLOUR, "Conv"), (width / 2, "relu", RELU_COLOUR, "ReLU")):
         layers = [getattr(g, kind) for g in groups]
         present = [i for i, layer in enumerate(layers) if layer]
@@ -163,9 +170,11 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
         for i, mean, sem in zip(present, means, sems):
             mark = _stars(metrics[layers[i]].get("p_value"))
             if mark:
-                axes.text(x[i] + offset, 1.5, mark, ha="center", va="bottom", fontsize=7,
-                          transform=_points_above(figure, axes, mean + sem))
+                # above the bar's visible top: its error bar, or 0 for a negative score (r2)
+                axes.text(x[i] + offset, 1.5, mark, ha="center", va="bottom", fontsize=7, **MARK_STYLE,
+                          transform=_points_above(figure, axes, max(mean + sem, 0.0)))
                 drawn["layer_marks"] = True
+                drawn["marks"].add(mark)
         published = [DNNBRAIN_PUBLISHED.get(layers[i]) for i in present] if is_tutorial_run(summary) else []
         if any(v is not None for v in published):
             axes.scatter(
@@ -183,12 +192,13 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
         if p is None:
             continue
         top = max(metrics[group.conv]["mean"] + metrics[group.conv]["sem"],
-                  metrics[group.relu]["mean"] + metrics[group.relu]["sem"])
+                  metrics[group.relu]["mean"] + metrics[group.relu]["sem"], 0.0)
         above = _points_above(figure, axes, top)
-        axes.plot([x[i] - width / 2, x[i] - width / 2, x[i] + width / 2, x[i] + width / 2], [9, 12, 12, 9],
+        axes.plot([x[i] - width / 2, x[i] - width / 2, x[i] + width / 2, x[i] + width / 2], [11, 14, 14, 11],
                   color="black", linewidth=0.8, transform=above)
-        axes.text(x[i], 13, _stars(p), ha="center", va="bottom", fontsize=7, transform=above)
+        axes.text(x[i], 15, _stars(p), ha="center", va="bottom", fontsize=7, transform=above, **MARK_STYLE)
         drawn["brackets"] = True
+        drawn["marks"].add(_stars(p))
     lows = [metrics[layer]["mean"] - metrics[layer]["sem"] for layer in summary["layer_order"]]
     highest = max(max(metrics[layer]["mean"] + metrics[layer]["sem"] for layer in summary["layer_order"]), chance)
     low = min(min(lows), chance) - 0.05

@@ -69,8 +69,10 @@ def corrected_resampled_t_test(difference: np.ndarray, test_train_ratio: float) 
 
     and p is two-sided from Student's t with k - 1 degrees of freedom.
 
-    Returns ``{"t", "df", "p_value"}``. Folds that all differ by the same amount leave t undefined
-    (``None``): p is 1 when that amount is 0 and 0 otherwise, the test's limits as the spread vanishes.
+    Returns ``{"t", "df", "p_value"}``. Folds that all differ by the same amount leave the variance,
+    and so t, undefined (``None``): p is 1 when that amount is 0 (no difference at all), otherwise
+    ``None`` too, since k equal differences (say one stimulus per fold in 3 folds) are no evidence of
+    significance the test can quantify; such a depth gets no mark and is left out of Holm's family.
     """
     difference = np.asarray(difference, dtype=np.float64)
     k = len(difference)
@@ -78,7 +80,7 @@ def corrected_resampled_t_test(difference: np.ndarray, test_train_ratio: float) 
     if k < 2:
         raise ValueError(f"a t-test over folds needs at least 2 folds, got {k}")
     if np.allclose(difference, difference[0]):
-        return {"t": None, "df": df, "p_value": 1.0 if np.allclose(difference, 0.0) else 0.0}
+        return {"t": None, "df": df, "p_value": 1.0 if np.allclose(difference, 0.0) else None}
     variance = np.var(difference, ddof=1) * (1.0 / k + test_train_ratio)
     t = float(np.mean(difference) / np.sqrt(variance))
     return {"t": t, "df": df, "p_value": float(2.0 * scipy_stats.t.sf(abs(t), df))}
@@ -113,7 +115,7 @@ def paired_test(conv: LayerResult, relu: LayerResult, test_train_ratio: float | 
     """
     difference = relu.score - conv.score
     ratio = kfold_test_train_ratio(len(difference)) if test_train_ratio is None else test_train_ratio
-    out: dict[str, float | int | None] = {"mean_difference": float(difference.mean()),
+    out: dict[str, float | int | None] = {"mean_difference": float(difference.mean()) + 0.0,  # no -0.0
                                           **corrected_resampled_t_test(difference, ratio)}
     if conv.null is not None and relu.null is not None:
         null_difference = relu.null - conv.null
@@ -147,9 +149,11 @@ def summarise(results: dict[str, LayerResult], layer_order: list[str], settings:
         # Holm across the depths: one family per p-value kind (t-test, permutation).
         for key, corrected in (("p_value", "p_holm"), ("p_permutation", "p_permutation_holm")):
             if all(key in test for test in comparisons.values()):
-                adjusted = holm([test[key] for test in comparisons.values()])
-                for test, value in zip(comparisons.values(), adjusted):
+                tested = [test for test in comparisons.values() if test[key] is not None]  # undefined p: no test
+                for test, value in zip(tested, holm([test[key] for test in tested])):
                     test[corrected] = float(value)
+                for test in comparisons.values():
+                    test.setdefault(corrected, None)
         depths = len(comparisons)
         described = {
             "test": CONV_VS_RELU_TEST,
