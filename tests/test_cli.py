@@ -63,9 +63,12 @@ def test_every_option_of_every_command_says_what_it_does_and_its_default():
         name = f"{where} {option.opts[0]}"
         assert option.help and option.help.strip() and "\n" not in option.help.strip(), f"{name}: no one-line help"
         default = option.to_info_dict()["default"]  # None where the option has none
+        _, shown = option.get_help_record(context)
+        shown = " ".join(shown.split())
         if default not in (None, False, (), "") and not option.is_flag:
-            _, shown = option.get_help_record(context)
-            assert f"[default: {default}]" in " ".join(shown.split()), f"{name}: the help does not show its default {default!r}"
+            assert f"[default: {default}]" in shown, f"{name}: the help does not show its default {default!r}"
+        elif option.opts[0] not in ("--help", "--version"):  # flags, repeatable options, options without a value
+            assert "[default: " in shown, f"{name}: the help does not say what happens without it"
     # and as a person reads it
     result = CliRunner().invoke(main, ["probe", "--help"])
     assert result.exit_code == 0 and "[default: reports/metrics.json]" in " ".join(result.output.split())

@@ -157,3 +157,4 @@ def test_stimcsv_source_with_an_absolute_path_is_made_relative(tmp_path):
     table = StimulusTable.read(tmp_path / "data" / "s.stim.csv")
     assert table.header["path"] == "images" and table.numeric_column("rt").tolist() == [0.0, 0.5, 1.0, 1.5]
     table.check_images_exist()
+    assert table.header["title"] == "table 'mine.stim.csv'"  # untitled: named after the user's table, not s.stim.csv

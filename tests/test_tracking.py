@@ -73,7 +73,9 @@ def test_probe_stage_outputs_and_run(tmp_path, tiny_stimuli, tiny_gram, tiny_act
     # one metric per layer on the parent run, named as in metrics.json, and the SEM beside it
     assert {layer: run.data.metrics[layer] for layer in metrics} == pytest.approx(metrics, abs=1e-6)
     assert run.data.metrics["sem/fc1"] == pytest.approx(summary["layers"]["fc1"]["sem"])
-    assert run.info.run_name == "alexnet random pca=4 cv=3"  # the network, pca, cv; nothing else differs from defaults
+    # the network, the number of stimuli, pca, cv; nothing else differs from defaults
+    assert run.info.run_name == f"alexnet random n={summary['n_stimuli']} pca=4 cv=3"
+    assert run.data.params["stimulus_set"] == summary["stimulus_set"] and run.data.params["stimuli_source"] == "demo"
     # the stimulus table as the run's dataset input: name, digest, source, row count
     client = mlflow.tracking.MlflowClient()
     [dataset_input] = client.get_run(run.info.run_id).inputs.dataset_inputs
@@ -100,7 +102,7 @@ def test_dvc_experiment_name_is_a_tag_and_ends_the_run_name(tmp_path, tiny_stimu
     run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **{"probe.C": "0.5"})
     run = latest_probe_run()
     assert run.data.tags["dvc_exp_name"] == "utile-sook"
-    assert run.info.run_name == "alexnet random pca=4 cv=3 C=0.5 [utile-sook]"
+    assert run.info.run_name == "alexnet random n=24 pca=4 cv=3 C=0.5 [utile-sook]"
 
 
 def test_save_models_writes_npz_that_loads_without_pickle(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):

@@ -45,6 +45,11 @@ class Experiment:
 
 
 def _experiment(entry: dict, name: str, repo: str | os.PathLike | None) -> Experiment | None:
+    # Only finished results: a queued or running experiment's entry shows its baseline's metrics (stale
+    # numbers under its name), a failed one none.
+    state = (entry.get("executor") or {}).get("state")
+    if state not in (None, "success"):
+        return None
     data = entry.get("data") or {}
     metrics = ((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data")
     details = _details(repo, str(entry.get("rev", ""))) if metrics and repo is not None else {}
@@ -175,7 +180,9 @@ def sweep_figure(experiments: list[Experiment], param: str = "pca") -> plt.Figur
     varying = varying_params(experiments)
     x = np.arange(len(layers))
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(experiments)))
-    figure, axes = plt.subplots(figsize=(max(7.0, 0.6 * len(layers) + 3), 4.8), layout="constrained")
+    # + 4 inches at the right for the legend, one line per experiment
+    figure, axes = plt.subplots(figsize=(max(7.0, 0.6 * len(layers) + 3) + 4, max(4.8, 0.25 * len(experiments) + 2)),
+                                layout="constrained")
     for experiment, colour in zip(experiments, colours):
         mean = np.array([experiment.scores.get(layer, (np.nan, np.nan))[0] for layer in layers])
         sem = np.array([experiment.scores.get(layer, (np.nan, np.nan))[1] for layer in layers])
@@ -184,13 +191,15 @@ def sweep_figure(experiments: list[Experiment], param: str = "pca") -> plt.Figur
     axes.set_xticks(x, layers, rotation=45, ha="right")
     scorings = sorted({e.scoring for e in experiments})
     axes.set_ylabel(" / ".join(scorings) + " (mean over folds, band: SEM)")
-    first = experiments[0].params
+    def values(key: str) -> str:  # every experiment's value of a key, once each
+        return ", ".join(dict.fromkeys(str(e.params.get(key)) for e in experiments))
+
     title = (f"Decoding per layer across {len(experiments)} experiments, ordered by {param}\n"
-             f"{first.get('model.arch')} ({first.get('model.weights')} weights), stimuli {first.get('stimuli.source')}")
+             f"{values('model.arch')} ({values('model.weights')} weights), stimuli {values('stimuli.source')}")
     if all(e.params.get("stimuli.source") == "demo" for e in experiments):
         title += "\nbuilt-in demo stimuli: a pipeline check, not a scientific finding"
     axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8, loc="best")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # never over the lines
     axes.grid(axis="y", alpha=0.3)
     return figure
 
@@ -229,10 +238,11 @@ def write_sweep(experiments: list[Experiment], param: str, png_path: str | os.Pa
 @click.command("sweep")
 @click.option("--param", default="pca", show_default=True,
               help="params.yaml key (dotted, e.g. probe.C) that orders and colours the lines.")
-@click.option("--exp-show", "exp_show_path", type=click.Path(dir_okay=False),
-              help="Saved `dvc exp show --json` output; by default it is run here.")
-@click.option("--all-commits", is_flag=True, help="Experiments of every commit, not only of HEAD.")
-@click.option("--out", default=None, help="PNG to write [default: reports/sweep/sweep_<param>.png]; a .csv goes beside it.")
+@click.option("--exp-show", "exp_show_path", type=click.Path(dir_okay=False), show_default="none: run it here",
+              help="Saved `dvc exp show --json` output.")
+@click.option("--all-commits", is_flag=True, show_default="off", help="Experiments of every commit, not only of HEAD.")
+@click.option("--out", default=None, show_default="reports/sweep/sweep_<param>.png",
+              help="PNG to write; a .csv goes beside it.")
 def command(param, exp_show_path, all_commits, out):
     """Score per layer across DVC experiments (e.g. a queued pca sweep), one line per experiment."""
     try:

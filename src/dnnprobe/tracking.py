@@ -41,6 +41,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import warnings
 import urllib.request
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -447,13 +448,13 @@ def run_name(arch: str, weights: str, settings: Mapping[str, object], defaults: 
              always: tuple[str, ...] = ("pca", "cv")) -> str:
     """A parent run's name: the network, then the settings that tell runs apart.
 
-    ``alexnet random pca=50 cv=10 classifier=ridge``: the `always` keys, then every other setting that
-    differs from its default (dotted keys, their section dropped). A weights file is named by its file
+    ``alexnet random n=400 pca=50 cv=10 classifier=ridge``: the `always` keys, then every other setting
+    that differs from its default (dotted keys, their section dropped). A weights file is named by its file
     name. `probe_run` appends DVC's experiment name in brackets, so the name says both what ran and
     which `dvc exp show` row it is.
     """
     parts = [arch, Path(weights).name if ("/" in weights or "\\" in weights) else weights]
-    parts += [f"{key}={settings[key]}" for key in always if key in settings]
+    parts += [f"{key}={settings[key]}" for key in always if key in settings]  # in the order of `always`
     parts += [f"{key.split('.', 1)[-1]}={value}" for key, value in settings.items()
               if key not in always and key in defaults and _comparable(value) != _comparable(defaults[key])]
     return " ".join(str(part) for part in parts)
@@ -475,7 +476,9 @@ def _stimulus_dataset_class():
         """A stimulus table as MLflow sees it: metadata (name, digest, source, schema, profile), no data."""
 
         def __init__(self, table_path, table_sha256, name, columns, n_rows, label, class_counts):
-            source = resolve_dataset_source(str(table_path))  # a local file: MLflow's "local" source type
+            with warnings.catch_warnings():  # MLflow warns that a local path fits two source types; both are "local"
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+                source = resolve_dataset_source(str(table_path))
             schema = Schema([ColSpec("string", column) for column in columns])
             super().__init__(source, name=name, digest=table_sha256[:32], schema=schema)
             self._profile = {"num_rows": n_rows, "label": label}

@@ -140,7 +140,7 @@ def test_dvc_plots_render_offline_as_one_chart_per_layer_depth(repo):
     dom = render(repo / "dvc_plots" / "index.html")
     assert dom.count('class="marks"') == 1  # one chart: the layer-score plot, no accidental second one
     assert f"for a discrete scale with 7 values: {DEPTHS}" in dom  # x axis: the depth names, in depth order
-    assert "mean score over folds (probe.scoring)" in dom
+    assert "mean score over folds (which score: see the legend)" in dom and "workspace (accuracy)" in dom
     assert re.search(r'aria-label="[^"]*layer: conv3_relu; scoring: accuracy; mean over folds: 0\.\d{4}; SEM over folds', dom)
     assert {"Conv", "ReLU"} <= set(re.findall(r"<text[^>]*>(Conv|ReLU)</text>", dom))  # the two series' legend
     assert "dvc_plots/" in (repo / ".gitignore").read_text() and "dvc_plots" not in git(repo, "status", "--porcelain")
@@ -149,5 +149,5 @@ def test_dvc_plots_render_offline_as_one_chart_per_layer_depth(repo):
     dom = render(repo / "dvc_plots" / "index.html")
     assert dom.count('class="marks"') == 1
     legend = set(re.findall(r"<text[^>]*>([^<]+)</text>", dom))
-    assert {"pca3", "temp-cv2", "Conv", "ReLU"} <= legend, legend  # both experiments, both series
+    assert {"pca3 (accuracy)", "temp-cv2 (accuracy)", "Conv", "ReLU"} <= legend, legend  # both experiments, both series
     assert len(re.findall(r"experiment: (pca3|temp-cv2); layer: fc2_relu", dom)) == 2

@@ -414,11 +414,13 @@ def test_sweep_figure_has_one_line_per_experiment(tmp_path):
     baseline = exp_entry("main", "a" * 40, 100, {"conv1": 0.6, "fc1": 0.8}, C=1, nested=True)  # 1 and 1.0: the same C
     workspace = {**exp_entry(None, "workspace", 100, {"conv1": 0.6, "fc1": 0.8}, nested=True), "experiments": None}
     queued = {"rev": "c" * 40, "name": "sweep-queued", "data": {"params": {}, "metrics": {}}}
+    # a running experiment shows its baseline's metrics under its own name: stale numbers, skipped
+    running = {**exp_entry("sweep-running", "d" * 40, 20, {"conv1": 0.6, "fc1": 0.8}), "executor": {"state": "running"}}
     baseline["experiments"] = [{"revs": [exp_entry("sweep-pca10", "b" * 40, 10, {"conv1": 0.55, "fc1": 0.7})]},
-                               {"revs": [queued]}]
+                               {"revs": [queued]}, {"revs": [running]}]
     exp_show = [workspace, baseline]
     experiments = experiments_from_exp_show(exp_show)
-    assert [e.name for e in experiments] == ["main", "sweep-pca10"]  # workspace repeats main; queued has no metrics
+    assert [e.name for e in experiments] == ["main", "sweep-pca10"]  # workspace repeats main; queued, running skipped
     assert varying_params(experiments) == ["pca"] and list(experiments[1].scores) == ["conv1", "fc1"]
 
     png, table = write_sweep(experiments, "pca", tmp_path / "sweep" / "sweep_pca.png")

@@ -65,9 +65,9 @@ def stage_command(name: str, reads_params: bool = True):
                 sys.exit(1)
             click.echo(f"dnnprobe {name}: done in {time.perf_counter() - started:.1f} s", err=True)
 
-        command = click.option("--quiet", is_flag=True, help="No progress bars.")(command)
+        command = click.option("--quiet", is_flag=True, show_default="off", help="No progress bars.")(command)
         if reads_params:
-            command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+            command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", show_default="none",
                                    help="Override a parameter, e.g. --set pca=50 (repeatable).")(command)
             command = click.option("--params", "params_path", default="params.yaml", show_default=True,
                                    help="Parameter file (it must exist).")(command)

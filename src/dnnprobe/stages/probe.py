@@ -134,12 +134,19 @@ def probe(
             **params.flat(PARAMS),
             **{key: value for key, value in provenance.items() if key.startswith("network_")},
             "n_stimuli": len(table), "layers": grams.layers,
+            # what the stimulus table says of itself (the stimuli stage wrote it from params.yaml's stimuli.*)
+            "stimulus_set": summary["stimulus_set"], "stimuli_source": summary["source"],
             "stimuli_sha256": file_sha256(table_path), "images_sha256": grams.attrs.get("images_sha256", ""),
             "gram_sha256": file_sha256(gram_path), "activations_sha256": activations_sha256,
         }
-        # Named by what tells it apart from other runs: the network, pca, cv and any setting off its default.
-        run_name = tracking.run_name(str(summary["arch"]), str(summary["weights"]), params.flat(("pca", "cv", "probe")),
-                                     Params().flat(("pca", "cv", "probe")))
+        # Named by what tells it apart from other runs: the network (and its seed when the weights are random
+        # and it is not 0), the number of stimuli, pca, cv and any probe setting off its default.
+        settings_named = {"n": len(table), **params.flat(("pca", "cv", "probe"))}
+        defaults_named = Params().flat(("pca", "cv", "probe"))
+        if summary["weights"] == "random":
+            settings_named["weights_seed"], defaults_named["weights_seed"] = provenance.get("network_seed", params.model.seed), 0
+        run_name = tracking.run_name(str(summary["arch"]), str(summary["weights"]), settings_named, defaults_named,
+                                     always=("n", "pca", "cv"))
         results = {}
         with tracking.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
             counts = None if settings.is_regression else dict(zip(summary["class_names"], np.bincount(

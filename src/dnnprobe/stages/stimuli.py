@@ -100,6 +100,8 @@ def _import_table(params: Params, images: Path) -> StimulusTable:
         except DnnprobeError as exc:
             raise DnnprobeError(f"{table_path}, stimulus row {row}: {exc}") from None
         _copy_image(source, images / stim_id)
+    if not table.header.get("title"):  # name the set after the user's table, not the pipeline's copy of it
+        table.header["title"] = f"table '{Path(params.stimuli.table).name}'"
     return table
 
 
