@@ -35,7 +35,8 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 1) - 2)
 
 
-def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir: Path) -> dict[str, float]:
+def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir: Path, pca: int = 100,
+        cv: int = 10) -> dict[str, float]:
     import numpy as np
 
     sys.path.insert(0, str(HERE))
@@ -57,7 +58,7 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
     model = random_network("alexnet", 0).eval()
     module_paths = resolve_layers(model, "alexnet", TUTORIAL_LAYERS)
     y = np.arange(n) % 2  # make_images draws image i from class i % 2
-    settings = ProbeSettings(n_components=100, cv=10)
+    settings = ProbeSettings(n_components=pca, cv=cv)
     with tempfile.TemporaryDirectory(dir=data_dir) as folder:
         act_path, gram_path = Path(folder) / "bench.act.h5", Path(folder) / "bench.gram.h5"
 
@@ -91,9 +92,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="decoding processes (default: CPUs - 2, at least 1)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--data-dir", type=Path, default=HERE / "data", help="images and (temporary) outputs")
+    parser.add_argument("--pca", type=int, default=100, help="principal components (DNNBrain: 100)")
+    parser.add_argument("--cv", type=int, default=10, help="cross-validation folds (DNNBrain: 10)")
     args = parser.parse_args(argv)
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    seconds = run(args.n, args.size, args.device, args.workers, args.batch_size, args.data_dir)
+    seconds = run(args.n, args.size, args.device, args.workers, args.batch_size, args.data_dir, args.pca, args.cv)
     for stage, value in seconds.items():
         print(f"{stage:<22}{value:8.1f} s")
     imported = sorted(name for name in NOT_NEEDED if name in sys.modules)
