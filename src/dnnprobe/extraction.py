@@ -379,8 +379,8 @@ class BatchBuffers:
         return None
 
 
-# Buffer sets in flight: one filled by the network while the writer stores the other (writing a
-# batch takes a fraction of its forward pass; a third set measured no faster and costs 256 MB).
+# Buffer sets in flight: one filled by the network while the writer stores the other. Writing a batch
+# takes a fraction of its forward pass, so a third set (256 MB more at batch 64) would rarely be used.
 BUFFER_SETS = 2
 
 
