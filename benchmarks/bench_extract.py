@@ -4,16 +4,23 @@
    no decoding, no writing (the ceiling);
 2. dnnprobe extract: the real extraction (JPEG decoding in DataLoader workers, DNNBrain
    preprocessing, hooks copying all 14 tutorial layers, streaming to an .act.h5);
-in fresh processes, so each peak RSS is its own. Ends with one line
+3. with ``--thingsvision PYTHON`` (the python of a virtual environment where thingsvision is
+   installed): thingsvision extracting the same 14 modules of the same random AlexNet from the same
+   JPEGs (``tv_extract.py``);
+in fresh processes, so each peak RSS is its own. Each line also gives the CPU seconds per image
+(the process and its decoding workers): on a machine that other jobs share, the ratio of CPU costs
+is steadier than the ratio of speeds. Ends with one line
 ``ratio=<extract images/s / forward images/s> peak_rss_mb=<extract peak RSS>``.
 
-    python benchmarks/bench_extract.py --n 512 --size 375
+    PYTHONPATH=src python benchmarks/bench_extract.py --n 512 --size 375
+    PYTHONPATH=src python benchmarks/bench_extract.py --n 4916 --size 375 --device cuda --workers 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -29,6 +36,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children (decoding workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def forward_only(n: int, batch_size: int, device: str) -> dict:
     import torch
 
@@ -40,6 +53,7 @@ def forward_only(n: int, batch_size: int, device: str) -> dict:
     batch = torch.randn(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(target)
     with torch.inference_mode():
         model(batch[:2])  # warm-up
+        started_cpu = cpu_seconds()
         started = time.perf_counter()
         done = 0
         while done < n:
@@ -49,7 +63,8 @@ def forward_only(n: int, batch_size: int, device: str) -> dict:
         if target.type == "cuda":
             torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return {"images_per_second": n / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "device": str(target)}
+    return {"images_per_second": n / seconds, "seconds": seconds, "cpu_seconds": cpu_seconds() - started_cpu,
+            "peak_rss_mb": peak_rss_mb(), "device": str(target)}
 
 
 def extract(table_path: str, batch_size: int, device: str, dtype: str, compression: str, workers: int) -> dict:
@@ -64,11 +79,48 @@ def extract(table_path: str, batch_size: int, device: str, dtype: str, compressi
     paths = resolve_layers(model, "alexnet", TUTORIAL_LAYERS)
     with tempfile.TemporaryDirectory(dir=Path(table_path).parent) as folder:
         out = Path(folder) / "bench.act.h5"
+        started_cpu = cpu_seconds()
         summary = extract_activations(table, model, paths, out, batch_size=batch_size, device=device, dtype=dtype,
                                       compression=compression, num_workers=workers, progress=False)
+        used_cpu = cpu_seconds() - started_cpu  # includes the one-image dry run (a fraction of a second)
         size = out.stat().st_size
-    return {"images_per_second": summary.images_per_second, "seconds": summary.seconds,
+    return {"images_per_second": summary.images_per_second, "seconds": summary.seconds, "cpu_seconds": used_cpu,
             "peak_rss_mb": peak_rss_mb(), "file_gb": size / 1e9, "device": summary.device}
+
+
+def thingsvision(python: str, table_path: str, batch_size: int, device: str) -> dict:
+    """thingsvision (in its own virtual environment) on the same JPEGs, modules and random weights."""
+    import torch
+
+    from dnnprobe.extraction import pick_device
+    from dnnprobe.layers import TUTORIAL_LAYERS, resolve_layers
+    from dnnprobe.network import random_network
+    from dnnprobe.stimuli import StimulusTable
+
+    table = StimulusTable.read(table_path)
+    model = random_network("alexnet", 0)
+    modules = [str(call) for call in resolve_layers(model, "alexnet", TUTORIAL_LAYERS).values()]
+    paths = table.image_paths()
+    root = paths[0].parent.parent  # the images folder: one subfolder per class
+    with tempfile.TemporaryDirectory(dir=Path(table_path).parent) as folder:
+        weights = Path(folder) / "alexnet.pt"
+        torch.save(model.state_dict(), weights)
+        command = [python, str(HERE / "tv_extract.py"), "--root", str(root),
+                   "--weights", str(weights), "--modules", ",".join(modules), "--out", str(Path(folder) / "out"),
+                   "--batch-size", str(batch_size), "--device", str(pick_device(device))]
+        result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["no message"])[-1]}
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    if out["n"] != len(paths):
+        return {"error": f"thingsvision read {out['n']} images under {root}, the table lists {len(paths)}"}
+    return out
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def run_worker(*args: str) -> dict:
@@ -83,17 +135,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=512, help="number of images")
     parser.add_argument("--size", type=int, default=375, help="JPEG side in pixels")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA when present, else CPU")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--compression", default="none", choices=["none", "gzip", "lzf"])
     parser.add_argument("--workers", type=int, default=1, help="DataLoader decoding processes")
     parser.add_argument("--data-dir", type=Path, default=HERE / "data", help="where images and the output go")
+    parser.add_argument("--thingsvision", metavar="PYTHON",
+                        help="python of a virtual environment with thingsvision installed: run it side by side")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         kind, *rest = args.worker
         if kind == "forward":
             out = forward_only(int(rest[0]), int(rest[1]), rest[2])
+        elif kind == "thingsvision":
+            out = thingsvision(rest[0], rest[1], int(rest[2]), rest[3])
         else:
             out = extract(rest[0], int(rest[1]), rest[2], rest[3], rest[4], int(rest[5]))
         print(json.dumps(out))
@@ -107,12 +164,30 @@ def main(argv: list[str] | None = None) -> None:
     forward = run_worker("forward", str(args.n), str(args.batch_size), args.device)
     ours = run_worker("extract", str(table), str(args.batch_size), args.device, args.dtype, args.compression,
                       str(args.workers))
+    peer = None
+    if args.thingsvision:
+        peer = run_worker("thingsvision", args.thingsvision, str(table), str(args.batch_size), args.device)
     ratio = ours["images_per_second"] / forward["images_per_second"]
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, device {ours['device']}")
-    print(f"{args.n} JPEGs of {args.size} px, batch {args.batch_size}, {args.dtype}, compression {args.compression}")
-    print(f"forward only     {forward['images_per_second']:7.1f} images/s  peak RSS {forward['peak_rss_mb']:7.0f} MB")
-    print(f"dnnprobe extract {ours['images_per_second']:7.1f} images/s  peak RSS {ours['peak_rss_mb']:7.0f} MB"
-          f"  file {ours['file_gb']:.2f} GB")
+    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, device {ours['device']}, "
+          f"{os.cpu_count()} CPUs, torch threads {torch_threads()}")
+    print(f"{args.n} JPEGs of {args.size} px, batch {args.batch_size}, {args.dtype}, compression {args.compression}, "
+          f"{args.workers} decoding worker(s)")
+
+    def line(name: str, result: dict, extra: str = "") -> None:
+        cpu_ms = 1000 * result["cpu_seconds"] / args.n
+        print(f"{name:<21}{result['images_per_second']:7.1f} images/s  {cpu_ms:6.1f} CPU ms/image  "
+              f"peak RSS {result['peak_rss_mb']:7.0f} MB{extra}")
+
+    line("forward only", forward)
+    line("dnnprobe extract", ours, f"  file {ours['file_gb']:.2f} GB")
+    if peer is not None:
+        if "error" in peer:
+            print(f"thingsvision         failed: {peer['error']}")
+        else:
+            line(f"thingsvision {peer['thingsvision']}", peer)
+            print(f"dnnprobe/thingsvision: {ours['images_per_second'] / peer['images_per_second']:.2f}x images/s, "
+                  f"{ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}x peak RSS")
+    print(f"cpu_ratio={forward['cpu_seconds'] / ours['cpu_seconds']:.3f} (forward CPU time / extract CPU time)")
     print(f"ratio={ratio:.3f} peak_rss_mb={ours['peak_rss_mb']:.0f}")
 
 

@@ -11,6 +11,8 @@ the same N and size is reused.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 from pathlib import Path
 
 from tqdm import tqdm
@@ -19,20 +21,36 @@ from dnnprobe.demo import CLASSES, demo_image
 from dnnprobe.stimuli import StimulusTable, table_from_classes
 
 
-def write_images(n: int, size: int, root: Path = Path("benchmarks/data"), seed: int = 0) -> Path:
-    """Write the images and their table; returns the table's path."""
+def _write_one(job: tuple[Path, int, int, int]) -> tuple[str, str]:
+    """Draw and save image `index` (class index % 2); returns its stimID and class."""
+    folder, index, size, seed = job
+    kind = CLASSES[index % 2]
+    stim_id = f"{kind}/{index:05d}.jpg"
+    demo_image(kind, seed * 1_000_003 + index, size).save(folder / stim_id, format="JPEG", quality=90)
+    return stim_id, kind
+
+
+def write_images(n: int, size: int, root: Path = Path("benchmarks/data"), seed: int = 0,
+                 processes: int | None = None) -> Path:
+    """Write the images and their table; returns the table's path.
+
+    Drawing a 375 px scene takes 0.15-0.3 s, so the images are drawn in `processes` processes (default:
+    one per CPU); each image depends only on its index and `seed`, so the files are the same either way.
+    """
     folder = root / f"images-n{n}-s{size}"
     table_path = root / f"images-n{n}-s{size}.stim.csv"
     if table_path.is_file() and len(StimulusTable.read(table_path)) == n:
         return table_path
-    stim_ids, conditions = [], []
-    for index in tqdm(range(n), desc="images", unit="img"):
-        kind = CLASSES[index % 2]
-        stim_id = f"{kind}/{index:05d}.jpg"
+    for kind in CLASSES:
         (folder / kind).mkdir(parents=True, exist_ok=True)
-        demo_image(kind, seed * 1_000_003 + index, size).save(folder / stim_id, format="JPEG", quality=90)
-        stim_ids.append(stim_id)
-        conditions.append(kind)
+    jobs = [(folder, index, size, seed) for index in range(n)]
+    processes = processes or os.cpu_count() or 1
+    if processes > 1 and n > 1:
+        with multiprocessing.Pool(processes) as pool:
+            written = list(tqdm(pool.imap(_write_one, jobs, chunksize=8), total=n, desc="images", unit="img"))
+    else:
+        written = [_write_one(job) for job in tqdm(jobs, desc="images", unit="img")]
+    stim_ids, conditions = [list(column) for column in zip(*written)]
     table = table_from_classes(stim_ids, conditions, image_folder=folder.name, title=f"{n} synthetic JPEGs, {size} px")
     table.write(table_path)
     return table_path

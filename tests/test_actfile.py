@@ -211,3 +211,63 @@ def test_a_damaged_compressed_chunk_is_one_line_naming_the_layer(tmp_path):
     with ActivationFile(tmp_path / "a.act.h5") as acts:
         one_line_error(lambda: acts.read_layer("fc1"),
                        "a.act.h5: layer fc1 cannot be read \\(.+\\); the file is damaged: rerun the extract stage$")
+
+
+# ---- batches handed over in chunk layout (the extractor's route) ------------------------------
+
+
+def as_blocks(rows: np.ndarray, shape) -> np.ndarray:
+    """(count, n_chn, n_row, n_col) rows in the writer's chunk layout, zero-padded."""
+    n_blocks, per, channels = shape[:3]
+    blocks = np.zeros(shape, dtype=rows.dtype)
+    for block in range(n_blocks):
+        part = rows[:, block * channels:(block + 1) * channels]
+        blocks[block, :len(rows), :part.shape[1]] = part
+    return blocks
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_blocks_in_chunk_layout_land_in_the_right_rows_and_channels(tmp_path, monkeypatch, compression):
+    monkeypatch.setattr("dnnprobe.actfile.CHUNK_BYTES", 4 * 3 * 2 * 2 * 4)  # 3 channels per chunk: 7 = 3 + 3 + 1
+    data = np.random.default_rng(5).standard_normal((10, 7, 2, 2)).astype(np.float32)
+    released = []
+    with ActivationWriter(tmp_path / "b.act.h5", 10, {"conv": (7, 2, 2)}, rows_per_chunk=4, compression=compression) as writer:
+        shape = writer.block_shape("conv")
+        assert shape == (3, 4, 3, 2, 2)
+        for start in (0, 4, 8):  # the last batch has 2 rows
+            rows = data[start:start + 4]
+            writer.write_blocks({"conv": as_blocks(rows, shape)}, len(rows), release=lambda s=start: released.append(s))
+    with h5py.File(tmp_path / "b.act.h5", "r") as f:
+        np.testing.assert_array_equal(f["conv"][:], data)
+    assert released == [0, 4, 8]
+
+
+def test_blocks_that_do_not_fill_whole_chunks_are_refused(tmp_path):
+    with ActivationWriter(tmp_path / "b.act.h5", 10, {"fc1": (3, 1, 1)}, rows_per_chunk=4) as writer:
+        shape = writer.block_shape("fc1")
+        with pytest.raises(ValueError, match="do not fill whole chunks of 4 rows"):
+            writer.write_blocks({"fc1": np.zeros(shape, np.float32)}, 3)  # a short batch that is not the last
+        with pytest.raises(ValueError, match=r"expected C-contiguous \(1, 4, 3, 1, 1\) float32"):
+            writer.write_blocks({"fc1": np.zeros(shape, np.float64)}, 4)
+        for _ in range(2):
+            writer.write_blocks({"fc1": np.ones(shape, np.float32)}, 4)
+        writer.write_blocks({"fc1": np.ones(shape, np.float32)}, 2)
+    with h5py.File(tmp_path / "b.act.h5", "r") as f:
+        assert f["fc1"].shape == (10, 3, 1, 1) and (f["fc1"][:] == 1).all()
+
+
+def test_disk_full_while_writing_blocks_releases_the_buffers_and_leaves_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.act.h5"
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    released = []
+    monkeypatch.setattr("dnnprobe.actfile.write_chunk", full)
+    with pytest.raises(DnnprobeError, match="writing activations failed .*No space left on device"):
+        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}, rows_per_chunk=2) as writer:
+            blocks = {"fc1": np.zeros(writer.block_shape("fc1"), np.float32)}
+            for _ in range(5):
+                writer.write_blocks(blocks, 2, release=lambda: released.append(1))
+    assert released  # a producer recycling buffers is never left waiting for them
+    assert list(tmp_path.iterdir()) == []

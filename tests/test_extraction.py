@@ -268,3 +268,61 @@ def test_extraction_writes_each_call_of_a_repeated_module_to_its_own_dataset(tin
         for layer in layers:
             np.testing.assert_array_equal(f[layer][:8], expected[layer].numpy())
         assert f["layer1.0.relu_1"].attrs["module"] == "layer1.0.relu_1"  # the call's FX name
+
+
+# ---- the pipelined extractor gives exactly the values of a plain forward pass --------------------
+
+
+def plain_forward_pass(model, module_paths, paths, batch_size):
+    """The reference: torchvision's transform per image, the same batches, hooks that copy, no pipeline."""
+    recorded = {layer: [] for layer in module_paths}
+    for start in range(0, len(paths), batch_size):
+        batch = torch.stack([preprocess(load_rgb(path)) for path in paths[start:start + batch_size]])
+        outputs = record(model, module_paths, batch)
+        for layer in module_paths:
+            recorded[layer].append(outputs[layer].numpy())
+    return {layer: np.concatenate(blocks) for layer, blocks in recorded.items()}
+
+
+@pytest.mark.parametrize("dtype, workers", [("float32", 1), ("float16", 0)])
+def test_activations_equal_a_plain_forward_pass_bit_for_bit(tiny_stimuli, tmp_path, monkeypatch, dtype, workers):
+    """Decoding workers, uint8 batches, chunk-layout buffers and direct chunk writes change no bit.
+
+    Small chunks (3 float32 or 6 float16 channels of conv1 per chunk: 64 is a multiple of neither)
+    make the last chunk of several layers hold padding channels, and batches of 10 for 24 images make
+    the last batch short."""
+    monkeypatch.setattr("dnnprobe.actfile.CHUNK_BYTES", 3 * 10 * 55 * 55 * 4)
+    table = StimulusTable.read(tiny_stimuli)
+    model = random_network("alexnet", 0).eval()
+    module_paths = resolve_layers(model, "alexnet", TUTORIAL_LAYERS)
+    out = tmp_path / "a.act.h5"
+    extract_activations(table, model, module_paths, out, batch_size=10, dtype=dtype, num_workers=workers,
+                        progress=False)
+    expected = plain_forward_pass(model, module_paths, table.image_paths(), batch_size=10)
+    with h5py.File(out, "r") as f:
+        assert f["conv1"].chunks == (10, 12 // np.dtype(dtype).itemsize, 55, 55)
+        for layer in TUTORIAL_LAYERS:
+            np.testing.assert_array_equal(f[layer][:], expected[layer].astype(dtype).reshape(f[layer].shape), layer)
+
+
+def test_batch_preprocessing_equals_torchvision_transform_bit_for_bit(tiny_stimuli):
+    from dnnprobe.extraction import resized_pixels, to_model_input
+
+    images = [load_rgb(path) for path in StimulusTable.read(tiny_stimuli).image_paths()[:5]]
+    pixels = torch.from_numpy(np.stack([resized_pixels(image) for image in images]))
+    assert pixels.dtype == torch.uint8 and pixels.shape == (5, 224, 224, 3)
+    batch = to_model_input(pixels, torch.device("cpu"))
+    assert batch.is_contiguous()  # (N, C, H, W) order: channels-last input would change the kernels
+    assert torch.equal(batch, torch.stack([preprocess(image) for image in images]))
+
+
+def test_a_gzip_file_holds_the_same_values(tiny_stimuli, tmp_path):
+    table = StimulusTable.read(tiny_stimuli)
+    model = random_network("alexnet", 0).eval()
+    paths = resolve_layers(model, "alexnet", ["conv2", "fc1_relu"])
+    for compression in ("none", "gzip"):
+        extract_activations(table, model, paths, tmp_path / f"{compression}.act.h5", batch_size=10,
+                            compression=compression, num_workers=0, progress=False)
+    with h5py.File(tmp_path / "none.act.h5", "r") as plain, h5py.File(tmp_path / "gzip.act.h5", "r") as packed:
+        for layer in paths:
+            np.testing.assert_array_equal(plain[layer][:], packed[layer][:])

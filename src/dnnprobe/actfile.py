@@ -57,7 +57,9 @@ def chunk_shape(n_stim: int, unit_shape: tuple[int, int, int], rows: int, itemsi
 class ActivationWriter:
     """Stream activations into a new ``.act.h5``; the file appears only when all rows are written.
 
-    Use as a context manager; call :meth:`write` with consecutive row blocks. Writes run in a
+    Use as a context manager; call :meth:`write` with consecutive row blocks, or
+    :meth:`write_blocks` with one batch already laid out as the file's chunks (the extractor's
+    route: nothing is copied between the network's hooks and the operating system). Writes run in a
     background thread so the network keeps computing while HDF5 writes (at most two batches queued).
     """
 
@@ -121,21 +123,54 @@ class ActivationWriter:
             # Kept open: h5py ignores (only prints) write errors raised when a dataset object is freed.
             self._datasets[layer] = dataset
 
+    def block_shape(self, layer: str) -> tuple[int, int, int, int, int]:
+        """Shape of one batch of `layer` laid out as the file's chunks, for :meth:`write_blocks`.
+
+        ``(n_blocks, rows, channels, n_row, n_col)``: block j is the chunk holding the batch's rows
+        and channels ``j * channels`` to ``(j + 1) * channels - 1``. The last block is padded with zero
+        channels when the channel count is not a multiple of ``channels`` (HDF5 stores edge chunks
+        whole), and a last, short batch leaves zero rows after its own.
+        """
+        rows, channels, n_row, n_col = self._datasets[layer].chunks
+        n_blocks = -(-self.unit_shapes[layer][0] // channels)
+        return (n_blocks, rows, channels, n_row, n_col)
+
     def _drain(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            if self._error is not None:
-                continue  # keep draining so the producer never blocks on a dead writer
-            start, arrays = item
+            start, count, arrays, ready, release = item
             try:
+                if self._error is not None:
+                    continue  # keep draining so the producer never blocks on a dead writer
+                if ready is not None:
+                    ready()  # e.g. wait for the GPU's copies into these buffers
                 for layer, array in arrays.items():
-                    self._datasets[layer][start:start + len(array)] = array.reshape(len(array), *self.unit_shapes[layer])
+                    if count is None:  # rows as (count, units): HDF5 reorders them into its chunks
+                        self._datasets[layer][start:start + len(array)] = array.reshape(len(array), *self.unit_shapes[layer])
+                    else:
+                        self._store_blocks(self._datasets[layer], start, count, array)
                 # HDF5 buffers writes; flushing each batch makes a full disk fail here, at once.
                 self._file.flush()
             except BaseException as exc:  # disk full, ...: reported by the next write or by close
                 self._error = exc
+            finally:
+                if release is not None:
+                    release()  # the buffers may be refilled now
+
+    def _store_blocks(self, dataset: h5py.Dataset, start: int, count: int, blocks: np.ndarray) -> None:
+        """One batch in chunk layout (see :meth:`block_shape`) into `dataset`'s rows start..start+count."""
+        n_blocks, rows, channels, n_row, n_col = blocks.shape
+        if self.compression is None:
+            # Each block is exactly the bytes of one stored chunk: hand it to HDF5 as is (HDF5's own
+            # write path would gather it again from an (n, units) array: a second copy of 4 MB/image).
+            for block in range(n_blocks):
+                write_chunk(dataset, (start, block * channels, 0, 0), blocks[block])
+        else:  # the filter compresses whole chunks itself: give HDF5 the rows in dataset order
+            n_chn = dataset.shape[1]
+            ordered = blocks[:, :count].swapaxes(0, 1).reshape(count, n_blocks * channels, n_row, n_col)
+            dataset[start:start + count] = ordered[:, :n_chn]
 
     def _check_free_space(self) -> None:
         """Refuse to start when the disk cannot hold the file (uncompressed sizes are known in advance)."""
@@ -183,7 +218,32 @@ class ActivationWriter:
         if self.rows_written + count > self.n_stim:
             raise ValueError("more rows written than stimuli")
         converted = {layer: np.asarray(a, dtype=self.dtype) for layer, a in arrays.items()}
-        self._queue.put((self.rows_written, converted))
+        self._queue.put((self.rows_written, None, converted, None, None))
+        self.rows_written += count
+
+    def write_blocks(self, blocks: Mapping[str, np.ndarray], count: int, ready=None, release=None) -> None:
+        """Queue the next batch of `count` rows for every layer, each laid out as :meth:`block_shape` says.
+
+        The batch must start a chunk (rows_written a multiple of the chunk's rows) and fill it, unless it
+        is the last one. The writer thread calls ``ready()`` (when given) before reading the arrays and
+        ``release()`` (when given) once it no longer needs them, also after a failure, so a producer
+        that recycles a few buffers never waits forever. Raises DnnprobeError if an earlier write failed.
+        """
+        self._raise_if_failed()
+        if set(blocks) != set(self.unit_shapes):
+            raise ValueError("write_blocks() needs one block array per layer")
+        for layer, array in blocks.items():
+            shape = self.block_shape(layer)
+            if array.shape != shape or array.dtype != self.dtype or not array.flags.c_contiguous:
+                raise ValueError(f"layer {layer}: blocks of shape {array.shape} {array.dtype}, "
+                                 f"expected C-contiguous {shape} {self.dtype}")
+            rows = shape[1]
+            if self.rows_written % rows or not 0 < count <= rows or (count < rows and self.rows_written + count != self.n_stim):
+                raise ValueError(f"layer {layer}: rows {self.rows_written}..{self.rows_written + count} do not fill "
+                                 f"whole chunks of {rows} rows")
+        if self.rows_written + count > self.n_stim:
+            raise ValueError("more rows written than stimuli")
+        self._queue.put((self.rows_written, count, dict(blocks), ready, release))
         self.rows_written += count
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -205,6 +265,11 @@ class ActivationWriter:
         if exc_type is not None:
             self._discard()
         self._stack.__exit__(exc_type, exc, tb)
+
+
+def write_chunk(dataset: h5py.Dataset, offset: tuple[int, ...], block: np.ndarray) -> None:
+    """Store one whole chunk's bytes (uncompressed) at chunk `offset` (its first row and channel)."""
+    dataset.id.write_direct_chunk(offset, block)
 
 
 def io_reason(exc: BaseException) -> str:

@@ -5,16 +5,30 @@ The copy matters: torchvision's ReLUs run in place, so a conv layer's output ten
 by the ReLU that follows it, and a hook that kept a reference would record post-ReLU values as
 "conv". Images are decoded in DataLoader workers while the network computes, and each batch is
 streamed to the ``.act.h5`` file, so memory is bounded by the batch, not by the number of stimuli.
+
+The pipeline, per batch (the same code on CPU and GPU; only :class:`BatchBuffers` differs):
+
+1. a DataLoader worker decodes and resizes the JPEGs and ships them as uint8 (a quarter of the
+   bytes of float32); the main process converts the batch to normalised float32 on the device
+   (:func:`to_model_input`, the same arithmetic as torchvision's ``ToTensor`` + ``Normalize``);
+2. the hooks copy each layer, once, straight into a reusable buffer laid out as the activation
+   file's chunks (and in the file's dtype, so float16 is converted by the same copy); on a GPU the
+   copy goes to device memory and from there, on a second CUDA stream, to pinned host memory;
+3. the writer thread stores those buffers chunk by chunk (``write_direct_chunk``: no further copy
+   but the operating system's) while the network computes the next batch; a small pool of buffer
+   sets keeps the two in step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import queue
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -80,17 +94,56 @@ def _transform():
 
 
 def preprocess(image: Image.Image):
-    """DNNBrain's AlexNet test transform, as a (3, 224, 224) float32 tensor."""
+    """DNNBrain's AlexNet test transform, as a (3, 224, 224) float32 tensor.
+
+    The reference for the extractor's own route (:func:`resized_pixels` in the decoding workers,
+    then :func:`to_model_input` per batch), which gives the same values bit for bit (tested).
+    """
     return _transform()(image)
 
 
-class StimulusImages(Dataset):
-    """The listed images, preprocessed as DNNBrain does; a bad image is reported, not raised.
+@functools.lru_cache(maxsize=1)
+def _resize():
+    from torchvision import transforms
 
-    With `checksums`, each image's bytes must have its listed sha256 (checked as it is read, so the
-    activations are of exactly the images the image list names). Errors travel back as values because
-    DataLoader workers would wrap a raised error in a multi-line traceback; :func:`_collate` turns
-    them into one clear message.
+    return transforms.Resize(INPUT_SIZE)
+
+
+def resized_pixels(image: Image.Image) -> np.ndarray:
+    """The first step of :func:`preprocess`: the RGB image squashed to 224 x 224, as (224, 224, 3) uint8."""
+    return np.asarray(_resize()(image))
+
+
+@functools.lru_cache(maxsize=4)
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (1, 3, 1, 1)
+    return (torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(shape),
+            torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(shape))
+
+
+def to_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch of resized uint8 images (B, 224, 224, 3) as the network's float32 input (B, 3, 224, 224).
+
+    The same float32 operations, in the same order, as torchvision's ``ToTensor`` (``/ 255``) and
+    ``Normalize`` (``- mean``, ``/ std``), done once per batch on `device` instead of once per image
+    in a worker. The result is contiguous in the usual (N, C, H, W) order: a channels-last input
+    would make the convolutions pick other kernels, and other last bits.
+    """
+    pixels = pixels.to(device, non_blocking=True)
+    batch = torch.empty((pixels.shape[0], 3, *pixels.shape[1:3]), dtype=torch.float32, device=device)
+    batch.copy_(pixels.permute(0, 3, 1, 2))
+    mean, std = _normalisation(device)
+    return batch.div_(255).sub_(mean).div_(std)
+
+
+class StimulusImages(Dataset):
+    """The listed images, decoded and resized as DNNBrain does; a bad image is reported, not raised.
+
+    Items are (224, 224, 3) uint8 arrays (:func:`resized_pixels`); :func:`to_model_input` finishes
+    the preprocessing per batch. With `checksums`, each image's bytes must have its listed sha256
+    (checked as it is read, so the activations are of exactly the images the image list names).
+    Errors travel back as values because DataLoader workers would wrap a raised error in a
+    multi-line traceback; :func:`_collate` turns them into one clear message.
     """
 
     def __init__(self, paths: list[Path], checksums: list[str] | None = None) -> None:
@@ -103,16 +156,17 @@ class StimulusImages(Dataset):
     def __getitem__(self, index: int):
         expected = self.checksums[index] if self.checksums else None
         try:
-            return preprocess(load_rgb(self.paths[index], expected)), None
+            return resized_pixels(load_rgb(self.paths[index], expected)), None
         except DnnprobeError as exc:
             return None, f"stimulus row {index + 1}: {exc}"
 
 
 def _collate(items):
+    """A batch as one (B, 224, 224, 3) uint8 tensor, or (None, errors) when an image failed."""
     errors = [error for _, error in items if error is not None]
     if errors:
         return None, errors
-    return torch.stack([tensor for tensor, _ in items]), None
+    return torch.from_numpy(np.stack([pixels for pixels, _ in items])), None
 
 
 class LayerRecorder:
@@ -125,7 +179,11 @@ class LayerRecorder:
     recorded layers and ``calls`` how many times each hooked module ran.
     """
 
-    def __init__(self, model: torch.nn.Module, module_paths: Mapping[str, str]) -> None:
+    def __init__(self, model: torch.nn.Module, module_paths: Mapping[str, str],
+                 store: Callable[[str, torch.Tensor], object] | None = None) -> None:
+        """`store(layer, output)`, when given, copies a layer's output where it should go (the
+        extractor's batch buffers) and returns what ``outputs`` keeps; by default, a CPU copy."""
+        self.store = store or (lambda layer, output: output.detach().to("cpu", copy=True))
         modules = dict(model.named_modules())
         self.targets: dict[str, LayerCall] = {}
         for layer, target in module_paths.items():
@@ -156,9 +214,8 @@ class LayerRecorder:
             if not isinstance(output, torch.Tensor):
                 raise DnnprobeError(f"layer {layers[0]}: module {path} returns {type(output).__name__}, not a tensor")
             # Copy now: the next module may overwrite this tensor in place (ReLU(inplace=True), x += y).
-            copy = output.detach().to("cpu", copy=True)
-            for layer in layers:  # two names for one call (conv1_relu and relu) share the copy
-                self.outputs[layer] = copy
+            for layer in layers:  # two names for one call (conv1_relu and relu): one dataset each
+                self.outputs[layer] = self.store(layer, output)
 
         return hook
 
@@ -169,6 +226,23 @@ class LayerRecorder:
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def full_float32():
+    """CUDA convolutions and matrix products in full float32 (not TF32) inside the block.
+
+    PyTorch lets cuDNN compute float32 convolutions in TF32 (a 10-bit mantissa) by default on
+    Ampere and later GPUs, which moves activations by about 1e-3 of their size: GPU and CPU files
+    would differ in the third digit. In full float32 they differ by float32 rounding only, and an
+    AlexNet pass over BOLD5000 still takes seconds on such a GPU. No effect on the CPU.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def pick_device(device: str) -> torch.device:
@@ -241,6 +315,75 @@ def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], d
     return LayerShapes({layer: dnnbrain_shape(tuple(outputs[layer].shape[1:])) for layer in targets}, repeated)
 
 
+def copy_into_blocks(blocks: torch.Tensor, output: torch.Tensor) -> None:
+    """Copy a layer's output (B, n_chn, n_row, n_col) into chunk layout (n_blocks, rows, channels, n_row, n_col).
+
+    Block j receives channels ``j * channels`` onward of the B rows; see
+    :meth:`dnnprobe.actfile.ActivationWriter.block_shape`. One strided copy for the whole blocks, one
+    for a last, partial block; a dtype change (float16 files) happens in the same copy.
+    """
+    channels = blocks.shape[2]
+    count, n_chn = output.shape[:2]
+    whole = n_chn // channels
+    if whole:
+        split = output[:, :whole * channels].unflatten(1, (whole, channels))  # (B, whole, channels, row, col)
+        blocks[:whole, :count].copy_(split.transpose(0, 1))
+    if n_chn > whole * channels:
+        blocks[whole, :count, :n_chn - whole * channels].copy_(output[:, whole * channels:])
+
+
+class BatchBuffers:
+    """One batch of every layer in host memory, laid out as the activation file's chunks.
+
+    The hooks fill it (:meth:`store`), the writer thread writes it, and the extractor reuses a few
+    such sets in turn, so no batch allocates (and page-faults in) fresh memory. On the CPU the hooks
+    copy straight into these arrays. On a GPU the buffers are pinned; each layer is copied into chunk
+    layout in device memory, then to the host on `copy_stream` while the network computes on; the
+    ``ready`` function of :meth:`finish` waits for those copies.
+    """
+
+    def __init__(self, block_shapes: Mapping[str, tuple[int, ...]], dtype: torch.dtype, device: torch.device,
+                 copy_stream=None) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.copy_stream = copy_stream
+        cuda = device.type == "cuda"
+        # Zeros: the padding channels of a last block are never written and must be deterministic.
+        self.host = {layer: torch.zeros(shape, dtype=dtype, pin_memory=cuda) for layer, shape in block_shapes.items()}
+        self.arrays = {layer: tensor.numpy() for layer, tensor in self.host.items()}  # the same memory
+
+    def store(self, layer: str, output: torch.Tensor) -> torch.Tensor:
+        host = self.host[layer]
+        output = output.detach().reshape(output.shape[0], *dnnbrain_shape(tuple(output.shape[1:])))
+        if self.device.type != "cuda":
+            copy_into_blocks(host, output)
+            return host
+        staged = torch.zeros(host.shape, dtype=self.dtype, device=output.device)
+        copy_into_blocks(staged, output)
+        self.copy_stream.wait_stream(torch.cuda.current_stream(output.device))
+        with torch.cuda.stream(self.copy_stream):
+            host.copy_(staged, non_blocking=True)
+        staged.record_stream(self.copy_stream)  # not reused by the allocator before the copy is done
+        return host
+
+    def finish(self, count: int):
+        """Call after the forward pass of a batch of `count` rows; returns the writer's ``ready`` (or None)."""
+        if self.device.type == "cuda":
+            done = torch.cuda.Event()
+            done.record(self.copy_stream)
+            return done.synchronize
+        rows = next(iter(self.host.values())).shape[1]
+        if count < rows:  # a last, short batch: rows left over from the previous batch become zeros
+            for tensor in self.host.values():
+                tensor[:, count:].zero_()
+        return None
+
+
+# Buffer sets in flight: one filled by the network while the writer stores the other. Writing a batch
+# takes a fraction of its forward pass, so a third set (256 MB more at batch 64) would rarely be used.
+BUFFER_SETS = 2
+
+
 @dataclass
 class ExtractionSummary:
     n_stimuli: int
@@ -288,8 +431,9 @@ def extract_activations(
     )
     attrs = {"preprocessing": "RGB, Resize((224, 224)), ToTensor, Normalize(ImageNet)"}
     attrs.update(file_attrs or {})
-    recorder = LayerRecorder(model, module_paths)
     started = time.perf_counter()
+    current: list[BatchBuffers] = []  # the set the hooks fill during this forward pass
+    recorder = LayerRecorder(model, module_paths, store=lambda layer, output: current[0].store(layer, output))
     try:
         with ActivationWriter(
             out_path,
@@ -300,13 +444,23 @@ def extract_activations(
             rows_per_chunk=batch_size,
             layer_attrs={layer: {"module": str(path)} for layer, path in module_paths.items()},
             file_attrs=attrs,
-        ) as writer, torch.inference_mode():
-            for batch, errors in tqdm(loader, desc="extract", unit="batch", disable=not progress):
+        ) as writer, torch.inference_mode(), full_float32():
+            shapes = {layer: writer.block_shape(layer) for layer in module_paths}
+            copy_stream = torch.cuda.Stream(target) if target.type == "cuda" else None
+            free: queue.Queue[BatchBuffers] = queue.Queue()
+            for _ in range(min(BUFFER_SETS, len(loader))):
+                free.put(BatchBuffers(shapes, getattr(torch, dtype), target, copy_stream))
+            for pixels, errors in tqdm(loader, desc="extract", unit="batch", disable=not progress):
                 if errors:
                     raise DnnprobeError(f"{name}, {errors[0]}")
-                model(batch.to(target, non_blocking=True))
-                outputs = recorder.take()
-                writer.write({layer: outputs[layer].reshape(len(batch), -1).numpy() for layer in module_paths})
+                buffers = free.get()  # waits while the writer still holds every set
+                current[:] = [buffers]
+                model(to_model_input(pixels, target))
+                missing = set(module_paths) - set(recorder.take())
+                if missing:  # cannot happen after the dry run, unless the network's control flow varies
+                    raise DnnprobeError(f"extract.layers: {', '.join(sorted(missing))} not computed for a batch")
+                ready = buffers.finish(len(pixels))
+                writer.write_blocks(buffers.arrays, len(pixels), ready=ready, release=lambda b=buffers: free.put(b))
     finally:
         recorder.remove()
     return ExtractionSummary(n_stimuli=len(images), seconds=time.perf_counter() - started, device=str(target),

@@ -36,6 +36,21 @@ def test_bench_extract_tiny(tmp_path):
     assert float(match.group(1)) > 0
 
 
+def test_bench_pipeline_tiny(tmp_path):
+    out = run("bench_pipeline.py", "--n", "24", "--size", "64", "--batch-size", "8", "--workers", "0", "--pca", "4",
+              "--cv", "3", "--device", "cpu", "--data-dir", str(tmp_path), cwd=tmp_path, whole=True)
+    assert re.search(r"^extract +[\d.]+ s$", out, re.M) and re.search(r"^probe +[\d.]+ s$", out, re.M)
+    assert len(re.findall(r"mean fold accuracy", out)) == 14
+    assert re.fullmatch(r"n=24 size=64 total_s=([\d.]+)", out.strip().splitlines()[-1])
+
+
+def test_profile_extract_tiny(tmp_path):
+    out = run("profile_extract.py", "--n", "8", "--size", "64", "--batch-size", "4", "--data-dir", str(tmp_path),
+              cwd=tmp_path, whole=True)
+    steps = re.findall(r"^(decode|resize|to input|forward|hook copies|write) +[\d.-]+ +[\d.-]+%", out, re.M)
+    assert steps == ["decode", "resize", "to input", "forward", "hook copies", "write"]
+
+
 def test_bench_dtype_tiny(tmp_path):
     last = run("bench_dtype.py", "--pca", "4", "--cv", "3", "--set", "stimuli.demo.n_per_class=9",
                "--set", "extract.layers=[fc1,fc2_relu]", cwd=tmp_path)
