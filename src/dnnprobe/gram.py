@@ -116,7 +116,8 @@ def layer_moments(activations: ActivationFile, layer: str, block_bytes: int = BL
             shift_dev = ops.asarray(shift, np.float32)
         rows = ops.asarray(block, np.float32) - shift_dev
         sums += ops.sum64(rows, 0)
-        add_outer_products(moments, rows, ops)
+        with np.errstate(over="ignore"):  # overflow is reported below, as one line
+            add_outer_products(moments, rows, ops)
     moments = ops.numpy(moments)
     _refuse_overflow(activations, layer, moments)
     return LayerMatrix("covariance", moments, sums, shift)
