@@ -17,7 +17,8 @@ Needs only numpy, scipy, scikit-learn, h5py, tqdm and (for ``--device cuda`` or 
 torch; run from the repository root with ``PYTHONPATH=src``::
 
     PYTHONPATH=src python benchmarks/bench_scale.py --n 2500,5000,10000,26000 --units 4096,43264 --plot scale.png
-    PYTHONPATH=src python benchmarks/bench_scale.py --n 73000 --units 4096,4096,43264 --device cuda   # NSD
+    PYTHONPATH=src python benchmarks/bench_scale.py --n 73000 --units 4096,43264 --device cuda   # NSD
+    PYTHONPATH=src python benchmarks/bench_scale.py --n 5000 --units 4096,43264 --device cuda --compare-device cpu
 """
 
 from __future__ import annotations
@@ -133,13 +134,25 @@ def point(n: int, units: int, args) -> dict:
         generate_s = time.perf_counter() - started
         gram_out = run_worker("gram", str(act), str(gram), args.dtype, args.device)
         probe_out = run_worker("probe", str(act), str(gram), str(labels), str(args.pca), str(args.cv), args.device)
+        if args.compare_device:  # the same Gram file probed on another device: fold scores should agree
+            other = run_worker("probe", str(act), str(gram), str(labels), str(args.pca), str(args.cv),
+                               args.compare_device)
+            probe_out["device_diff"] = fold_diff_samples(np.load(labels), args.cv, probe_out["scores"], other["scores"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {"n": n, "units": units, "layer": layer_shape(units)[0], "route": gram_out["route"],
             "generate_s": generate_s, "gram_s": gram_out["seconds"], "gram_peak_gib": gram_out["peak_gib"],
             "gram_gpu_gib": gram_out["gpu_gib"], "probe_s": probe_out["seconds"],
             "probe_peak_gib": probe_out["peak_gib"], "probe_gpu_gib": probe_out["gpu_gib"],
-            "accuracy": probe_out["mean"], "scores": probe_out["scores"]}
+            "accuracy": probe_out["mean"], "scores": probe_out["scores"], "device_diff": probe_out.get("device_diff")}
+
+
+def fold_diff_samples(y: np.ndarray, cv: int, scores: list[float], other: list[float]) -> int:
+    """The largest difference between two runs' fold accuracies, in test samples."""
+    from sklearn.model_selection import StratifiedKFold
+
+    sizes = np.array([len(test) for _, test in StratifiedKFold(cv).split(np.zeros((len(y), 1)), y)])
+    return int(round(float(np.max(np.abs(np.array(scores) - np.array(other)) * sizes))))
 
 
 def line(result: dict) -> str:
@@ -148,7 +161,10 @@ def line(result: dict) -> str:
             f"probe_s={result['probe_s']:.1f} probe_peak_gib={result['probe_peak_gib']:.2f}")
     if result["gram_gpu_gib"] is not None:
         text += f" gram_gpu_gib={result['gram_gpu_gib']:.2f} probe_gpu_gib={result['probe_gpu_gib']:.2f}"
-    return text + f" accuracy={result['accuracy']:.3f} generate_s={result['generate_s']:.1f}"
+    text += f" accuracy={result['accuracy']:.3f} generate_s={result['generate_s']:.1f}"
+    if result.get("device_diff") is not None:
+        text += f" max_fold_diff_samples_vs_other_device={result['device_diff']}"
+    return text
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -184,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pca", type=int, default=100)
     parser.add_argument("--cv", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare-device", default=None,
+                        help="also probe each Gram file on this device (e.g. cpu) and report the largest fold difference")
     parser.add_argument("--workdir", default=None, help="folder for the temporary files (default: the system's)")
     parser.add_argument("--plot", type=Path, help="write the log-log plot of time against n here (needs matplotlib)")
     parser.add_argument("--json", type=Path, help="append each point's measurements here, one JSON object a line")
