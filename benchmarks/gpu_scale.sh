@@ -8,5 +8,5 @@
 set -e
 export PYTHONPATH=src
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python3 benchmarks/bench_scale.py --n 2500 --units 4096,43264 --device cuda --compare-device cpu --workdir "${WORKDIR:-/tmp}"
+python3 benchmarks/bench_scale.py --n 5000 --units 4096,43264 --device cuda --compare-device cpu --workdir "${WORKDIR:-/tmp}"
 python3 benchmarks/bench_scale.py --n 73000 --units 4096,43264 --device cuda --workdir "${WORKDIR:-/tmp}"
