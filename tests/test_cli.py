@@ -46,3 +46,26 @@ def test_help_lists_every_stage():
     result = CliRunner().invoke(main, ["--help"])
     for stage in ("stimuli", "check", "network", "extract", "gram", "probe", "report"):
         assert stage in result.output
+
+
+def test_every_option_of_every_command_says_what_it_does_and_its_default():
+    import click
+
+    group_context = click.Context(main)
+    options = [(f"dnnprobe {name}", option, click.Context(command, parent=group_context))
+               for name in main.list_commands(group_context)
+               for command in [main.get_command(group_context, name)]
+               for option in command.params if isinstance(option, click.Option)]
+    options += [("dnnprobe", option, group_context) for option in main.params if isinstance(option, click.Option)]
+    assert {where for where, _, _ in options} >= {f"dnnprobe {stage}" for stage in
+                                                 ("stimuli", "check", "network", "extract", "gram", "probe", "report", "sweep")}
+    for where, option, context in options:
+        name = f"{where} {option.opts[0]}"
+        assert option.help and option.help.strip() and "\n" not in option.help.strip(), f"{name}: no one-line help"
+        default = option.to_info_dict()["default"]  # None where the option has none
+        if default not in (None, False, (), "") and not option.is_flag:
+            _, shown = option.get_help_record(context)
+            assert f"[default: {default}]" in " ".join(shown.split()), f"{name}: the help does not show its default {default!r}"
+    # and as a person reads it
+    result = CliRunner().invoke(main, ["probe", "--help"])
+    assert result.exit_code == 0 and "[default: reports/metrics.json]" in " ".join(result.output.split())

@@ -53,8 +53,12 @@ def run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **overrides):
 def test_probe_stage_outputs_and_run(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
     summary = run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations)
     assert np.load(tmp_path / "probe" / "fc1" / "score.npy").shape == (3,)
+    # metrics.json: one number per layer (the mean), in layer order; the rest in metrics_detail.json
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["fc1"]["accuracy_mean"] == pytest.approx(summary["layers"]["fc1"]["mean"], abs=1e-6)
+    assert list(metrics) == summary["layer_order"]
+    assert metrics["fc1"] == pytest.approx(summary["layers"]["fc1"]["mean"], abs=1e-6)
+    details = json.loads((tmp_path / "metrics_detail.json").read_text())
+    assert details["sem"]["fc1"] == pytest.approx(summary["layers"]["fc1"]["sem"], abs=1e-6)
     run = latest_probe_run()
     assert run.info.status == "FINISHED"
     assert run.data.tags[tracking.SUMMARY_TAG] == _sha256(tmp_path / "probe" / "summary.json")
@@ -66,8 +70,37 @@ def test_probe_stage_outputs_and_run(tmp_path, tiny_stimuli, tiny_gram, tiny_act
     assert expected.keys() >= {"pca", "cv", "probe.classifier", "probe.C", "model.seed", "tracking.experiment"}
     assert {key: run.data.params[key] for key in expected} == expected
     assert not any(key.startswith(("extract.", "stimuli.", "report.")) for key in run.data.params)
-    assert run.data.metrics["accuracy_mean/fc1"] == pytest.approx(summary["layers"]["fc1"]["mean"])
+    # one metric per layer on the parent run, named as in metrics.json, and the SEM beside it
+    assert {layer: run.data.metrics[layer] for layer in metrics} == pytest.approx(metrics, abs=1e-6)
+    assert run.data.metrics["sem/fc1"] == pytest.approx(summary["layers"]["fc1"]["sem"])
+    assert run.info.run_name == "alexnet random pca=4 cv=3"  # the network, pca, cv; nothing else differs from defaults
+    # the stimulus table as the run's dataset input: name, digest, source, row count
+    client = mlflow.tracking.MlflowClient()
+    [dataset_input] = client.get_run(run.info.run_id).inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    assert dataset.digest == _sha256(tiny_stimuli)[:32] and run.data.params["stimuli_sha256"] == _sha256(tiny_stimuli)
+    assert dataset.name == summary["stimulus_set"] and json.loads(dataset.source)["uri"] == str(tiny_stimuli)
+    assert json.loads(dataset.profile)["num_rows"] == summary["n_stimuli"]
+    assert {tag.key: tag.value for tag in dataset_input.tags}["mlflow.data.context"] == "stimuli"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts >= {"metrics.json", "metrics_detail.json"}
     assert json.loads((tmp_path / "probes" / "index.json").read_text())["layers"] == []
+
+
+def test_run_names_carry_the_settings_that_differ():
+    defaults = {"pca": 100, "cv": 10, "probe.classifier": "logistic", "probe.C": 1.0, "probe.standardize": False}
+    same = dict(defaults)
+    assert tracking.run_name("alexnet", "random", same, defaults) == "alexnet random pca=100 cv=10"
+    changed = {**defaults, "pca": 50, "probe.classifier": "ridge", "probe.C": 1}  # 1 == 1.0: not a change
+    assert tracking.run_name("alexnet", "models/external/mine.pt", changed, defaults) == "alexnet mine.pt pca=50 cv=10 classifier=ridge"
+
+
+def test_dvc_experiment_name_is_a_tag_and_ends_the_run_name(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "utile-sook")
+    run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **{"probe.C": "0.5"})
+    run = latest_probe_run()
+    assert run.data.tags["dvc_exp_name"] == "utile-sook"
+    assert run.info.run_name == "alexnet random pca=4 cv=3 C=0.5 [utile-sook]"
 
 
 def test_save_models_writes_npz_that_loads_without_pickle(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):

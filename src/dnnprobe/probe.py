@@ -70,11 +70,51 @@ def folds(y: np.ndarray, settings: ProbeSettings) -> list[tuple[np.ndarray, np.n
     return list(splitter.split(np.zeros((len(y), 1)), y))
 
 
-def permuted_targets(y: np.ndarray, permutations: int, seed: int) -> Iterator[np.ndarray]:
-    """The shuffles scikit-learn's permutation_test_score draws for random_state=seed."""
+def permuted_targets(
+    y: np.ndarray, permutations: int, seed: int, groups: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """The shuffles scikit-learn's ``permutation_test_score(..., groups=groups, random_state=seed)`` draws.
+
+    Without `groups`, the whole of `y` is shuffled; with them (an (n,) array), labels are shuffled
+    only among stimuli of the same group, one group after another in sorted order, with one
+    RandomState as scikit-learn's ``_shuffle`` does.
+    """
     rng = np.random.RandomState(seed)
     for _ in range(permutations):
-        yield y[rng.permutation(len(y))]
+        if groups is None:
+            yield y[rng.permutation(len(y))]
+        else:
+            indices = np.arange(len(y))
+            for group in np.unique(groups):
+                members = groups == group
+                indices[members] = rng.permutation(indices[members])
+            yield y[indices]
+
+
+def fold_of_each_stimulus(splits: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """(n,) the index of the fold in which each stimulus is tested."""
+    fold_of = np.full(n, -1)
+    for fold, (_, test) in enumerate(splits):
+        fold_of[test] = fold
+    return fold_of
+
+
+def null_shuffles(y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], settings: ProbeSettings) -> np.ndarray:
+    """(permutations, n) shuffled label vectors for the permutation null.
+
+    The folds and their PCA are computed once, from the observed labels, and kept for every shuffle.
+    Stratified folds depend on the labels, so a shuffle of all labels would give folds that are no
+    longer stratified for the shuffled labels: each training fold's class balance then leans
+    against its test fold's, and the null's mean falls below chance (anti-conservative p-values).
+    Classes are therefore shuffled within each test fold (scikit-learn's ``groups`` = the fold of
+    each stimulus): every shuffle keeps each fold's class counts, and since such a permutation moves
+    labels only between stimuli of the same fold, scoring it equals scoring the observed labels
+    against activations permuted within folds, which under the null (activations independent of
+    labels, stimuli exchangeable) have the observed data's distribution: the test is exact.
+    KFold (regression) ignores the target, so there all values are shuffled, as scikit-learn does.
+    """
+    groups = None if settings.is_regression else fold_of_each_stimulus(splits, len(y))
+    return np.array(list(permuted_targets(y, settings.permutations, settings.seed, groups)))
 
 
 def _fit(estimator, z: np.ndarray, y: np.ndarray, counter: list[int]):
@@ -118,12 +158,16 @@ def null_distribution(
     settings: ProbeSettings,
     warned: list[int],
 ) -> np.ndarray:
-    """Mean fold score for each shuffle of the labels: same folds, same principal scores.
+    """(permutations,) mean fold score for each shuffle of the labels (:func:`null_shuffles`): same
+    folds, same principal scores. It equals scikit-learn's ``permutation_test_score(pipeline, X, y,
+    cv=<these folds>, groups=<fold of each stimulus>, random_state=probe.seed)`` null (no groups for
+    regression) for every decoder (tested).
 
     Binary logistic decoders (the default) are fitted for all shuffles at once
-    (:func:`batched_logistic`); other decoders one shuffle at a time with scikit-learn.
+    (:func:`batched_logistic`, the same optimum to solver tolerance); every other decoder, multi-class
+    logistic included, is refit one shuffle at a time by scikit-learn, exactly as scikit-learn does.
     """
-    shuffles = np.array(list(permuted_targets(y, settings.permutations, settings.seed)))  # (P, n)
+    shuffles = null_shuffles(y, splits, settings)  # (P, n)
     classes = np.unique(y)
     batched = settings.decoder.batched_null and len(classes) == 2
     per_fold = np.empty((len(splits), len(shuffles)))

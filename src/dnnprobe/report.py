@@ -3,14 +3,18 @@
 Layers are grouped by depth: ``conv1`` and ``conv1_relu`` share a group (the Conv bar and the ReLU
 bar); a layer without a ``_relu`` partner gets a group of its own. Error bars are the SEM over
 folds; the dashed line is chance (the permutation null's mean when permutations ran, else the
-majority-class rate); marks above bars give each layer's permutation p-value and each depth's
-paired Conv-vs-ReLU test.
+majority-class rate); with permutations, marks above bars give each layer's permutation p-value;
+brackets give each depth's Conv-vs-ReLU test (Nadeau and Bengio's corrected resampled t-test over
+folds, Holm-corrected across depths: :mod:`dnnprobe.stats`). The footnote names only what is drawn.
+Conv and ReLU are Okabe and Ito's orange and blue, told apart with every common colour-vision
+deficiency; the legend sits right of the axes, so no bar, mark or bracket can hide under it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")  # no screen needed; set before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.transforms import Affine2D, ScaledTranslation, blended_transform_factory  # noqa: E402
 
 from dnnprobe.layers import depth_groups  # noqa: E402
 
@@ -31,7 +36,10 @@ DNNBRAIN_PUBLISHED = {
 # The run those values come from; only such a run is drawn against them.
 TUTORIAL_RUN = {"arch": "alexnet", "weights": "imagenet", "source": "bold5000", "pca": 100, "cv": 10,
                 "classifier": "logistic", "scoring": "accuracy"}
-CONV_COLOUR, RELU_COLOUR = "lime", "dodgerblue"  # DNNBrain's colours
+# Okabe and Ito's (2008, "Color Universal Design") orange and blue, in place of DNNBrain's lime and
+# dodgerblue, which deuteranopes and protanopes confuse.
+CONV_COLOUR, RELU_COLOUR = "#E69F00", "#0072B2"
+STAR_KEY = "* p < .05, ** p < .01, *** p < .001, n.s. p >= .05"
 
 
 def is_tutorial_run(summary: dict) -> bool:
@@ -46,15 +54,19 @@ def _stars(p: float | None) -> str:
 
 
 def plot_rows(summary: dict) -> list[dict]:
-    """One row per depth for DVC plots: pre-activation and ReLU scores side by side."""
+    """The DVC plot table: one row per layer, in depth order, Conv before ReLU.
+
+    ``depth`` is the x axis label (Conv1..FC2), ``type`` the series (Conv: the layer's output before
+    the ReLU; ReLU: after it), ``score`` the mean fold score and ``sem`` its SEM over folds; ``layer``
+    is the layer's own name (conv1_relu) and ``scoring`` what the score is (accuracy, r2, ...).
+    """
     metrics = summary["layers"]
     rows = []
-    for index, group in enumerate(depth_groups(summary["layer_order"])):
-        row = {"depth": index + 1, "layer": group.label}
-        for kind, layer in (("conv", group.conv), ("relu", group.relu)):
-            row[kind] = round(metrics[layer]["mean"], 6) if layer else ""
-            row[f"{kind}_sem"] = round(metrics[layer]["sem"], 6) if layer else ""
-        rows.append(row)
+    for group in depth_groups(summary["layer_order"]):
+        for kind, layer in (("Conv", group.conv), ("ReLU", group.relu)):
+            if layer:
+                rows.append({"depth": group.label, "type": kind, "layer": layer, "score": round(metrics[layer]["mean"], 6),
+                             "sem": round(metrics[layer]["sem"], 6), "scoring": summary["scoring"]})
     return rows
 
 
@@ -67,25 +79,79 @@ def write_plot_csv(summary: dict, path: Path) -> None:
     path.write_text(buffer.getvalue())
 
 
+def decoded_attribute(summary: dict) -> str:
+    """What was decoded, in words: the class names (``summary["class_names"]``) and the table column,
+    e.g. ``decoding animate vs inanimate (column 'label')``; a continuous column by its name."""
+    column = f"column '{summary['label']}'"
+    names = summary.get("class_names") or summary.get("classes")
+    if not names:  # a continuous target (ridge regression)
+        return f"predicting {column}"
+    if len(names) <= 4:
+        return f"decoding {' vs '.join(names)} ({column})"
+    return f"decoding {len(names)} classes: {', '.join(names[:3])}, ... ({column})"
+
+
 def figure_title(summary: dict) -> str:
+    """Stimulus set and what was decoded, then network and probe settings (and the demo warning)."""
     line = (
-        f"{summary['arch']} ({summary['weights']} weights), {summary['stimulus_set']}, n={summary['n_stimuli']}\n"
-        f"PCA {summary['pca']}, {summary['cv']}-fold CV, {summary['classifier']}, label '{summary['label']}'"
+        f"{summary['stimulus_set']} (n={summary['n_stimuli']}): {decoded_attribute(summary)}\n"
+        f"{summary['arch']} ({summary['weights']} weights), PCA {summary['pca']}, {summary['cv']}-fold CV, "
+        f"{summary['classifier']} decoder"
     )
     if summary.get("is_demo"):
         line += "\nbuilt-in demo stimuli: a pipeline check, not a scientific finding"
     return line
 
 
+def _bracket_p(summary: dict, group) -> float | None:
+    """The Holm-corrected Conv-vs-ReLU p of a depth; None where no corrected test was computed."""
+    if not (group.conv and group.relu):
+        return None
+    return summary.get("conv_vs_relu", {}).get(group.label, {}).get("p_holm")
+
+
+def footnote(summary: dict, drawn: dict[str, bool]) -> list[str]:
+    """The footnote's sentences, one for each kind of thing drawn (`drawn`: "layer_marks", "brackets",
+    "published")."""
+    lines = [f"Bars: mean {summary['scoring'].replace('_', ' ')} over {summary['cv']} cross-validation folds; "
+             "error bars: SEM over folds; dashed line: chance."]
+    if drawn.get("layer_marks"):
+        lines.append(f"Marks above bars: permutation test per layer ({summary.get('permutations')} label "
+                     "permutations within folds, one-sided, not corrected across layers).")
+    if drawn.get("brackets"):
+        described = summary.get("conv_vs_relu_test", {})
+        correction = described.get("correction", "Holm-corrected")
+        lines.append("Brackets: Conv vs ReLU, Nadeau-Bengio corrected resampled t-test over folds "
+                     f"(two-sided), {correction.replace('Holm over', 'Holm-corrected across')}.")
+    if drawn.get("layer_marks") or drawn.get("brackets"):
+        lines.append(STAR_KEY + ".")
+    if drawn.get("published"):
+        lines.append("Black ticks: DNNBrain's published accuracies (its Figure 1).")
+    return lines
+
+
+def _points_above(figure: plt.Figure, axes, level: float):
+    """x in data coordinates, y in points above the data value `level`: marks keep their distance from a
+    bar top (in points) whatever the y-range."""
+    y = Affine2D().scale(1 / 72.0) + figure.dpi_scale_trans + ScaledTranslation(0, level, axes.transData)
+    return blended_transform_factory(axes.transData, y)
+
+
 def conv_vs_relu_figure(summary: dict) -> plt.Figure:
-    """DNNBrain's Figure 1 layout plus chance line, significance marks and, where it applies, DNNBrain's values."""
+    """DNNBrain's Figure 1 layout plus chance line, significance marks and, where it applies, DNNBrain's values.
+
+    Above each bar top (mean + SEM), in points so that they never overlap whatever the y-range: a layer's
+    permutation mark from 1.5 pt, the depth's bracket at 9-12 pt, its mark from 13 pt (about 23 pt in
+    all); the y-axis keeps a fifth of its height free above the highest bar for them.
+    """
     groups = depth_groups(summary["layer_order"])
     metrics = summary["layers"]
     scoring = summary["scoring"]
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) + 1.5), 4.6))
+    width_in, height_in = max(6.0, 0.9 * len(groups) + 1.5) + 1.6, 4.8  # + room for the legend at the right
+    figure, axes = plt.subplots(figsize=(width_in, height_in))
     x = np.arange(len(groups))
     width = 0.43
-    tops = []
+    drawn = {"layer_marks": False, "brackets": False, "published": False}
     for offset, kind, colour, name in ((-width / 2, "conv", CONV_COLOUR, "Conv"), (width / 2, "relu", RELU_COLOUR, "ReLU")):
         layers = [getattr(g, kind) for g in groups]
         present = [i for i, layer in enumerate(layers) if layer]
@@ -97,8 +163,9 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
         for i, mean, sem in zip(present, means, sems):
             mark = _stars(metrics[layers[i]].get("p_value"))
             if mark:
-                axes.text(x[i] + offset, mean + sem + 0.004, mark, ha="center", va="bottom", fontsize=7)
-            tops.append(mean + sem)
+                axes.text(x[i] + offset, 1.5, mark, ha="center", va="bottom", fontsize=7,
+                          transform=_points_above(figure, axes, mean + sem))
+                drawn["layer_marks"] = True
         published = [DNNBRAIN_PUBLISHED.get(layers[i]) for i in present] if is_tutorial_run(summary) else []
         if any(v is not None for v in published):
             axes.scatter(
@@ -107,33 +174,44 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
                 marker="_", s=250, color="black", zorder=5,
                 label="DNNBrain published" if kind == "conv" else None,
             )
+            drawn["published"] = True
     chance = summary["chance"]
     axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({summary['chance_source']})")
-    # Paired Conv-vs-ReLU test per depth, drawn as a bracket over the two bars.
+    # Conv vs ReLU per depth (Holm-corrected corrected resampled t-test), a bracket over the two bars.
     for i, group in enumerate(groups):
-        p = summary.get("conv_vs_relu", {}).get(group.label, {}).get("p_value")
-        if group.conv and group.relu and p is not None:
-            top = max(metrics[group.conv]["mean"] + metrics[group.conv]["sem"],
-                      metrics[group.relu]["mean"] + metrics[group.relu]["sem"]) + 0.03
-            axes.plot([x[i] - width / 2, x[i] - width / 2, x[i] + width / 2, x[i] + width / 2],
-                      [top - 0.008, top, top, top - 0.008], color="black", linewidth=0.8)
-            axes.text(x[i], top + 0.003, _stars(p), ha="center", va="bottom", fontsize=7)
-            tops.append(top + 0.03)
-    means = [metrics[layer]["mean"] - metrics[layer]["sem"] for layer in summary["layer_order"]]
-    low = min(min(means), chance) - 0.05
-    high = max(max(tops), chance) + 0.03
+        p = _bracket_p(summary, group)
+        if p is None:
+            continue
+        top = max(metrics[group.conv]["mean"] + metrics[group.conv]["sem"],
+                  metrics[group.relu]["mean"] + metrics[group.relu]["sem"])
+        above = _points_above(figure, axes, top)
+        axes.plot([x[i] - width / 2, x[i] - width / 2, x[i] + width / 2, x[i] + width / 2], [9, 12, 12, 9],
+                  color="black", linewidth=0.8, transform=above)
+        axes.text(x[i], 13, _stars(p), ha="center", va="bottom", fontsize=7, transform=above)
+        drawn["brackets"] = True
+    lows = [metrics[layer]["mean"] - metrics[layer]["sem"] for layer in summary["layer_order"]]
+    highest = max(max(metrics[layer]["mean"] + metrics[layer]["sem"] for layer in summary["layer_order"]), chance)
+    low = min(min(lows), chance) - 0.05
     if scoring != "r2":
-        low, high = max(0.0, low), min(1.05, max(high, low + 0.1))
+        low = max(0.0, low)
+    highest = max(highest, low + 0.08)
+    # A fifth of the axis above the highest bar: (high - highest) / (high - low) = 0.2.
+    high = highest + 0.25 * (highest - low)
     axes.set_ylim(low, high)
+    if scoring != "r2":  # no tick above a perfect score
+        axes.set_yticks([t for t in axes.get_yticks() if low - 1e-9 <= t <= 1.0 + 1e-9])
     axes.spines["top"].set_visible(False)
     axes.spines["right"].set_visible(False)
     axes.set_xticks(x, [g.label for g in groups])
     axes.set_ylabel(scoring.replace("_", " "))
     axes.set_title(figure_title(summary), fontsize=9)
-    axes.legend(fontsize=7, loc="upper left", frameon=False)
-    note = "error bars: SEM over folds; marks: permutation p (bars), paired test over folds (brackets)"
-    figure.text(0.01, 0.005, note, fontsize=6, color="dimgrey")
-    figure.tight_layout(rect=(0, 0.02, 1, 1))
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+    # Footnote below everything: wrapped to the figure's width; the layout leaves its height free.
+    lines = [wrapped for line in footnote(summary, drawn)
+             for wrapped in textwrap.wrap(line, width=int(width_in * 72 / (6 * 0.52)))]
+    figure.text(0.01, 0.01, "\n".join(lines), fontsize=6, color="dimgrey", va="bottom", linespacing=1.3)
+    footnote_height = (len(lines) * 6 * 1.3 + 6) / 72.0 / height_in
+    figure.tight_layout(rect=(0, footnote_height + 0.01, 1, 1))
     return figure
 
 

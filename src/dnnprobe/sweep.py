@@ -31,7 +31,8 @@ from dnnprobe.core.atomic import atomic_output  # noqa: E402
 from dnnprobe.core.errors import DnnprobeError  # noqa: E402
 from dnnprobe.core.params import flatten  # noqa: E402
 
-METRICS_FILE = "reports/metrics.json"
+METRICS_FILE = "reports/metrics.json"  # layer -> mean fold score
+DETAILS_FILE = "reports/metrics_detail.json"  # "sem" -> layer -> SEM over folds; in git, read with `git show`
 PARAMS_FILE = "params.yaml"
 
 
@@ -39,28 +40,55 @@ PARAMS_FILE = "params.yaml"
 class Experiment:
     name: str  # DVC experiment name, branch or short commit, or "workspace"
     params: dict[str, object]  # params.yaml flattened to dotted keys ("probe.C": 1.0)
-    scoring: str  # probe.scoring: the metric is "<scoring>_mean" per layer
+    scoring: str  # probe.scoring: what the per-layer means are
     scores: dict[str, tuple[float, float]]  # layer -> (mean, SEM over folds), in layer order
 
 
-def _experiment(entry: dict, name: str) -> Experiment | None:
+def _experiment(entry: dict, name: str, repo: str | os.PathLike | None) -> Experiment | None:
     data = entry.get("data") or {}
     metrics = ((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data")
+    details = _details(repo, str(entry.get("rev", ""))) if metrics and repo is not None else {}
     params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data")
     if not metrics or not params:
         return None
     params = flatten(params)
     scoring = str(params.get("probe.scoring", "accuracy"))
-    scores = {
-        layer: (float(values[f"{scoring}_mean"]), float(values.get(f"{scoring}_sem", np.nan)))
-        for layer, values in metrics.items()
-        if isinstance(values, dict) and f"{scoring}_mean" in values  # not the conv_vs_relu tests
-    }
+    sems = details.get("sem") or {}
+    scores = {}
+    for layer, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            scores[layer] = (float(value), float(sems.get(layer, np.nan)))
+        elif isinstance(value, dict) and f"{scoring}_mean" in value:  # the nested metrics.json of earlier commits
+            scores[layer] = (float(value[f"{scoring}_mean"]), float(value.get(f"{scoring}_sem", np.nan)))
     return Experiment(name, params, scoring, scores) if scores else None
 
 
-def experiments_from_exp_show(exp_show: list[dict]) -> list[Experiment]:
-    """Every commit and experiment in `dvc exp show --json` output that has probe metrics."""
+def _details(repo: str | os.PathLike, rev: str) -> dict:
+    """metrics_detail.json of a commit or experiment (``git show``), or of the workspace; {} if absent.
+
+    It is a git-tracked output rather than a DVC metric (which keeps `dvc exp show` to one column per
+    layer), so `dvc exp show --json` does not carry it.
+    """
+    try:
+        if rev == "workspace":
+            text = (Path(repo) / DETAILS_FILE).read_text()
+        else:
+            result = subprocess.run(["git", "show", f"{rev}:{DETAILS_FILE}"], cwd=repo, capture_output=True, text=True)
+            if result.returncode != 0:
+                return {}
+            text = result.stdout
+        details = json.loads(text)
+    except (OSError, ValueError):
+        return {}
+    return details if isinstance(details, dict) else {}
+
+
+def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | None = None) -> list[Experiment]:
+    """Every commit and experiment in `dvc exp show --json` output that has probe metrics.
+
+    With `repo` (the repository the output is of), each one's SEM comes from its metrics_detail.json;
+    without it the SEM is NaN (no band in the figure).
+    """
     entries = []
     for commit in exp_show:
         entries.append((commit, _name(commit)))
@@ -70,7 +98,7 @@ def experiments_from_exp_show(exp_show: list[dict]) -> list[Experiment]:
     entries.sort(key=lambda pair: pair[1] == "workspace")
     found, seen = [], set()
     for entry, name in entries:
-        experiment = _experiment(entry, name)
+        experiment = _experiment(entry, name, repo)
         if experiment is None:
             continue
         params = {key: _comparable(value) for key, value in experiment.params.items()}
@@ -209,7 +237,7 @@ def command(param, exp_show_path, all_commits, out):
     """Score per layer across DVC experiments (e.g. a queued pca sweep), one line per experiment."""
     try:
         exp_show = load_exp_show(exp_show_path) if exp_show_path else run_exp_show(".", all_commits)
-        experiments = experiments_from_exp_show(exp_show)
+        experiments = experiments_from_exp_show(exp_show, None if exp_show_path else ".")
         paths = write_sweep(experiments, param, out or f"reports/sweep/sweep_{param}.png")
     except DnnprobeError as exc:
         click.echo(f"dnnprobe sweep: error: {exc}", err=True)

@@ -5,9 +5,13 @@ Store: ``$MLFLOW_TRACKING_URI`` when set; otherwise ``sqlite:///<repo>/mlflow.db
 experiments run in a temporary copy of the repository, and a path relative to that copy would lose
 the run when the copy is deleted.
 
-Each probe invocation is one parent run (params, provenance hashes, git commit, DVC experiment name,
-per-layer summary metrics) with one nested run per layer (param ``layer``, metric ``fold_<scoring>``
-at steps 0..cv-1, ``<scoring>_mean`` and ``<scoring>_sem``). The report stage adds its figures to the
+Each probe invocation is one parent run, named by the settings that tell it apart (see `run_name`;
+DVC's experiment name is the tag ``dvc_exp_name`` and ends the name), with every params.yaml key the
+probe read (dotted), the provenance hashes, the git commit, the stimulus table as a dataset input
+(name, digest, source, row count: the runs table's Dataset column), one metric per layer (``<layer>``:
+the mean fold score, as in reports/metrics.json; ``sem/<layer>`` and, with permutations,
+``p_value/<layer>``...) and the metrics files as artifacts. One nested run per layer holds the fold
+scores (metric ``fold_<scoring>`` at steps 0..cv-1). The report stage adds its figures to the
 parent run, which it finds by the tag ``dnnprobe.summary_sha256``: the sha256 of the summary.json
 the run wrote. No run id goes into a DVC output, whose bytes (and dvc.lock) would then change with
 every run.
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import json
 import logging
 import os
 import re
@@ -306,7 +312,8 @@ class ProbeRun:
         self.store = store or tracking_uri()
 
     def log_layer(self, layer: str, scores, mean: float, sem: float, extra: Mapping[str, float] | None = None) -> None:
-        """One nested run per layer; its summary metrics also go on the parent for the runs table."""
+        """One nested run per layer (its fold scores); on the parent, ``<layer>`` (the mean) and
+        ``sem/<layer>``, ``p_value/<layer>``... for the runs table and its chart view."""
         import mlflow
         from mlflow.entities import Metric, Param
 
@@ -324,10 +331,23 @@ class ProbeRun:
         except BaseException:
             _end_run_quietly(child.info.run_id, "FAILED")
             raise
+        on_parent = [Metric(layer, float(mean), stamp, 0), Metric(f"sem/{layer}", float(sem), stamp, 0)]
+        on_parent += [Metric(f"{key}/{layer}", float(value), stamp, 0) for key, value in (extra or {}).items()]
         with _store_errors(self.store):
-            client.log_batch(
-                self.run_id, metrics=[Metric(f"{key}/{layer}", float(value), stamp, 0) for key, value in summary.items()]
-            )
+            client.log_batch(self.run_id, metrics=on_parent)
+
+    def log_stimuli(self, table_path: str | os.PathLike, table_sha256: str, name: str, columns: list[str],
+                    n_rows: int, label: str, class_counts: Mapping[str, int] | None, origin: str) -> None:
+        """The stimulus table as the run's dataset input (context ``stimuli``): the runs table's Dataset
+        column then names what was decoded. Its digest is the first 32 hex digits of the table file's
+        sha256 (MLflow keeps at most 36 characters; the whole sha256 is the param ``stimuli_sha256``);
+        its profile gives the row count, the decoded column and the class sizes; its tag ``stimuli.source``
+        says where the stimuli came from (`origin`: demo, stimcsv, folder or bold5000)."""
+        import mlflow
+
+        dataset = StimulusTableDataset(table_path, table_sha256, name, columns, n_rows, label, class_counts)
+        with _store_errors(self.store):
+            mlflow.log_input(dataset, context="stimuli", tags={"stimuli.source": origin or "unknown"})
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Attach a file to the parent run."""
@@ -386,8 +406,9 @@ def probe_run(experiment: str, run_name: str, params: Mapping[str, object], scor
             # cross-link, so that every probe run lands in `experiment` as `dvc repro` runs do.
             if launching.info.experiment_id == experiment_id:
                 parent_run_id = launching.info.run_id
-        run = mlflow.start_run(run_name=tags.get("dvc_exp_name", run_name), experiment_id=experiment_id, tags=tags,
-                               parent_run_id=parent_run_id)
+        if tags.get("dvc_exp_name"):
+            run_name = f"{run_name} [{tags['dvc_exp_name']}]"
+        run = mlflow.start_run(run_name=run_name[:250], experiment_id=experiment_id, tags=tags, parent_run_id=parent_run_id)
     run_id = run.info.run_id
     try:
         with _store_errors(store):
@@ -420,6 +441,59 @@ def launching_run():
         return mlflow.tracking.MlflowClient().get_run(run_id)
     except MlflowException:
         raise DnnprobeError(f"MLFLOW_RUN_ID={run_id}: no such run in the MLflow store {tracking_uri()}") from None
+
+
+def run_name(arch: str, weights: str, settings: Mapping[str, object], defaults: Mapping[str, object],
+             always: tuple[str, ...] = ("pca", "cv")) -> str:
+    """A parent run's name: the network, then the settings that tell runs apart.
+
+    ``alexnet random pca=50 cv=10 classifier=ridge``: the `always` keys, then every other setting that
+    differs from its default (dotted keys, their section dropped). A weights file is named by its file
+    name. `probe_run` appends DVC's experiment name in brackets, so the name says both what ran and
+    which `dvc exp show` row it is.
+    """
+    parts = [arch, Path(weights).name if ("/" in weights or "\\" in weights) else weights]
+    parts += [f"{key}={settings[key]}" for key in always if key in settings]
+    parts += [f"{key.split('.', 1)[-1]}={value}" for key, value in settings.items()
+              if key not in always and key in defaults and _comparable(value) != _comparable(defaults[key])]
+    return " ".join(str(part) for part in parts)
+
+
+def _comparable(value: object) -> str:
+    """`-S probe.C=1` gives 1 where the default is 1.0: the same setting."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return repr(float(value)) if is_number else repr(value)
+
+
+@functools.cache
+def _stimulus_dataset_class():
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    class _StimulusTableDataset(MetaDataset):
+        """A stimulus table as MLflow sees it: metadata (name, digest, source, schema, profile), no data."""
+
+        def __init__(self, table_path, table_sha256, name, columns, n_rows, label, class_counts):
+            source = resolve_dataset_source(str(table_path))  # a local file: MLflow's "local" source type
+            schema = Schema([ColSpec("string", column) for column in columns])
+            super().__init__(source, name=name, digest=table_sha256[:32], schema=schema)
+            self._profile = {"num_rows": n_rows, "label": label}
+            if class_counts:
+                self._profile["class_counts"] = dict(class_counts)
+
+        @property
+        def profile(self):
+            return self._profile
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self._profile)}
+
+    return _StimulusTableDataset
+
+
+def StimulusTableDataset(*args):  # noqa: N802 - a class, built on first use so mlflow is imported lazily
+    return _stimulus_dataset_class()(*args)
 
 
 def _param_value(value: object) -> str:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +30,10 @@ def test_repro_writes_every_output(repo):
     for layer in ("conv1", "fc2_relu"):
         assert np.load(repo / "reports" / "probe" / layer / "score.npy").shape == (3,)
         assert np.load(repo / "reports" / "probe" / layer / "conf_m.npy").shape == (3, 2, 2)
-    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
-    assert set(metrics["conv3"]) >= {"accuracy_mean", "accuracy_sem"}
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())  # one mean per layer
+    details = json.loads((repo / "reports" / "metrics_detail.json").read_text())
+    assert list(metrics) == list(details["sem"]) == yaml.safe_load((repo / "params.yaml").read_text())["extract"]["layers"]
+    assert all(isinstance(value, float) for value in metrics.values())
     for name in ("conv_vs_relu.png", "conv_vs_relu.svg"):
         assert (repo / "reports" / "figures" / name).stat().st_size > 1000
     assert "not a scientific finding" in (repo / "reports" / "figures" / "conv_vs_relu.svg").read_text()
@@ -58,6 +64,8 @@ def test_mlflow_parent_and_layer_runs_land_in_the_repo_store(repo):
 
 
 def test_exp_run_with_new_pca_reruns_only_check_probe_and_report(repo):
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "the default run")  # as a researcher does before trying other settings
     out = dvc(repo, "exp", "run", "-n", "pca3", "-S", "pca=3")
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"check", "probe", "report"}  # the activations and Gram matrices are reused
@@ -76,3 +84,70 @@ def test_temp_experiment_logs_into_the_real_repo_store(repo):
     runs = mlflow_runs(repo / "mlflow.db")
     assert len(runs) == before + 15  # one parent and 14 layers, anchored on DVC_ROOT
     assert not (repo / ".dvc" / "tmp" / "exps").exists() or not list((repo / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))
+
+
+# ---- comparing experiments: dvc exp show, dvc plots (after the pca3 and temp-cv2 experiments above) ----
+
+LAYERS = ["conv1", "conv1_relu", "conv2", "conv2_relu", "conv3", "conv3_relu", "conv4", "conv4_relu", "conv5",
+          "conv5_relu", "fc1", "fc1_relu", "fc2", "fc2_relu"]
+DEPTHS = "Conv1, Conv2, Conv3, Conv4, Conv5, FC1, FC2"
+
+
+def test_exp_show_fits_200_columns_with_a_column_per_layer(repo):
+    from conftest import env_without_tracking_uri
+
+    env = {**env_without_tracking_uri(), "COLUMNS": "200"}
+    table = dvc(repo, "exp", "show", "--only-changed", "--no-pager", env=env)
+    lines = [line for line in table.splitlines() if line.strip()]
+    assert max(len(line) for line in lines) <= 200, table
+    header = next(line for line in lines if "Experiment" in line).split()
+    # every layer whose mean differs between the rows has its column, none collapsed into "…"
+    shown = json.loads(dvc(repo, "exp", "show", "--json"))
+    revs = [shown[0], shown[1], *[rev for e in shown[1]["experiments"] for rev in e["revs"]]]
+    means = [rev["data"]["metrics"]["reports/metrics.json"]["data"] for rev in revs]
+    varying = [layer for layer in LAYERS if len({m[layer] for m in means}) > 1]
+    assert len(varying) >= 10 and [name for name in header if name in LAYERS] == varying, table
+    for experiment in ("pca3", "temp-cv2"):
+        [row] = [line for line in lines if f"[{experiment}]" in line]
+        assert len(re.findall(r"\b0\.\d+|\b1\b", row)) == len(varying), row
+    assert "sem" not in table and "conv_vs_relu" not in table  # those are in reports/metrics_detail.json
+    detail = dvc(repo, "metrics", "show", "reports/metrics_detail.json", env=env)
+    assert "sem.conv1" in detail and "conv_vs_relu.Conv1.p_holm" in detail
+
+
+def _chromium() -> str | None:
+    found = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
+    if found is None and os.environ.get("DNNPROBE_REQUIRE_CHROMIUM"):
+        pytest.fail("chromium not found (Debian: apt-get install chromium); .ci/run installs it")
+    return found
+
+
+def render(page: Path) -> str:
+    """The page's DOM after its scripts ran, in headless Chromium with every network request refused."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+         "--proxy-bypass-list=<-loopback>", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_dvc_plots_render_offline_as_one_chart_per_layer_depth(repo):
+    dvc(repo, "plots", "show")
+    dom = render(repo / "dvc_plots" / "index.html")
+    assert dom.count('class="marks"') == 1  # one chart: the layer-score plot, no accidental second one
+    assert f"for a discrete scale with 7 values: {DEPTHS}" in dom  # x axis: the depth names, in depth order
+    assert "mean score over folds (probe.scoring)" in dom
+    assert re.search(r'aria-label="[^"]*layer: conv3_relu; scoring: accuracy; mean over folds: 0\.\d{4}; SEM over folds', dom)
+    assert {"Conv", "ReLU"} <= set(re.findall(r"<text[^>]*>(Conv|ReLU)</text>", dom))  # the two series' legend
+    assert "dvc_plots/" in (repo / ".gitignore").read_text() and "dvc_plots" not in git(repo, "status", "--porcelain")
+
+    dvc(repo, "plots", "diff", "pca3", "temp-cv2")
+    dom = render(repo / "dvc_plots" / "index.html")
+    assert dom.count('class="marks"') == 1
+    legend = set(re.findall(r"<text[^>]*>([^<]+)</text>", dom))
+    assert {"pca3", "temp-cv2", "Conv", "ReLU"} <= legend, legend  # both experiments, both series
+    assert len(re.findall(r"experiment: (pca3|temp-cv2); layer: fc2_relu", dom)) == 2

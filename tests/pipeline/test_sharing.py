@@ -212,7 +212,7 @@ def test_probe_and_report_log_to_an_mlflow_server_over_http(pipeline, mlflow_ser
     assert run.data.tags["dnnprobe.summary_sha256"] == summary_sha256
     assert run.info.status == "FINISHED" and run.data.params["pca"] == "4" and run.data.params["n_stimuli"] == "24"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert run.data.metrics["accuracy_mean/conv3"] == pytest.approx(metrics["conv3"]["accuracy_mean"], abs=1e-6)
+    assert run.data.metrics["conv3"] == pytest.approx(metrics["conv3"], abs=1e-6)
     layers = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert sorted(r.data.params["layer"] for r in layers) == sorted(LAYERS)
 
@@ -277,9 +277,12 @@ def test_queued_sweep_on_two_workers_logs_each_experiment_once(pipeline):
     assert sorted({row["pca"] for row in rows}) == ["2", "3", "4"] and len(rows) == 3 * len(LAYERS)
     shown = json.loads(dvc(pipeline, "exp", "show", "--json"))
     [sweep_pca2] = [rev for e in shown[1]["experiments"] for rev in e["revs"] if rev["name"] == "sweep-pca2"]
-    conv1 = sweep_pca2["data"]["metrics"]["reports/metrics.json"]["data"]["conv1"]["accuracy_mean"]
+    conv1 = sweep_pca2["data"]["metrics"]["reports/metrics.json"]["data"]["conv1"]
     [row] = [row for row in rows if row["experiment"] == "sweep-pca2" and row["layer"] == "conv1"]
     assert float(row["mean"]) == pytest.approx(conv1, abs=1e-6)
+    # the SEM comes from the experiment's own metrics_detail.json (in git, not a DVC metric)
+    details = json.loads(git(pipeline, "show", f"{sweep_pca2['rev']}:reports/metrics_detail.json"))
+    assert float(row["sem"]) == pytest.approx(details["sem"]["conv1"], abs=1e-6)
 
 
 # ---- MLproject ------------------------------------------------------------------------------
@@ -357,7 +360,7 @@ def test_launching_run_in_another_experiment_is_cross_linked(tmp_path, monkeypat
     ours = client.get_run(run_id)
     assert client.get_experiment(ours.info.experiment_id).name == "dnnprobe" and ours.info.status == "FINISHED"
     assert ours.data.tags["launching_run_id"] == launcher.info.run_id and "mlflow.parentRunId" not in ours.data.tags
-    assert ours.data.params == {"pca": "4", "cv": "3"} and ours.data.metrics["accuracy_mean/fc1"] == 0.583
+    assert ours.data.params == {"pca": "4", "cv": "3"} and ours.data.metrics["fc1"] == 0.583
     launched = client.get_run(launcher.info.run_id)
     assert launched.data.tags["probe_run_id"] == run_id and launched.data.params == {}
     assert launched.info.status == "RUNNING"  # `mlflow run` ends its own run, not us
@@ -391,9 +394,11 @@ def test_unknown_launching_run_fails_in_one_line(tmp_path, monkeypatch):
 # ---- the sweep figure from `dvc exp show --json` (synthetic, fast) --------------------------------
 
 
-def exp_entry(name, rev, pca, scores, C=1.0):
-    metrics = {layer: {"accuracy_mean": mean, "accuracy_sem": 0.01} for layer, mean in scores.items()}
-    metrics["conv_vs_relu"] = {"Conv1": {"t": 1.0}}
+def exp_entry(name, rev, pca, scores, C=1.0, nested=False):
+    metrics = dict(scores)  # metrics.json: one mean per layer
+    if nested:  # the metrics.json of earlier commits: mean, SEM and tests per layer
+        metrics = {layer: {"accuracy_mean": mean, "accuracy_sem": 0.01} for layer, mean in scores.items()}
+        metrics["conv_vs_relu"] = {"Conv1": {"t": 1.0}}
     return {"rev": rev, "name": name, "data": {
         "params": {"params.yaml": {"data": {"pca": pca, "probe": {"C": C, "scoring": "accuracy"},
                                             "model": {"arch": "alexnet", "weights": "random"},
@@ -406,8 +411,8 @@ def test_sweep_figure_has_one_line_per_experiment(tmp_path):
     from dnnprobe.sweep import experiments_from_exp_show, varying_params, write_sweep
     from click.testing import CliRunner
 
-    baseline = exp_entry("main", "a" * 40, 100, {"conv1": 0.6, "fc1": 0.8}, C=1)  # 1 and 1.0: the same C
-    workspace = {**exp_entry(None, "workspace", 100, {"conv1": 0.6, "fc1": 0.8}), "experiments": None}
+    baseline = exp_entry("main", "a" * 40, 100, {"conv1": 0.6, "fc1": 0.8}, C=1, nested=True)  # 1 and 1.0: the same C
+    workspace = {**exp_entry(None, "workspace", 100, {"conv1": 0.6, "fc1": 0.8}, nested=True), "experiments": None}
     queued = {"rev": "c" * 40, "name": "sweep-queued", "data": {"params": {}, "metrics": {}}}
     baseline["experiments"] = [{"revs": [exp_entry("sweep-pca10", "b" * 40, 10, {"conv1": 0.55, "fc1": 0.7})]},
                                {"revs": [queued]}]
@@ -418,7 +423,9 @@ def test_sweep_figure_has_one_line_per_experiment(tmp_path):
 
     png, table = write_sweep(experiments, "pca", tmp_path / "sweep" / "sweep_pca.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert table.read_text().splitlines()[:2] == ["experiment,pca,layer,mean,sem", "sweep-pca10,10,conv1,0.550000,0.010000"]
+    # without the repository (a saved exp show) a flat metrics.json has no SEM; a nested one carries it
+    assert table.read_text().splitlines()[:4] == ["experiment,pca,layer,mean,sem", "sweep-pca10,10,conv1,0.550000,nan",
+                                                  "sweep-pca10,10,fc1,0.700000,nan", "main,100,conv1,0.600000,0.010000"]
     with pytest.raises(DnnprobeError, match="--param probe.X: not a params.yaml key"):
         write_sweep(experiments, "probe.X", tmp_path / "x.png")
     with pytest.raises(DnnprobeError, match="no experiment has reports/metrics.json"):

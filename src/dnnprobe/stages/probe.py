@@ -76,8 +76,13 @@ def probe(
     metrics_path: str | os.PathLike,
     models_dir: str | os.PathLike,
     progress: bool = True,
+    details_path: str | os.PathLike | None = None,
 ) -> dict:
     """Cross-validated decoding of probe.label from every layer; outputs, metrics and an MLflow run.
+
+    Writes DNNBrain's per-layer files and summary.json in `out_dir`, the mean score per layer in
+    `metrics_path` and its SEM, p-values and Conv-vs-ReLU tests in `details_path` (default:
+    ``metrics_detail.json`` beside `metrics_path`), and refit probes in `models_dir`.
 
     Refuses, before any work, a table, Gram file and activation file that do not come from each other,
     and any setting the data cannot support. Every hash logged to MLflow is of a file as it was read.
@@ -95,7 +100,8 @@ def probe(
     table = StimulusTable.read(table_path)
     settings = ProbeSettings.from_params(params)
     y = targets(table, params.probe.label, settings)
-    outputs = (out_dir, metrics_path, models_dir)
+    details_path = details_path or Path(metrics_path).with_name("metrics_detail.json")
+    outputs = (out_dir, metrics_path, details_path, models_dir)
     ops = resolve_device(params.probe.device)
     with claim(*outputs), GramFile(gram_path) as grams:
         _check_same_stimuli(table_path, table, grams)
@@ -123,7 +129,9 @@ def probe(
         }
         if not settings.is_regression:
             summary["classes"] = [str(c) for c in np.unique(y)]
-            names = dict(zip(table.columns.get("label", []), table.columns.get("condition", [])))
+            # DNNBrain's tables name the classes of `label` in `condition`; any other column's values are the names.
+            decoded_label = params.probe.label == "label"
+            names = dict(zip(table.columns.get("label", []), table.columns.get("condition", []))) if decoded_label else {}
             summary["class_names"] = [names.get(c, c) for c in summary["classes"]]
         # Every params.yaml key this stage reads (dotted, as `dvc params diff` shows them), the network the
         # activations record, and the input files: each hash is of a file as it was read, the activation
@@ -135,13 +143,20 @@ def probe(
             "stimuli_sha256": file_sha256(table_path), "images_sha256": grams.attrs.get("images_sha256", ""),
             "gram_sha256": file_sha256(gram_path), "activations_sha256": activations_sha256,
         }
-        run_name = f"{summary['arch']}-{summary['weights']}-pca{params.pca}-cv{params.cv}"
+        # Named by what tells it apart from other runs: the network, pca, cv and any setting off its default.
+        run_name = tracking.run_name(str(summary["arch"]), str(summary["weights"]), params.flat(("pca", "cv", "probe")),
+                                     Params().flat(("pca", "cv", "probe")))
         results = {}
         with tracking.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
+            counts = None if settings.is_regression else dict(zip(summary["class_names"], np.bincount(
+                np.searchsorted(np.unique(y), y)).tolist()))
+            run.log_stimuli(table_path, run_params["stimuli_sha256"], summary["stimulus_set"], list(table.columns),
+                            len(table), params.probe.label, counts, summary["source"])
             # Scores, metrics and refit models are renamed into place together, once all are written:
             # a failure anywhere leaves none of them (and the MLflow run FAILED).
             with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
-                    atomic_output(models_dir, directory=True) as temp_models, ActivationFile(activations_path) as acts:
+                    atomic_output(details_path) as temp_details, atomic_output(models_dir, directory=True) as temp_models, \
+                    ActivationFile(activations_path) as acts:
                 for layer in tqdm(grams.layers, desc="probe", unit="layer", disable=not progress):
                     result = cross_validate_layer(grams, layer, y, settings, acts, ops)
                     results[layer] = result
@@ -151,14 +166,43 @@ def probe(
                 summary["chance"], summary["chance_source"] = stats.chance_level(results, y, params.probe.scoring)
                 summary_text = json.dumps(summary, indent=2) + "\n"
                 (temp_dir / "summary.json").write_text(summary_text)
-                metrics = stats.metrics_json(summary, params.probe.scoring)
-                temp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+                temp_metrics.write_text(json.dumps(layer_means(summary), indent=2) + "\n")
+                temp_details.write_text(json.dumps(score_details(summary), indent=2) + "\n")
                 _save_probe_models(params, y, settings, grams, activations_path, temp_models)
             run.log_artifact(metrics_path)
+            run.log_artifact(details_path)
             # The report stage finds this run by the sha256 of the summary it produced: no run id in
             # an output (it would change every run, and with it dvc.lock).
             run.record_summary(text_sha256(summary_text))
     return summary
+
+
+def layer_means(summary: dict) -> dict[str, float]:
+    """reports/metrics.json: one number per layer, the mean fold score (``probe.scoring``), in layer order.
+
+    Flat on purpose: ``dvc exp show`` and ``dvc metrics show`` give one short column per layer.
+    """
+    return {layer: round(summary["layers"][layer]["mean"], 6) for layer in summary["layer_order"]}
+
+
+def score_details(summary: dict) -> dict:
+    """reports/metrics_detail.json: what qualifies the means, statistic first, then layer.
+
+    ``sem`` always; ``p_value``, ``null_mean`` and ``null_p95`` when permutations ran; ``conv_vs_relu``
+    per depth (the test the figure's brackets show). Non-numbers are left out (DVC shows numbers).
+    """
+    layers = summary["layers"]
+    details: dict = {"sem": {layer: round(layers[layer]["sem"], 6) for layer in summary["layer_order"]}}
+    for key in ("p_value", "null_mean", "null_p95"):
+        values = {layer: round(layers[layer][key], 6) for layer in summary["layer_order"] if key in layers[layer]}
+        if values:
+            details[key] = values
+    tests = {label: {key: round(value, 6) for key, value in test.items()
+                     if isinstance(value, (int, float)) and not isinstance(value, bool)}
+             for label, test in summary.get("conv_vs_relu", {}).items()}
+    if tests:
+        details["conv_vs_relu"] = tests
+    return details
 
 
 def _save_probe_models(params, y, settings, grams, activations_path, folder: Path) -> None:
@@ -176,14 +220,17 @@ def _save_probe_models(params, y, settings, grams, activations_path, folder: Pat
 @click.option("--activations", default="data/activations.act.h5", show_default=True,
               help="Activation file the Gram file was computed from.")
 @click.option("--out", default="reports/probe", show_default=True, help="Folder for per-layer scores and summary.json.")
-@click.option("--metrics", default="reports/metrics.json", show_default=True, help="DVC metrics file to write.")
+@click.option("--metrics", default="reports/metrics.json", show_default=True,
+              help="DVC metrics file to write: the mean score per layer.")
+@click.option("--details", default="reports/metrics_detail.json", show_default=True,
+              help="Detail file beside the metrics (in git, not a DVC metric): SEM, p-values and Conv-vs-ReLU tests per layer.")
 @click.option("--models", default="models/probes", show_default=True, help="Folder for refit probes (probe.save_models).")
 @stage_command("probe")
-def command(params, progress, table, gram_path, activations, out, metrics, models):
+def command(params, progress, table, gram_path, activations, out, metrics, details, models):
     """Cross-validated PCA + decoding of probe.label per layer; logged to MLflow."""
     from dnnprobe.tracking import tracking_uri
 
-    summary = probe(params, table, gram_path, activations, out, metrics, models, progress=progress)
+    summary = probe(params, table, gram_path, activations, out, metrics, models, progress=progress, details_path=details)
     best = max(summary["layers"], key=lambda layer: summary["layers"][layer]["mean"])
     click.echo(f"probe: best layer {best} ({params.probe.scoring} {summary['layers'][best]['mean']:.3f}); "
                f"MLflow store {tracking_uri()}")

@@ -153,7 +153,7 @@ def _import_folder(params: Params, images: Path) -> StimulusTable:
         _copy_image(path, images / stim_id)
         stim_ids.append(stim_id)
         conditions.append(condition)
-    return table_from_classes(stim_ids, conditions, image_folder="", title=f"images of {root.name}")
+    return table_from_classes(stim_ids, conditions, image_folder="", title=f"image folder '{root.name}'")
 
 
 def make_stimuli(params: Params, table_path: str | os.PathLike, image_folder: str | os.PathLike) -> StimulusTable:
