@@ -205,8 +205,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="folder for the temporary files (default: the system's)")
     parser.add_argument("--plot", type=Path, help="write the log-log plot of time against n here (needs matplotlib)")
     parser.add_argument("--json", type=Path, help="append each point's measurements here, one JSON object a line")
+    parser.add_argument("--replot", type=Path, help="only draw --plot from a --json file (the last line per point)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.replot:
+        points = {}
+        for text in args.replot.read_text().splitlines():
+            result = json.loads(text)
+            points[(result["n"], result["units"])] = result
+        for result in sorted(points.values(), key=lambda r: (r["units"], r["n"])):
+            print(line(result))
+        plot(list(points.values()), args.plot or args.replot.with_suffix(".png"))
+        return
     if args.worker:
         kind, *rest = args.worker
         if kind == "gram":
