@@ -170,6 +170,7 @@ def line(result: dict) -> str:
 def plot(results: list[dict], path: Path) -> None:
     """Time against n, log-log: one line per (layer width, stage)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -182,6 +183,10 @@ def plot(results: list[dict], path: Path) -> None:
             ax.plot(ns, [r[f"{stage}_s"] for r in points], style, label=f"{stage}, {units:,} units")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ns = sorted({r["n"] for r in results})
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ns))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{n:,}" for n in ns]))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("stimuli (n)")
     ax.set_ylabel("seconds")
     ax.set_title("dnnprobe gram and probe stages (pca 100, 10 folds)")
