@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     from dnnprobe.gram import GramFile
     from dnnprobe.layers import resolve_layers
     from dnnprobe.network import load_network
-    from dnnprobe.probe import cross_validate_gram, folds
+    from dnnprobe.actfile import ActivationFile
+    from dnnprobe.probe import cross_validate_layer, folds
     from dnnprobe.stages.gram import gram
     from dnnprobe.stages.network import make_network
     from dnnprobe.stages.stimuli import make_stimuli
@@ -68,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
                                 num_workers=params.extract.num_workers, progress=False)
             nbytes[dtype] = act.stat().st_size
             gram(act, folder / f"{dtype}.gram.h5", progress=False)
-            with GramFile(folder / f"{dtype}.gram.h5") as grams:
-                scores[dtype] = {layer: cross_validate_gram(grams.gram(layer), y, settings).score
+            with GramFile(folder / f"{dtype}.gram.h5") as grams, ActivationFile(act) as activations:
+                scores[dtype] = {layer: cross_validate_layer(grams, layer, y, settings, activations).score
                                  for layer in grams.layers}
 
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}; "

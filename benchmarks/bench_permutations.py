@@ -29,9 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help="existing .act.h5 (with a .stim.csv beside it); default: synthetic")
     args = parser.parse_args(argv)
 
+    from dnnprobe.actfile import ActivationFile
     from dnnprobe.decoders import ProbeSettings
     from dnnprobe.gram import GramFile, write_gram_file
-    from dnnprobe.probe import cross_validate_gram
+    from dnnprobe.probe import cross_validate_layer
     from dnnprobe.stimuli import StimulusTable
 
     sys.path.insert(0, str(HERE))
@@ -40,16 +41,15 @@ def main(argv: list[str] | None = None) -> None:
     act, table = benchmark_data(args.n, [args.layer], args.data)
     y = StimulusTable.read(table).integer_labels()
 
+    seconds = {}
     with tempfile.TemporaryDirectory(dir=act.parent) as folder:
         write_gram_file(act, Path(folder) / "gram.h5", layers=[args.layer], progress=False)
-        with GramFile(Path(folder) / "gram.h5") as grams:
-            gram = grams.gram(args.layer)
-    seconds = {}
-    for permutations in (0, args.permutations):
-        settings = ProbeSettings(n_components=args.pca, cv=args.cv, permutations=permutations)
-        started = time.perf_counter()
-        result = cross_validate_gram(gram, y, settings)
-        seconds[permutations] = time.perf_counter() - started
+        with GramFile(Path(folder) / "gram.h5") as grams, ActivationFile(act) as activations:
+            for permutations in (0, args.permutations):
+                settings = ProbeSettings(n_components=args.pca, cv=args.cv, permutations=permutations)
+                started = time.perf_counter()
+                result = cross_validate_layer(grams, args.layer, y, settings, activations)
+                seconds[permutations] = time.perf_counter() - started
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}; {args.layer}, n={len(y)}, "
           f"pca={args.pca}, cv={args.cv}")
     print(f"probe without permutations {seconds[0]:7.1f} s; with {args.permutations}: "

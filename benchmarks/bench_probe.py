@@ -2,7 +2,8 @@
 
 Reference (DNNBrain's tutorial): load the layer into memory, cross-validate
 ``make_pipeline(PCA(pca), LogisticRegression())`` over ``StratifiedKFold(cv)``.
-dnnprobe: the gram stage (stream the layer, K = X X^T) plus the probe stage's cross-validation.
+dnnprobe: the gram stage (stream the layer into its smaller matrix: K = X X^T, or the d x d moments
+for layers with fewer units than stimuli) plus the probe stage's cross-validation.
 Each method runs per layer in a fresh process (so peak RSS is per layer and per method). Fold
 accuracies of both are compared with the exact reference, ``PCA(svd_solver='full')``, also run per
 layer (skip it with ``--no-full-check``: it is slow on wide layers). Ends with one line
@@ -59,17 +60,18 @@ def reference(act: str, table: str, layer: str, pca: int, cv: int, solver: str) 
 
 def dnnprobe_probe(act: str, table: str, layer: str, pca: int, cv: int) -> dict:
     """dnnprobe's gram stage (streamed) and probe stage for one layer."""
+    from dnnprobe.actfile import ActivationFile
     from dnnprobe.decoders import ProbeSettings
     from dnnprobe.gram import GramFile, write_gram_file
-    from dnnprobe.probe import cross_validate_gram
+    from dnnprobe.probe import cross_validate_layer
 
     y = labels(table)
     with tempfile.TemporaryDirectory(dir=Path(act).parent) as folder:
         started = time.perf_counter()
         write_gram_file(act, Path(folder) / "gram.h5", layers=[layer], progress=False)
         gram_seconds = time.perf_counter() - started
-        with GramFile(Path(folder) / "gram.h5") as grams:
-            result = cross_validate_gram(grams.gram(layer), y, ProbeSettings(n_components=pca, cv=cv))
+        with GramFile(Path(folder) / "gram.h5") as grams, ActivationFile(act) as activations:
+            result = cross_validate_layer(grams, layer, y, ProbeSettings(n_components=pca, cv=cv), activations)
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "gram_seconds": gram_seconds, "peak_rss_mb": peak_rss_mb(),
             "scores": result.score.tolist()}

@@ -103,11 +103,9 @@ def cli(stage: str, *args: object, env: dict | None = None):
 
     from dnnprobe.cli import main
 
-    options = ["--quiet"]
-    if stage != "gram":  # the gram stage reads no parameters
-        options += ["--params", str(REPO / "params.yaml")]
-        for setting in TINY_SETS:
-            options += ["--set", setting]
+    options = ["--quiet", "--params", str(REPO / "params.yaml")]
+    for setting in TINY_SETS:
+        options += ["--set", setting]
     return CliRunner().invoke(main, [stage, *options, *map(str, args)], env=env)
 
 

@@ -145,11 +145,12 @@ def test_damaged_activations_stop_the_gram_stage_and_write_nothing(tmp_path):
 
 
 def test_disk_too_small_for_the_gram_matrices_is_refused_before_any_work(tmp_path, monkeypatch):
-    acts = write_activations(tmp_path / "a.act.h5", n_stim=400)  # 2 layers of 400 x 400 float64: 2.6 MB + margin
+    # 2 layers wider than 400 stimuli: two 400 x 400 float32 Grams, 1.3 MB + margin
+    acts = write_activations(tmp_path / "a.act.h5", n_stim=400, widths={"fc1": 450, "fc2": 420})
     monkeypatch.setattr("dnnprobe.gram.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
-    monkeypatch.setattr("dnnprobe.gram.layer_gram", lambda *args, **kwargs: pytest.fail("work started"))
+    monkeypatch.setattr("dnnprobe.gram.layer_matrix", lambda *args, **kwargs: pytest.fail("work started"))
     one_line_error(lambda: write_gram_file(acts, tmp_path / "out" / "g.h5", progress=False),
-                   "g.h5: needs 4 MB but its disk has 1 MB free \\(fewer extract.layers, or free some space\\)$")
+                   "g.h5: needs 2 MB but its disk has 1 MB free \\(fewer extract.layers, or free some space\\)$")
     assert not (tmp_path / "out").exists()
 
 
@@ -181,16 +182,16 @@ from dnnprobe.core.errors import DnnprobeError
 
 acts, out, leave = sys.argv[1], sys.argv[2], int(sys.argv[3])
 filler = os.path.join(os.path.dirname(out), "filler")
-real_layer_gram = gram.layer_gram
+real_layer_matrix = gram.layer_matrix
 
-def layer_gram_then_fill(activations, layer):
-    result = real_layer_gram(activations, layer)
+def layer_matrix_then_fill(activations, layer, **kwargs):
+    result = real_layer_matrix(activations, layer, **kwargs)
     if layer == activations.layers[0]:
         subprocess.run(["sh", "-c", f"cat /dev/zero > {filler}"], stderr=subprocess.DEVNULL)  # ends at 'disk full'
         os.truncate(filler, os.path.getsize(filler) - leave)
     return result
 
-gram.layer_gram = layer_gram_then_fill
+gram.layer_matrix = layer_matrix_then_fill
 try:
     gram.write_gram_file(acts, out, progress=False)
 except DnnprobeError as error:
@@ -200,11 +201,11 @@ except DnnprobeError as error:
 
 
 @pytest.mark.skipif(not can_mount_tmpfs(), reason="needs user namespaces to mount a small tmpfs (unshare -r -m)")
-@pytest.mark.parametrize("leave", [0, 300 * 300 * 8 + 65536], ids=["full-before-the-first-layer", "room-for-one-layer"])
+@pytest.mark.parametrize("leave", [0, 300 * 300 * 4 + 65536], ids=["full-before-the-first-layer", "room-for-one-layer"])
 def test_disk_full_while_writing_gram_matrices_on_a_real_small_disk(tmp_path, leave):
-    """A 4 MB tmpfs passes the free-space check for 3 layers of 300 x 300 float64 (2.2 MB), then
+    """A 4 MB tmpfs passes the free-space check for 3 layers of 300 x 300 float32 Grams (1.1 MB), then
     another process fills it: one line, exit status 1, and only the filler left on the disk."""
-    acts = write_activations(tmp_path / "a.act.h5", n_stim=300, widths={"fc1": 8, "fc2": 8, "fc3": 8})
+    acts = write_activations(tmp_path / "a.act.h5", n_stim=300, widths={"fc1": 320, "fc2": 320, "fc3": 320})
     mount = tmp_path / "small_disk"
     mount.mkdir()
     command = [sys.executable, "-c", FILL_THEN_GRAM, str(acts), str(mount / "g.h5"), str(leave)]
@@ -219,14 +220,14 @@ def test_disk_full_while_writing_gram_matrices_on_a_real_small_disk(tmp_path, le
 def test_an_activation_file_changed_during_the_gram_stage_is_refused(tmp_path, monkeypatch):
     """The recorded hash must be that of the bytes the matrices came from: a file rewritten meanwhile is an error."""
     acts = write_activations(tmp_path / "a.act.h5")
-    real_layer_gram = dnnprobe.gram.layer_gram
+    real_layer_matrix = dnnprobe.gram.layer_matrix
 
-    def layer_gram_then_touch(activations, layer):
-        result = real_layer_gram(activations, layer)
+    def layer_matrix_then_touch(activations, layer, **kwargs):
+        result = real_layer_matrix(activations, layer, **kwargs)
         os.utime(acts, ns=(0, 0))  # as another process writing into the file would
         return result
 
-    monkeypatch.setattr("dnnprobe.gram.layer_gram", layer_gram_then_touch)
+    monkeypatch.setattr("dnnprobe.gram.layer_matrix", layer_matrix_then_touch)
     one_line_error(lambda: write_gram_file(acts, tmp_path / "out" / "g.h5", progress=False),
                    "a.act.h5: changed while the gram stage was reading it \\(another process writing it\\?\\); "
                    "rerun the gram stage$")
@@ -241,6 +242,8 @@ def test_activations_without_a_usable_gram_are_one_line(tmp_path, widths, values
     acts = tmp_path / "a.act.h5"
     with h5py.File(acts, "w") as f:
         for layer, width in widths.items():
-            f[layer] = np.full((6, width, 1, 1), values or 1.0, dtype=np.float32)
+            data = np.full((6, width, 1, 1), values or 1.0, dtype=np.float32)
+            data[::2] *= -1  # values that differ: no shift about their mean makes them small
+            f[layer] = data
     one_line_error(lambda: write_gram_file(acts, tmp_path / "out" / "g.h5", progress=False), re.escape(message))
     assert folder_entries(tmp_path / "out") == []

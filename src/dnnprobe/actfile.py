@@ -469,6 +469,60 @@ class ActivationFile:
 
         yield from _prefetched(read, bounds)
 
+    def _rows_per_read(self, layer: str, max_bytes: int) -> int:
+        """Rows read at a time by the row readers: whole chunk rows, about `max_bytes` of float32."""
+        dataset = self.dataset(layer)
+        step = dataset.chunks[0] if dataset.chunks else 1
+        rows = max(1, max_bytes // max(1, self.n_units(layer) * 4))
+        return max(step, rows - rows % step)
+
+    def _read_row_span(self, layer: str, lo: int, hi: int) -> np.ndarray:
+        """Rows lo:hi of the layer as (hi - lo, n_units) float32; one-line errors for damage and non-finite values."""
+        dataset = self.dataset(layer)
+        try:
+            block = np.ascontiguousarray(dataset[lo:hi].reshape(hi - lo, -1), dtype=np.float32)
+        except (OSError, RuntimeError) as exc:
+            raise DnnprobeError(
+                f"{self.path}: layer {layer} cannot be read ({io_reason(exc)}); the file is damaged: rerun the extract stage"
+            ) from exc
+        if not np.isfinite(block.sum(dtype=np.float64)):
+            rows, cols = np.nonzero(~np.isfinite(block))
+            raise DnnprobeError(f"{self.path}: layer {layer} has non-finite values (first at stimulus row "
+                                f"{lo + rows[0] + 1}, unit {cols[0]})")
+        return block
+
+    def row_blocks(self, layer: str, max_bytes: int = 96 << 20) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_row, block)`` for the whole layer, blocks of shape (rows, n_units) float32.
+
+        The reading side for the covariance route (X^T X, projections): blocks are whole chunk rows
+        (the extractor's batches), so each chunk is read once, and about `max_bytes` each, read one
+        ahead in a thread. Memory stays bounded at any n_stim.
+        """
+        step = self._rows_per_read(layer, max_bytes)
+        bounds = [(lo, min(lo + step, self.n_stim)) for lo in range(0, self.n_stim, step)]
+        for (lo, _), block in zip(bounds, _prefetched(lambda index, lo, hi: self._read_row_span(layer, lo, hi), bounds)):
+            yield lo, block
+
+    def read_rows(self, layer: str, rows: np.ndarray, max_bytes: int = 96 << 20) -> np.ndarray:
+        """The given stimulus rows (increasing indices) as (len(rows), n_units) float32.
+
+        Reads, per span of whole chunk rows that holds any of them, from the first wanted row to the last
+        (cross-validation folds without shuffling are nearly contiguous), so a fold costs about its own bytes.
+        """
+        rows = np.asarray(rows)
+        if len(rows) and np.any(np.diff(rows) <= 0):
+            raise ValueError("read_rows needs increasing row indices")
+        out = np.empty((len(rows), self.n_units(layer)), dtype=np.float32)
+        step = self._rows_per_read(layer, max_bytes)
+        done = 0
+        while done < len(rows):
+            span_end = (rows[done] // step + 1) * step
+            last = int(np.searchsorted(rows, span_end))
+            lo, hi = int(rows[done]), int(rows[last - 1]) + 1
+            out[done:last] = self._read_row_span(layer, lo, hi)[rows[done:last] - lo]
+            done = last
+        return out
+
     def read_layer(self, layer: str) -> np.ndarray:
         """The whole layer as (n_stim, n_units) float32: for small files and tests only."""
         return np.concatenate(list(self.column_blocks(layer)), axis=1)

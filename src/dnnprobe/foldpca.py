@@ -19,11 +19,16 @@ savings that make a fold cost about one matrix product:
    close to each fold's (computed once per layer);
 2. the first product A W_t of every fold comes from one product K W shared by all folds, minus a
    correction from the fold's held-out rows (a tenth of the work);
-3. the Gram is stored once in float32 with each held-out fold's rows contiguous, so a fold's
+3. the Gram is held once in float32 with each held-out fold's rows contiguous, so a fold's
    training block is four views of it rather than a 78 MB copy, and products run at float32 speed.
+   It is filled from the stored matrix in row slabs, so the solver holds one n x n float32 matrix
+   (4 n^2 bytes) and no float64 copy.
 
 Iterations stop when every one of the k Ritz pairs has residual ``||A u - lambda u|| <=
 TOLERANCE * lambda_1``; if that never happens, LAPACK decides.
+
+All linear algebra goes through an ``ops`` object (:mod:`dnnprobe.linalg`): numpy by default, torch
+on a GPU with ``probe.device``; the algorithm is the same code for both (tests compare them).
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ from typing import Callable
 import numpy as np
 import scipy.linalg
 
+from dnnprobe.linalg import NUMPY, NumpyOps
+
 DENSE_LIMIT = 1200  # up to this many training rows LAPACK's dense solver is fast enough
 OVERSAMPLE = 28  # extra directions in each Krylov block: speeds convergence of the k-th pair
 TOLERANCE = 1e-4  # residual ||A u - lambda u|| allowed, relative to the largest eigenvalue
 MAX_BLOCKS = 20
+SLAB_BYTES = 64 << 20  # rows of the stored matrix read at a time when filling the fold-ordered copy
 
 
 def centre_gram(gram_tt: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -58,27 +66,63 @@ def top_eigenpairs(
     matrix: np.ndarray, k: int, start: np.ndarray | None = None, tol: float = TOLERANCE
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k largest eigenvalues (descending, float64) and eigenvectors of a symmetric PSD matrix."""
-    size = matrix.shape[0]
-    if not uses_iterative_solver(size, k):
+    if not uses_iterative_solver(matrix.shape[0], k):
         return _dense_top(matrix, k)
+    return top_eigenpairs_of(lambda q: matrix @ q, matrix.shape[0], k, matrix.dtype, start, tol,
+                             dense=lambda: _dense_top(matrix, k))
+
+
+def top_eigenpairs_of(
+    apply: Callable, size: int, k: int, dtype, start=None, tol: float = TOLERANCE, ops: NumpyOps = NUMPY,
+    dense: Callable | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k eigenpairs (numpy float64, descending) of the symmetric PSD operator `apply` on `size` rows.
+
+    `apply(q)` multiplies an (size, b) array of `ops`' kind; `start` (size, <= k + OVERSAMPLE), if
+    given, seeds the Krylov basis. Small operators (and any block Lanczos that does not converge)
+    are solved densely: by `dense()` when given, else from ``apply(I)``.
+    """
+    if dense is None:
+        dense = lambda: ops.dense_top(apply(ops.eye(size, dtype)), k)  # noqa: E731
+    if not uses_iterative_solver(size, k):
+        return dense()
     block = k + OVERSAMPLE
     have = 0 if start is None else start.shape[1]
     if have < block:
-        extra = np.random.default_rng(0).standard_normal((size, block - have)).astype(matrix.dtype)
-        start = extra if start is None else np.hstack([start.astype(matrix.dtype), extra])
-    basis, _ = _orthonormal(start.astype(matrix.dtype, copy=False))
-    found = block_lanczos(lambda q: matrix @ q, k, basis, matrix @ basis, tol)
-    return found if found is not None else _dense_top(matrix, k)
+        extra = ops.asarray(np.random.default_rng(0).standard_normal((size, block - have)), dtype)
+        start = extra if start is None else ops.cat([ops.cast(start, dtype), extra], 1)
+    basis, _ = _orthonormal(ops.cast(start, dtype), ops=ops)
+    found = block_lanczos(apply, k, basis, apply(basis), tol, ops=ops)
+    return found if found is not None else dense()
 
 
 def _dense_top(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    size = matrix.shape[0]
-    values, vectors = scipy.linalg.eigh(matrix, subset_by_index=[size - k, size - 1], driver="evr",
-                                        check_finite=False)
-    return values[::-1].astype(np.float64), vectors[:, ::-1].astype(np.float64)
+    return NUMPY.dense_top(matrix, k)
 
 
-def _orthonormal(block: np.ndarray, against: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+_single_thread = None
+
+
+def _small_eigh(matrix: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs (ascending) of a small symmetric float64 matrix (a Krylov projection, at most a few
+    hundred square): all of them, or the top k (LAPACK's MRRR on that subset only).
+
+    Runs BLAS on one thread: at this size threads gain nothing, and on a shared machine their
+    spin-waits made each call 5-7x slower (measured: 5.4 s instead of 0.8 s for 768 x 768).
+    """
+    global _single_thread
+    if _single_thread is None:
+        from threadpoolctl import ThreadpoolController  # installed with scikit-learn
+
+        _single_thread = ThreadpoolController()
+    with _single_thread.limit(limits=1):
+        if k is None or k >= len(matrix):
+            return np.linalg.eigh(matrix)
+        return scipy.linalg.eigh(matrix, subset_by_index=[len(matrix) - k, len(matrix) - 1], driver="evr",
+                                 check_finite=False)
+
+
+def _orthonormal(block, against=None, ops: NumpyOps = NUMPY):
     """An orthonormal basis Q of `block`'s columns (made orthogonal to `against` first), and M.
 
     Without `against`, Q = block @ M. SVQB (eigendecomposition of the small Gram B^T B, done
@@ -89,36 +133,37 @@ def _orthonormal(block: np.ndarray, against: np.ndarray | None = None) -> tuple[
     for _ in range(2):
         if against is not None:
             block = block - against @ (against.T @ block)
-        gram = (block.T @ block).astype(np.float64)
-        values, vectors = np.linalg.eigh((gram + gram.T) / 2)
+        gram = ops.numpy(block.T @ block).astype(np.float64)
+        values, vectors = _small_eigh((gram + gram.T) / 2)
         keep = values > 1e-10 * max(float(values[-1]), 1e-300)
-        step = (vectors[:, keep] / np.sqrt(values[keep])).astype(block.dtype)
+        step = ops.like(vectors[:, keep] / np.sqrt(values[keep]), block)
         block = block @ step
         transform = step if transform is None else transform @ step
     return block, transform
 
 
 def block_lanczos(
-    apply: Callable[[np.ndarray], np.ndarray], k: int, basis: np.ndarray, image: np.ndarray,
-    tol: float = TOLERANCE, max_blocks: int = MAX_BLOCKS,
+    apply: Callable, k: int, basis, image, tol: float = TOLERANCE, max_blocks: int = MAX_BLOCKS,
+    ops: NumpyOps = NUMPY,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Top-k eigenpairs of the symmetric operator `apply`, from an orthonormal start and its image.
 
     Grows a block Krylov basis (each new block: the operator applied to the newest one, made
-    orthogonal to the rest) and takes Rayleigh-Ritz pairs of the basis until converged.
+    orthogonal to the rest) and takes Rayleigh-Ritz pairs of the basis until converged. The
+    projected matrix V^T A V is small and kept on the host in float64. Returns numpy float64.
     """
-    projected = basis.T @ image  # V^T A V, grown block by block
+    projected = ops.numpy(basis.T @ image).astype(np.float64)  # V^T A V, grown block by block
     last = basis.shape[1]
 
     def ritz_pairs():
         """Rayleigh-Ritz pairs of the current basis, if all k are converged; else None."""
-        values, vectors = np.linalg.eigh((projected + projected.T).astype(np.float64) / 2)
+        values, vectors = _small_eigh((projected + projected.T) / 2, k)
         order = np.argsort(values)[::-1][:k]
-        ritz_values, ritz = values[order], vectors[:, order].astype(basis.dtype)
+        ritz_values, ritz = values[order], ops.like(vectors[:, order], basis)
         approx = basis @ ritz
-        residual = np.linalg.norm(image @ ritz - approx * ritz_values.astype(basis.dtype), axis=0)
+        residual = ops.colnorm(image @ ritz - approx * ops.like(ritz_values, basis))
         if ritz_values[0] > 0 and residual.max() <= tol * ritz_values[0]:
-            return ritz_values, approx.astype(np.float64)
+            return ritz_values, ops.numpy(approx).astype(np.float64)
         return None
 
     for blocks in range(max_blocks):
@@ -126,14 +171,16 @@ def block_lanczos(
         found = ritz_pairs() if blocks else None
         if found is not None:
             return found
-        new, _ = _orthonormal(image[:, -last:], basis)
+        new, _ = _orthonormal(image[:, -last:], basis, ops=ops)
         if new.shape[1] == 0:  # the Krylov space stopped growing: it is invariant, Ritz pairs exact
             return ritz_pairs()
         last = new.shape[1]
         new_image = apply(new)
-        projected = np.block([[projected, basis.T @ new_image], [new.T @ image, new.T @ new_image]])
-        basis = np.hstack([basis, new])
-        image = np.hstack([image, new_image])
+        top = np.hstack([projected, ops.numpy(basis.T @ new_image).astype(np.float64)])
+        bottom = np.hstack([ops.numpy(new.T @ image), ops.numpy(new.T @ new_image)]).astype(np.float64)
+        projected = np.vstack([top, bottom])
+        basis = ops.cat([basis, new], 1)
+        image = ops.cat([image, new_image], 1)
     return None
 
 
@@ -170,97 +217,134 @@ class GramPCA:
 class GramPCASolver:
     """PCA(k) of any subset of a layer's stimuli, fastest for "all but one held-out fold".
 
-    `test_folds` (the cross-validation's held-out index sets) lets the solver store the Gram with
-    each fold's rows contiguous; other subsets still work, through a copy of their block.
+    `gram` is the (n, n) Gram matrix, as an array of any float dtype or anything sliced by rows like
+    one (an h5py dataset: it is then read in slabs, never whole). The solver keeps one copy with
+    each held-out fold's rows contiguous (`test_folds`: the cross-validation's held-out index sets),
+    in float32 for large folds (float64 for small ones, solved densely), on `ops`' device. Other
+    subsets still work, through a copy of their block.
     """
 
-    def __init__(self, gram: np.ndarray, k: int, test_folds: list[np.ndarray] | None = None) -> None:
-        self.gram = gram
+    def __init__(self, gram, k: int, test_folds: list[np.ndarray] | None = None, ops: NumpyOps = NUMPY) -> None:
         self.k = k
+        self.ops = ops
         n = gram.shape[0]
-        smallest_train = n - max((len(t) for t in test_folds), default=0) if test_folds else n
+        self.n = n
+        test_folds = list(test_folds or [])
+        smallest_train = n - max((len(t) for t in test_folds), default=0)
         self.iterative = uses_iterative_solver(smallest_train, k)
-        if not self.iterative:
-            return
         self.order = np.concatenate(test_folds) if test_folds else np.arange(n)
         if len(self.order) != n or len(np.unique(self.order)) != n:
             raise ValueError("test_folds must partition the stimuli")
+        self.position = np.argsort(self.order)  # position[i]: row of stimulus i in the fold-ordered copy
         self.fold_bounds: dict[int, tuple[int, int, int]] = {}
         start = 0
-        for index, test in enumerate(test_folds or []):
+        for index, test in enumerate(test_folds):
             self.fold_bounds[int(np.min(test))] = (start, start + len(test), index)
             start += len(test)
-        # The Gram in fold order, float32: a fold's training block is then four views of it.
-        self.kp = np.take(gram[self.order].astype(np.float32), self.order, axis=1)
-        # Row sums over each fold's training columns, exactly (float64): they centre the fold and
-        # its held-out projections, where float32 sums would lose digits to cancellation.
-        held_out = np.zeros((n, max(1, len(test_folds or []))))
-        for index, test in enumerate(test_folds or []):
-            held_out[test, index] = 1.0
-        self.train_row_sums = (gram.sum(axis=1)[:, None] - gram @ held_out)[self.order]
-        centred, _, _ = centre_gram(self.kp.copy())
-        self.start = top_eigenpairs(centred, k + OVERSAMPLE, tol=1e-3)[1].astype(np.float32)
-        del centred
+        dtype = np.float32 if self.iterative else np.float64
+        # Row sums over each fold's training columns, in float64 from the stored values: they centre
+        # the fold and its held-out projections, where float32 sums would lose digits to cancellation.
+        host = np.empty((n, n), dtype=dtype)
+        held_out_sums = np.zeros((n, max(1, len(test_folds))))
+        total_sums = np.zeros(n)
+        step = max(1, SLAB_BYTES // max(1, n * 8))
+        for lo in range(0, n, step):
+            rows = np.asarray(gram[lo:lo + step])
+            total_sums[lo:lo + step] = rows.sum(axis=1, dtype=np.float64)
+            for index, test in enumerate(test_folds):
+                held_out_sums[lo:lo + step, index] = rows[:, test].sum(axis=1, dtype=np.float64)
+            host[self.position[lo:lo + step]] = rows[:, self.order]
+        self.kp = ops.asarray(host, dtype)  # the Gram in fold order (a view-free move for numpy)
+        del host
+        self.total_row_sums = total_sums[self.order]
+        self.train_row_sums = (total_sums[:, None] - held_out_sums)[self.order]
+        if not self.iterative:
+            return
+        # Start vectors: the whole set's leading principal directions (H K H, never formed).
+        self.start = ops.like(top_eigenpairs_of(self._centred_all, n, k + OVERSAMPLE, self.kp.dtype, tol=1e-3,
+                                                ops=ops)[1], self.kp)
         self.k_start = self.kp @ self.start  # shared by every fold's first product
+
+    def _centred_all(self, q):
+        """H K H q over all stimuli (fold order), without forming the centred matrix."""
+        product = self.kp @ (q - q.mean(0))
+        return product - product.mean(0)
 
     def fit(self, train: np.ndarray) -> GramPCA:
         if self.iterative:
-            held_out = np.setdiff1d(np.arange(self.gram.shape[0]), train, assume_unique=True)
+            held_out = np.setdiff1d(np.arange(self.n), train, assume_unique=True)
             bounds = self.fold_bounds.get(int(held_out.min())) if len(held_out) else None
             if bounds and np.array_equal(np.sort(self.order[bounds[0]:bounds[1]]), held_out):
                 return self._fit_fold(*bounds)
         return self._fit_copy(train)
 
     def _fit_copy(self, train: np.ndarray) -> GramPCA:
-        """Any subset: copy its block, centre it, solve (dense for small blocks)."""
-        source = self.kp if self.iterative else self.gram
-        rows = np.argsort(self.order)[train] if self.iterative else train
-        centred, row_means, grand_mean = centre_gram(source[np.ix_(rows, rows)])
+        """Any subset: copy its block, solve its centred form (dense for small blocks)."""
+        ops = self.ops
+        rows = self.position[train]
+        block = ops.take(self.kp, rows, rows)
+        row_means = ops.sum64(block, 1) / len(train)
+        grand_mean = float(row_means.mean())
+        means = ops.like(row_means, block)
+
+        def apply(q):  # H B H q = B q - mean corrections, from the uncentred block
+            product = block @ (q - q.mean(0))
+            return product - product.mean(0)
+
+        def dense():
+            centred = block - means[:, None] - means[None, :] + grand_mean
+            return ops.dense_top(centred, self.k)
+
         start = self.start[rows] if self.iterative else None
-        values, vectors = top_eigenpairs(centred, self.k, start)
+        values, vectors = top_eigenpairs_of(apply, len(train), self.k, block.dtype, start, ops=ops, dense=dense)
         return GramPCA.from_eigenpairs(values, vectors, row_means, grand_mean)
 
     def _fit_fold(self, a: int, b: int, fold: int) -> GramPCA:
         """Training rows = all but the held-out rows a:b (fold `fold`) of the fold-ordered Gram."""
-        kp = self.kp
+        ops, kp = self.ops, self.kp
         m = kp.shape[0] - (b - a)
         top, bottom = slice(0, a), slice(b, None)
 
-        def gram_times(q: np.ndarray) -> np.ndarray:  # K_tt @ q, from views of kp
-            out = np.empty_like(q)
-            out[:a] = kp[top, top] @ q[:a] + kp[top, bottom] @ q[a:]
-            out[a:] = kp[bottom, top] @ q[:a] + kp[bottom, bottom] @ q[a:]
-            return out
+        def gram_times(q):  # K_tt @ q, from views of kp
+            return ops.cat([kp[top, top] @ q[:a] + kp[top, bottom] @ q[a:],
+                            kp[bottom, top] @ q[:a] + kp[bottom, bottom] @ q[a:]], 0)
 
-        def apply(q: np.ndarray) -> np.ndarray:  # H K_tt H q
-            product = gram_times(q - q.mean(axis=0))
-            return product - product.mean(axis=0)
+        def apply(q):  # H K_tt H q
+            product = gram_times(q - q.mean(0))
+            return product - product.mean(0)
 
         # First product from the shared K W: K_tt W_t = (K W)_t - K_ts W_s, then centre.
         held_out_cols = slice(a, b)
-        cross = np.vstack([kp[top, held_out_cols], kp[bottom, held_out_cols]])  # K_ts, (m, b - a)
-        start_t = np.vstack([self.start[top], self.start[bottom]])
-        k_start_t = np.vstack([self.k_start[top], self.k_start[bottom]]) - cross @ self.start[held_out_cols]
+        cross = ops.cat([kp[top, held_out_cols], kp[bottom, held_out_cols]], 0)  # K_ts, (m, b - a)
+        start_t = ops.cat([self.start[top], self.start[bottom]], 0)
+        k_start_t = ops.cat([self.k_start[top], self.k_start[bottom]], 0) - cross @ self.start[held_out_cols]
+        del cross
         row_sums = np.concatenate([self.train_row_sums[top, fold], self.train_row_sums[bottom, fold]])
-        product = k_start_t - np.outer(row_sums, start_t.mean(axis=0)).astype(np.float32)
-        image = product - product.mean(axis=0)  # = H K_tt H W_t
-        basis, transform = _orthonormal(start_t - start_t.mean(axis=0))
+        product = k_start_t - ops.like(np.outer(row_sums, ops.numpy(start_t.mean(0))), k_start_t)
+        image = product - product.mean(0)  # = H K_tt H W_t
+        basis, transform = _orthonormal(start_t - start_t.mean(0), ops=ops)
         # H W_t spans what W_t does inside the centred space, and A (H W_t) = A W_t: same image.
-        found = block_lanczos(apply, self.k, basis, image @ transform)
+        found = block_lanczos(apply, self.k, basis, image @ transform, ops=ops)
         row_means = row_sums / m
         if found is None:
-            block = np.block([[kp[top, top], kp[top, bottom]], [kp[bottom, top], kp[bottom, bottom]]])
-            found = _dense_top(centre_gram(block)[0], self.k)
+            train_rows = np.r_[0:a, b:self.n]
+            block = ops.take(kp, train_rows, train_rows)
+            means = ops.like(row_means, block)
+            found = ops.dense_top(block - means[:, None] - means[None, :] + float(row_means.mean()), self.k)
         values, vectors = found
         # Rows of the fold-ordered Gram back to ascending stimulus index (the order of `train`).
         original = np.concatenate([self.order[top], self.order[bottom]])
         ascending = np.argsort(original)
         return GramPCA.from_eigenpairs(values, vectors[ascending], row_means[ascending], float(row_means.mean()))
 
+    def cross_gram(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The Gram block K[rows, cols] (stimulus indices), float64 on the host."""
+        return self.ops.numpy(self.ops.take(self.kp, self.position[rows], self.position[cols])).astype(np.float64)
+
     def fold_scores(self, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Principal scores of the training rows and of the held-out rows, as PCA(k) fitted on train."""
         pca = self.fit(train)
-        return pca.train_scores(), pca.project(self.gram[np.ix_(test, train)])
+        return pca.train_scores(), pca.project(self.cross_gram(test, train))
 
 
 def fold_pca_scores(gram: np.ndarray, train: np.ndarray, test: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

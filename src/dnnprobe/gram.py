@@ -1,11 +1,29 @@
-"""Per-layer Gram matrices K = X X^T, streamed from the activation file.
+"""Per-layer second-moment matrices, streamed from the activation file: the probe's cache.
 
-The probe's PCA only ever needs inner products between stimuli: a training fold's principal
-scores are the top eigenvectors of its centred Gram block, and held-out stimuli are projected with
-the centred cross-Gram (see :mod:`dnnprobe.probe`). K is n_stim x n_stim whatever the layer's width,
-so it is computed once per layer, streaming the layer in column blocks (memory stays bounded for
-193,600-unit conv1), and cached as a DVC output: a new ``pca``, ``cv`` or classifier then costs
-seconds. Products run in float32 (BLAS syrk) and accumulate in float64 across blocks.
+The probe's PCA of a training fold can be computed exactly from either of two matrices of a layer's
+activations X (n_stim rows, d units), and the gram stage stores, per layer, the smaller one:
+
+- ``gram`` (d >= n_stim): the n x n Gram matrix K = X X^T. A training fold's principal scores are
+  the top eigenvectors of its centred Gram block, and held-out stimuli are projected with the
+  centred cross-Gram (:mod:`dnnprobe.foldpca`). K is streamed from the layer's column blocks, so
+  memory stays bounded for 193,600-unit conv1.
+- ``covariance`` (d < n_stim: fc layers at BOLD5000 scale, conv3-conv5 at THINGS/NSD scale): the
+  d x d moments M = sum (x - c)(x - c)^T about a shift c, with the column sums s = sum (x - c)
+  (:mod:`dnnprobe.covpca`). Streamed from the layer's row blocks. The probe reads this layer's
+  activations again (the fold's held-out rows, and one pass to project), so the activation file
+  stays a dependency of the probe.
+
+Products run in float32 (BLAS, or cuBLAS with ``probe.device``) one band of the result at a time and
+accumulate in float64; the result is stored as ``gram.dtype`` (float32 by default: fold accuracies
+are the same as with float64, see README "Performance"). Once cached, a new ``pca``, ``cv`` or
+classifier costs seconds.
+
+File layout (format 2): root attributes ``gram_format`` = 2, ``n_stim``, ``layers``, ``dtype``,
+provenance (below); one group per layer with attributes ``route`` ("gram" or "covariance") and
+``n_units``, holding ``matrix`` ((n, n) or (d, d), ``dtype``) and, for the covariance route,
+``column_sums`` ((d,) float64) and ``shift`` ((d,) float32). Files of format 1 (a float64 Gram
+dataset per layer at the root, listed in ``layer_order``) are still read; dnnprobe versions that only
+read format 1 refuse format 2 files with one line (they find no ``layer_order`` attribute).
 
 The Gram file records where it comes from: the sha256 of the activation file's bytes (hashed by a
 background thread while the products run) and the activation file's network_/stimuli_/images_
@@ -16,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from dataclasses import dataclass
 import os
 import shutil
 import threading
@@ -29,6 +48,8 @@ from tqdm import tqdm
 from dnnprobe.actfile import ActivationFile, io_reason, open_checked, refuse_data_outside_the_file
 from dnnprobe.core.atomic import atomic_output
 from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.covpca import LayerMoments, add_outer_products
+from dnnprobe.linalg import NUMPY, NumpyOps
 
 # Room for HDF5's own bytes beside the matrices (superblock, object headers, attributes: a few KB
 # per layer), so that the free-space check does not pass a disk that then fills on the last layer.
@@ -37,25 +58,98 @@ HASH_BLOCK_BYTES = 4 << 20  # the hashing thread's reads: large enough for hashl
 # Root attributes of the activation file copied into the Gram file: which network, stimulus table
 # and images (in row order) the activations come from, so that files that belong together can be checked.
 PROVENANCE_PREFIXES = ("network_", "stimuli_", "images_")
+GRAM_FORMAT = 2
+STORAGE_DTYPES = ("float32", "float64")
+BAND_BYTES = 64 << 20  # float32 product temporaries: one band of the result's rows at a time
+BLOCK_BYTES = 96 << 20  # activation blocks read at a time (three in flight)
 
 
-def layer_gram(activations: ActivationFile, layer: str, block_bytes: int = 96 << 20) -> np.ndarray:
-    """K = X X^T in float64 for one layer, X read as (n_stim, units) column blocks."""
+def choose_route(n_stim: int, n_units: int) -> str:
+    """The smaller matrix: ``covariance`` (d x d) for layers with fewer units than stimuli, else ``gram``."""
+    return "covariance" if n_units < n_stim else "gram"
+
+
+@dataclass
+class LayerMatrix:
+    """One layer's stored matrix: K = X X^T (route ``gram``) or M, s, c (route ``covariance``)."""
+
+    route: str
+    matrix: np.ndarray  # (n, n) or (d, d) float64
+    sums: np.ndarray | None = None  # covariance: (d,) float64 column sums of x - c
+    shift: np.ndarray | None = None  # covariance: (d,) float32 shift c
+
+
+def layer_gram(activations: ActivationFile, layer: str, block_bytes: int = BLOCK_BYTES, ops: NumpyOps = NUMPY) -> np.ndarray:
+    """K = X X^T, (n_stim, n_stim) float64 on the host, X read as (n_stim, units) column blocks.
+
+    Only the upper triangle is computed (one band of rows at a time, float32 products added into a
+    float64 K on `ops`' device), then mirrored: memory is K plus a (band, n) float32 temporary.
+    """
     n = activations.n_stim
-    gram = np.zeros((n, n), dtype=np.float64)
-    product = np.empty((n, n), dtype=np.float32)  # reused: a fresh array per block costs page faults
+    gram = ops.zeros((n, n), np.float64)
+    band = max(1, BAND_BYTES // max(1, 4 * n))
     for block in activations.column_blocks(layer, max_bytes=block_bytes, reuse_buffers=True):
-        np.matmul(block, block.T, out=product)  # numpy calls BLAS syrk for X @ X.T
-        gram += product
-    if not np.isfinite(np.trace(gram)):  # the diagonal is the largest: any overflow shows there
-        raise DnnprobeError(f"{activations.path}: layer {layer} has activations that are not finite, or too large "
-                            "for float32 products (above about 1e19); rescale them")
+        block = ops.asarray(block, np.float32)
+        for lo in range(0, n, band):
+            gram[lo:lo + band, lo:] += block[lo:lo + band] @ block[lo:].T
+    for lo in range(band, n, band):  # the lower triangle from the upper
+        gram[lo:lo + band, :lo] = gram[:lo, lo:lo + band].T
+    gram = ops.numpy(gram)
+    _refuse_overflow(activations, layer, gram)
     return gram
 
 
-def gram_bytes(n_stim: int, n_layers: int) -> int:
-    """Bytes a Gram file takes on disk: one n_stim x n_stim float64 matrix per layer, plus metadata."""
-    return n_layers * n_stim * n_stim * 8 + METADATA_MARGIN_BYTES
+def layer_moments(activations: ActivationFile, layer: str, block_bytes: int = BLOCK_BYTES,
+                  ops: NumpyOps = NUMPY) -> LayerMatrix:
+    """M = sum (x - c)(x - c)^T ((d, d) float64) and s = sum (x - c), X read in row blocks.
+
+    c is the mean of the first block read (float32): products of shifted rows keep the digits that a
+    large common mean would cancel when the probe centres M.
+    """
+    d = activations.n_units(layer)
+    moments = ops.zeros((d, d), np.float64)
+    sums = np.zeros(d)
+    shift = shift_dev = None
+    for _, block in activations.row_blocks(layer, max_bytes=block_bytes):
+        if shift is None:
+            shift = block.mean(axis=0, dtype=np.float64).astype(np.float32)
+            shift_dev = ops.asarray(shift, np.float32)
+        rows = ops.asarray(block, np.float32) - shift_dev
+        sums += ops.sum64(rows, 0)
+        with np.errstate(over="ignore"):  # overflow is reported below, as one line
+            add_outer_products(moments, rows, ops)
+    moments = ops.numpy(moments)
+    _refuse_overflow(activations, layer, moments)
+    return LayerMatrix("covariance", moments, sums, shift)
+
+
+def layer_matrix(activations: ActivationFile, layer: str, ops: NumpyOps = NUMPY) -> LayerMatrix:
+    """The layer's smaller matrix (see :func:`choose_route`)."""
+    if choose_route(activations.n_stim, activations.n_units(layer)) == "covariance":
+        return layer_moments(activations, layer, ops=ops)
+    return LayerMatrix("gram", layer_gram(activations, layer, ops=ops))
+
+
+def _refuse_overflow(activations: ActivationFile, layer: str, matrix: np.ndarray) -> None:
+    if not np.isfinite(np.trace(matrix)):  # the diagonal is the largest: any overflow shows there
+        raise DnnprobeError(f"{activations.path}: layer {layer} has activations that are not finite, or too large "
+                            "for float32 products (above about 1e19); rescale them")
+
+
+def matrix_side(n_stim: int, n_units: int) -> int:
+    """The side of the matrix stored for a layer: min(n_stim, n_units)."""
+    return n_units if choose_route(n_stim, n_units) == "covariance" else n_stim
+
+
+def gram_bytes(n_stim: int, units: list[int], dtype: str = "float32") -> int:
+    """Bytes a Gram file takes on disk: per layer its smaller matrix in `dtype` (plus 12 bytes per unit
+    of column sums and shift for the covariance route), plus metadata."""
+    itemsize = np.dtype(dtype).itemsize
+    total = 0
+    for d in units:
+        side = matrix_side(n_stim, d)
+        total += side * side * itemsize + (12 * d if side == d < n_stim else 0)
+    return total + METADATA_MARGIN_BYTES
 
 
 def check_free_space(out_path: Path, needed: int) -> None:
@@ -138,21 +232,32 @@ def write_gram_file(
     out_path: str | os.PathLike,
     layers: list[str] | None = None,
     progress: bool = True,
+    dtype: str = "float32",
+    device: str = "cpu",
 ) -> list[str]:
-    """Write one (n_stim, n_stim) float64 dataset per layer; returns the layers written.
+    """Write each layer's smaller matrix (see the module docstring); returns the layers written.
 
-    Root attributes: n_stim, layer_order, activations (the file's name), activations_sha256 (sha256
-    of its bytes, computed here while it is read), and its attributes starting with network_,
-    stimuli_ or images_. Raises DnnprobeError (one line) for a bad activation file, a disk without
-    room for n_layers * n_stim^2 * 8 bytes (checked before any work), or a write that fails (disk
-    full meanwhile): then nothing is left at `out_path`.
+    `dtype` (``gram.dtype``) is the stored matrices' type; `device` (``probe.device``) where the
+    products run. Root attributes: gram_format, n_stim, layers, dtype, activations (the file's name),
+    activations_sha256 (sha256 of its bytes, computed here while it is read), and its attributes
+    starting with network_, stimuli_ or images_. Raises DnnprobeError (one line), before any work, for
+    a bad activation file, a disk without room for the matrices, or a layer whose matrix needs more
+    memory than this machine has available; and for a write that fails (disk full meanwhile): then
+    nothing is left at `out_path`.
     """
+    from dnnprobe import memory
+    from dnnprobe.linalg import resolve_device
+
+    if dtype not in STORAGE_DTYPES:
+        raise DnnprobeError(f"gram.dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
     out_path = Path(out_path)
+    ops = resolve_device(device)
     with ActivationFile(activations_path) as activations:
         layers = list(layers or activations.layers)
-        for layer in layers:
-            activations.dataset(layer)  # an unknown layer stops the stage before any work
-        check_free_space(out_path, gram_bytes(activations.n_stim, len(layers)))
+        units = [activations.n_units(layer) for layer in layers]  # an unknown layer stops the stage here
+        check_free_space(out_path, gram_bytes(activations.n_stim, units, dtype))
+        for layer, d in zip(layers, units):
+            memory.check_gram_stage(activations.n_stim, d, layer, ops)
         provenance = {key: value for key, value in activations.attrs.items() if key.startswith(PROVENANCE_PREFIXES)}
         sha256 = BackgroundSha256(activations.duplicate_descriptor(), activations.path)
         try:
@@ -160,13 +265,15 @@ def write_gram_file(
                 writer = _GramWriter(temp, out_path)
                 try:
                     writer.write_attrs({
+                        "gram_format": GRAM_FORMAT,
                         "n_stim": activations.n_stim,
-                        "layer_order": layers,
+                        "layers": layers,
+                        "dtype": dtype,
                         "activations": Path(activations_path).name,
                         **provenance,
                     })
-                    for layer in tqdm(layers, desc="gram", unit="layer", disable=not progress):
-                        writer.write_layer(layer, layer_gram(activations, layer), activations.n_units(layer))
+                    for layer, d in tqdm(list(zip(layers, units)), desc="gram", unit="layer", disable=not progress):
+                        writer.write_layer(layer, layer_matrix(activations, layer, ops=ops), d, dtype)
                     writer.write_attrs({"activations_sha256": sha256.hexdigest()})
                     writer.close()
                 except BaseException:
@@ -199,10 +306,20 @@ class _GramWriter:
                 self._file.attrs[key] = value
             self._file.flush()
 
-    def write_layer(self, layer: str, gram: np.ndarray, n_units: int) -> None:
+    def write_layer(self, layer: str, stored: LayerMatrix, n_units: int, dtype: str) -> None:
+        """The layer's group; the matrix converted to `dtype` in row slabs (no second full copy)."""
         with _write_errors(self._out_path):
-            dataset = self._file.create_dataset(layer, data=gram, track_times=False)
-            dataset.attrs["n_units"] = n_units
+            group = self._file.create_group(layer)
+            group.attrs["route"] = stored.route
+            group.attrs["n_units"] = n_units
+            matrix = stored.matrix
+            dataset = group.create_dataset("matrix", shape=matrix.shape, dtype=dtype, track_times=False)
+            step = max(1, BAND_BYTES // max(1, 8 * matrix.shape[1]))
+            for lo in range(0, matrix.shape[0], step):
+                dataset[lo:lo + step] = matrix[lo:lo + step].astype(dtype)
+            if stored.route == "covariance":
+                group.create_dataset("column_sums", data=stored.sums.astype(np.float64), track_times=False)
+                group.create_dataset("shift", data=stored.shift.astype(np.float32), track_times=False)
             self._file.flush()
 
     def close(self) -> None:
@@ -230,12 +347,29 @@ def _write_errors(out_path: Path) -> Iterator[None]:
         raise DnnprobeError(f"{out_path}: writing Gram matrices failed ({io_reason(exc)})") from exc
 
 
+class _CheckedRows:
+    """A stored matrix read by row slices (``rows[lo:hi]``), h5py's read errors as one line."""
+
+    def __init__(self, dataset: h5py.Dataset, path: Path, layer: str) -> None:
+        self._dataset, self._path, self._layer = dataset, path, layer
+        self.shape, self.dtype = dataset.shape, dataset.dtype
+
+    def __getitem__(self, index) -> np.ndarray:
+        try:
+            return self._dataset[index]
+        except (OSError, RuntimeError) as exc:  # h5py's read errors
+            raise DnnprobeError(f"{self._path}: layer {self._layer} cannot be read ({io_reason(exc)}); "
+                                "the file is damaged: rerun the gram stage") from exc
+
+
 class GramFile:
-    """Read the Gram matrices written by :func:`write_gram_file`.
+    """Read the matrices written by :func:`write_gram_file` (format 2), and format 1 Gram files.
 
     ``layers`` (in the order written), ``n_stim``, ``attrs`` (the root attributes: provenance).
-    Raises DnnprobeError (one line) for a missing path, a folder, a file that is not a Gram file,
-    or one whose matrices are kept outside it (links, virtual datasets: DVC could not see them).
+    Per layer: :meth:`route`, :meth:`n_units`, :meth:`gram` / :meth:`gram_rows` (route ``gram``),
+    :meth:`moments` (route ``covariance``). Raises DnnprobeError (one line) for a missing path, a
+    folder, a file that is not a Gram file or is of a newer format, or one whose matrices are kept
+    outside it (links, virtual datasets: DVC could not see them).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -243,16 +377,29 @@ class GramFile:
         self._file = open_checked(self.path, "a Gram file", "Gram file not found (run the gram stage: dvc repro gram)",
                                   self._check_layout)
         self.n_stim = int(self._file.attrs["n_stim"])
-        self.layers = [str(layer) for layer in self._file.attrs["layer_order"]]
+        self.layers = self._layer_names(self._file)
         self.attrs = dict(self._file.attrs)
 
+    @staticmethod
+    def _layer_names(file: h5py.File) -> list[str]:
+        return [str(layer) for layer in file.attrs["layers" if "gram_format" in file.attrs else "layer_order"]]
+
     def _check_layout(self, file: h5py.File) -> None:
-        if "n_stim" not in file.attrs or "layer_order" not in file.attrs:
-            raise DnnprobeError(f"{self.path}: not a Gram file written by the gram stage (no n_stim/layer_order attributes)")
+        version = int(file.attrs.get("gram_format", 1))
+        if version > GRAM_FORMAT:
+            raise DnnprobeError(f"{self.path}: Gram file format {version}, newer than this dnnprobe reads "
+                                f"({GRAM_FORMAT}); update dnnprobe or rerun the gram stage")
+        listing = "layers" if version == 2 else "layer_order"
+        if "n_stim" not in file.attrs or listing not in file.attrs:
+            raise DnnprobeError(f"{self.path}: not a Gram file written by the gram stage (no n_stim/{listing} attributes)")
         refuse_data_outside_the_file(file, self.path)
-        for layer in file.attrs["layer_order"]:
-            if not isinstance(file.get(str(layer)), h5py.Dataset):
-                raise DnnprobeError(f"{self.path}: no matrix for layer {layer}, which its layer_order lists; rerun the gram stage")
+        for layer in self._layer_names(file):
+            item = file.get(layer)
+            if version == 1 and not isinstance(item, h5py.Dataset) or \
+                    version == 2 and not (isinstance(item, h5py.Group) and isinstance(item.get("matrix"), h5py.Dataset)):
+                raise DnnprobeError(f"{self.path}: no matrix for layer {layer}, which its {listing} lists; rerun the gram stage")
+            if version == 2:
+                refuse_data_outside_the_file(item, Path(f"{self.path}:/{layer}"))
 
     @property
     def activations_sha256(self) -> str:
@@ -266,16 +413,44 @@ class GramFile:
     def __exit__(self, *exc_info) -> None:
         self._file.close()
 
-    def n_units(self, layer: str) -> int:
-        return int(self._file[layer].attrs["n_units"])
-
-    def gram(self, layer: str) -> np.ndarray:
-        """The layer's (n_stim, n_stim) float64 Gram matrix K = X X^T."""
+    def _member(self, layer: str):
         if layer not in self.layers:
             raise DnnprobeError(f"{self.path}: no layer {layer!r} (layers: {', '.join(self.layers)})")
+        return self._file[layer]
+
+    def route(self, layer: str) -> str:
+        """``gram`` (an n x n Gram matrix) or ``covariance`` (d x d moments about a shift)."""
+        member = self._member(layer)
+        return str(member.attrs["route"]) if isinstance(member, h5py.Group) else "gram"
+
+    def n_units(self, layer: str) -> int:
+        return int(self._member(layer).attrs["n_units"])
+
+    def _matrix(self, layer: str) -> h5py.Dataset:
+        member = self._member(layer)
+        return member["matrix"] if isinstance(member, h5py.Group) else member
+
+    def matrix_dtype(self, layer: str) -> np.dtype:
+        return self._matrix(layer).dtype
+
+    def gram_rows(self, layer: str) -> _CheckedRows:
+        """The layer's (n_stim, n_stim) Gram matrix, to be read in row slices (bounded memory)."""
+        if self.route(layer) != "gram":
+            raise DnnprobeError(f"{self.path}: layer {layer} holds d x d moments (route covariance), not a Gram matrix")
+        return _CheckedRows(self._matrix(layer), self.path, layer)
+
+    def gram(self, layer: str) -> np.ndarray:
+        """The layer's (n_stim, n_stim) Gram matrix K = X X^T, float64 (for small files and tests)."""
+        return np.asarray(self.gram_rows(layer)[()], dtype=np.float64)
+
+    def moments(self, layer: str):
+        """The covariance route's :class:`dnnprobe.covpca.LayerMoments` (the matrix read in row slices)."""
+        if self.route(layer) != "covariance":
+            raise DnnprobeError(f"{self.path}: layer {layer} holds a Gram matrix (route gram), not d x d moments")
+        group = self._member(layer)
         try:
-            return self._file[layer][()]
-        except (OSError, RuntimeError) as exc:  # h5py's read errors
-            raise DnnprobeError(
-                f"{self.path}: layer {layer} cannot be read ({io_reason(exc)}); the file is damaged: rerun the gram stage"
-            ) from exc
+            sums, shift = group["column_sums"][()], group["shift"][()]
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise DnnprobeError(f"{self.path}: layer {layer} has no readable column_sums/shift "
+                                f"({io_reason(exc)}); rerun the gram stage") from exc
+        return LayerMoments(_CheckedRows(group["matrix"], self.path, layer), sums, shift, self.n_stim)

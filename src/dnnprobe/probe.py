@@ -2,8 +2,10 @@
 
 It computes what DNNBrain's tutorial computes, ``make_pipeline(PCA(pca), LogisticRegression())``
 scored over ``StratifiedKFold(cv)`` without shuffling, with PCA refit inside each training fold,
-but from the layer's Gram matrix K = X X^T instead of X itself (:mod:`dnnprobe.foldpca`): fold
-accuracies equal scikit-learn's with ``PCA(svd_solver='full')`` (tested). The decoder is any of
+but from the smaller of the layer's two second-moment matrices, stored by the gram stage: the Gram
+matrix K = X X^T (:mod:`dnnprobe.foldpca`) or, for layers with fewer units than stimuli, the d x d
+moments (:mod:`dnnprobe.covpca`, which also reads the layer's rows to project them). Fold
+accuracies equal scikit-learn's with ``PCA(svd_solver='full')`` by either route (tested). The decoder is any of
 scikit-learn's linear models (:mod:`dnnprobe.decoders`), fitted on each fold's principal scores; with ``permutations`` the
 same folds and the same principal scores are reused for every shuffle of the labels, because PCA
 does not look at labels.
@@ -27,8 +29,10 @@ from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
+from dnnprobe.covpca import CovariancePCASolver, LayerMoments, covariance_fold_scores
 from dnnprobe.decoders import ProbeSettings, make_estimator, score
 from dnnprobe.foldpca import GramPCASolver
+from dnnprobe.linalg import NUMPY, NumpyOps
 
 # ---- cross-validation ---------------------------------------------------------------------
 
@@ -229,12 +233,38 @@ def _batched_scores(scoring: str, positive: np.ndarray, decision: np.ndarray) ->
     return ((ranks * truth).sum(axis=0) - n_pos * (n_pos + 1) / 2) / np.maximum(n_pos * n_neg, 1)
 
 
-def cross_validate_gram(gram: np.ndarray, y: np.ndarray, settings: ProbeSettings) -> LayerResult:
-    """DNNBrain's cross-validated PCA + decoder for one layer, from its Gram matrix."""
+def cross_validate_gram(gram, y: np.ndarray, settings: ProbeSettings, ops: NumpyOps = NUMPY) -> LayerResult:
+    """DNNBrain's cross-validated PCA + decoder for one layer, from its (n, n) Gram matrix (an array, or
+    row-sliceable like :meth:`dnnprobe.gram.GramFile.gram_rows`)."""
     splits = folds(y, settings)
-    solver = GramPCASolver(gram, settings.n_components, [test for _, test in splits])
+    solver = GramPCASolver(gram, settings.n_components, [test for _, test in splits], ops=ops)
     fold_scores = [solver.fold_scores(train, test) for train, test in splits]
+    del solver  # the fold-ordered copy: freed before the decoders run
     return cross_validate_scores(fold_scores, splits, y, settings)
+
+
+def cross_validate_covariance(moments: LayerMoments, read_rows, row_blocks, y: np.ndarray, settings: ProbeSettings,
+                              ops: NumpyOps = NUMPY) -> LayerResult:
+    """The same, from the layer's d x d moments; `read_rows(indices)` gives those stimuli's (len, d) float32
+    activations and `row_blocks()` yields ``(first_row, block)`` over all of them (see :mod:`dnnprobe.covpca`)."""
+    splits = folds(y, settings)
+    solver = CovariancePCASolver(moments, settings.n_components, ops=ops)
+    fold_scores = covariance_fold_scores(solver, splits, read_rows, row_blocks)
+    del solver
+    return cross_validate_scores(fold_scores, splits, y, settings)
+
+
+def cross_validate_layer(grams, layer: str, y: np.ndarray, settings: ProbeSettings, activations=None,
+                         ops: NumpyOps = NUMPY) -> LayerResult:
+    """One layer of a :class:`dnnprobe.gram.GramFile`, by the route its matrix was stored for.
+
+    `activations` (an open :class:`dnnprobe.actfile.ActivationFile`, the one the matrices came from) is
+    read for covariance-route layers.
+    """
+    if grams.route(layer) == "gram":
+        return cross_validate_gram(grams.gram_rows(layer), y, settings, ops)
+    return cross_validate_covariance(grams.moments(layer), lambda rows: activations.read_rows(layer, rows),
+                                     lambda: activations.row_blocks(layer), y, settings, ops)
 
 
 # ---- outputs ------------------------------------------------------------------------------
@@ -265,24 +295,34 @@ def save_refit_models(grams, activations_path, y: np.ndarray, settings: ProbeSet
     everyone = np.arange(len(y))
     with ActivationFile(activations_path) as activations:
         for layer in grams.layers:
-            pca = GramPCASolver(grams.gram(layer), settings.n_components).fit(everyone)
-            decoder = make_estimator(settings).fit(pca.train_scores(), y)
-            means, components = [], []
-            for block in activations.column_blocks(layer):
-                mean = block.mean(axis=0, dtype=np.float64)
-                means.append(mean.astype(np.float32))
-                part = np.zeros((block.shape[1], settings.n_components), dtype=np.float32)
-                part[:, pca.usable] = ((block - mean).T @ pca.vectors[:, pca.usable]) / pca.scale[pca.usable]
-                components.append(part)
+            if grams.route(layer) == "covariance":  # components directly in unit space
+                solver = CovariancePCASolver(grams.moments(layer), settings.n_components)
+                pca = solver.fit_all()
+                scores = solver.project([pca], activations.row_blocks(layer))[0]
+                decoder = make_estimator(settings).fit(scores, y)
+                means = [solver.shift + pca.shifted_mean]
+                components = [pca.components]
+                variances = pca.values
+            else:
+                pca = GramPCASolver(grams.gram_rows(layer), settings.n_components).fit(everyone)
+                decoder = make_estimator(settings).fit(pca.train_scores(), y)
+                variances = pca.scale ** 2
+                means, components = [], []
+                for block in activations.column_blocks(layer):
+                    mean = block.mean(axis=0, dtype=np.float64)
+                    means.append(mean.astype(np.float32))
+                    part = np.zeros((block.shape[1], settings.n_components), dtype=np.float32)
+                    part[:, pca.usable] = ((block - mean).T @ pca.vectors[:, pca.usable]) / pca.scale[pca.usable]
+                    components.append(part)
             final = decoder[-1] if hasattr(decoder, "steps") else decoder
             scaler = decoder[0] if hasattr(decoder, "steps") else None
             np.savez(
                 folder / f"{layer}.npz",
                 layer=np.str_(layer),
                 classifier=np.str_(settings.classifier),
-                mean=np.concatenate(means),
-                components=np.concatenate(components).T,
-                explained_variance=pca.scale ** 2 / (len(y) - 1),
+                mean=np.concatenate(means).astype(np.float32),
+                components=np.concatenate(components).T.astype(np.float32),
+                explained_variance=variances / (len(y) - 1),
                 scaler_mean=scaler.mean_ if scaler is not None else np.zeros(settings.n_components),
                 scaler_scale=scaler.scale_ if scaler is not None else np.ones(settings.n_components),
                 coef=np.atleast_2d(final.coef_),

@@ -78,3 +78,12 @@ def test_bench_reprobe_tiny(tmp_path):
               "--data", str(act), cwd=tmp_path, whole=True)
     assert "stages run: check, probe, report\n" in out, out  # the cached activations and Gram matrices are reused
     assert re.search(r"^repro_seconds=[\d.]+ reprobe_seconds=[\d.]+$", out, re.MULTILINE), out
+
+
+def test_bench_scale_tiny(tmp_path):
+    out = run("bench_scale.py", "--n", "300", "--units", "120,400", "--pca", "5", "--cv", "3",
+              "--workdir", str(tmp_path), "--plot", str(tmp_path / "scale.png"), cwd=tmp_path, whole=True)
+    lines = re.findall(r"^n=300 layer=fc units=(\d+) route=(\w+) gram_s=[\d.]+ gram_peak_gib=[\d.]+ "
+                       r"probe_s=[\d.]+ probe_peak_gib=[\d.]+ accuracy=[\d.]+ generate_s=[\d.]+$", out, re.MULTILINE)
+    assert lines == [("120", "covariance"), ("400", "gram")], out  # the smaller matrix for each width
+    assert (tmp_path / "scale.png").stat().st_size > 0

@@ -107,6 +107,14 @@ class ProbeParams:
     permutations: int = _checked(0, _check(lambda v: v >= 0, "must be >= 0"))
     seed: int = _checked(0, _check(lambda v: 0 <= v < 2 ** 32, "must be between 0 and 2**32 - 1 (numpy's seed range)"))
     save_models: bool = False
+    # Where the gram stage's products and the probe's fold eigensolves run (torch on a GPU); decoders stay on the CPU.
+    device: str = _checked("auto", _device)
+
+
+@dataclass(frozen=True)
+class GramParams:
+    # Storage type of each layer's matrix in data/gram.h5 (products always accumulate in float64).
+    dtype: str = _checked("float32", _one_of(("float32", "float64")))
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,7 @@ class Params:
     stimuli: StimuliParams = field(default_factory=StimuliParams)
     model: ModelParams = field(default_factory=ModelParams)
     extract: ExtractParams = field(default_factory=ExtractParams)
+    gram: GramParams = field(default_factory=GramParams)
     probe: ProbeParams = field(default_factory=ProbeParams)
     report: ReportParams = field(default_factory=ReportParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)

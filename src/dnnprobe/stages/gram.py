@@ -1,5 +1,6 @@
-"""Stage ``gram``: each layer's Gram matrix K = X X^T of the activations (``data/gram.h5``), the
-probe's cache: every fold's PCA comes from it. Reads no parameters."""
+"""Stage ``gram``: each layer's smaller second-moment matrix (the n x n Gram K = X X^T, or the d x d
+moments for layers with fewer units than stimuli) in ``data/gram.h5``, the probe's cache: every fold's
+PCA comes from it. Reads ``gram.dtype`` (storage type) and ``probe.device`` (where products run)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,20 @@ import click
 from dnnprobe.core.command import stage_command
 
 
-def gram(activations_path: str | os.PathLike, out_path: str | os.PathLike, progress: bool = True) -> list[str]:
+def gram(activations_path: str | os.PathLike, out_path: str | os.PathLike, progress: bool = True,
+         dtype: str = "float32", device: str = "cpu") -> list[str]:
     """Write the Gram file of an activation file; returns its layers. See :mod:`dnnprobe.gram`."""
     from dnnprobe.gram import write_gram_file
 
-    return write_gram_file(activations_path, out_path, progress=progress)
+    return write_gram_file(activations_path, out_path, progress=progress, dtype=dtype, device=device)
 
 
 @click.option("--activations", default="data/activations.act.h5", show_default=True, help="Activation file to read.")
 @click.option("--out", default="data/gram.h5", show_default=True, help="Gram file to write.")
-@stage_command("gram", reads_params=False)
+@stage_command("gram")
 def command(params, progress, activations, out):
-    """Per-layer Gram matrices of the activations (the probe's cache)."""
-    layers = gram(activations, out, progress=progress)
+    """Per-layer Gram or covariance matrices of the activations (the probe's cache)."""
+    layers = gram(activations, out, progress=progress, dtype=params.gram.dtype, device=params.probe.device)
     click.echo(f"gram: {len(layers)} layers -> {out}")
 
 

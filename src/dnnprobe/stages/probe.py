@@ -89,24 +89,30 @@ def probe(
     """
     from tqdm import tqdm
 
-    from dnnprobe import stats, tracking
+    from dnnprobe import memory, stats, tracking
+    from dnnprobe.actfile import ActivationFile
     from dnnprobe.decoders import ProbeSettings, check_targets, targets
     from dnnprobe.gram import GramFile
     from dnnprobe.layers import check_layer_names
-    from dnnprobe.probe import cross_validate_gram, save_layer_result
+    from dnnprobe.linalg import resolve_device
+    from dnnprobe.probe import cross_validate_layer, save_layer_result
 
     table = StimulusTable.read(table_path)
     settings = ProbeSettings.from_params(params)
     y = targets(table, params.probe.label, settings)
     details_path = details_path or Path(metrics_path).with_name("metrics_detail.json")
     outputs = (out_dir, metrics_path, details_path, models_dir)
+    ops = resolve_device(params.probe.device)
     with claim(*outputs), GramFile(gram_path) as grams:
         _check_same_stimuli(table_path, table, grams)
+        # Covariance-route layers read the activations themselves: their bytes must be the Gram file's.
+        reads_activations = params.probe.save_models or any(grams.route(layer) == "covariance" for layer in grams.layers)
         activations_sha256 = _check_activations_match(activations_path, grams, len(table), table_path,
-                                                      read_data=params.probe.save_models)
+                                                      read_data=reads_activations)
         check_layer_names(grams.layers, str(gram_path))
         for layer in grams.layers:  # every check before any work
             check_targets(y, settings, grams.n_units(layer), params.probe.label, layer=layer, table=str(table_path))
+            memory.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
         summary = {
@@ -156,9 +162,10 @@ def probe(
             # Scores, metrics and refit models are renamed into place together, once all are written:
             # a failure anywhere leaves none of them (and the MLflow run FAILED).
             with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
-                    atomic_output(details_path) as temp_details, atomic_output(models_dir, directory=True) as temp_models:
+                    atomic_output(details_path) as temp_details, atomic_output(models_dir, directory=True) as temp_models, \
+                    ActivationFile(activations_path) as acts:
                 for layer in tqdm(grams.layers, desc="probe", unit="layer", disable=not progress):
-                    result = cross_validate_gram(grams.gram(layer), y, settings)
+                    result = cross_validate_layer(grams, layer, y, settings, acts, ops)
                     results[layer] = result
                     save_layer_result(result, temp_dir / layer)
                     run.log_layer(layer, result.score, result.mean, result.sem, stats.layer_extras(result))
