@@ -47,7 +47,9 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
     from dnnprobe.gram import GramFile, write_gram_file
     from dnnprobe.layers import TUTORIAL_LAYERS, resolve_layers
     from dnnprobe.network import random_network
-    from dnnprobe.probe import cross_validate_gram
+    from dnnprobe.actfile import ActivationFile
+    from dnnprobe.linalg import resolve_device
+    from dnnprobe.probe import cross_validate_layer
     from dnnprobe.stimuli import StimulusTable
 
     seconds: dict[str, float] = {}
@@ -70,14 +72,16 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
               f"{act_path.stat().st_size / 1e9:.1f} GB", flush=True)
 
         started = time.perf_counter()
-        write_gram_file(act_path, gram_path, progress=False)
+        # the products and fold eigensolves where the probe stage puts them (probe.device), decoders on the CPU
+        ops = resolve_device(device)
+        write_gram_file(act_path, gram_path, progress=False, device=device)
         seconds["gram"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        with GramFile(gram_path) as grams:
+        with GramFile(gram_path) as grams, ActivationFile(act_path) as activations:
             for layer in TUTORIAL_LAYERS:
-                result = cross_validate_gram(grams.gram(layer), y, settings)
-                print(f"  {layer:<11} mean fold accuracy {result.mean:.3f}", flush=True)
+                result = cross_validate_layer(grams, layer, y, settings, activations, ops)
+                print(f"  {layer:<11} {grams.route(layer):<10} mean fold accuracy {result.mean:.3f}", flush=True)
         seconds["probe"] = time.perf_counter() - started
     return seconds
 
