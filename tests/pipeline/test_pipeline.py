@@ -140,7 +140,7 @@ def test_dvc_plots_render_offline_as_one_chart_per_layer_depth(repo):
     dom = render(repo / "dvc_plots" / "index.html")
     assert dom.count('class="marks"') == 1  # one chart: the layer-score plot, no accidental second one
     assert f"for a discrete scale with 7 values: {DEPTHS}" in dom  # x axis: the depth names, in depth order
-    assert "mean score over folds (which score: see the legend)" in dom and "workspace (accuracy)" in dom
+    assert "mean score over folds (the score is named in the legend)" in dom and "workspace (accuracy)" in dom
     assert re.search(r'aria-label="[^"]*layer: conv3_relu; scoring: accuracy; mean over folds: 0\.\d{4}; SEM over folds', dom)
     assert {"Conv", "ReLU"} <= set(re.findall(r"<text[^>]*>(Conv|ReLU)</text>", dom))  # the two series' legend
     assert "dvc_plots/" in (repo / ".gitignore").read_text() and "dvc_plots" not in git(repo, "status", "--porcelain")
