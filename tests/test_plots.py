@@ -41,5 +41,5 @@ def test_template_draws_the_report_stage_columns():
     rows = plot_rows(summary)
     assert [(r["depth"], r["type"], r["layer"]) for r in rows] == [("Conv1", "Conv", "conv1"), ("Conv1", "ReLU", "conv1_relu"),
                                                                     ("FC1", "Conv", "fc1")]
-    computed = {"mean", "sem_over_folds", "mean_minus_sem", "mean_plus_sem"}
+    computed = {"mean", "sem_over_folds", "mean_minus_sem", "mean_plus_sem", "experiment_scoring"}
     assert fields - computed <= set(rows[0]) | {"rev"}  # every field it draws is written (or DVC's `rev`)
