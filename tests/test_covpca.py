@@ -127,6 +127,27 @@ def test_gram_stage_stores_the_smaller_matrix_and_the_probe_matches_sklearn(tmp_
     assert np.abs(ours - reference).max() * sizes.max() <= 1.0 + 1e-9
 
 
+@pytest.mark.parametrize("n, shape", [(60, (30, 3, 3)), (300, (10, 2, 2))])  # the Gram route, the covariance route
+def test_activations_far_from_zero_give_sklearns_folds_on_both_routes(tmp_path, n, shape):
+    # a mean 10,000 times the spread (raw pixels, unnormalised units): float32 products of the raw
+    # values would cancel the signal (fold accuracies at chance); centred/shifted ones keep it
+    rng = np.random.default_rng(5)
+    y = np.arange(n) % 2
+    X = rng.normal(size=(n, int(np.prod(shape))))
+    X[:, :4] += 4.0 * y[:, None]
+    X = (X + 1e4).astype(np.float32)
+    acts = write_acts(tmp_path / "a.act.h5", X, shape)
+    write_gram_file(acts, tmp_path / "g.h5", progress=False)
+    settings = ProbeSettings(n_components=5, cv=3)
+    with GramFile(tmp_path / "g.h5") as grams, ActivationFile(acts) as activations:
+        ours = cross_validate_layer(grams, "layer", y, settings, activations).score
+    reference = cross_val_score(make_pipeline(PCA(5, svd_solver="full"), LogisticRegression()), X.astype(np.float64), y,
+                                cv=StratifiedKFold(3))
+    sizes = np.array([len(test) for _, test in folds(y, settings)])
+    assert reference.min() >= 0.8  # the signal is there to find
+    assert np.abs(ours - reference).max() * sizes.max() <= 1.0 + 1e-9
+
+
 def test_row_readers_return_the_rows_asked_for(tmp_path):
     X, _ = low_rank_data(70, 12, seed=1)
     acts = write_acts(tmp_path / "a.act.h5", X, (3, 2, 2))
@@ -181,3 +202,12 @@ def test_probe_memory_precheck_names_the_layer_and_what_to_change(monkeypatch):
                    r"run on a GPU \(probe.device: cuda\), leave conv5 out of extract.layers, "
                    r"or use a machine with more memory$")
     memory.check_probe_stage(26_000, 4_096, 100, 10, "fc1", NUMPY)  # the covariance route fits in 2 GiB
+
+
+@pytest.mark.parametrize("device", ["garbage", "mps", "CUDA", " cpu", ""])
+def test_an_unknown_device_name_is_named_not_blamed_on_the_gpu(device):
+    from dnnprobe.core.errors import DnnprobeError
+    from dnnprobe.linalg import resolve_device
+
+    with pytest.raises(DnnprobeError, match="probe.device must be auto, cpu, cuda or cuda:N, got"):
+        resolve_device(device)

@@ -3,7 +3,8 @@
 The probe's PCA of a training fold can be computed exactly from either of two matrices of a layer's
 activations X (n_stim rows, d units), and the gram stage stores, per layer, the smaller one:
 
-- ``gram`` (d >= n_stim): the n x n Gram matrix K = X X^T. A training fold's principal scores are
+- ``gram`` (d >= n_stim): the n x n Gram matrix K = Xc Xc^T of the activations centred over all
+  stimuli (centring keeps float32 products exact far from zero and changes no fold's PCA). A training fold's principal scores are
   the top eigenvectors of its centred Gram block, and held-out stimuli are projected with the
   centred cross-Gram (:mod:`dnnprobe.foldpca`). K is streamed from the layer's column blocks, so
   memory stays bounded for 193,600-unit conv1.
@@ -80,16 +81,22 @@ class LayerMatrix:
 
 
 def layer_gram(activations: ActivationFile, layer: str, block_bytes: int = BLOCK_BYTES, ops: NumpyOps = NUMPY) -> np.ndarray:
-    """K = X X^T, (n_stim, n_stim) float64 on the host, X read as (n_stim, units) column blocks.
+    """K = Xc Xc^T, (n_stim, n_stim) float64 on the host, X read as (n_stim, units) column blocks and
+    centred: Xc = X minus its column means over all stimuli.
 
-    Only the upper triangle is computed (one band of rows at a time, float32 products added into a
-    float64 K on `ops`' device), then mirrored: memory is K plus a (band, n) float32 temporary.
+    Centring changes nothing the probe computes (every fold double-centres its block and projects
+    with the centred cross-Gram, which a constant shift of a column leaves as they are), but float32
+    products of activations far from zero (a mean 1,000 times their spread) would lose the digits
+    that carry the signal. Only the upper triangle is computed (one band of rows at a time, float32
+    products added into a float64 K on `ops`' device), then mirrored: memory is K plus a (band, n)
+    float32 temporary.
     """
     n = activations.n_stim
     gram = ops.zeros((n, n), np.float64)
     band = max(1, BAND_BYTES // max(1, 4 * n))
     for block in activations.column_blocks(layer, max_bytes=block_bytes, reuse_buffers=True):
-        block = ops.asarray(block, np.float32)
+        means = block.mean(axis=0, dtype=np.float64)  # a column block holds every stimulus: exact means
+        block = ops.asarray(block, np.float32) - ops.asarray(means.astype(np.float32), np.float32)
         for lo in range(0, n, band):
             gram[lo:lo + band, lo:] += block[lo:lo + band] @ block[lo:].T
     for lo in range(band, n, band):  # the lower triangle from the upper

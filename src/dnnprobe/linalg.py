@@ -14,6 +14,7 @@ machine with an NVIDIA driver): its import takes seconds and the CPU path does n
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import scipy.linalg
@@ -156,8 +157,10 @@ def resolve_device(device: str = "cpu") -> NumpyOps:
     """The ops for ``probe.device``: ``cpu`` (numpy), ``cuda``/``cuda:N`` (torch), ``auto`` (CUDA when
     present), or ``torch-cpu`` (torch on the CPU: for tests and benchmarks of the torch code).
 
-    Raises DnnprobeError (one line) for a CUDA device this machine does not have.
+    Raises DnnprobeError (one line) for another name, or a CUDA device this machine does not have.
     """
+    if not re.fullmatch(r"cpu|torch-cpu|auto|cuda(:\d+)?", device):
+        raise DnnprobeError(f"probe.device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if device == "cpu":
         return NUMPY
     if device == "torch-cpu":

@@ -24,8 +24,14 @@ def gram(activations_path: str | os.PathLike, out_path: str | os.PathLike, progr
 @stage_command("gram")
 def command(params, progress, activations, out):
     """Per-layer Gram or covariance matrices of the activations (the probe's cache)."""
+    from dnnprobe.gram import GramFile
+
     layers = gram(activations, out, progress=progress, dtype=params.gram.dtype, device=params.probe.device)
-    click.echo(f"gram: {len(layers)} layers -> {out}")
+    with GramFile(out) as grams:  # which matrix each layer got: the smaller one
+        routes = {route: [layer for layer in layers if grams.route(layer) == route] for route in ("gram", "covariance")}
+    chosen = "; ".join(f"{route} route ({'n x n' if route == 'gram' else 'd x d'}): {', '.join(names)}"
+                       for route, names in routes.items() if names)
+    click.echo(f"gram: {len(layers)} layers -> {out}; {chosen}")
 
 
 if __name__ == "__main__":
