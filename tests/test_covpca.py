@@ -12,14 +12,14 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 
 from conftest import low_rank_data, one_line_error
-from dnnprobe import covpca, foldpca, memory
+from dnnprobe import foldpca, memory
 from dnnprobe.actfile import ActivationFile, ActivationWriter
 from dnnprobe.covpca import CovariancePCASolver, LayerMoments, covariance_fold_scores
 from dnnprobe.decoders import ProbeSettings
 from dnnprobe.foldpca import GramPCASolver
 from dnnprobe.gram import GramFile, write_gram_file
 from dnnprobe.linalg import NUMPY, TorchOps
-from dnnprobe.probe import cross_validate_covariance, cross_validate_gram, cross_validate_layer, folds
+from dnnprobe.probe import cross_validate_covariance, cross_validate_layer, folds
 
 
 def moments_of(X: np.ndarray, shift_rows: int = 16) -> LayerMoments:
