@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from dnnprobe.core.atomic import atomic_output  # noqa: E402
 from dnnprobe.core.errors import DnnprobeError  # noqa: E402
-from dnnprobe.core.params import flatten  # noqa: E402
+from dnnprobe.core.params import comparable, flatten  # noqa: E402
 
 METRICS_FILE = "reports/metrics.json"  # layer -> mean fold score
 DETAILS_FILE = "reports/metrics_detail.json"  # "sem" -> layer -> SEM over folds; in git, read with `git show`
@@ -106,7 +106,7 @@ def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | No
         experiment = _experiment(entry, name, repo)
         if experiment is None:
             continue
-        params = {key: _comparable(value) for key, value in experiment.params.items()}
+        params = {key: comparable(value) for key, value in experiment.params.items()}
         key = json.dumps([params, experiment.scores], sort_keys=True)
         if key not in seen:
             seen.add(key)
@@ -142,13 +142,7 @@ def load_exp_show(path: str | os.PathLike) -> list[dict]:
 def varying_params(experiments: list[Experiment]) -> list[str]:
     """The params.yaml keys whose value differs between the experiments (what the sweep changed)."""
     keys = sorted({key for experiment in experiments for key in experiment.params})
-    return [key for key in keys if len({_comparable(e.params.get(key)) for e in experiments}) > 1]
-
-
-def _comparable(value: object) -> str:
-    """`-S probe.C=1` stores 1 where params.yaml has 1.0: the same setting."""
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return repr(float(value)) if is_number else repr(value)
+    return [key for key in keys if len({comparable(e.params.get(key)) for e in experiments}) > 1]
 
 
 def _sort_value(value: object) -> tuple:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.params import comparable
 
 STORE_LOCK = "mlflow.db.lock"
 SUMMARY_TAG = "dnnprobe.summary_sha256"  # on a probe run: the sha256 of the summary.json it wrote
@@ -456,14 +457,8 @@ def run_name(arch: str, weights: str, settings: Mapping[str, object], defaults: 
     parts = [arch, Path(weights).name if ("/" in weights or "\\" in weights) else weights]
     parts += [f"{key}={settings[key]}" for key in always if key in settings]  # in the order of `always`
     parts += [f"{key.split('.', 1)[-1]}={value}" for key, value in settings.items()
-              if key not in always and key in defaults and _comparable(value) != _comparable(defaults[key])]
+              if key not in always and key in defaults and comparable(value) != comparable(defaults[key])]
     return " ".join(str(part) for part in parts)
-
-
-def _comparable(value: object) -> str:
-    """`-S probe.C=1` gives 1 where the default is 1.0: the same setting."""
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return repr(float(value)) if is_number else repr(value)
 
 
 @functools.cache

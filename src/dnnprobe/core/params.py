@@ -146,6 +146,13 @@ class Params:
                 if not sections or key.split(".")[0] in sections}
 
 
+def comparable(value: Any) -> str:
+    """A parameter value as a string that compares like-for-like: ``-S probe.C=1`` gives 1 where
+    params.yaml has 1.0, the same setting."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return repr(float(value)) if is_number else repr(value)
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"probe": {"C": 1}}`` -> ``{"probe.C": 1}``; tuples become lists."""
     flat: dict[str, Any] = {}

@@ -155,8 +155,8 @@ def probe(
                                      always=("n", "pca", "cv"))
         results = {}
         with tracking.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
-            counts = None if settings.is_regression else dict(zip(summary["class_names"], np.bincount(
-                np.searchsorted(np.unique(y), y)).tolist()))
+            counts = None if settings.is_regression else dict(zip(summary["class_names"],
+                                                                   np.unique(y, return_counts=True)[1].tolist()))
             run.log_stimuli(table_path, run_params["stimuli_sha256"], summary["stimulus_set"], list(table.columns),
                             len(table), params.probe.label, counts, summary["source"])
             # Scores, metrics and refit models are renamed into place together, once all are written:
