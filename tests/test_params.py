@@ -75,7 +75,7 @@ def test_numbers_in_exponent_notation_are_numbers():
     """YAML 1.1 (PyYAML) reads 1e-3 as a string; params.yaml users write it anyway."""
     assert load_params(REPO / "params.yaml", ("probe.C=1e-3",)).probe.C == 0.001
     assert load_params(REPO / "params.yaml", ("probe.C=2E+1",)).probe.C == 20.0
-    with pytest.raises(DnnprobeError, match="probe.C must be a finite number, got 'one'"):
+    with pytest.raises(DnnprobeError, match="probe.C must be a number > 0, auto, or a list of numbers > 0, got 'one'"):
         load_params(REPO / "params.yaml", ("probe.C=one",))
     with pytest.raises(DnnprobeError, match="probe.C must be a finite number"):
         load_params(REPO / "params.yaml", ("probe.C=.inf",))

@@ -178,11 +178,15 @@ def covariance_fold_scores(
     read_rows: Callable[[np.ndarray], np.ndarray],
     row_blocks: Callable[[], Iterator[tuple[int, np.ndarray]]],
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Every fold's (training scores, held-out scores), as PCA(k) refitted inside each training fold.
+    """Every fold's (training scores, held-out scores), as PCA(k) refitted inside each training fold
+    (`splits`: (train, test) pairs; test need not be all the rest of the stimuli).
 
     `read_rows(indices)` returns those stimuli's (len, d) float32 activations; `row_blocks()` iterates
     over all of them in row blocks.
     """
-    pcas = [solver.fit_fold(read_rows(np.sort(test))) for _, test in splits]  # row order does not matter to sums
+    # Held out: every stimulus outside the training set (the test fold; for an inner fold also the outer
+    # test fold). Row order does not matter to sums.
+    everyone = np.arange(solver.n)
+    pcas = [solver.fit_fold(read_rows(np.setdiff1d(everyone, train, assume_unique=True))) for train, _ in splits]
     scores = solver.project(pcas, row_blocks())
     return [(z[train], z[test]) for z, (train, test) in zip(scores, splits)]

@@ -38,6 +38,9 @@ DECODERS = {
     "ridge_regression": Decoder(lambda C: Ridge(alpha=1.0 / C), regression=True),
 }
 SCORINGS = ("accuracy", "balanced_accuracy", "roc_auc", "r2")  # scikit-learn scorer names the probe supports
+# probe.C: auto searches these (inverse regularisation strengths, a decade apart, DNNBrain's 1 in the middle).
+AUTO_C = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
+INNER_CV = 5  # folds of the inner search (GridSearchCV's default cv)
 
 
 @dataclass(frozen=True)
@@ -55,18 +58,29 @@ class ProbeSettings:
     scoring: str = "accuracy"
     permutations: int = 0
     seed: int = 0
+    shuffle: bool = False  # shuffle the folds (random_state = seed); DNNBrain does not
+    # probe.C: auto or a list: candidates for C, chosen per training fold by an inner cross-validation
+    # (INNER_CV folds of the same scheme); None: C is fixed.
+    C_grid: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for key, value, choices in (("probe.classifier", self.classifier, DECODERS), ("probe.scoring", self.scoring, SCORINGS)):
             if value not in choices:
                 raise DnnprobeError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        if self.C_grid is not None and self.classifier == "lda":
+            raise DnnprobeError("probe.C: lda has no C to choose; set probe.C to a number")
 
     @classmethod
-    def from_params(cls, params) -> "ProbeSettings":
-        """The settings ``pca``, ``cv`` and ``probe.*`` of a :class:`dnnprobe.core.params.Params`."""
+    def from_params(cls, params, label: str | None = None) -> "ProbeSettings":
+        """The settings ``pca``, ``cv`` and ``probe.*`` of a :class:`dnnprobe.core.params.Params`, for one
+        entry of ``probe.label`` (:func:`label_entries`; default: the first)."""
         probe = params.probe
-        return cls(n_components=params.pca, cv=params.cv, classifier=probe.classifier, C=probe.C,
-                   standardize=probe.standardize, scoring=probe.scoring, permutations=probe.permutations, seed=probe.seed)
+        fixed, grid = c_setting(probe.C)
+        entry = label_entries(probe.label)[0] if label is None else label
+        classifier, scoring = entry_decoder(entry, probe.classifier, probe.scoring)
+        return cls(n_components=params.pca, cv=params.cv, classifier=classifier, C=fixed,
+                   standardize=probe.standardize, scoring=scoring, permutations=probe.permutations, seed=probe.seed,
+                   shuffle=probe.shuffle, C_grid=grid)
 
     @property
     def decoder(self) -> Decoder:
@@ -77,9 +91,56 @@ class ProbeSettings:
         return self.decoder.regression
 
 
-def make_estimator(settings: ProbeSettings):
-    """The decoder fitted on each fold's principal scores, behind a StandardScaler with probe.standardize."""
-    decoder = settings.decoder.make(settings.C)
+def c_setting(value) -> tuple[float, tuple[float, ...] | None]:
+    """probe.C as (fixed C, candidates): a number is fixed; ``auto`` is :data:`AUTO_C`; a list, those."""
+    if isinstance(value, str):
+        return 1.0, AUTO_C
+    if isinstance(value, (list, tuple)):
+        return float(value[0]), tuple(float(v) for v in value)
+    return float(value), None
+
+
+def label_entries(label) -> list[str]:
+    """probe.label as a list of entries (a single column name is a list of one)."""
+    return [label] if isinstance(label, str) else list(label)
+
+
+def entry_column(entry: str) -> str:
+    """The column of a probe.label entry (``size:ridge_regression`` -> ``size``)."""
+    return entry.partition(":")[0]
+
+
+def entry_decoder(entry: str, classifier: str, scoring: str) -> tuple[str, str]:
+    """A probe.label entry's decoder and scoring.
+
+    ``column`` uses probe.classifier and probe.scoring. ``column:decoder`` names its own decoder (say
+    ``size:ridge_regression`` beside class labels); its scoring is probe.scoring when that suits the
+    decoder (r2 for a continuous target, any other for classes), else r2 or accuracy.
+    """
+    column, _, own = entry.partition(":")
+    if not own:
+        return classifier, scoring
+    if own not in DECODERS:
+        raise DnnprobeError(f"probe.label {entry!r}: decoder {own!r} must be one of {', '.join(DECODERS)}")
+    regression = DECODERS[own].regression
+    if regression != (scoring == "r2"):
+        scoring = "r2" if regression else "accuracy"
+    return own, scoring
+
+
+@dataclass
+class Target:
+    """One attribute decoded from every layer: its name (the probe.label column), values and settings."""
+
+    name: str
+    y: np.ndarray  # (n,) integer classes, or numbers for a regression decoder
+    settings: ProbeSettings
+
+
+def make_estimator(settings: ProbeSettings, C: float | None = None):
+    """The decoder fitted on each fold's principal scores, behind a StandardScaler with probe.standardize.
+    `C` overrides ``settings.C`` (a candidate of the inner search)."""
+    decoder = settings.decoder.make(settings.C if C is None else C)
     return make_pipeline(StandardScaler(), decoder) if settings.standardize else decoder
 
 
@@ -121,11 +182,13 @@ def _is_number(text: str, kind: type) -> bool:
 
 def check_targets(
     y: np.ndarray, settings: ProbeSettings, n_units: int | None = None, label: str = "label",
-    layer: str | None = None, table: str | None = None,
+    layer: str | None = None, table: str | None = None, groups: np.ndarray | None = None, groups_name: str = "",
 ) -> None:
     """Reject settings that cannot give a meaningful cross-validation, before any work.
 
-    `layer` and `table` only make the messages name the layer and the stimulus table at fault.
+    `groups` ((n,) group of each stimulus, the ``probe.groups`` column's values, or None) are checked against the folds too
+    (:func:`check_groups`). `layer` and `table` only make the messages name the layer and the stimulus
+    table at fault.
     """
     n = len(y)
     column = f"{table}: column {label!r}" if table else f"column {label!r}"
@@ -139,14 +202,16 @@ def check_targets(
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
             raise DnnprobeError(f"{column} has a single class ({classes[0]}); nothing to decode")
-        if counts.min() < settings.cv:
+        if counts.min() < settings.cv and groups is None:
             small = classes[np.argmin(counts)]
             raise DnnprobeError(
                 f"{column}: class {small} has {counts.min()} stimuli, fewer than cv={settings.cv} folds"
             )
         if settings.scoring == "roc_auc" and len(classes) != 2:
             raise DnnprobeError(f"probe.scoring=roc_auc needs two classes; {column} has {len(classes)}")
-    smallest_train = n - int(np.ceil(n / settings.cv))
+    if groups is not None:
+        check_groups(y, groups, settings, label, column, groups_name)
+    smallest_train = n - max(len(test) for _, test in _outer_splits(y, settings, groups))
     if settings.n_components > smallest_train:
         raise DnnprobeError(
             f"pca={settings.n_components} is larger than the smallest training fold ({smallest_train} stimuli)"
@@ -154,3 +219,61 @@ def check_targets(
     if n_units is not None and settings.n_components > n_units:
         what = f"layer {layer}'s" if layer else "the layer's"
         raise DnnprobeError(f"pca={settings.n_components} is larger than {what} {n_units} units")
+
+
+def decoded_targets(params, table, table_path: str) -> list[Target]:
+    """One :class:`Target` per entry of probe.label (a column, or ``column:decoder``), named
+    by its column. Raises DnnprobeError for a column listed twice or a name MLflow cannot log."""
+    from dnnprobe.layers import check_layer_names
+
+    entries = label_entries(params.probe.label)
+    columns = [entry_column(entry) for entry in entries]
+    if len(set(columns)) != len(columns):
+        raise DnnprobeError(f"params.yaml: probe.label lists a column twice: {list(entries)!r}")
+    if len(columns) > 1:  # the column names become metric keys <label>/<layer>
+        check_layer_names(columns, "params.yaml: probe.label")
+    found = []
+    for entry, column in zip(entries, columns):
+        settings = ProbeSettings.from_params(params, entry)
+        found.append(Target(column, targets(table, column, settings), settings))
+    return found
+
+
+def group_column(params, table) -> np.ndarray | None:
+    """(n,) the probe.groups column's values (strings), or None without groups."""
+    if not params.probe.groups:
+        return None
+    return np.asarray([value.strip() for value in table.column(params.probe.groups)], dtype=str)
+
+
+def _outer_splits(y: np.ndarray, settings: ProbeSettings, groups: np.ndarray | None):
+    from dnnprobe.splits import make_splits
+
+    return make_splits(y, settings.cv, settings.is_regression, groups, settings.shuffle, settings.seed)
+
+
+def check_groups(y: np.ndarray, groups: np.ndarray, settings: ProbeSettings, label: str, column: str,
+                 groups_name: str) -> None:
+    """Refuse groups (``probe.groups``) that make a fold impossible, in the data's terms.
+
+    Fewer groups than folds leave a fold empty; a class whose stimuli all sit in one group is missing
+    from the training fold whenever that group is tested; the inner search of ``probe.C: auto`` needs
+    as many groups in every training fold as it has folds.
+    """
+    where = f"probe.groups column {groups_name!r}"
+    n_groups = len(np.unique(groups))
+    if n_groups < settings.cv:
+        raise DnnprobeError(f"{where} has {n_groups} groups, fewer than cv={settings.cv} folds "
+                            "(grouped folds never split a group)")
+    if not settings.is_regression:
+        for value in np.unique(y):
+            holding = np.unique(groups[y == value])
+            if len(holding) < 2:
+                raise DnnprobeError(
+                    f"{column}: every stimulus of class {value} is in one group, {str(holding[0])!r} of {where}: "
+                    "the fold testing that group has no training stimulus of the class")
+    if settings.C_grid is not None:
+        for fold, (train, _) in enumerate(_outer_splits(y, settings, groups)):
+            if len(np.unique(groups[train])) < INNER_CV:
+                raise DnnprobeError(f"{where}: training fold {fold + 1} has fewer than {INNER_CV} groups, the "
+                                    "folds of probe.C's inner search")

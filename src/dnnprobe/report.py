@@ -70,8 +70,16 @@ def plot_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def write_plot_csv(summary: dict, path: Path) -> None:
-    rows = plot_rows(summary)
+def write_plot_csv(attributes: dict | list[tuple[str | None, dict]], path: Path) -> None:
+    """The DVC plot table of a summary, or of each attribute's (``(name, summary)`` pairs, from
+    :func:`dnnprobe.stats.attribute_summaries`): then ``scoring`` also names the attribute, ``accuracy
+    (animacy)``, so that ``dvc plots show`` draws one series per attribute."""
+    if isinstance(attributes, dict):
+        attributes = [(None, attributes)]
+    rows = []
+    for name, summary in attributes:
+        for row in plot_rows(summary):
+            rows.append({**row, "scoring": f"{row['scoring']} ({name})"} if name else row)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()

@@ -33,14 +33,18 @@ CONV_VS_RELU_PERMUTATION = "label permutations, one-sided (ReLU minus Conv great
 
 
 def layer_extras(result: LayerResult) -> dict[str, float]:
-    """Summary numbers beyond mean and SEM, for MLflow and metrics_detail.json."""
-    if result.null is None:
-        return {}
-    return {
-        "p_value": result.p_value,
-        "null_mean": float(np.mean(result.null)),
-        "null_p95": float(np.percentile(result.null, 95)),
-    }
+    """Summary numbers beyond mean and SEM, for MLflow and metrics_detail.json: the permutation test's,
+    and the median of the C chosen per fold when C was searched."""
+    extras = {}
+    if result.null is not None:
+        extras.update({
+            "p_value": result.p_value,
+            "null_mean": float(np.mean(result.null)),
+            "null_p95": float(np.percentile(result.null, 95)),
+        })
+    if result.C is not None:
+        extras["C_median"] = float(np.median(result.C))
+    return extras
 
 
 def kfold_test_train_ratio(k: int) -> float:
@@ -138,6 +142,8 @@ def summarise(results: dict[str, LayerResult], layer_order: list[str], settings:
         result = results[layer]
         layers[layer] = {"mean": result.mean, "sem": result.sem, "scores": result.score.tolist(),
                          "convergence_warnings": result.convergence_warnings, **layer_extras(result)}
+        if result.C is not None:
+            layers[layer]["C"] = result.C.tolist()  # chosen per fold
     comparisons = {}
     ratio = kfold_test_train_ratio(len(results[layer_order[0]].score)) if layer_order else None
     for group in depth_groups(layer_order):
@@ -181,3 +187,12 @@ def chance_level(results: dict[str, LayerResult], y: np.ndarray, scoring: str) -
     if scoring == "balanced_accuracy":
         return float(1.0 / len(counts)), "1 / classes"
     return float(counts.max() / counts.sum()), "majority class"
+
+
+def attribute_summaries(summary: dict) -> list[tuple[str | None, dict]]:
+    """(attribute, its summary with the run's common keys) per decoded attribute; (None, summary) for a
+    run of one attribute."""
+    if "attributes" not in summary:
+        return [(None, summary)]
+    common = {key: value for key, value in summary.items() if key != "attributes"}
+    return [(name, {**common, **part}) for name, part in summary["attributes"].items()]

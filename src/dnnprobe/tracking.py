@@ -313,15 +313,22 @@ class ProbeRun:
         self.scoring = scoring
         self.store = store or tracking_uri()
 
-    def log_layer(self, layer: str, scores, mean: float, sem: float, extra: Mapping[str, float] | None = None) -> None:
+    def log_layer(self, layer: str, scores, mean: float, sem: float, extra: Mapping[str, float] | None = None,
+                  scoring: str | None = None, per_fold: Mapping[str, object] | None = None) -> None:
         """One nested run per layer (its fold scores); on the parent, ``<layer>`` (the mean) and
-        ``sem/<layer>``, ``p_value/<layer>``... for the runs table and its chart view."""
+        ``sem/<layer>``, ``p_value/<layer>``... for the runs table and its chart view.
+
+        With several attributes `layer` is ``<label>/<layer>`` and `scoring` that attribute's scoring;
+        `per_fold` adds other per-fold series to the nested run (``fold_C``: the C chosen per fold)."""
         import mlflow
         from mlflow.entities import Metric, Param
 
+        scoring = scoring or self.scoring
         stamp = int(time.time() * 1000)
-        metrics = [Metric(f"fold_{self.scoring}", float(v), stamp, step) for step, v in enumerate(scores)]
-        summary = {f"{self.scoring}_mean": mean, f"{self.scoring}_sem": sem, **(extra or {})}
+        metrics = [Metric(f"fold_{scoring}", float(v), stamp, step) for step, v in enumerate(scores)]
+        metrics += [Metric(f"fold_{key}", float(v), stamp, step) for key, values in (per_fold or {}).items()
+                    for step, v in enumerate(values)]
+        summary = {f"{scoring}_mean": mean, f"{scoring}_sem": sem, **(extra or {})}
         metrics += [Metric(key, float(value), stamp, 0) for key, value in summary.items()]
         client = mlflow.tracking.MlflowClient()
         with _store_errors(self.store):

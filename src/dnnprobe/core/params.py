@@ -97,11 +97,46 @@ class ExtractParams:
     num_workers: int = _checked(1, _check(lambda v: v >= 0, "must be >= 0"))
 
 
+def _label_value(value: Any, where: str) -> Any:
+    """probe.label: a column name, or a non-empty list of distinct ones (each may end in ``:decoder``)."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v.strip() for v in value):
+        if len(set(value)) != len(value):
+            raise DnnprobeError(f"{where} lists a column twice: {list(value)!r}")
+        return value[0] if len(value) == 1 else tuple(value)
+    raise DnnprobeError(f"{where} must be a column name or a list of column names, got {value!r}")
+
+
+def _c_value(value: Any, where: str) -> Any:
+    """probe.C: a number > 0, ``auto``, or a non-empty list of numbers > 0 (candidates for an inner search)."""
+    if value == "auto":
+        return value
+    if not isinstance(value, (list, tuple)):
+        if isinstance(value, str) and not _FLOAT_TEXT.fullmatch(value.strip()):
+            raise DnnprobeError(f"{where} must be a number > 0, auto, or a list of numbers > 0, got {value!r}")
+        number = _coerce(value, float, where)
+        if number <= 0:
+            raise DnnprobeError(f"{where} must be > 0, got {number!r}")
+        return number
+    try:
+        numbers = tuple(_coerce(item, float, where) for item in value)
+    except DnnprobeError:
+        numbers = ()
+    if not numbers or min(numbers) <= 0:
+        raise DnnprobeError(f"{where} must be a number > 0, auto, or a list of numbers > 0, got {value!r}")
+    return numbers
+
+
 @dataclass(frozen=True)
 class ProbeParams:
-    label: str = "label"
+    # A column of the .stim.csv, or a list of them decoded in one run (dnnprobe.decoders.label_entries).
+    label: Any = field(default="label", metadata={"coerce": _label_value})
+    groups: str = ""  # a .stim.csv column naming each stimulus's group: folds never split a group
+    shuffle: bool = False  # shuffle the folds (random_state = probe.seed)
     classifier: str = "logistic"  # a name in dnnprobe.decoders.DECODERS
-    C: float = _checked(1.0, _check(_positive, "must be > 0"))
+    # A number, or auto / a list: C chosen per training fold by an inner cross-validation.
+    C: Any = field(default=1.0, metadata={"coerce": _c_value})
     standardize: bool = False
     scoring: str = "accuracy"  # a scikit-learn scorer name in dnnprobe.decoders.SCORINGS
     permutations: int = _checked(0, _check(lambda v: v >= 0, "must be >= 0"))
@@ -218,7 +253,8 @@ def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
         if dataclasses.is_dataclass(kind):
             values[name] = _build(kind, data[name], source, f"{prefix}{name}.")
             continue
-        value = _coerce(data[name], kind, where)
+        coerce = spec.metadata.get("coerce")
+        value = coerce(data[name], where) if coerce else _coerce(data[name], kind, where)
         check = spec.metadata.get("check")
         problem = check(value) if check else None
         if problem:

@@ -20,20 +20,25 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     """Check that the probe can run on this table with these settings; write the image list.
 
     Everything the table and params.yaml reveal is checked here, before extraction and the Gram
-    matrices (minutes to hours): the label column, its classes against ``cv``, ``pca`` against the
-    smallest training fold, the layer names MLflow must accept. The image list written
+    matrices (minutes to hours): the label columns, their classes against ``cv``, ``pca`` against the
+    smallest training fold, the groups against the folds (``probe.groups``), the layer names MLflow must
+    accept. The image list written
     (``data/images.sha256``: each image's sha256 in table order) is what extraction reads: it depends
     on the images and their order, not on the labels, so editing labels never reruns extraction.
     """
-    from dnnprobe.decoders import ProbeSettings, check_targets, targets
+    from dataclasses import replace
+
+    from dnnprobe.decoders import check_targets, decoded_targets, group_column
     from dnnprobe.layers import check_layer_names, requested_layers
 
     table = StimulusTable.read(table_path)
     check_layer_names(requested_layers(params.extract.layers), "params.yaml: extract.layers")
-    # Only what the checks use (dvc.yaml lists exactly these params for this stage).
-    settings = ProbeSettings(n_components=params.pca, cv=params.cv, classifier=params.probe.classifier,
-                             scoring=params.probe.scoring)
-    check_targets(targets(table, params.probe.label, settings), settings, label=params.probe.label, table=str(table_path))
+    groups = group_column(params, table)
+    for target in decoded_targets(params, table, str(table_path)):
+        # Only what the checks use (dvc.yaml lists exactly these params for this stage).
+        settings = replace(target.settings, permutations=0, standardize=False)
+        check_targets(target.y, settings, label=target.name, table=str(table_path), groups=groups,
+                      groups_name=params.probe.groups)
     checksums = table.image_checksums()
     recorded = table.header.get("images_sha256")
     if recorded and recorded != text_sha256(checksums):
@@ -56,7 +61,8 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
 def command(params, progress, table, out):
     """Check the table against the probe's settings before any expensive stage; write the image list."""
     images = check(params, table, out)
-    click.echo(f"check: {len(images)} stimuli; pca, cv and {params.probe.label!r} fit -> {out}")
+    label = params.probe.label if isinstance(params.probe.label, str) else ", ".join(params.probe.label)
+    click.echo(f"check: {len(images)} stimuli; pca, cv and {label!r} fit -> {out}")
 
 
 if __name__ == "__main__":

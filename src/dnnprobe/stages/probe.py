@@ -1,5 +1,8 @@
 """Stage ``probe``: cross-validated PCA + decoding of ``probe.label`` from every layer, in DNNBrain's
-files (``reports/probe/<layer>/score.npy``...), ``reports/metrics.json`` and an MLflow run."""
+files (``reports/probe/<layer>/score.npy``...), ``reports/metrics.json`` and an MLflow run.
+
+With several attributes (probe.label a list) every file is per attribute: ``reports/probe/<label>/<layer>/``,
+metric keys ``<label>/<layer>``, summary.json's ``attributes``; one MLflow run holds them all."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import file_sha256, text_sha256
 from dnnprobe.core.params import Params
+from dnnprobe.stats import attribute_summaries
 from dnnprobe.stimuli import StimulusTable
 
 # What this stage reads of params.yaml (its params in dvc.yaml), all logged to MLflow as dotted keys.
@@ -91,15 +95,16 @@ def probe(
 
     from dnnprobe import memory, stats, tracking
     from dnnprobe.actfile import ActivationFile
-    from dnnprobe.decoders import ProbeSettings, check_targets, targets
+    from dnnprobe.decoders import check_targets, decoded_targets, group_column
     from dnnprobe.gram import GramFile
     from dnnprobe.layers import check_layer_names
     from dnnprobe.linalg import resolve_device
-    from dnnprobe.probe import cross_validate_layer, save_layer_result
+    from dnnprobe.probe import cross_validate_targets, layer_fold_pcas, save_layer_result
 
     table = StimulusTable.read(table_path)
-    settings = ProbeSettings.from_params(params)
-    y = targets(table, params.probe.label, settings)
+    attributes = decoded_targets(params, table, str(table_path))
+    several = len(attributes) > 1
+    groups = group_column(params, table)
     details_path = details_path or Path(metrics_path).with_name("metrics_detail.json")
     outputs = (out_dir, metrics_path, details_path, models_dir)
     ops = resolve_device(params.probe.device)
@@ -111,7 +116,9 @@ def probe(
                                                       read_data=reads_activations)
         check_layer_names(grams.layers, str(gram_path))
         for layer in grams.layers:  # every check before any work
-            check_targets(y, settings, grams.n_units(layer), params.probe.label, layer=layer, table=str(table_path))
+            for target in attributes:
+                check_targets(target.y, target.settings, grams.n_units(layer), target.name, layer=layer,
+                              table=str(table_path), groups=groups, groups_name=params.probe.groups)
             memory.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
@@ -122,17 +129,20 @@ def probe(
             "stimulus_set": table.header.get("title", Path(table_path).name),
             "is_demo": table.header.get("source") == "demo",
             "source": table.header.get("source", ""),
-            "n_stimuli": len(table), "pca": params.pca, "cv": params.cv, "label": params.probe.label,
+            "n_stimuli": len(table), "pca": params.pca, "cv": params.cv,
+            "label": [target.name for target in attributes] if several else attributes[0].name,
             "classifier": params.probe.classifier, "C": params.probe.C, "scoring": params.probe.scoring,
             "standardize": params.probe.standardize, "permutations": params.probe.permutations,
             "layer_order": grams.layers,
         }
-        if not settings.is_regression:
-            summary["classes"] = [str(c) for c in np.unique(y)]
-            # DNNBrain's tables name the classes of `label` in `condition`; any other column's values are the names.
-            decoded_label = params.probe.label == "label"
-            names = dict(zip(table.columns.get("label", []), table.columns.get("condition", []))) if decoded_label else {}
-            summary["class_names"] = [names.get(c, c) for c in summary["classes"]]
+        if groups is not None or params.probe.shuffle:  # only then: DNNBrain's summary keeps its keys
+            summary.update({"groups": params.probe.groups, "shuffle": params.probe.shuffle})
+        for target in attributes:
+            part = summary if not several else {"label": target.name, "classifier": target.settings.classifier,
+                                                 "scoring": target.settings.scoring}
+            part.update(class_description(table, target))
+            if several:
+                summary.setdefault("attributes", {})[target.name] = part
         # Every params.yaml key this stage reads (dotted, as `dvc params diff` shows them), the network the
         # activations record, and the input files: each hash is of a file as it was read, the activation
         # file's by the gram stage that read it (and again here when the probe reads it).
@@ -145,6 +155,9 @@ def probe(
             "stimuli_sha256": file_sha256(table_path), "images_sha256": grams.attrs.get("images_sha256", ""),
             "gram_sha256": file_sha256(gram_path), "activations_sha256": activations_sha256,
         }
+        if several:  # each attribute's decoder and scoring, as params of the one run
+            for target in attributes:
+                run_params[f"attribute.{target.name}"] = f"{target.settings.classifier} ({target.settings.scoring})"
         # Named by what tells it apart from other runs: the network (and its seed when the weights are random
         # and it is not 0), the number of stimuli, pca, cv and any probe setting off its default.
         settings_named = {"n": len(table), **params.flat(("pca", "cv", "probe"))}
@@ -153,29 +166,40 @@ def probe(
             settings_named["weights_seed"], defaults_named["weights_seed"] = provenance.get("network_seed", params.model.seed), 0
         run_name = tracking.run_name(str(summary["arch"]), str(summary["weights"]), settings_named, defaults_named,
                                      always=("n", "pca", "cv"))
-        results = {}
+        results: dict[str, dict] = {target.name: {} for target in attributes}
         with tracking.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
-            counts = None if settings.is_regression else dict(zip(summary["class_names"],
-                                                                   np.unique(y, return_counts=True)[1].tolist()))
+            first = summary["attributes"][attributes[0].name] if several else summary
+            counts = None if attributes[0].settings.is_regression else dict(zip(
+                first["class_names"], np.unique(attributes[0].y, return_counts=True)[1].tolist()))
             run.log_stimuli(table_path, run_params["stimuli_sha256"], summary["stimulus_set"], list(table.columns),
-                            len(table), params.probe.label, counts, summary["source"])
+                            len(table), ",".join(target.name for target in attributes), counts, summary["source"])
             # Scores, metrics and refit models are renamed into place together, once all are written:
             # a failure anywhere leaves none of them (and the MLflow run FAILED).
             with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
                     atomic_output(details_path) as temp_details, atomic_output(models_dir, directory=True) as temp_models, \
                     ActivationFile(activations_path) as acts:
                 for layer in tqdm(grams.layers, desc="probe", unit="layer", disable=not progress):
-                    result = cross_validate_layer(grams, layer, y, settings, acts, ops)
-                    results[layer] = result
-                    save_layer_result(result, temp_dir / layer)
-                    run.log_layer(layer, result.score, result.mean, result.sem, stats.layer_extras(result))
-                summary.update(stats.summarise(results, summary["layer_order"], settings))
-                summary["chance"], summary["chance_source"] = stats.chance_level(results, y, params.probe.scoring)
+                    # Each fold's PCA once for every attribute that shares the folds.
+                    fold_pcas = layer_fold_pcas(grams, layer, params.pca, acts, ops)
+                    layer_results = cross_validate_targets(fold_pcas, attributes, groups)
+                    for target in attributes:
+                        result = layer_results[target.name]
+                        results[target.name][layer] = result
+                        name = f"{target.name}/{layer}" if several else layer
+                        save_layer_result(result, temp_dir / name)
+                        run.log_layer(name, result.score, result.mean, result.sem, stats.layer_extras(result),
+                                      scoring=target.settings.scoring,
+                                      per_fold=None if result.C is None else {"C": result.C})
+                for target in attributes:
+                    part = summary["attributes"][target.name] if several else summary
+                    part.update(stats.summarise(results[target.name], summary["layer_order"], target.settings))
+                    part["chance"], part["chance_source"] = stats.chance_level(results[target.name], target.y,
+                                                                               target.settings.scoring)
                 summary_text = json.dumps(summary, indent=2) + "\n"
                 (temp_dir / "summary.json").write_text(summary_text)
                 temp_metrics.write_text(json.dumps(layer_means(summary), indent=2) + "\n")
                 temp_details.write_text(json.dumps(score_details(summary), indent=2) + "\n")
-                _save_probe_models(params, y, settings, grams, activations_path, temp_models)
+                _save_probe_models(params, attributes, results, grams, activations_path, temp_models)
             run.log_artifact(metrics_path)
             run.log_artifact(details_path)
             # The report stage finds this run by the sha256 of the summary it produced: no run id in
@@ -184,42 +208,80 @@ def probe(
     return summary
 
 
+def class_description(table: StimulusTable, target) -> dict:
+    """``classes`` and ``class_names`` of a class target (nothing for a continuous one)."""
+    if target.settings.is_regression:
+        return {}
+    classes = [str(c) for c in np.unique(target.y)]
+    # DNNBrain's tables name the classes of `label` in `condition`; any other column's values are the names.
+    names = dict(zip(table.columns.get("label", []), table.columns.get("condition", []))) if target.name == "label" else {}
+    return {"classes": classes, "class_names": [names.get(c, c) for c in classes]}
+
+
 def layer_means(summary: dict) -> dict[str, float]:
     """reports/metrics.json: one number per layer, the mean fold score (``probe.scoring``), in layer order.
 
-    Flat on purpose: ``dvc exp show`` and ``dvc metrics show`` give one short column per layer.
+    Flat on purpose: ``dvc exp show`` and ``dvc metrics show`` give one short column per layer. With
+    several attributes the keys are ``<label>/<layer>``, attribute after attribute.
     """
-    return {layer: round(summary["layers"][layer]["mean"], 6) for layer in summary["layer_order"]}
+    means = {}
+    for name, part in attribute_summaries(summary):
+        prefix = f"{name}/" if name else ""
+        means.update({prefix + layer: round(part["layers"][layer]["mean"], 6) for layer in summary["layer_order"]})
+    return means
 
 
 def score_details(summary: dict) -> dict:
-    """reports/metrics_detail.json: what qualifies the means, statistic first, then layer.
+    """reports/metrics_detail.json: what qualifies the means, statistic first, then layer (``<label>/<layer>``
+    with several attributes).
 
-    ``sem`` always; ``p_value``, ``null_mean`` and ``null_p95`` when permutations ran; ``conv_vs_relu``
-    per depth (the test the figure's brackets show). Non-numbers are left out (DVC shows numbers).
+    ``sem`` always; ``p_value``, ``null_mean`` and ``null_p95`` when permutations ran; ``C_median`` when C
+    was searched; ``conv_vs_relu`` per depth (the test the figure's brackets show). Non-numbers are left
+    out (DVC shows numbers).
     """
-    layers = summary["layers"]
-    details: dict = {"sem": {layer: round(layers[layer]["sem"], 6) for layer in summary["layer_order"]}}
-    for key in ("p_value", "null_mean", "null_p95"):
-        values = {layer: round(layers[layer][key], 6) for layer in summary["layer_order"] if key in layers[layer]}
-        if values:
-            details[key] = values
-    tests = {label: {key: round(value, 6) for key, value in test.items()
-                     if isinstance(value, (int, float)) and not isinstance(value, bool)}
-             for label, test in summary.get("conv_vs_relu", {}).items()}
-    if tests:
-        details["conv_vs_relu"] = tests
+    details: dict = {}
+    for name, part in attribute_summaries(summary):
+        prefix = f"{name}/" if name else ""
+        layers = part["layers"]
+        details.setdefault("sem", {}).update({prefix + layer: round(layers[layer]["sem"], 6)
+                                             for layer in summary["layer_order"]})
+        for key in ("p_value", "null_mean", "null_p95", "C_median"):
+            values = {prefix + layer: round(layers[layer][key], 6) for layer in summary["layer_order"] if key in layers[layer]}
+            if values:
+                details.setdefault(key, {}).update(values)
+        tests = {prefix + label: {key: round(value, 6) for key, value in test.items()
+                                  if isinstance(value, (int, float)) and not isinstance(value, bool)}
+                 for label, test in part.get("conv_vs_relu", {}).items()}
+        if tests:
+            details.setdefault("conv_vs_relu", {}).update(tests)
     return details
 
 
-def _save_probe_models(params, y, settings, grams, activations_path, folder: Path) -> None:
-    """models/probes: each layer's PCA + decoder refit on all stimuli, as .npz (loads without pickle)."""
+def _save_probe_models(params, attributes, results, grams, activations_path, folder: Path) -> None:
+    """models/probes: each layer's PCA + decoder refit on all stimuli, as .npz (loads without pickle); with
+    several attributes one subfolder per attribute. A searched C is refit with the C chosen in most folds
+    (the smaller of equals)."""
     from dnnprobe.probe import save_refit_models
 
-    saved = save_refit_models(grams, activations_path, y, settings, folder) if params.probe.save_models else []
+    saved = []
+    if params.probe.save_models:
+        for target in attributes:
+            where = folder / target.name if len(attributes) > 1 else folder
+            where.mkdir(parents=True, exist_ok=True)
+            chosen = {layer: result.C for layer, result in results[target.name].items() if result.C is not None}
+            saved = save_refit_models(grams, activations_path, target.y, target.settings, where,
+                                      C_per_layer={layer: most_chosen(C) for layer, C in chosen.items()})
     index = {"save_models": params.probe.save_models, "layers": saved,
              "format": "numpy .npz, np.load(path, allow_pickle=False); see dnnprobe.probe.load_refit_model"}
+    if len(attributes) > 1:
+        index["attributes"] = [target.name for target in attributes]
     (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def most_chosen(values: np.ndarray) -> float:
+    """The value chosen in most folds; the smallest of equally frequent ones (stronger regularisation)."""
+    candidates, counts = np.unique(values, return_counts=True)
+    return float(candidates[np.argmax(counts)])
 
 
 @click.option("--table", default="data/stimuli.stim.csv", show_default=True, help="Stimulus table (the labels).")
@@ -238,9 +300,11 @@ def command(params, progress, table, gram_path, activations, out, metrics, detai
     from dnnprobe.tracking import tracking_uri
 
     summary = probe(params, table, gram_path, activations, out, metrics, models, progress=progress, details_path=details)
-    best = max(summary["layers"], key=lambda layer: summary["layers"][layer]["mean"])
-    click.echo(f"probe: best layer {best} ({params.probe.scoring} {summary['layers'][best]['mean']:.3f}); "
-               f"MLflow store {tracking_uri()}")
+    best = []
+    for name, part in attribute_summaries(summary):
+        layer = max(part["layers"], key=lambda layer: part["layers"][layer]["mean"])
+        best.append(f"{name + ': ' if name else ''}best layer {layer} ({part['scoring']} {part['layers'][layer]['mean']:.3f})")
+    click.echo(f"probe: {'; '.join(best)}; MLflow store {tracking_uri()}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import text_sha256
 from dnnprobe.core.params import Params
+from dnnprobe.stats import attribute_summaries
 
 
 def _read_summary(probe_dir: Path) -> tuple[dict, str]:
@@ -23,7 +24,7 @@ def _read_summary(probe_dir: Path) -> tuple[dict, str]:
     try:
         text = path.read_text()
         summary = json.loads(text)
-        if not isinstance(summary, dict) or not {"layers", "layer_order"} <= set(summary):
+        if not isinstance(summary, dict) or "layer_order" not in summary or not {"layers", "attributes"} & set(summary):
             raise ValueError("no 'layers' and 'layer_order'")
     except FileNotFoundError:
         raise DnnprobeError(f"{path}: missing; run the probe stage first") from None
@@ -54,18 +55,24 @@ def report(
         raise DnnprobeError(
             f"params.yaml: report.confusion_layer {layer!r} was not probed (layers: {', '.join(summary['layer_order'])})"
         )
+    # One figure of each kind per decoded attribute (probe.label a list): <kind>_<label>.png.
+    attributes = attribute_summaries(summary)
     with claim(figures_dir, plot_path), atomic_output(figures_dir, directory=True) as temp:
-        try:
-            paths = figures.save_figure(figures.conv_vs_relu_figure(summary), temp / "conv_vs_relu")
-        except KeyError as exc:  # valid JSON, but not what the probe writes
-            raise DnnprobeError(f"{probe_dir / 'summary.json'}: not a probe summary (no {exc}); rerun the probe stage") from None
-        conf_path = probe_dir / layer / "conf_m.npy"
-        if conf_path.is_file():
-            conf_m = np.load(conf_path, allow_pickle=False)
-            paths += figures.save_figure(
-                figures.confusion_figure(conf_m, summary.get("class_names", []), layer), temp / "confusion")
+        paths = []
+        for name, part in attributes:
+            suffix = f"_{name}" if name else ""
+            folder = probe_dir / name if name else probe_dir
+            try:
+                paths += figures.save_figure(figures.conv_vs_relu_figure(part), temp / f"conv_vs_relu{suffix}")
+            except KeyError as exc:  # valid JSON, but not what the probe writes
+                raise DnnprobeError(f"{probe_dir / 'summary.json'}: not a probe summary (no {exc}); rerun the probe stage") from None
+            conf_path = folder / layer / "conf_m.npy"
+            if conf_path.is_file():
+                conf_m = np.load(conf_path, allow_pickle=False)
+                paths += figures.save_figure(
+                    figures.confusion_figure(conf_m, part.get("class_names", []), layer), temp / f"confusion{suffix}")
     with atomic_output(plot_path) as temp_plot:
-        figures.write_plot_csv(summary, temp_plot)
+        figures.write_plot_csv(attributes, temp_plot)
     final = [Path(figures_dir) / p.name for p in paths]
     warning = tracking.log_artifacts_to_probe_run(params.tracking.experiment, summary_sha256,
                                                   final + [Path(plot_path)], "report")
