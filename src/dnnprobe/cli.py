@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-STAGES = ("stimuli", "check", "network", "extract", "gram", "probe", "report")
+STAGES = ("stimuli", "check", "network", "extract", "gram", "probe", "report", "similarity")
 COMMANDS = {**{stage: f"dnnprobe.stages.{stage}" for stage in STAGES}, "sweep": "dnnprobe.sweep"}
 
 
@@ -30,7 +30,8 @@ class _Commands(click.Group):
 def main():
     """Which layer of a deep network explicitly encodes a stimulus attribute?
 
-    The pipeline (dvc.yaml): stimuli -> check -> network -> extract -> gram -> probe -> report.
+    The pipeline (dvc.yaml): stimuli -> check -> network -> extract -> gram -> probe -> report;
+    gram -> similarity.
     """
 
 
