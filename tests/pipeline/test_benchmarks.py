@@ -87,3 +87,14 @@ def test_bench_scale_tiny(tmp_path):
                        r"probe_s=[\d.]+ probe_peak_gib=[\d.]+ accuracy=[\d.]+ generate_s=[\d.]+$", out, re.MULTILINE)
     assert lines == [("120", "covariance"), ("400", "gram")], out  # the smaller matrix for each width
     assert (tmp_path / "scale.png").stat().st_size > 0
+
+
+def test_bench_design_tiny(tmp_path):
+    from benchmarks_helpers import synthetic
+
+    act = synthetic(tmp_path, n=60, layers=["fc1"])
+    last = run("bench_design.py", "--layers", "fc1", "--n", "60", "--pca", "5", "--cv", "3", "--data", str(act),
+               cwd=tmp_path)
+    match = re.fullmatch(r"labels5_ratio=([\d.]+) c_auto_ratio=([\d.]+)", last)
+    assert match, last
+    assert float(match.group(1)) > 0 and float(match.group(2)) > 0
