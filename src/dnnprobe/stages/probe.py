@@ -177,7 +177,7 @@ def probe(
             # a failure anywhere leaves none of them (and the MLflow run FAILED).
             with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
                     atomic_output(details_path) as temp_details, atomic_output(models_dir, directory=True) as temp_models, \
-                    ActivationFile(activations_path) as acts:
+                    ActivationFile(activations_path) as acts, ops.precision():
                 for layer in tqdm(grams.layers, desc="probe", unit="layer", disable=not progress):
                     # Each fold's PCA once for every attribute that shares the folds.
                     fold_pcas = layer_fold_pcas(grams, layer, params.pca, acts, ops)
