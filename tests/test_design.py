@@ -323,3 +323,16 @@ def test_probe_stage_decodes_several_attributes_as_single_runs_do(tiny_stimuli, 
                                        "confusion_label.png"}
     rows = (together / "plot.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 4 and rows[1].endswith("accuracy (label)")
+
+
+def test_several_labels_are_refused_when_listed_twice_or_unloggable(tiny_stimuli, tmp_path):
+    from dnnprobe.decoders import decoded_targets
+    from dnnprobe.stimuli import StimulusTable
+
+    table = StimulusTable.read(table_with_columns(tiny_stimuli, tmp_path, **{"odd+": lambda i, label: i % 2}))
+    with pytest.raises(DnnprobeError, match="probe.label lists a column twice"):
+        decoded_targets(tiny_params(**{"probe.label": "[label, 'label:ridge']"}), table)
+    with pytest.raises(DnnprobeError, match="probe.label column 'odd\\+' cannot name an MLflow metric"):
+        decoded_targets(tiny_params(**{"probe.label": "[label, odd+]"}), table)
+    with pytest.raises(DnnprobeError, match="decoder 'svm' must be one of"):
+        decoded_targets(tiny_params(**{"probe.label": "[label, 'other:svm']"}), table)

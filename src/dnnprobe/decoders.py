@@ -221,17 +221,19 @@ def check_targets(
         raise DnnprobeError(f"pca={settings.n_components} is larger than {what} {n_units} units")
 
 
-def decoded_targets(params, table, table_path: str) -> list[Target]:
+def decoded_targets(params, table) -> list[Target]:
     """One :class:`Target` per entry of probe.label (a column, or ``column:decoder``), named
     by its column. Raises DnnprobeError for a column listed twice or a name MLflow cannot log."""
-    from dnnprobe.layers import check_layer_names
+    from dnnprobe.layers import _MLFLOW_KEY, MAX_LAYER_NAME
 
     entries = label_entries(params.probe.label)
     columns = [entry_column(entry) for entry in entries]
     if len(set(columns)) != len(columns):
         raise DnnprobeError(f"params.yaml: probe.label lists a column twice: {list(entries)!r}")
-    if len(columns) > 1:  # the column names become metric keys <label>/<layer>
-        check_layer_names(columns, "params.yaml: probe.label")
+    for column in columns if len(columns) > 1 else []:  # the column names become metric keys <label>/<layer>
+        if not _MLFLOW_KEY.fullmatch(column) or len(column) > MAX_LAYER_NAME:
+            raise DnnprobeError(f"params.yaml: probe.label column {column!r} cannot name an MLflow metric (allowed: "
+                                f"letters, digits, _ - . / and spaces, at most {MAX_LAYER_NAME} characters); rename the column")
     found = []
     for entry, column in zip(entries, columns):
         settings = ProbeSettings.from_params(params, entry)

@@ -383,7 +383,7 @@ def test_no_server_binds_beyond_localhost():
 # the repeated pipeline runs short (tests/test_pipeline.py runs all 14).
 SLOW_TINY = merge(json.loads(json.dumps(TINY)), {"extract": {
     "batch_size": 2, "num_workers": 1, "layers": ["conv1", "conv1_relu", "conv5", "conv5_relu", "fc2", "fc2_relu"]}})
-STAGES = ["stimuli", "check", "network", "extract", "gram", "probe", "report"]
+STAGES = ["stimuli", "check", "network", "extract", "gram", "probe", "report", "similarity"]
 ACTIVATIONS = "data/activations.act.h5"
 
 

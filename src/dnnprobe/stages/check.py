@@ -34,7 +34,7 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     table = StimulusTable.read(table_path)
     check_layer_names(requested_layers(params.extract.layers), "params.yaml: extract.layers")
     groups = group_column(params, table)
-    for target in decoded_targets(params, table, str(table_path)):
+    for target in decoded_targets(params, table):
         # Only what the checks use (dvc.yaml lists exactly these params for this stage).
         settings = replace(target.settings, permutations=0, standardize=False)
         check_targets(target.y, settings, label=target.name, table=str(table_path), groups=groups,

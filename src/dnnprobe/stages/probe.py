@@ -102,7 +102,7 @@ def probe(
     from dnnprobe.probe import cross_validate_targets, layer_fold_pcas, save_layer_result
 
     table = StimulusTable.read(table_path)
-    attributes = decoded_targets(params, table, str(table_path))
+    attributes = decoded_targets(params, table)
     several = len(attributes) > 1
     groups = group_column(params, table)
     details_path = details_path or Path(metrics_path).with_name("metrics_detail.json")
