@@ -214,7 +214,8 @@ def class_description(table: StimulusTable, target) -> dict:
         return {}
     classes = [str(c) for c in np.unique(target.y)]
     # DNNBrain's tables name the classes of `label` in `condition`; any other column's values are the names.
-    names = dict(zip(table.columns.get("label", []), table.columns.get("condition", []))) if target.name == "label" else {}
+    # Keyed by the class as decoded: a label written 1.0 is class 1.
+    names = dict(zip(map(str, target.y), table.columns.get("condition", []))) if target.name == "label" else {}
     return {"classes": classes, "class_names": [names.get(c, c) for c in classes]}
 
 
