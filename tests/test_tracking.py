@@ -654,3 +654,24 @@ def test_a_relative_store_uri_is_anchored_on_the_repository_not_a_temporary_copy
 def tracking_runs_in(database: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(database) as db:
         return list(db.execute("SELECT name, status FROM runs"))
+
+
+def test_an_artifact_store_failing_at_the_end_leaves_the_previous_outputs(tmp_path, tiny_stimuli, tiny_gram,
+                                                                          tiny_activations, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    (tmp_path / "metrics.json").write_text("the previous run's\n")
+    (tmp_path / "probe").mkdir()
+
+    def fail(*args, **kwargs):
+        raise MlflowException("API request to http://lab/api/2.0/mlflow-artifacts/artifacts failed with exception "
+                              "HTTPConnectionPool(host='lab', port=80): Max retries exceeded (Caused by "
+                              "ResponseError('too many 500 error responses'))")
+
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "log_artifact", fail)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # the tries MLflow made, as the reason counts them
+    message = one_line_error(lambda: run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations), "artifact store")
+    assert message.endswith("cannot write (the server answered HTTP 500 to each of 3 tries; see the server's log)")
+    assert (tmp_path / "metrics.json").read_text() == "the previous run's\n" and list((tmp_path / "probe").iterdir()) == []
+    assert not (tmp_path / "metrics_detail.json").exists()
+    assert _statuses()["alexnet random n=24 pca=4 cv=3"][0] == "FAILED"

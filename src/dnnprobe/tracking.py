@@ -552,14 +552,23 @@ class ProbeRun:
         with _store_errors(self.store):
             mlflow.log_input(dataset, context="stimuli", tags={"stimuli.source": origin or "unknown"})
 
-    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        """Attach a file to the parent run."""
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None, name: str | None = None) -> None:
+        """Attach a file to the parent run, as `name` (default: its own name).
+
+        `name` lets a stage log an output from its temporary file before renaming it into place, so a
+        failing artifact store leaves the previous outputs as they were.
+        """
+        import shutil
+        import tempfile
+
         import mlflow
 
         client = mlflow.tracking.MlflowClient()
         with _store_errors(self.store, "cannot read"):
             artifact_uri = client.get_run(self.run_id).info.artifact_uri
-        with _store_errors(artifact_uri, kind="MLflow artifact store"):
+        with _store_errors(artifact_uri, kind="MLflow artifact store"), tempfile.TemporaryDirectory() as folder:
+            if name and name != Path(path).name:
+                path = shutil.copyfile(path, Path(folder) / name)  # MLflow names an artifact after its file
             client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
 
     def record_summary(self, summary_sha256: str) -> None:

@@ -176,11 +176,12 @@ def probe(
                 temp_metrics.write_text(json.dumps(layer_means(summary), indent=2) + "\n")
                 temp_details.write_text(json.dumps(score_details(summary), indent=2) + "\n")
                 _save_probe_models(params, y, settings, grams, activations_path, temp_models)
-            run.log_artifact(metrics_path)
-            run.log_artifact(details_path)
-            # The report stage finds this run by the sha256 of the summary it produced: no run id in
-            # an output (it would change every run, and with it dvc.lock).
-            run.record_summary(text_sha256(summary_text))
+                # Logged before the outputs are renamed into place: a store failing here leaves them as they were.
+                run.log_artifact(temp_metrics, name=Path(metrics_path).name)
+                run.log_artifact(temp_details, name=Path(details_path).name)
+                # The report stage finds this run by the sha256 of the summary it produced: no run id in
+                # an output (it would change every run, and with it dvc.lock).
+                run.record_summary(text_sha256(summary_text))
     return summary
 
 
