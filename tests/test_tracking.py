@@ -578,11 +578,12 @@ def test_a_database_store_without_its_driver_is_one_line_before_any_work(tmp_pat
 
     if importlib.util.find_spec("psycopg") is not None:
         pytest.skip("psycopg is installed here")
-    uri = "postgresql://mlflow:secret@127.0.0.1:1/mlflow"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://mlflow:secret@127.0.0.1:1/mlflow")
     message = one_line_error(lambda: run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations), "driver")
     # SQLAlchemy 2.1's driver for postgresql:// is psycopg (3); postgresql+psycopg2:// would name psycopg2.
-    assert message == f"MLflow store {uri}: its database driver psycopg is not installed (pip install psycopg[binary])"
+    # The password is not shown.
+    assert message == ("MLflow store postgresql://mlflow:***@127.0.0.1:1/mlflow: its database driver psycopg is not "
+                       "installed (pip install psycopg[binary])")
     assert not (tmp_path / "probe").exists()
 
 

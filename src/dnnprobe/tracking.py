@@ -49,8 +49,9 @@ import socket
 import subprocess
 import time
 import urllib.error
-import warnings
+import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -83,6 +84,14 @@ def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI with a relative path anchored on the repository root, or the default store."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     return anchored_uri(uri) if uri else f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def shown(uri: str) -> str:
+    """`uri` for a message or a log: a password in it (``postgresql://user:secret@host/db``) as ``***``."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.password:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 def anchored_uri(uri: str) -> str:
@@ -153,7 +162,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             response.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DnnprobeError(f"MLFLOW_TRACKING_URI={uri}: tracking server not reachable ({reason})") from None
+        raise DnnprobeError(f"MLFLOW_TRACKING_URI={shown(uri)}: tracking server not reachable ({reason})") from None
 
 
 # The driver's reason comes prefixed with its exception class: "(sqlite3.OperationalError) database or disk is full".
@@ -236,11 +245,11 @@ def _store_errors(store: str, action: str = "cannot write", *, kind: str = "MLfl
         with _quiet_store_logs():
             yield
     except _store_failures() as exc:
-        raise DnnprobeError(f"{kind} {store}: {action} ({_failure_reason(exc)})") from None
+        raise DnnprobeError(f"{kind} {shown(store)}: {action} ({_failure_reason(exc)})") from None
     except OSError as exc:
         if not (disk_full and exc.errno == errno.ENOSPC):
             raise
-        raise DnnprobeError(f"{kind} {store}: {action} ({_failure_reason(exc)})") from None
+        raise DnnprobeError(f"{kind} {shown(store)}: {action} ({_failure_reason(exc)})") from None
 
 
 @contextlib.contextmanager
@@ -305,7 +314,7 @@ def _check_store_kind(uri: str) -> None:
 
         if not MLFLOW_ALLOW_FILE_STORE.get():
             raise DnnprobeError(
-                f"MLflow store {uri}: MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true is set; "
+                f"MLflow store {shown(uri)}: MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true is set; "
                 "or move to a database store: `mlflow migrate-filestore` copies the runs into one "
                 "(e.g. MLFLOW_TRACKING_URI=sqlite:///mlflow.db)")
         return
@@ -315,15 +324,15 @@ def _check_store_kind(uri: str) -> None:
         from sqlalchemy import create_engine
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
     except ImportError:
-        raise DnnprobeError(f"MLflow store {uri}: needs SQLAlchemy (pip install mlflow, not only mlflow-skinny)") from None
+        raise DnnprobeError(f"MLflow store {shown(uri)}: needs SQLAlchemy (pip install mlflow, not only mlflow-skinny)") from None
     try:
         create_engine(uri).dispose()  # loads the dialect and imports its driver; connects to nothing
     except ImportError as exc:
         module = (exc.name or str(exc)).split(".")[0]
-        raise DnnprobeError(f"MLflow store {uri}: its database driver {module} is not installed "
+        raise DnnprobeError(f"MLflow store {shown(uri)}: its database driver {module} is not installed "
                             f"(pip install {DRIVER_PACKAGES.get(module, module)})") from None
     except (NoSuchModuleError, ArgumentError) as exc:
-        raise DnnprobeError(f"MLflow store {uri}: not a database URI SQLAlchemy knows ({exc})") from None
+        raise DnnprobeError(f"MLflow store {shown(uri)}: not a database URI SQLAlchemy knows ({exc})") from None
 
 
 def check_artifact_location(location: str) -> None:
@@ -335,7 +344,6 @@ def check_artifact_location(location: str) -> None:
     """
     import importlib.util
     import tempfile
-    import urllib.parse
 
     scheme = urllib.parse.urlparse(location).scheme if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", location) else ""
     if scheme in ARTIFACT_MODULES:
@@ -353,9 +361,7 @@ def check_artifact_location(location: str) -> None:
         except MlflowException as exc:
             raise DnnprobeError(f"MLflow artifact location {location}: {_failure_reason(exc)}") from None
         return
-    import urllib.request as request
-
-    folder = Path(request.url2pathname(urllib.parse.urlparse(location).path) if scheme else location)
+    folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(location).path) if scheme else location)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -663,7 +669,7 @@ def launching_run():
     try:
         return mlflow.tracking.MlflowClient().get_run(run_id)
     except MlflowException:
-        raise DnnprobeError(f"MLFLOW_RUN_ID={run_id}: no such run in the MLflow store {tracking_uri()}") from None
+        raise DnnprobeError(f"MLFLOW_RUN_ID={run_id}: no such run in the MLflow store {shown(tracking_uri())}") from None
 
 
 def run_name(arch: str, weights: str, settings: Mapping[str, object], defaults: Mapping[str, object],
@@ -749,7 +755,7 @@ def log_artifacts_to_probe_run(experiment: str, summary_sha256: str, paths: list
 
     run = find_probe_run(experiment, summary_sha256)
     if run is None:
-        return (f"no finished MLflow run in experiment {experiment!r} of {tracking_uri()} produced these probe "
+        return (f"no finished MLflow run in experiment {experiment!r} of {shown(tracking_uri())} produced these probe "
                 "results; figures not logged to MLflow")
     with _store_errors(run.info.artifact_uri, kind="MLflow artifact store"):
         for path in paths:

@@ -236,12 +236,12 @@ def _save_probe_models(params, y, settings, grams, activations_path, folder: Pat
 @stage_command("probe")
 def command(params, progress, table, gram_path, activations, out, metrics, details, models):
     """Cross-validated PCA + decoding of probe.label per layer; logged to MLflow."""
-    from dnnprobe.tracking import tracking_uri
+    from dnnprobe.tracking import shown, tracking_uri
 
     summary = probe(params, table, gram_path, activations, out, metrics, models, progress=progress, details_path=details)
     best = max(summary["layers"], key=lambda layer: summary["layers"][layer]["mean"])
     click.echo(f"probe: best layer {best} ({params.probe.scoring} {summary['layers'][best]['mean']:.3f}); "
-               f"MLflow store {tracking_uri()}")
+               f"MLflow store {shown(tracking_uri())}")
 
 
 if __name__ == "__main__":
