@@ -117,9 +117,9 @@ def artifact_location() -> str:
     return (repo_root() / "mlruns").as_uri()
 
 
-# MLflow's own variables, set for the stage's process unless the user set them: 2 retries, 1 s and 2 s
-# apart, and 10 s of silence before a request counts as failed (MLflow's defaults: 7 retries up to
-# 64 s apart, 120 s). A server that stops answering then fails a request within seconds (refused) or
+# MLflow's own variables, set for the stage's process unless the user set them: 2 retries (at once, then
+# after about 2 s), and 10 s of silence before a request counts as failed (MLflow's defaults: 7 retries
+# up to 64 s apart, 120 s). A server that stops answering then fails a request within seconds (refused) or
 # about half a minute (silent), not 12 minutes.
 HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -171,12 +171,14 @@ _EXCEPTION_CLASS_PREFIX = re.compile(r"^\((?:\w+\.)*\w+\)\s*")
 
 def _http_failure(text: str) -> str | None:
     """MLflow's "API request to <url> failed with exception <urllib3's retry error>" as a short reason."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
+
     if not text.startswith("API request to "):
         return None
-    tries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")) + 1
+    tries = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() + 1  # the values MLflow used: the environment's, or its defaults
     if "timed out" in text or "timeout exception" in text:
         return (f"the server stopped answering: no reply within MLFLOW_HTTP_REQUEST_TIMEOUT="
-                f"{os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s, {tries} tries")
+                f"{MLFLOW_HTTP_REQUEST_TIMEOUT.get()} s, {tries} tries")
     status = re.search(r"too many (\d+) error responses", text)
     if status:
         return f"the server answered HTTP {status.group(1)} to each of {tries} tries; see the server's log"
