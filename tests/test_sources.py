@@ -21,9 +21,17 @@ STIM_IDS = [f"COCO/COCO_train2014_{i:012d}.jpg" for i in range(5)] + [f"ImageNet
 LABELS = [1, 0, 1, 1, 0, 1, 0, 0]
 
 
-def jpeg(seed: int) -> bytes:
+def jpeg(seed: int, shape: tuple[int, int] = (40, 50)) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*shape, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for name, data in members.items():
+            bundle.writestr(name, data)
     return buffer.getvalue()
 
 
@@ -72,16 +80,20 @@ def test_bold5000_downloads_verifies_unpacks_and_writes_the_table(bold5000_serve
     assert len(requests) == count
 
 
-def test_corrupted_download_is_rejected_and_deleted(bold5000_server, tmp_path):
-    settings, folder, _ = bold5000_server
+def test_corrupted_download_is_rejected_and_kept_and_not_fetched_again(bold5000_server, tmp_path):
+    settings, folder, requests = bold5000_server
     data = bytearray((folder / "stimuli.zip").read_bytes())
     data[100] ^= 0xFF
     (folder / "stimuli.zip").write_bytes(bytes(data))
-    with pytest.raises(DnnprobeError, match=r"stimuli.zip: downloaded file is corrupt or truncated \(sha256"):
+    kept = tmp_path / "downloads" / "BOLD5000_Stimuli.zip.rejected"
+    with pytest.raises(DnnprobeError, match=rf"stimuli.zip: download rejected: sha256 .*; kept as {kept}; if the file"):
         make_stimuli(params_with(settings), tmp_path / "t.stim.csv", tmp_path / "images")
     assert not (tmp_path / "images").exists() and not (tmp_path / "t.stim.csv").exists()
-    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["all_5000scenes.stim.csv",
-                                                                         "all_5000scenes.stim.csv.sha256"]
+    assert kept.read_bytes() == bytes(data) and not (tmp_path / "downloads" / "BOLD5000_Stimuli.zip").exists()
+    count = len(requests)
+    with pytest.raises(DnnprobeError, match=r"an earlier download from .* was rejected \(a zip, "):
+        make_stimuli(params_with(settings), tmp_path / "t.stim.csv", tmp_path / "images")
+    assert [path for path, _ in requests[count:]] == []  # the table is cached, the zip is not fetched again
 
 
 def test_truncated_download_is_rejected_by_size(bold5000_server, tmp_path):
@@ -89,9 +101,12 @@ def test_truncated_download_is_rejected_by_size(bold5000_server, tmp_path):
     size = (folder / "stimuli.zip").stat().st_size
     (folder / "stimuli.zip").write_bytes((folder / "stimuli.zip").read_bytes()[: size // 2])
     settings = {**settings, "stimuli.bold5000.images_sha256": "", "stimuli.bold5000.images_size": size}
-    with pytest.raises(DnnprobeError, match=rf"{size // 2} bytes, expected {size}"):
+    with pytest.raises(DnnprobeError, match=rf"it is a damaged or truncated zip \(no central directory\), not a zip"):
         make_stimuli(params_with(settings), tmp_path / "t.stim.csv", tmp_path / "images")
-    assert not list((tmp_path / "downloads").glob("BOLD5000_Stimuli.zip*"))
+    (tmp_path / "downloads" / "BOLD5000_Stimuli.zip.rejected").unlink()
+    (folder / "stimuli.zip").write_bytes(zip_of({"BOLD5000_Stimuli/other.txt": b"a smaller zip"}))
+    with pytest.raises(DnnprobeError, match=rf"download rejected: \d+ bytes, expected {size}"):
+        make_stimuli(params_with(settings), tmp_path / "t.stim.csv", tmp_path / "images")
 
 
 def test_partial_download_is_resumed_with_a_range_request(bold5000_server, tmp_path):
