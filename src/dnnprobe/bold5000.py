@@ -109,13 +109,15 @@ def unpack_images(archive: Path, table: StimulusTable, images: Path) -> None:
         raise DnnprobeError(f"{archive}: a damaged zip{where} ({exc}); delete it to download it again") from None
 
 
-def fetch_bold5000(params: Bold5000Params, images: Path) -> StimulusTable:
+def fetch_bold5000(params: Bold5000Params, images: Path, progress: bool = True) -> StimulusTable:
     """Download, verify and unpack BOLD5000; return DNNBrain's table for the unpacked images."""
     folder = Path(params.download_dir)
     table_file = download(params.table_url, folder / "all_5000scenes.stim.csv", params.table_sha256, params.table_size,
-                          expect=expect_text, wanted="a .stim.csv table (text)", pin_as="stimuli.bold5000.table")
+                          expect=expect_text, wanted="a .stim.csv table (text)", pin_as="stimuli.bold5000.table",
+                          progress=progress)
     archive = download(params.images_url, folder / "BOLD5000_Stimuli.zip", params.images_sha256, params.images_size,
-                       expect=expect_zip, wanted="a zip", pin_as="stimuli.bold5000.images")
+                       expect=expect_zip, wanted="a zip", pin_as="stimuli.bold5000.images",
+                       progress=progress)
     table = StimulusTable.read(table_file)
     labels = table.integer_labels("label")
     if params.expected_stimuli and len(table) != params.expected_stimuli:

@@ -112,12 +112,13 @@ def expect_text(path: Path) -> str | None:
 
 
 def download(url: str, target: Path, sha256: str = "", size: int = 0, *, expect: Callable[[Path], str | None] | None = None,
-             wanted: str = "the expected file", pin_as: str = "", timeout: float = 60.0) -> Path:
+             wanted: str = "the expected file", pin_as: str = "", timeout: float = 60.0, progress: bool = True) -> Path:
     """Fetch `url` to `target` unless a verified copy is there; resume a partial download.
 
     `expect(path)` returns None for a file of the right kind, else what it is instead ('an HTML page');
     `wanted` names the right kind in messages ('a zip'). `pin_as` is the params.yaml prefix the size
-    and sha256 are printed under when `sha256` is not pinned (``stimuli.bold5000.images``).
+    and sha256 are printed under when `sha256` is not pinned (``stimuli.bold5000.images``). `progress`:
+    a progress bar on stderr.
 
     The download folder is a cache outside DVC's view, so a cached copy is used only while its bytes
     are those first downloaded: their sha256 is kept beside it (``<name>.sha256``), and a copy that no
@@ -146,14 +147,14 @@ def download(url: str, target: Path, sha256: str = "", size: int = 0, *, expect:
             f"{rejected}: an earlier download from {url} was rejected ({describe(rejected)}, "
             f"{rejected.stat().st_size} bytes); read it, then delete it to download again, or put {wanted} at {target}")
     partial = target.with_name(target.name + ".part")
-    content_type = _download_with_retries(url, partial, target, timeout)
+    content_type = _download_with_retries(url, partial, target, timeout, progress)
     kind = expect(partial) if expect else None
     problem = f"it is {kind}, not {wanted}" if kind else _problem(partial, sha256, size)
     if problem:
         partial.replace(rejected)
         _validator_file(partial).unlink(missing_ok=True)
         advice = (f"read it: a link that needs a browser (a login, a confirmation) or has moved serves a page "
-                  f"instead; download {wanted} by hand and put it at {target}, or delete {rejected} to download again"
+                  f"instead; download it by hand from a browser and put it at {target}, or delete {rejected} to download again"
                   ) if kind else (f"if the file on the server has changed, check it and pin its new size and sha256; "
                                   f"delete {rejected} to download again")
         begins = f", begins {first_bytes(rejected)}" if kind else ""
@@ -187,12 +188,12 @@ def _print_pin(path: Path, url: str, sha256: str, pin_as: str) -> None:
     print(f"download: {path.name} from {url}: {size} bytes, sha256 {digest}; {where}", file=sys.stderr)
 
 
-def _download_with_retries(url: str, partial: Path, target: Path, timeout: float) -> str:
+def _download_with_retries(url: str, partial: Path, target: Path, timeout: float, progress: bool) -> str:
     """Fetch into `partial` (resuming it), retrying busy replies and cut transfers; the Content-Type."""
     tries, waited = 0, 0.0
     while True:
         try:
-            return _fetch(url, partial, target, timeout)
+            return _fetch(url, partial, target, timeout, progress)
         except _TryAgain as failure:
             tries += 1
             delay = failure.delay if failure.delay is not None else float(2 ** tries)
@@ -215,7 +216,7 @@ def _validator_file(partial: Path) -> Path:
     return partial.with_name(partial.name + ".if-range")
 
 
-def _fetch(url: str, partial: Path, target: Path, timeout: float) -> str:
+def _fetch(url: str, partial: Path, target: Path, timeout: float, progress: bool) -> str:
     """One request: resume or restart `partial`; returns the reply's Content-Type. Raises _TryAgain."""
     have = partial.stat().st_size if partial.is_file() else 0
     validator = _validator_file(partial)
@@ -229,9 +230,9 @@ def _fetch(url: str, partial: Path, target: Path, timeout: float) -> str:
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing after the part's end: complete only if the sizes agree
             if _range_total(exc.headers.get("Content-Range")) == have:
-                return exc.headers.get("Content-Type", "")
+                return ""  # (the 416 reply says nothing of the file itself)
             partial.unlink()  # not the server's file as it is now: start over
-            return _fetch(url, partial, target, timeout)
+            return _fetch(url, partial, target, timeout, progress)
         if exc.code in RETRY_STATUSES:
             raise _TryAgain(f"HTTP {exc.code} {exc.reason}", _retry_after(exc.headers.get("Retry-After"))) from None
         raise DnnprobeError(f"{url}: download failed (HTTP {exc.code} {exc.reason})") from None
@@ -252,7 +253,7 @@ def _fetch(url: str, partial: Path, target: Path, timeout: float) -> str:
                     raise DnnprobeError(f"{url}: asked for the whole file, the server sent a part ({content_range})")
                 response.close()
                 partial.unlink(missing_ok=True)
-                return _fetch(url, partial, target, timeout)
+                return _fetch(url, partial, target, timeout, progress)
         if start == 0:  # a new file (the server ignored Range, or the file changed): remember which
             tag = response.headers.get("ETag", "")
             tag = tag if tag and not tag.startswith("W/") else response.headers.get("Last-Modified", "")
@@ -260,7 +261,8 @@ def _fetch(url: str, partial: Path, target: Path, timeout: float) -> str:
         written = start
         try:
             with open(partial, "r+b" if start else "wb") as out, tqdm(
-                total=end, initial=start, unit="B", unit_scale=True, desc=target.name, file=sys.stderr
+                total=end, initial=start, unit="B", unit_scale=True, desc=target.name, file=sys.stderr,
+                disable=not progress,
             ) as bar:
                 out.seek(start)
                 out.truncate()
