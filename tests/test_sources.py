@@ -188,7 +188,7 @@ def test_stimcsv_source_reads_float_labels_and_names_one_that_is_not_whole(tmp_p
     write_table(mine / "mine.stim.csv", "type=image\npath=photos\ndata=stimID,label\n",
                 ["0.png,0.0", "1.png,1.0", "2.png,0.5", "3.png,1"])
     one_line_error(lambda: make_stimuli(params_with(settings), tmp_path / "out" / "s.stim.csv", tmp_path / "out" / "images"),
-                   r"mine.stim.csv: column 'label', stimulus row 3 \(2.png\): '0.5' is not an integer: not a whole number")
+                   r"mine.stim.csv: column 'label', stimulus row 3 \(2.png\): '0.5' is not an integer \(a class label is a whole")
     assert_nothing_written(tmp_path / "out")
 
 

@@ -109,7 +109,7 @@ def test_non_integer_label_names_row_and_value(tmp_path):
     for value in ("0.5", "nan", "inf"):
         table = StimulusTable.read(write_table(tmp_path / "t.stim.csv", GOOD_HEADER, ["a.png,0.0,x", f"b.png,{value},y"]))
         with pytest.raises(DnnprobeError, match=rf"t.stim.csv: column 'label', stimulus row 2 \(b.png\): '{value}' is not "
-                                                r"an integer: not a whole number"):
+                                                r"an integer \(a class label is a whole number; 1.0 is read as 1\)"):
             table.integer_labels()
     with pytest.raises(DnnprobeError, match="no column 'missing'"):
         table.integer_labels("missing")

@@ -39,16 +39,20 @@ def class_label(text: str) -> int:
     """A class label as DNNBrain reads one: a number that is whole (``1``, ``1.0``, ``1e0`` are class 1).
 
     DNNBrain reads label columns as floats and casts them to int, so tables written by numpy or pandas
-    (``0.0``, ``1.0``) are valid. Raises ValueError for text that is not a number, or for a number that
-    is not whole (``0.5``, ``nan``): casting it would silently change the class.
+    (``0.0``, ``1.0``) are valid. Raises ValueError for text that is not a number, and NotWholeNumber
+    (a ValueError) for a number that is not whole (``0.5``, ``nan``): casting it would change the class.
     """
     try:
         return int(text)
     except ValueError:
         value = float(text)  # ValueError: not a number at all
     if not value.is_integer():
-        raise ValueError("not a whole number, and a class label must be one (1.0 is read as 1)")
+        raise NotWholeNumber(text)
     return int(value)
+
+
+class NotWholeNumber(ValueError):
+    """A number that is not whole (0.5, nan, inf) where a class label must be."""
 
 
 @dataclass
@@ -106,7 +110,8 @@ class StimulusTable:
                 labels[row] = class_label(text)
             except (ValueError, OverflowError) as exc:
                 problem = "is too large for a class label (64-bit integers)" if isinstance(exc, OverflowError) \
-                    else f"is not an integer{': ' + str(exc) if str(exc).startswith('not a whole') else ''}"
+                    else "is not an integer (a class label is a whole number; 1.0 is read as 1)" \
+                    if isinstance(exc, NotWholeNumber) else "is not an integer"
                 raise DnnprobeError(
                     f"{self._name}: column {name!r}, stimulus row {row + 1} ({self.stim_ids[row]}): {text!r} {problem}"
                 ) from None
