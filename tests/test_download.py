@@ -294,3 +294,22 @@ def test_a_file_of_the_wrong_kind_put_there_by_hand_is_named_and_left_alone(host
     one_line_error(lambda: download(f"{host.url}/f", target, expect=expect_zip, wanted="a zip"),
                    r"BOLD5000_Stimuli.zip: is gzip data \(a .tar.gz or .gz\), not a zip \(104 bytes, begins b'\\x1f\\x8b")
     assert target.read_bytes() == b"\x1f\x8b\x08\x00" + bytes(100) and host.requests == []
+
+
+def test_a_second_process_downloading_the_same_file_stops_in_one_line(hosts, tmp_path):
+    import subprocess
+    import sys
+
+    host = hosts()
+    target = tmp_path / "f.zip"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom dnnprobe.core.atomic import claim\n"
+         f"with claim({str(target)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        one_line_error(lambda: download(f"{host.url}/f", target), rf"f.zip: pid {holder.pid} is writing it right now")
+        assert host.requests == []
+    finally:
+        holder.kill()
+        holder.wait()

@@ -13,6 +13,8 @@
   resumed the same way. A server that is not reachable at all fails at once.
 - Without Content-Length (chunked or close-delimited replies) the bytes are taken as they come; only
   a pinned size or sha256 can then tell a truncated file. The first download prints both to pin.
+- While a process downloads a file it holds its lock (:func:`dnnprobe.core.atomic.claim`): a second run
+  sharing the download folder stops in one line instead of writing the same ``.part``.
 - A download that is not what was expected (an HTML page instead of a zip), or whose pinned size or
   sha256 differs, is kept as ``<name>.rejected`` for inspection, described in one line (content type,
   size, first bytes), and a rerun stops at it instead of downloading the same thing again.
@@ -33,7 +35,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from dnnprobe.core.atomic import disk_error
+from dnnprobe.core.atomic import claim, disk_error
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import file_sha256
 
@@ -128,6 +130,12 @@ def download(url: str, target: Path, sha256: str = "", size: int = 0, *, expect:
     ``<name>.rejected``), or a cached file of the wrong kind (left as it is).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    with claim(target):  # two runs sharing a download folder must not write one .part together
+        return _download(url, target, sha256, size, expect, wanted, pin_as, timeout, progress)
+
+
+def _download(url: str, target: Path, sha256: str, size: int, expect: Callable[[Path], str | None] | None,
+              wanted: str, pin_as: str, timeout: float, progress: bool) -> Path:
     record = target.with_name(target.name + ".sha256")
     rejected = target.with_name(target.name + ".rejected")
     if target.is_file():
