@@ -6,9 +6,9 @@ images and the table.
 
 BOLD5000's zip holds the images twice under the same names: ``Scene_Stimuli/Presented_Stimuli/`` (as
 shown in the scanner, the ones DNNBrain's tutorial uses) and ``Scene_Stimuli/Original_Images/`` (at
-their source sizes), plus macOS ``__MACOSX/._*`` twins. The images are taken from the one folder that
-holds every image of the table, and where several do, from the one named ``Presented_Stimuli``;
-any other ambiguity is refused, never resolved by the order of the zip's entries.
+their source sizes), plus macOS ``__MACOSX/._*`` twins. The images are taken from the folder named
+``Presented_Stimuli`` (which must then hold every image of the table), or else from the one folder that
+holds every image; any other ambiguity is refused, never resolved by the order of the zip's entries.
 """
 
 from __future__ import annotations
@@ -47,14 +47,15 @@ def _member_prefix(names: list[str], stim_ids: list[str], archive: Path) -> str:
     Presented_Stimuli among them are refused, naming them.
     """
     wanted = set(stim_ids)
-    found: Counter[str] = Counter()  # folder -> how many of the table's images it holds
+    pairs = set()  # (folder, stimID) for each of the table's images a folder holds (a zip may repeat a name)
     for name in names:
         if _is_macos_metadata(name):
             continue
         parts = name.split("/")
         for cut in range(len(parts)):
-            if "/".join(parts[cut:]) in wanted:
-                found["".join(part + "/" for part in parts[:cut])] += 1
+            if (stim_id := "/".join(parts[cut:])) in wanted:
+                pairs.add(("".join(part + "/" for part in parts[:cut]), stim_id))
+    found = Counter(folder for folder, _ in pairs)  # folder -> how many of the table's images it holds
     if not found:
         raise DnnprobeError(f"{archive}: holds none of the table's {len(wanted)} images (the first is {stim_ids[0]})")
     complete = sorted(folder for folder, count in found.items() if count == len(wanted))
