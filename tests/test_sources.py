@@ -287,3 +287,23 @@ def test_a_download_that_is_not_a_zip_stops_the_stage_in_one_line(http_server, t
                                              "(Content-Type ", f"kept as {kept}")
     assert kept.is_file()
     assert_nothing_written(tmp_path / "data")
+
+
+def test_a_temporary_experiment_downloads_into_the_real_repository(bold5000_server, tmp_path, monkeypatch):
+    """`dvc exp run --temp` and queued runs work in a copy (DVC sets $DVC_ROOT to the real repository): a
+    relative stimuli.bold5000.download_dir is the real repository's, so they share one download."""
+    settings, _, requests = bold5000_server
+    real, copy = tmp_path / "repo", tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "run1"
+    copy.mkdir(parents=True)
+    monkeypatch.setenv("DVC_ROOT", str(real))
+    monkeypatch.chdir(copy)
+    relative = {**settings, "stimuli.bold5000.download_dir": "data/downloads"}
+    make_stimuli(params_with(relative), copy / "data" / "stimuli.stim.csv", copy / "data" / "images")
+    assert (real / "data" / "downloads" / "BOLD5000_Stimuli.zip").is_file()
+    assert not (copy / "data" / "downloads").exists()
+    count = len(requests)
+    second = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "run2"
+    second.mkdir()
+    monkeypatch.chdir(second)
+    make_stimuli(params_with(relative), second / "data" / "stimuli.stim.csv", second / "data" / "images")
+    assert len(requests) == count  # the second experiment reuses the first one's verified download

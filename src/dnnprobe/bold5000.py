@@ -13,6 +13,7 @@ holds every image; any other ambiguity is refused, never resolved by the order o
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import zipfile
@@ -110,9 +111,18 @@ def unpack_images(archive: Path, table: StimulusTable, images: Path) -> None:
         raise DnnprobeError(f"{archive}: a damaged zip{where} ({exc}); delete it to download it again") from None
 
 
+def download_folder(setting: str) -> Path:
+    """``stimuli.bold5000.download_dir`` as a path. A relative one is in the real repository
+    (``$DVC_ROOT`` when DVC sets it): `dvc exp run --temp` and queued experiments run in a temporary copy,
+    and would otherwise each download the 4 GB zip again into a folder deleted afterwards."""
+    folder = Path(setting)
+    root = os.environ.get("DVC_ROOT")
+    return folder if folder.is_absolute() or not root else Path(root) / folder
+
+
 def fetch_bold5000(params: Bold5000Params, images: Path, progress: bool = True) -> StimulusTable:
     """Download, verify and unpack BOLD5000; return DNNBrain's table for the unpacked images."""
-    folder = Path(params.download_dir)
+    folder = download_folder(params.download_dir)
     table_file = download(params.table_url, folder / "all_5000scenes.stim.csv", params.table_sha256, params.table_size,
                           expect=expect_text, wanted="a .stim.csv table (text)", pin_as="stimuli.bold5000.table",
                           progress=progress)
