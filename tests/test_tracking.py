@@ -676,3 +676,17 @@ def test_an_artifact_store_failing_at_the_end_leaves_the_previous_outputs(tmp_pa
     assert (tmp_path / "metrics.json").read_text() == "the previous run's\n" and list((tmp_path / "probe").iterdir()) == []
     assert not (tmp_path / "metrics_detail.json").exists()
     assert _statuses()["alexnet random n=24 pca=4 cv=3"][0] == "FAILED"
+
+
+def test_labels_written_as_floats_keep_their_class_names(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
+    """DNNBrain reads 1.0 as class 1: the condition names still go with the decoded classes."""
+    from dnnprobe.stimuli import StimulusTable
+
+    table = StimulusTable.read(tiny_stimuli)
+    names = dict(zip(table.columns["label"], table.columns["condition"]))
+    table.columns["label"] = [f"{label}.0" for label in table.columns["label"]]
+    table.header["path"] = str(table.image_folder.resolve())
+    table.write(tmp_path / "floats.stim.csv")
+    summary = probe(tiny_params(), tmp_path / "floats.stim.csv", tiny_gram, tiny_activations, tmp_path / "probe",
+                    tmp_path / "metrics.json", tmp_path / "probes", progress=False)
+    assert summary["classes"] == ["0", "1"] and summary["class_names"] == [names["0"], names["1"]]
