@@ -641,7 +641,7 @@ def test_a_relative_store_uri_is_anchored_on_the_repository_not_a_temporary_copy
                             ("sqlite:////abs/m.db", "sqlite:////abs/m.db"), ("sqlite:///:memory:", "sqlite:///:memory:"),
                             ("file:///abs/mlruns", "file:///abs/mlruns"), ("/abs/mlruns", "/abs/mlruns"),
                             ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-                            ("postgresql://u@db/mlflow", "postgresql://u@db/mlflow")):
+                            ("postgresql://u@db/mlflow", "postgresql://u@db/mlflow"), ("databricks", "databricks")):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", given)
         assert tracking.tracking_uri() == anchored, given
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")

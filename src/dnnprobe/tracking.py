@@ -94,6 +94,18 @@ def shown(uri: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
+# Store URIs MLflow reads as a scheme though they have no colon (not paths to a file store).
+BARE_SCHEMES = ("databricks", "databricks-uc", "uc")
+
+
+def _scheme(uri: str) -> str:
+    """The URI's scheme, lower case (``postgresql`` for ``postgresql+psycopg://``); "" for a path."""
+    if uri in BARE_SCHEMES:
+        return uri
+    found = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):", uri)  # two characters at least: C: is a drive
+    return found.group(1).split("+", 1)[0].lower() if found else ""
+
+
 def anchored_uri(uri: str) -> str:
     """A store URI whose relative path is made absolute against `repo_root`; others unchanged.
 
@@ -108,7 +120,7 @@ def anchored_uri(uri: str) -> str:
         return uri
     if uri.startswith("file:") and not uri.startswith(("file:/", "file://")):
         return (repo_root() / uri.removeprefix("file:")).as_uri()
-    if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri) and not os.path.isabs(uri):
+    if not _scheme(uri) and not os.path.isabs(uri):
         return str(repo_root() / uri)  # a bare path, which MLflow reads as a file store
     return uri
 
@@ -310,7 +322,7 @@ def check_store(experiment: str, create: bool = False) -> str | None:
 
 def _check_store_kind(uri: str) -> None:
     """A database store's driver is installed; a file store is allowed. One line naming the fix if not."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0] if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri) else ""
+    scheme = _scheme(uri)
     if scheme in ("", "file"):
         from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
 
@@ -347,7 +359,7 @@ def check_artifact_location(location: str) -> None:
     import importlib.util
     import tempfile
 
-    scheme = urllib.parse.urlparse(location).scheme if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", location) else ""
+    scheme = _scheme(location)
     if scheme in ARTIFACT_MODULES:
         module, package = ARTIFACT_MODULES[scheme]
         if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
