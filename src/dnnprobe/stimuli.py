@@ -32,7 +32,28 @@ from dnnprobe.core.errors import DnnprobeError, missing_file_hint
 from dnnprobe.core.hashing import file_sha256
 
 TEXT_COLUMNS = ("stimID", "condition")
+MAX_TITLE_LENGTH = 500  # the probe logs title= as its MLflow run's dataset name, which MLflow limits to 500
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def class_label(text: str) -> int:
+    """A class label as DNNBrain reads one: a number that is whole (``1``, ``1.0``, ``1e0`` are class 1).
+
+    DNNBrain reads label columns as floats and casts them to int, so tables written by numpy or pandas
+    (``0.0``, ``1.0``) are valid. Raises ValueError for text that is not a number, and NotWholeNumber
+    (a ValueError) for a number that is not whole (``0.5``, ``nan``): casting it would change the class.
+    """
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # ValueError: not a number at all
+    if not value.is_integer():
+        raise NotWholeNumber(text)
+    return int(value)
+
+
+class NotWholeNumber(ValueError):
+    """A number that is not whole (0.5, nan, inf) where a class label must be."""
 
 
 @dataclass
@@ -79,15 +100,19 @@ class StimulusTable:
         return self.columns[name]
 
     def integer_labels(self, name: str = "label") -> np.ndarray:
-        """A class-label column as integers; names the first row that is not an integer."""
+        """A class-label column as integers (:func:`class_label`: ``1`` and ``1.0`` are both class 1).
+
+        Raises DnnprobeError naming the table, the first row that is not a whole number, and its value.
+        """
         values = self.column(name)
         labels = np.empty(len(values), dtype=np.int64)
         for row, text in enumerate(values):
             try:
-                labels[row] = int(text)
+                labels[row] = class_label(text)
             except (ValueError, OverflowError) as exc:
                 problem = "is too large for a class label (64-bit integers)" if isinstance(exc, OverflowError) \
-                    else "is not an integer"
+                    else "is not an integer (a class label is a whole number; 1.0 is read as 1)" \
+                    if isinstance(exc, NotWholeNumber) else "is not an integer"
                 raise DnnprobeError(
                     f"{self._name}: column {name!r}, stimulus row {row + 1} ({self.stim_ids[row]}): {text!r} {problem}"
                 ) from None
@@ -139,6 +164,9 @@ class StimulusTable:
             if not sep:
                 raise DnnprobeError(f"{path}, line {no}: header line {line!r} is not key=value")
             header[key.strip()] = value.strip()
+            if key.strip() == "title" and len(value.strip()) > MAX_TITLE_LENGTH:
+                raise DnnprobeError(f"{path}, line {no}: title= has {len(value.strip())} characters, more than the "
+                                    f"{MAX_TITLE_LENGTH} MLflow allows for the dataset name the probe logs it as; shorten it")
         for required in ("type", "path"):
             if required not in header:
                 raise DnnprobeError(f"{path}: header has no '{required}=' line")
