@@ -118,7 +118,7 @@ def test_failing_probe_marks_the_run_failed_and_leaves_no_outputs(tmp_path, tiny
     def broken(*args, **kwargs):
         raise RuntimeError("solver exploded")
 
-    monkeypatch.setattr("dnnprobe.probe.cross_validate_gram", broken)
+    monkeypatch.setattr("dnnprobe.probe.cross_validate_targets", broken)
     with pytest.raises(RuntimeError, match="solver exploded"):
         run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
@@ -474,14 +474,14 @@ import os, signal, sys, time
 import dnnprobe.probe
 from dnnprobe.stages.probe import command
 
-real, calls = dnnprobe.probe.cross_validate_layer, []
-def cross_validate_layer(*args, **kwargs):
+real, calls = dnnprobe.probe.cross_validate_targets, []
+def cross_validate_targets(*args, **kwargs):  # once per layer
     if len(calls) == 1:
         os.killpg(int(os.environ["SERVER_PGID"]), signal.SIGKILL)
         open(os.environ["STOPPED_AT"], "w").write(repr(time.time()))
     calls.append(1)
     return real(*args, **kwargs)
-dnnprobe.probe.cross_validate_layer = cross_validate_layer
+dnnprobe.probe.cross_validate_targets = cross_validate_targets
 command(sys.argv[1:])
 """
 
@@ -496,7 +496,8 @@ def test_a_server_stopping_mid_probe_fails_in_seconds_naming_the_runs_left_runni
     out = tmp_path / "out"
     options = ["--quiet", "--params", str(REPO / "params.yaml"), *[f"--set={s}" for s in TINY_SETS],
                "--table", tiny_stimuli, "--gram", tiny_gram, "--activations", tiny_activations,
-               "--out", out / "probe", "--metrics", out / "metrics.json", "--models", out / "probes"]
+               "--out", out / "probe", "--metrics", out / "metrics.json", "--details", out / "metrics_detail.json",
+               "--models", out / "probes"]
     # MLflow's own retries took 745 s here; a hang fails the test after 120 s.
     result = subprocess.run([sys.executable, "-c", _PROBE_STOPPING_THE_SERVER, *map(str, options)], env=env,
                             capture_output=True, text=True, timeout=120)
