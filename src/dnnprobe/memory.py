@@ -266,7 +266,8 @@ def permutation_bytes(permutations: int, n_stim: int, k: int, batched: bool) -> 
     The shuffled labels are built as a list of (n,) arrays, then stacked: P x (n x 8 + 112) bytes and
     the (P, n) int64 stack. Binary logistic decoders fit every shuffle at once: float64 copies of the
     labels (the 0/1 targets, their training columns), three (n_train, P) products and the (k + 1, P)
-    weights, step and gradient with their temporaries (about six).
+    weights, step and gradient with their temporaries: about eight (n,)- and eight (k + 1,)-long float64
+    vectors per shuffle, which bounds the peak measured by benchmarks/bench_permutation_memory.py.
     """
     P, n = permutations, n_stim
     if P == 0:
@@ -274,7 +275,7 @@ def permutation_bytes(permutations: int, n_stim: int, k: int, batched: bool) -> 
     building = P * (8 * n + 112) + 8 * P * n
     if not batched:
         return building
-    return max(building, 8 * P * (2 * n + 4 * n + 6 * (k + 1)))
+    return max(building, 8 * P * (8 * n + 8 * (k + 1)))
 
 
 def check_permutations(permutations: int, n_stim: int, k: int, batched: bool) -> None:

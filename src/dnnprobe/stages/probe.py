@@ -113,6 +113,8 @@ def probe(
         for layer in grams.layers:  # every check before any work
             check_targets(y, settings, grams.n_units(layer), params.probe.label, layer=layer, table=str(table_path))
             memory.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
+        batched_null = settings.decoder.batched_null and not settings.is_regression and len(np.unique(y)) == 2
+        memory.check_permutations(settings.permutations, grams.n_stim, params.pca, batched_null)
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
         summary = {
