@@ -435,3 +435,20 @@ def test_float16_overflow_is_refused_naming_the_layer_and_no_file_is_written(tin
                    r"^layer conv1: activations reach [\d,]+, beyond float16's largest value \(65,504\), and would be "
                    r"stored as inf; use extract\.dtype: float32$")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_image_notes_from_the_workers_reach_the_stage(tiny_stimuli, tmp_path):
+    """Decoding workers cannot print under a file's name: their notes travel with the batch."""
+    import shutil
+
+    from test_stimuli import corrupt_jpeg
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_stimuli.parent, folder)
+    table = StimulusTable.read(folder / tiny_stimuli.name)
+    bad = corrupt_jpeg(table.image_paths()[5])
+    model, paths = _alexnet_fc2()
+    summary = extract_activations(table, model, paths, tmp_path / "a.act.h5", batch_size=8, num_workers=1,
+                                  progress=False)
+    assert summary.notes == [f"{bad}: Corrupt JPEG data: 2507 extraneous bytes before marker 0xd9; "
+                             "decoded as PIL decodes it"]

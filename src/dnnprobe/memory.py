@@ -1,5 +1,6 @@
-"""Will a stage's matrices fit in memory? Estimated from n_stim, the layer's width and the route before
-any work, and refused with one line instead of being killed by the operating system half way.
+"""Will a stage's work fit in memory? Estimated before any work from the sizes involved, and refused with
+one line instead of being killed by the operating system half way. What is available counts what the
+kernel can reclaim, also inside a memory cgroup (containers, SLURM jobs): :func:`available_bytes`.
 
 The estimates (bytes) are what the stages hold at their peak, per layer (layers are done one at a
 time). With side = min(n_stim, d), the matrix the gram stage stores for the layer:
@@ -15,6 +16,10 @@ time). With side = min(n_stim, d), the matrix the gram stage stores for the laye
 None of these grows with the layer's width beyond the stored matrix (for d >= n_stim they do not
 depend on d at all). With a CUDA ``probe.device`` the matrices live in GPU memory, checked against
 what the GPU has free; the host then holds only the final matrix (gram stage) or the row blocks.
+
+The extract stage's batch buffers and its decoding workers' shared memory (/dev/shm), and the probe
+stage's permutation null, are estimated below (:func:`extraction_bytes`, :func:`check_shared_memory`,
+:func:`permutation_bytes`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import os
 from pathlib import Path
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.foldpca import MAX_BLOCKS, OVERSAMPLE
 
 GIB = 1 << 30
 FIXED_BYTES = 1 * GIB
@@ -137,6 +141,8 @@ def device_available_bytes(ops) -> int | None:
 
 
 def _krylov_bytes(rows: int, k: int) -> int:
+    from dnnprobe.foldpca import MAX_BLOCKS, OVERSAMPLE  # here: the extract stage uses this module without it
+
     return 2 * rows * MAX_BLOCKS * (k + OVERSAMPLE) * 4  # basis and image, float32
 
 
