@@ -250,3 +250,38 @@ def test_rank_deficient_layer_gives_no_nan():
     y = np.arange(30) % 2
     result = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=10, cv=3))
     assert np.all(np.isfinite(result.score))
+
+
+def exactly_low_rank(n: int, d: int, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 activations of rank `rank` (plus a constant, as activations far from zero), a weak binary label."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    rng.shuffle(y)
+    factors = rng.standard_normal((n, rank)) / np.arange(1, rank + 1)
+    factors[:, 2] += 0.6 * (y - 0.5)
+    return (factors @ rng.standard_normal((rank, d)) + 3.0).astype(np.float32), y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("classifier, standardize, decoder", [
+    ("logistic", True, [StandardScaler(), LogisticRegression()]),
+    ("lda", False, [LinearDiscriminantAnalysis()]),
+])
+def test_pca_above_the_rank_equals_sklearn_at_the_rank(seed, classifier, standardize, decoder):
+    """pca 20 on a rank-8 layer, its Gram stored in float32: the 12 directions beyond the rank hold only
+    float32 rounding and must score 0, not be scaled to unit variance (they moved up to 3 test samples
+    per fold). A direction with no variance adds nothing to these decoders, so the folds equal
+    scikit-learn's PCA at the rank, exactly; and the result says that pca exceeds the rank."""
+    X, y = exactly_low_rank(120, 200, 8, seed)
+    X64 = X.astype(np.float64)
+    centred = X64 - X64.mean(axis=0)
+    settings = ProbeSettings(n_components=20, cv=5, classifier=classifier, standardize=standardize)
+    result = cross_validate_gram((centred @ centred.T).astype(np.float32), y, settings)
+    reference = cross_val_score(make_pipeline(PCA(8, svd_solver="full"), *decoder), X64, y, cv=StratifiedKFold(5))
+    np.testing.assert_array_equal(result.score, reference)
+    assert result.pca_rank == 8
+
+
+def test_pca_within_the_rank_reports_no_rank():
+    X, y = low_rank_data(100, 150, seed=8)
+    assert cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=8, cv=5)).pca_rank is None

@@ -169,6 +169,10 @@ def probe(
                 for layer in tqdm(grams.layers, desc="probe", unit="layer", disable=not progress):
                     result = cross_validate_layer(grams, layer, y, settings, acts, ops)
                     results[layer] = result
+                    if result.pca_rank is not None:
+                        click.echo(f"probe: warning: layer {layer}: pca {params.pca} exceeds its rank: a training fold "
+                                   f"has variance in {result.pca_rank} directions only; the others score 0 "
+                                   f"(pca_rank in metrics_detail.json)", err=True)
                     save_layer_result(result, temp_dir / layer)
                     run.log_layer(layer, result.score, result.mean, result.sem, stats.layer_extras(result))
                 summary.update(stats.summarise(results, summary["layer_order"], settings))
@@ -202,7 +206,7 @@ def score_details(summary: dict) -> dict:
     """
     layers = summary["layers"]
     details: dict = {"sem": {layer: round(layers[layer]["sem"], 6) for layer in summary["layer_order"]}}
-    for key in ("p_value", "null_mean", "null_p95"):
+    for key in ("p_value", "null_mean", "null_p95", "pca_rank"):
         values = {layer: round(layers[layer][key], 6) for layer in summary["layer_order"] if key in layers[layer]}
         if values:
             details[key] = values
