@@ -121,3 +121,47 @@ def test_the_probe_stage_refuses_permutations_before_any_work(tmp_path, monkeypa
     assert_one_line_error(result, "probe", "probe.permutations: 1,000,000 label permutations of 24 stimuli need")
     assert_nothing_written(out)
     assert not (tmp_path / "mlflow.db").exists()  # refused before any MLflow run was started
+
+
+def _child_memory_cgroup() -> tuple[int, Path] | None:
+    """A new memory cgroup under this process's own (root can make one on most Linux machines), or None."""
+    import os
+
+    for version, folder in memory._own_groups(memory.CGROUP_ROOT, Path("/proc/self/cgroup")):
+        limit = folder / ("memory.max" if version == 2 else "memory.limit_in_bytes")
+        if not limit.exists():
+            continue
+        child = folder / f"dnnprobe-test-{os.getpid()}"
+        try:
+            child.mkdir()
+        except OSError:
+            continue
+        if (child / limit.name).exists():
+            return version, child
+        child.rmdir()
+    return None
+
+
+def test_a_real_cgroup_counts_the_file_it_has_just_written(tmp_path):
+    """A process in a 512 MiB group writes a 300 MB file, as extraction does before gram and probe run:
+    the group's usage then counts the file's page cache, which the kernel would drop for new memory."""
+    import os
+    import subprocess
+    import sys
+
+    made = _child_memory_cgroup()
+    if made is None:
+        pytest.skip("no memory cgroup can be made here")
+    version, group = made
+    try:
+        (group / ("memory.max" if version == 2 else "memory.limit_in_bytes")).write_text(str(512 << 20))
+        script = (f"echo $$ > {group}/cgroup.procs && dd if=/dev/zero of={tmp_path}/big bs=1M count=300 status=none && "
+                  f"{sys.executable} -c 'from dnnprobe import memory; print(memory.cgroup_available_bytes())' && "
+                  f"cat {group}/{'memory.current' if version == 2 else 'memory.usage_in_bytes'}")
+        result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+        available, usage = (int(line) for line in result.stdout.split())
+        assert usage > 300 << 20  # the file's pages are charged to the group
+        assert available > (512 << 20) - usage + (250 << 20)  # and counted as available again
+    finally:
+        group.rmdir()
