@@ -354,7 +354,7 @@ def test_a_worker_that_dies_fails_the_stage_quickly_in_one_line(tiny_stimuli, tm
     started = time.monotonic()
     one_line_error(lambda: extract_activations(StimulusTable.read(tiny_stimuli), model, paths, tmp_path / "a.act.h5",
                                                batch_size=8, num_workers=1, progress=False),
-                   r"^extract: an image-decoding worker failed \(DataLoader worker \(pid\(s\) \d+\) exited "
+                   r"^an image-decoding worker failed \(DataLoader worker \(pid\(s\) \d+\) exited "
                    r"unexpectedly\); .* set extract\.num_workers: 0")
     assert time.monotonic() - started < 60
     assert list(tmp_path.iterdir()) == []
@@ -372,7 +372,7 @@ def test_a_batch_a_worker_cannot_hand_over_times_out_in_one_line(tiny_stimuli, t
     model, paths = _alexnet_fc2()
     one_line_error(lambda: extract_activations(StimulusTable.read(tiny_stimuli), model, paths, tmp_path / "a.act.h5",
                                                batch_size=8, num_workers=1, progress=False),
-                   r"^extract: no batch from the image-decoding workers in 3 s; [\d,]+ MB free in /dev/shm: "
+                   r"^no batch from the image-decoding workers in 3 s; [\d,]+ MB free in /dev/shm: "
                    r"set extract\.num_workers: 0")
     assert list(tmp_path.iterdir()) == []
 
@@ -415,10 +415,10 @@ def test_a_small_dev_shm_never_hangs_extraction(tiny_stimuli, tmp_path, check):
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
     message = result.stdout.strip()
     if check == "checked":
-        assert re.fullmatch(r"extract: 1 image-decoding workers need 17 MB of shared memory \(/dev/shm\), 2 MB free; "
+        assert re.fullmatch(r"1 image-decoding worker needs 17 MB of shared memory in /dev/shm, 2 MB free; "
                             r"set extract\.num_workers: 0 \(decode in the main process\), .*", message), message
     else:
-        assert re.fullmatch(r"extract: (no batch from the image-decoding workers in 10 s|an image-decoding worker "
+        assert re.fullmatch(r"(no batch from the image-decoding workers in 10 s|an image-decoding worker "
                             r"failed .*); \d+ MB free in /dev/shm: set extract\.num_workers: 0 .*", message), \
             message + result.stderr[-2000:]
     assert not (tmp_path / "a.act.h5").exists()

@@ -92,7 +92,7 @@ def test_extraction_estimate_foresees_the_oom_kill_of_vgg11():
 def test_extraction_that_cannot_fit_is_refused_naming_the_settings(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda: 4 * GIB)
     one_line_error(lambda: memory.check_extraction(int(7.9 * GIB), 16, 64),
-                   r"^extract: needs 7\.9 GiB of host memory \(16 layers at extract\.batch_size 64\), 4\.0 GiB "
+                   r"^extraction needs 7\.9 GiB of host memory \(16 layers at extract\.batch_size 64\), 4\.0 GiB "
                    r"available; lower extract\.batch_size, record fewer extract\.layers, or use extract\.dtype: float16$")
 
 
@@ -100,10 +100,11 @@ def test_extraction_that_cannot_fit_is_refused_naming_the_settings(monkeypatch):
 def test_a_small_dev_shm_is_refused_before_workers_start(monkeypatch, free_mb, workers, allowed):
     """Docker's 64 MB /dev/shm with 6 workers, and a 4 MB one with the single default worker."""
     monkeypatch.setattr(memory, "shm_free_bytes", lambda: free_mb << 20)
-    fewer = f"extract.num_workers: {allowed} or fewer, " if allowed else ""
+    who = "1 image-decoding worker needs" if workers == 1 else f"{workers} image-decoding workers need"
+    fewer = f"{allowed} \\(fits\\) or " if allowed else ""
     one_line_error(lambda: memory.check_shared_memory(workers, 64, 4916, 4),
-                   rf"^extract: {workers} image-decoding workers need \d+ MB of shared memory \(/dev/shm\), "
-                   rf"{free_mb} MB free; set {fewer}extract\.num_workers: 0 \(decode in the main process\)")
+                   rf"^{who} \d+ MB of shared memory in /dev/shm, {free_mb} MB free; "
+                   rf"set extract\.num_workers: {fewer}0 \(decode in the main process\)")
     memory.check_shared_memory(allowed, 64, 4916, 4)
     memory.check_shared_memory(0, 64, 4916, 4)  # no workers: nothing goes through /dev/shm
 

@@ -497,7 +497,7 @@ def _from_workers(loader: DataLoader, num_workers: int):
             what = (f"no batch from the image-decoding workers in {WORKER_TIMEOUT_S} s"
                     if "timed out" in text else f"an image-decoding worker failed ({text.strip().splitlines()[0]})")
             raise DnnprobeError(
-                f"extract: {what}; {shm}: set extract.num_workers: 0 (decode in the main process), "
+                f"{what}; {shm}: set extract.num_workers: 0 (decode in the main process), "
                 "or give the container more shared memory (docker run --shm-size=1g)") from None
         yield batch
 

@@ -233,7 +233,7 @@ def check_extraction(needed: int, n_layers: int, batch_size: int) -> None:
     available = available_bytes()
     if needed > available:
         raise DnnprobeError(
-            f"extract: needs {needed / GIB:.1f} GiB of host memory ({n_layers} layers at extract.batch_size "
+            f"extraction needs {needed / GIB:.1f} GiB of host memory ({n_layers} layers at extract.batch_size "
             f"{batch_size}), {available / GIB:.1f} GiB available; lower extract.batch_size, record fewer "
             "extract.layers, or use extract.dtype: float16")
 
@@ -265,11 +265,12 @@ def check_shared_memory(num_workers: int, batch_size: int, n_stim: int, prefetch
     needed = (num_workers * prefetch + 1) * batch
     if free is not None and needed > free:
         fit = max(0, (free // batch - 1) // prefetch)
-        fewer = f"extract.num_workers: {fit} or fewer, " if fit else ""
+        workers = "1 image-decoding worker needs" if num_workers == 1 else f"{num_workers} image-decoding workers need"
+        fewer = f"{fit} (fits) or " if fit else ""
         raise DnnprobeError(
-            f"extract: {num_workers} image-decoding workers need {needed / (1 << 20):,.0f} MB of shared memory "
-            f"({SHM_PATH}), {free / (1 << 20):,.0f} MB free; set {fewer}extract.num_workers: 0 (decode in the "
-            "main process), lower extract.batch_size, or give the container more (docker run --shm-size=1g)")
+            f"{workers} {needed / (1 << 20):,.0f} MB of shared memory in {SHM_PATH}, {free / (1 << 20):,.0f} MB free; "
+            f"set extract.num_workers: {fewer}0 (decode in the main process), lower extract.batch_size, "
+            "or give the container more (docker run --shm-size=1g)")
 
 
 # ---- probe.permutations ----------------------------------------------------------------------
