@@ -285,3 +285,19 @@ def test_pca_above_the_rank_equals_sklearn_at_the_rank(seed, classifier, standar
 def test_pca_within_the_rank_reports_no_rank():
     X, y = low_rank_data(100, 150, seed=8)
     assert cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=8, cv=5)).pca_rank is None
+
+
+def test_the_probe_stage_says_when_pca_exceeds_a_layers_rank(tmp_path):
+    from dnnprobe import stats
+    from dnnprobe.stages.probe import rank_warning, score_details
+
+    X, y = exactly_low_rank(60, 80, 5, seed=0)
+    centred = X.astype(np.float64) - X.astype(np.float64).mean(axis=0)
+    result = cross_validate_gram(centred @ centred.T, y, ProbeSettings(n_components=12, cv=3))
+    assert rank_warning("fc1", 12, result.pca_rank) == ("probe: warning: layer fc1: pca 12 exceeds its rank: a training "
+                                                        "fold has variance in 5 directions only; the others score 0 "
+                                                        "(pca_rank in metrics_detail.json)")
+    assert stats.layer_extras(result) == {"pca_rank": 5}  # logged to MLflow as pca_rank/fc1
+    summary = {"layer_order": ["fc1"], "layers": {"fc1": {"mean": result.mean, "sem": result.sem,
+                                                          **stats.layer_extras(result)}}}
+    assert score_details(summary)["pca_rank"] == {"fc1": 5}

@@ -170,9 +170,7 @@ def probe(
                     result = cross_validate_layer(grams, layer, y, settings, acts, ops)
                     results[layer] = result
                     if result.pca_rank is not None:
-                        click.echo(f"probe: warning: layer {layer}: pca {params.pca} exceeds its rank: a training fold "
-                                   f"has variance in {result.pca_rank} directions only; the others score 0 "
-                                   f"(pca_rank in metrics_detail.json)", err=True)
+                        click.echo(rank_warning(layer, params.pca, result.pca_rank), err=True)
                     save_layer_result(result, temp_dir / layer)
                     run.log_layer(layer, result.score, result.mean, result.sem, stats.layer_extras(result))
                 summary.update(stats.summarise(results, summary["layer_order"], settings))
@@ -188,6 +186,12 @@ def probe(
             # an output (it would change every run, and with it dvc.lock).
             run.record_summary(text_sha256(summary_text))
     return summary
+
+
+def rank_warning(layer: str, pca: int, rank: int) -> str:
+    """The line the probe prints when ``pca`` exceeds a layer's rank (:attr:`dnnprobe.probe.LayerResult.pca_rank`)."""
+    return (f"probe: warning: layer {layer}: pca {pca} exceeds its rank: a training fold has variance in {rank} "
+            f"directions only; the others score 0 (pca_rank in metrics_detail.json)")
 
 
 def layer_means(summary: dict) -> dict[str, float]:
