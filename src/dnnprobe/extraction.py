@@ -83,7 +83,8 @@ def load_rgb(path: Path, expected_sha256: str | None = None, notes: list[str] | 
             # PIL only warns between its pixel limit and twice that; treat both as an error.
             if issubclass(warning.category, Image.DecompressionBombWarning):
                 raise warning.message
-            notes.append(f"{path}: {warning.message}")
+            if not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+                notes.append(f"{path}: {warning.message}")  # about the file, not about library versions
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DnnprobeError(f"{path}: image too large to decode safely ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -125,7 +126,7 @@ def eight_bit(image: Image.Image, path: Path) -> Image.Image:
 def jpeg_problems(path: Path, mode: str) -> list[str]:
     """What libjpeg warns of while decoding the JPEG at `path` (``Corrupt JPEG data: ...``): PIL silences
     its warnings and decodes such a file into pixels that can be far off. Checked with simplejpeg's strict
-    mode at an eighth of the size (the whole scan is still read, in about a third of a full decode)."""
+    mode at an eighth of the size (the whole scan is still read)."""
     import simplejpeg
 
     data = path.read_bytes()
