@@ -48,6 +48,7 @@ class LayerResult:
     convergence_warnings: int = 0
     extra: dict = field(default_factory=dict)
     C: np.ndarray | None = None  # (cv,) C chosen per training fold by the inner search (probe.C: auto or a list)
+    pca_rank: int | None = None  # when pca exceeds it: the fewest directions with variance in a training fold
 
     @property
     def mean(self) -> float:
@@ -263,6 +264,8 @@ def cross_validate_scores(
     null = None
     if settings.permutations:
         null = null_distribution(fold_scores, splits, y, settings, warned, groups, inner_scores, inner)
+    # Directions without variance (pca above the fold's rank) score 0 for every training row.
+    rank = min(int(np.count_nonzero(np.any(z_train != 0, axis=0))) for z_train, _ in fold_scores)
     return LayerResult(
         score=np.asarray(scores),
         conf_m=np.asarray(matrices) if classes is not None else None,
@@ -270,6 +273,7 @@ def cross_validate_scores(
         classes=classes,
         convergence_warnings=warned[0],
         C=np.asarray(chosen, dtype=np.float64) if searched else None,
+        pca_rank=rank if rank < min(z_train.shape[1] for z_train, _ in fold_scores) else None,
     )
 
 

@@ -33,8 +33,9 @@ CONV_VS_RELU_PERMUTATION = "label permutations, one-sided (ReLU minus Conv great
 
 
 def layer_extras(result: LayerResult) -> dict[str, float]:
-    """Summary numbers beyond mean and SEM, for MLflow and metrics_detail.json: the permutation test's,
-    and the median of the C chosen per fold when C was searched."""
+    """Summary numbers beyond mean and SEM, for MLflow and metrics_detail.json: the permutation null's,
+    ``pca_rank`` when ``pca`` exceeds the layer's rank (its directions with variance in the poorest
+    training fold; the others score 0), and the median of the C chosen per fold when C was searched."""
     extras = {}
     if result.null is not None:
         extras.update({
@@ -42,6 +43,8 @@ def layer_extras(result: LayerResult) -> dict[str, float]:
             "null_mean": float(np.mean(result.null)),
             "null_p95": float(np.percentile(result.null, 95)),
         })
+    if result.pca_rank is not None:
+        extras["pca_rank"] = result.pca_rank
     if result.C is not None:
         extras["C_median"] = float(np.median(result.C))
     return extras

@@ -120,6 +120,8 @@ def probe(
                 check_targets(target.y, target.settings, grams.n_units(layer), target.name, layer=layer,
                               table=str(table_path), groups=groups, groups_name=params.probe.groups)
             memory.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
+        batched_null = settings.decoder.batched_null and not settings.is_regression and len(np.unique(y)) == 2
+        memory.check_permutations(settings.permutations, grams.n_stim, params.pca, batched_null)
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
         summary = {
@@ -185,6 +187,8 @@ def probe(
                     for target in attributes:
                         result = layer_results[target.name]
                         results[target.name][layer] = result
+                        if result.pca_rank is not None and target is attributes[0]:  # one line per layer
+                            click.echo(rank_warning(layer, params.pca, result.pca_rank), err=True)
                         name = f"{target.name}/{layer}" if several else layer
                         save_layer_result(result, temp_dir / name)
                         run.log_layer(name, result.score, result.mean, result.sem, stats.layer_extras(result),
@@ -220,6 +224,12 @@ def class_description(table: StimulusTable, target) -> dict:
     return {"classes": classes, "class_names": [names.get(c, c) for c in classes]}
 
 
+def rank_warning(layer: str, pca: int, rank: int) -> str:
+    """The line the probe prints when ``pca`` exceeds a layer's rank (:attr:`dnnprobe.probe.LayerResult.pca_rank`)."""
+    return (f"probe: warning: layer {layer}: pca {pca} exceeds its rank: a training fold has variance in {rank} "
+            f"directions only; the others score 0 (pca_rank in metrics_detail.json)")
+
+
 def layer_means(summary: dict) -> dict[str, float]:
     """reports/metrics.json: one number per layer, the mean fold score (``probe.scoring``), in layer order.
 
@@ -247,7 +257,7 @@ def score_details(summary: dict) -> dict:
         layers = part["layers"]
         details.setdefault("sem", {}).update({prefix + layer: round(layers[layer]["sem"], 6)
                                              for layer in summary["layer_order"]})
-        for key in ("p_value", "null_mean", "null_p95", "C_median"):
+        for key in ("p_value", "null_mean", "null_p95", "pca_rank", "C_median"):
             values = {prefix + layer: round(layers[layer][key], 6) for layer in summary["layer_order"] if key in layers[layer]}
             if values:
                 details.setdefault(key, {}).update(values)
