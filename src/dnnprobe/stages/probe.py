@@ -120,8 +120,10 @@ def probe(
                 check_targets(target.y, target.settings, grams.n_units(layer), target.name, layer=layer,
                               table=str(table_path), groups=groups, groups_name=params.probe.groups)
             memory.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
-        batched_null = settings.decoder.batched_null and not settings.is_regression and len(np.unique(y)) == 2
-        memory.check_permutations(settings.permutations, grams.n_stim, params.pca, batched_null)
+        for target in attributes:
+            settings = target.settings
+            batched_null = settings.decoder.batched_null and not settings.is_regression and len(np.unique(target.y)) == 2
+            memory.check_permutations(settings.permutations, grams.n_stim, params.pca, batched_null)
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
         summary = {
