@@ -40,12 +40,13 @@ from dnnprobe.actfile import ActivationWriter, dnnbrain_shape
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import file_sha256
 from dnnprobe.layers import LayerCall, fx_call_names, parse_layer_call
+from dnnprobe.preprocess import DNNBRAIN, IMAGENET_MEAN, IMAGENET_STD, Preprocess, pil_transform
 from dnnprobe.stimuli import ImageList, StimulusTable
+from dnnprobe.tokens import TokenLayout, hidden_state, reducer, token_layers
 
-# DNNBrain's AlexNet test transform: squash to 224 x 224 (no crop), then ImageNet normalisation.
-INPUT_SIZE = (224, 224)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# DNNBrain's AlexNet test transform: squash to 224 x 224 (no crop), then ImageNet normalisation
+# (extract.preprocess: dnnbrain; dnnprobe.preprocess holds it and the networks' own transforms).
+INPUT_SIZE = DNNBRAIN.input_size
 
 
 # ---- images ------------------------------------------------------------------------------
@@ -102,26 +103,23 @@ def preprocess(image: Image.Image):
     return _transform()(image)
 
 
-@functools.lru_cache(maxsize=1)
-def _resize():
-    from torchvision import transforms
-
-    return transforms.Resize(INPUT_SIZE)
+_resize = functools.lru_cache(maxsize=4)(pil_transform)
 
 
-def resized_pixels(image: Image.Image) -> np.ndarray:
-    """The first step of :func:`preprocess`: the RGB image squashed to 224 x 224, as (224, 224, 3) uint8."""
-    return np.asarray(_resize()(image))
+def resized_pixels(image: Image.Image, prep: Preprocess = DNNBRAIN) -> np.ndarray:
+    """The PIL steps of the transform (:func:`preprocess` for DNNBrain's: squashed to 224 x 224; else
+    `prep`'s resize and centre crop), as (height, width, 3) uint8."""
+    return np.asarray(_resize(prep)(image))
 
 
-@functools.lru_cache(maxsize=4)
-def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=8)
+def _normalisation(device: torch.device, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (1, 3, 1, 1)
-    return (torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(shape),
-            torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(shape))
+    return (torch.tensor(mean, dtype=torch.float32, device=device).view(shape),
+            torch.tensor(std, dtype=torch.float32, device=device).view(shape))
 
 
-def to_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_model_input(pixels: torch.Tensor, device: torch.device, prep: Preprocess = DNNBRAIN) -> torch.Tensor:
     """A batch of resized uint8 images (B, 224, 224, 3) as the network's float32 input (B, 3, 224, 224).
 
     The same float32 operations, in the same order, as torchvision's ``ToTensor`` (``/ 255``) and
@@ -132,7 +130,7 @@ def to_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
     pixels = pixels.to(device, non_blocking=True)
     batch = torch.empty((pixels.shape[0], 3, *pixels.shape[1:3]), dtype=torch.float32, device=device)
     batch.copy_(pixels.permute(0, 3, 1, 2))
-    mean, std = _normalisation(device)
+    mean, std = _normalisation(device, prep.mean, prep.std)
     return batch.div_(255).sub_(mean).div_(std)
 
 
@@ -146,9 +144,10 @@ class StimulusImages(Dataset):
     multi-line traceback; :func:`_collate` turns them into one clear message.
     """
 
-    def __init__(self, paths: list[Path], checksums: list[str] | None = None) -> None:
+    def __init__(self, paths: list[Path], checksums: list[str] | None = None, prep: Preprocess = DNNBRAIN) -> None:
         self.paths = paths
         self.checksums = checksums
+        self.prep = prep
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -156,7 +155,7 @@ class StimulusImages(Dataset):
     def __getitem__(self, index: int):
         expected = self.checksums[index] if self.checksums else None
         try:
-            return resized_pixels(load_rgb(self.paths[index], expected)), None
+            return resized_pixels(load_rgb(self.paths[index], expected), self.prep), None
         except DnnprobeError as exc:
             return None, f"stimulus row {index + 1}: {exc}"
 
@@ -180,10 +179,13 @@ class LayerRecorder:
     """
 
     def __init__(self, model: torch.nn.Module, module_paths: Mapping[str, str],
-                 store: Callable[[str, torch.Tensor], object] | None = None) -> None:
+                 store: Callable[[str, torch.Tensor], object] | None = None,
+                 reducers: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
         """`store(layer, output)`, when given, copies a layer's output where it should go (the
-        extractor's batch buffers) and returns what ``outputs`` keeps; by default, a CPU copy."""
+        extractor's batch buffers) and returns what ``outputs`` keeps; by default, a CPU copy.
+        `reducers` maps token layers to the token choice applied before storing (:mod:`dnnprobe.tokens`)."""
         self.store = store or (lambda layer, output: output.detach().to("cpu", copy=True))
+        self.reducers = dict(reducers or {})
         modules = dict(model.named_modules())
         self.targets: dict[str, LayerCall] = {}
         for layer, target in module_paths.items():
@@ -211,11 +213,13 @@ class LayerRecorder:
             layers = layers_by_call.get(call)
             if not layers:
                 return
-            if not isinstance(output, torch.Tensor):
+            state = hidden_state(output)  # a tuple or model output: its hidden state
+            if state is None:
                 raise DnnprobeError(f"layer {layers[0]}: module {path} returns {type(output).__name__}, not a tensor")
             # Copy now: the next module may overwrite this tensor in place (ReLU(inplace=True), x += y).
             for layer in layers:  # two names for one call (conv1_relu and relu): one dataset each
-                self.outputs[layer] = self.store(layer, output)
+                reduce = self.reducers.get(layer)
+                self.outputs[layer] = self.store(layer, reduce(state) if reduce else state)
 
         return hook
 
@@ -263,6 +267,8 @@ class LayerShapes(dict):
     def __init__(self, shapes: Mapping[str, tuple], repeated: Mapping[str, list[str]]) -> None:
         super().__init__(shapes)
         self.repeated = dict(repeated)
+        self.reducers: dict = {}  # token layer -> the extract.tokens reduction (dnnprobe.tokens)
+        self.token_layers: list[str] = []
 
     @property
     def notes(self) -> list[str]:
@@ -281,17 +287,21 @@ def _times(n: int) -> str:
     return "1 time" if n == 1 else f"{n} times"
 
 
-def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], device: torch.device) -> LayerShapes:
+def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], device: torch.device,
+                      input_size: tuple[int, int] = INPUT_SIZE, tokens: str = "all",
+                      token_layout: TokenLayout | None = None) -> LayerShapes:
     """Per-stimulus DNNBrain shape of each layer, from a forward pass on one blank image.
 
     The same pass counts each module's calls: a requested call that never happens (``layer1.0.relu_5``
     when the module runs twice) fails here, before any work, and the result's ``repeated``/``notes``
     name the requested modules that run several times (their bare name records the first call).
+    The result's ``reducers`` map the token layers (:func:`dnnprobe.tokens.token_layers`) to the
+    `tokens` choice, and ``token_layers`` lists them; shapes are those stored, after that choice.
     """
     recorder = LayerRecorder(model, module_paths)
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 3, *INPUT_SIZE, device=device))
+            model(torch.zeros(1, 3, *input_size, device=device))
         outputs, calls = recorder.take(), dict(recorder.calls)
     finally:
         recorder.remove()
@@ -312,7 +322,13 @@ def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], d
         for layer, target in targets.items()
         if target.call == 0 and calls[target.module] > 1
     }
-    return LayerShapes({layer: dnnbrain_shape(tuple(outputs[layer].shape[1:])) for layer in targets}, repeated)
+    raw = {layer: tuple(outputs[layer].shape[1:]) for layer in targets}
+    tokenised = token_layers(raw, token_layout)
+    reducers = {layer: reducer(tokens, token_layout) for layer in tokenised}
+    stored = {layer: tuple(reducers[layer](outputs[layer]).shape[1:]) if layer in reducers else raw[layer] for layer in targets}
+    shapes = LayerShapes({layer: dnnbrain_shape(stored[layer]) for layer in targets}, repeated)
+    shapes.reducers, shapes.token_layers = reducers, tokenised
+    return shapes
 
 
 def copy_into_blocks(blocks: torch.Tensor, output: torch.Tensor) -> None:
@@ -408,20 +424,30 @@ def extract_activations(
     num_workers: int = 1,
     file_attrs: Mapping[str, str | int] | None = None,
     progress: bool = True,
+    prep: Preprocess = DNNBRAIN,
+    tokens: str = "all",
+    token_layout: TokenLayout | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> ExtractionSummary:
     """Run `model` once over the images and write every layer to `out_path` (.act.h5), row i = image i.
 
     `images` is the check stage's image list (each image's bytes are checked against its sha256) or a
-    stimulus table (no checksums: for DNNBrain-style use and tests).
+    stimulus table (no checksums: for DNNBrain-style use and tests). `prep` is the transform
+    (``extract.preprocess``); `tokens` what transformer layers of `token_layout` record
+    (``extract.tokens``, :mod:`dnnprobe.tokens`). Before any work, the file's size is checked against
+    the free disk space (:func:`dnnprobe.disk.check_disk_space`) and given to `announce`.
     """
     images.check_images_exist()
     name = images.path if isinstance(images, ImageList) else images.location or "stimulus table"
     checksums = images.checksums if isinstance(images, ImageList) else None
     target = pick_device(device)
     model = model.eval().to(target)
-    unit_shapes = layer_unit_shapes(model, module_paths, target)
+    unit_shapes = layer_unit_shapes(model, module_paths, target, prep.input_size, tokens, token_layout)
+    from dnnprobe.disk import check_disk_space
+
+    check_disk_space(out_path, unit_shapes, len(images), dtype, compression, announce)
     loader = DataLoader(
-        StimulusImages(images.image_paths(), checksums),
+        StimulusImages(images.image_paths(), checksums, prep),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -429,11 +455,12 @@ def extract_activations(
         pin_memory=target.type == "cuda",
         prefetch_factor=4 if num_workers else None,
     )
-    attrs = {"preprocessing": "RGB, Resize((224, 224)), ToTensor, Normalize(ImageNet)"}
+    attrs = {"preprocessing": prep.describe()}
     attrs.update(file_attrs or {})
     started = time.perf_counter()
     current: list[BatchBuffers] = []  # the set the hooks fill during this forward pass
-    recorder = LayerRecorder(model, module_paths, store=lambda layer, output: current[0].store(layer, output))
+    recorder = LayerRecorder(model, module_paths, store=lambda layer, output: current[0].store(layer, output),
+                             reducers=unit_shapes.reducers)
     try:
         with ActivationWriter(
             out_path,
@@ -442,7 +469,8 @@ def extract_activations(
             dtype=dtype,
             compression=compression,
             rows_per_chunk=batch_size,
-            layer_attrs={layer: {"module": str(path)} for layer, path in module_paths.items()},
+            layer_attrs={layer: {"module": str(path), **({"tokens": tokens} if layer in unit_shapes.token_layers else {})}
+                         for layer, path in module_paths.items()},
             file_attrs=attrs,
         ) as writer, torch.inference_mode(), full_float32():
             shapes = {layer: writer.block_shape(layer) for layer in module_paths}
@@ -455,7 +483,7 @@ def extract_activations(
                     raise DnnprobeError(f"{name}, {errors[0]}")
                 buffers = free.get()  # waits while the writer still holds every set
                 current[:] = [buffers]
-                model(to_model_input(pixels, target))
+                model(to_model_input(pixels, target, prep))
                 missing = set(module_paths) - set(recorder.take())
                 if missing:  # cannot happen after the dry run, unless the network's control flow varies
                     raise DnnprobeError(f"extract.layers: {', '.join(sorted(missing))} not computed for a batch")
