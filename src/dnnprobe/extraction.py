@@ -434,8 +434,8 @@ def extract_activations(
     `images` is the check stage's image list (each image's bytes are checked against its sha256) or a
     stimulus table (no checksums: for DNNBrain-style use and tests). `prep` is the transform
     (``extract.preprocess``); `tokens` what transformer layers of `token_layout` record
-    (``extract.tokens``, :mod:`dnnprobe.tokens`). Before any work, the file's size is checked against
-    the free disk space (:func:`dnnprobe.disk.check_disk_space`) and given to `announce`.
+    (``extract.tokens``, :mod:`dnnprobe.tokens`). Before any work, `announce` gets one line with the
+    file's size and the free disk space (:func:`dnnprobe.disk.size_line`).
     """
     images.check_images_exist()
     name = images.path if isinstance(images, ImageList) else images.location or "stimulus table"
@@ -443,9 +443,10 @@ def extract_activations(
     target = pick_device(device)
     model = model.eval().to(target)
     unit_shapes = layer_unit_shapes(model, module_paths, target, prep.input_size, tokens, token_layout)
-    from dnnprobe.disk import check_disk_space
+    if announce:  # the writer refuses, before the first batch, a file the disk cannot hold
+        from dnnprobe.disk import size_line
 
-    check_disk_space(out_path, unit_shapes, len(images), dtype, compression, announce)
+        announce(size_line(out_path, unit_shapes, len(images), dtype, compression))
     loader = DataLoader(
         StimulusImages(images.image_paths(), checksums, prep),
         batch_size=batch_size,

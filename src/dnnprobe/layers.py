@@ -127,6 +127,7 @@ def resolve_layers(model: "torch.nn.Module", arch: str, layers: tuple[str, ...] 
             raise DnnprobeError(
                 f"extract.layers: unknown layer {layer!r} for {arch}; valid names: {', '.join(choices)}"
                 + (f" (or any module path, e.g. {leaves[0]})" if friendly else "")
+                + (f"; extract.layers: [] records {source}'s default layers" if source != "torchvision" else "")
             )
         resolved[layer] = target
     return resolved
