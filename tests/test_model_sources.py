@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, tiny_params
+from conftest import REPO, latest_probe_run, tiny_params
 from dnnprobe.actfile import ActivationFile
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.extraction import resized_pixels, to_model_input
@@ -171,6 +171,9 @@ def test_timm_vit_probes_and_reports(timm_vit_runs, small_stimuli, tmp_path):
     summary = probe(params, small_stimuli, tmp_path / "gram.h5", path, tmp_path / "probe", tmp_path / "metrics.json",
                     tmp_path / "models", progress=False)
     assert summary["layer_order"] == ["block1", "block6", "block12", "head"]
+    logged = latest_probe_run().data.params  # the source, the token choice and the transform reach MLflow
+    assert logged["model.source"] == "timm" and logged["network_tokens"] == "cls"
+    assert logged["network_preprocess"] == "model" and json.loads(logged["network_transform"])["crop"] == [224, 224]
     report(params, tmp_path / "probe", tmp_path / "figures", tmp_path / "plot.csv")
     rows = (tmp_path / "plot.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["block1", "block6", "block12", "head"]
@@ -358,3 +361,31 @@ def test_pretrained_tags_offline_with_nothing_cached_name_the_ways_out(tmp_path,
         with pytest.raises(DnnprobeError, match="Ways out") as error:
             build_from_source(source, arch, tag, 0)
         assert "\n" not in str(error.value)
+
+
+# ---- dnnprobe layers ------------------------------------------------------------------------------
+
+
+def test_layers_command_lists_shapes_units_defaults_and_pairing():
+    from dnnprobe.layer_table import format_rows, list_layers
+
+    header, rows = list_layers(tiny_params())
+    by_name = {row.name: row for row in rows}
+    assert by_name["conv1"].units == 193_600 and by_name["conv1"].figure == "Conv1 (Conv bar)"
+    assert by_name["fc2_relu"].shape == (4096, 1, 1) and by_name["fc2_relu"].default
+    assert [row.name for row in rows if row.default] == list(tiny_params().extract.layers)
+    assert not by_name["conv1_maxpool"].default and by_name["classifier.0"].units == 9216  # every module, in order
+    assert "23 recordable layers" in header
+    text = format_rows(header, rows, friendly_only=True)
+    assert "classifier.0" not in text and "* conv1 " in text
+
+
+def test_layers_command_applies_the_token_choice(tmp_path):
+    from dnnprobe.layer_table import list_layers
+
+    folder = hf_folder(tmp_path, "dinov2")
+    _, rows = list_layers(tiny_params(**{"model.source": "hf", "model.arch": str(folder), "extract.preprocess": "model",
+                                         "extract.tokens": "cls+mean"}))
+    block = {row.name: row for row in rows}["block2"]
+    assert block.shape == (64, 1, 1) and block.tokens == "cls+mean" and block.module == "encoder.layer.1"
+    assert block.default and block.figure == "block2 (one bar)"

@@ -157,3 +157,25 @@ def test_conv_and_relu_bars_are_okabe_ito_orange_and_blue():
     colours = [to_hex(patch.get_facecolor()) for patch in axes.patches]
     assert colours == ["#e69f00"] * 7 + ["#0072b2"] * 7
     plt.close(figure)
+
+
+@pytest.mark.parametrize("n_layers", [12, 48])
+def test_layers_without_relu_partners_get_one_bar_each_in_depth_order_readably(n_layers):
+    """A ViT's blocks: one series, one bar per layer, tick labels that do not collide (12 to 48 layers)."""
+    import matplotlib.pyplot as plt
+
+    from dnnprobe.report import plot_rows
+
+    order = [f"block{i}" for i in range(1, n_layers + 1)]
+    layers = {layer: {"mean": 0.6 + 0.005 * i, "sem": 0.01, "scores": [0.6] * 10} for i, layer in enumerate(order)}
+    summary = made_summary(layer_order=order, layers=layers, conv_vs_relu={}, arch="vit_b_16")
+    rows = plot_rows(summary)
+    assert [row["layer"] for row in rows] == order and {row["type"] for row in rows} == {"layer"}
+    figure, axes, renderer = drawn(summary)
+    assert len(axes.patches) == n_layers  # one bar per layer
+    assert [label.get_text() for label in axes.get_xticklabels()] == order
+    ticks = [label.get_window_extent(renderer) for label in axes.get_xticklabels()]
+    assert not any(a.overlaps(b) for a, b in zip(ticks, ticks[1:])), "tick labels collide"
+    assert figure.get_size_inches()[0] <= 0.35 * 48 + 1.5 + 1.6 + 1e-9  # 48 layers stay within ~20 inches
+    assert "layer" in [t.get_text() for t in axes.get_legend().get_texts()] and "ReLU" not in str(axes.get_legend().get_texts())
+    plt.close(figure)

@@ -33,6 +33,7 @@ class LayerRow:
     tokens: str  # the token choice applied, or "" for a layer that is not a token layer
     default: bool  # recorded when extract.layers is empty
     figure: str  # e.g. "Conv1 (Conv bar)"; "" when not a friendly layer
+    friendly: bool  # a friendly name of the source (conv1_relu, block3), not only a module path
 
     @property
     def units(self) -> int:
@@ -100,7 +101,7 @@ def list_layers(params: Params) -> tuple[str, list[LayerRow]]:
                 continue
             for label in by_module.get(name, [name]):
                 rows.append(LayerRow(label, name, stored, params.extract.tokens if name in tokenised else "",
-                                     label in defaults, figure.get(label, "")))
+                                     label in defaults, figure.get(label, ""), label in friendly))
     header = (f"{arch} ({params.model.source}), input 3x{prep.input_size[0]}x{prep.input_size[1]} "
               f"(extract.preprocess: {params.extract.preprocess}), extract.tokens: {params.extract.tokens}; "
               f"{len(rows)} recordable layers, * = recorded when extract.layers is empty")
@@ -108,7 +109,7 @@ def list_layers(params: Params) -> tuple[str, list[LayerRow]]:
 
 
 def format_rows(header: str, rows: list[LayerRow], friendly_only: bool = False) -> str:
-    shown = [row for row in rows if not friendly_only or row.name != row.module]
+    shown = [row for row in rows if not friendly_only or row.friendly]
     name_width = max([len(r.name) + 2 for r in shown] + [6])
     module_width = max([len(r.module) for r in shown] + [6])
     lines = [header, f"{'layer':<{name_width}} {'module':<{module_width}} {'shape per stimulus':<20} {'units':>10}  figure"]

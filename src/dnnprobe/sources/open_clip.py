@@ -67,11 +67,11 @@ def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
             f"model.weights={tag}: OpenCLIP's {arch} weights ({where}) are not in the local cache and nothing is "
             "downloaded. Ways out: `dvc pull models/network.pt` from the team's remote, download them on a machine "
             "with internet and copy its HF_HOME here, a weights file in models/external/, or model.weights=random")
-    state = visual_state(load_weights_file(path))
+    state = adapt_state(load_weights_file(path))
     return state, {"hub": str(cfg.get("hf_hub") or cfg.get("url")), "file": os.path.basename(path), "path": path}
 
 
-def visual_state(state: dict) -> dict:
+def adapt_state(state: dict) -> dict:
     """The image tower's part of a whole CLIP state_dict (``visual.*``), or `state` when it is the tower's."""
     if any(key.startswith("visual.") for key in state):
         return {key[len("visual."):]: value for key, value in state.items() if key.startswith("visual.")}

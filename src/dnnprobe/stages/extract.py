@@ -60,7 +60,13 @@ def extraction_setup(params: Params, model) -> ExtractionSetup:
     module_paths = resolve_layers(model, arch, layers, source)
     prep = DNNBRAIN if params.extract.preprocess == "dnnbrain" else get_source(source).preprocessing(model, arch)
     layout = get_source(source).token_layout(model, prep.input_size)
-    attrs = {} if params.extract.preprocess == "dnnbrain" else {"preprocess": params.extract.preprocess}
+    # Beyond the DNNBrain default (whose file keeps its bytes), what shaped the inputs and the token
+    # layers; named network_* so that the gram stage carries them on and the probe logs them to MLflow.
+    attrs = {}
+    if params.extract.preprocess != "dnnbrain":
+        attrs.update({"network_preprocess": params.extract.preprocess, "network_transform": prep.describe()})
+    if layout is not None:
+        attrs["network_tokens"] = params.extract.tokens
     return ExtractionSetup(module_paths, prep, layout, attrs)
 
 
