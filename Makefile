@@ -1,6 +1,6 @@
 # make run   : create .venv if missing, then run the pipeline (dvc repro) on the built-in default
 # make test  : create .venv if missing, then run the test suite
-# make bench : the performance benchmarks (see README, Performance)
+# make bench : the performance benchmarks (see docs/performance.md)
 
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin

@@ -93,13 +93,15 @@ def targets(table, label: str, settings: ProbeSettings) -> np.ndarray:
 
     Raises DnnprobeError naming the table, row and value that is not a class label.
     """
+    from dnnprobe.stimuli import class_label  # the table's own module (a stage that reads a table imports it)
+
     if settings.is_regression:
         return table.numeric_column(label)
     values = table.column(label)
     try:
         return table.integer_labels(label)
     except DnnprobeError:
-        rows = [i for i, v in enumerate(values) if not _is_number(v, int)]
+        rows = [i for i, v in enumerate(values) if not _is_number(v, class_label)]
         if not rows:  # integers, but too large
             raise
         row = rows[0]
@@ -111,7 +113,7 @@ def targets(table, label: str, settings: ProbeSettings) -> np.ndarray:
         ) from None
 
 
-def _is_number(text: str, kind: type) -> bool:
+def _is_number(text: str, kind: Callable[[str], Any]) -> bool:
     try:
         kind(text)
         return True

@@ -1,4 +1,4 @@
-"""The committed dvc.lock matches the committed params, code and metrics, and what the README promises
+"""The committed dvc.lock matches the committed params, code and metrics, and what docs/reproducibility.md promises
 is bit-identical on any machine (the stimuli, the image list and the network) is reproduced here."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_dvc_lock_records_the_committed_params_code_and_metrics(clone):
 
 
 def test_stimuli_image_list_and_network_are_bit_identical_to_the_committed_ones(clone):
-    """The README promises these bytes on any machine; activations and later outputs depend on the CPU."""
+    """docs/reproducibility.md promises these bytes on any machine; activations and later outputs depend on the CPU."""
     log = dvc(clone, "repro", "check", "network")
     assert "Running stage 'stimuli'" in log and "Running stage 'network'" in log
     assert git(clone, "status", "--porcelain", "dvc.lock") == "", git(clone, "diff", "dvc.lock")
