@@ -35,7 +35,7 @@ def forward_only(model, n: int, batch_size: int, target) -> float:
     """images/s of the bare forward pass (after one warm-up batch)."""
     import torch
 
-    from dnnprobe.extraction import full_float32
+    from dnnprobe.linalg import full_float32
 
     batch = torch.randn(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(target)
     with torch.inference_mode(), full_float32():

@@ -389,3 +389,18 @@ def test_layers_command_applies_the_token_choice(tmp_path):
     block = {row.name: row for row in rows}["block2"]
     assert block.shape == (64, 1, 1) and block.tokens == "cls+mean" and block.module == "encoder.layer.1"
     assert block.default and block.figure == "block2 (one bar)"
+
+
+def test_dvc_reruns_network_and_extract_for_a_new_source_or_arch_and_only_the_chosen_source_module():
+    """`dvc exp run -S model.arch=...` / `-S model.source=...`: the network and extract stages list those
+    keys, and depend on the chosen source's module only (interpolated), not on every source's."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name in ("network", "extract"):
+        deps = stages[name]["deps"]
+        assert "src/dnnprobe/sources/${model.source}.py" in deps and "src/dnnprobe/sources/__init__.py" in deps
+        assert not [dep for dep in deps if dep.startswith("src/dnnprobe/sources/") and "$" not in dep and "__init__" not in dep]
+    assert "model" in stages["network"]["params"]
+    assert {"model.source", "model.arch", "extract"} <= set(stages["extract"]["params"])
+    assert not any(str(p).startswith("model") for p in stages["check"]["params"])  # check does not rerun

@@ -441,11 +441,13 @@ def extract_activations(
     # target, or with cuda:1 they would open a context (and take memory) on GPU 0 as well.
     with torch.cuda.device(target) if target.type == "cuda" else contextlib.nullcontext():
         return _extract(images, model, module_paths, out_path, batch_size, target, dtype, compression,
-                        num_workers, file_attrs, progress)
+                        num_workers, file_attrs, progress, prep=prep, tokens=tokens, token_layout=token_layout,
+                        announce=announce)
 
 
 def _extract(images, model, module_paths, out_path, batch_size, target, dtype, compression, num_workers,
-             file_attrs, progress) -> ExtractionSummary:
+             file_attrs, progress, prep: Preprocess = DNNBRAIN, tokens: str = "all",
+             token_layout: TokenLayout | None = None, announce=None) -> ExtractionSummary:
     name = images.path if isinstance(images, ImageList) else images.location or "stimulus table"
     checksums = images.checksums if isinstance(images, ImageList) else None
     model = model.eval().to(target)
