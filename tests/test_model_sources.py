@@ -357,7 +357,8 @@ def test_pretrained_tags_offline_with_nothing_cached_name_the_ways_out(tmp_path,
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for source, arch, tag in (("timm", "vit_tiny_patch16_224", "default"), ("hf", "facebook/dinov2-small", "pretrained")):
+    for source, arch, tag in (("timm", "vit_tiny_patch16_224", "default"), ("hf", "facebook/dinov2-small", "pretrained"),
+                              ("open_clip", "ViT-B-32", "laion2b_s34b_b79k")):
         with pytest.raises(DnnprobeError, match="Ways out") as error:
             build_from_source(source, arch, tag, 0)
         assert "\n" not in str(error.value)
@@ -404,3 +405,16 @@ def test_dvc_reruns_network_and_extract_for_a_new_source_or_arch_and_only_the_ch
     assert "model" in stages["network"]["params"]
     assert {"model.source", "model.arch", "extract"} <= set(stages["extract"]["params"])
     assert not any(str(p).startswith("model") for p in stages["check"]["params"])  # check does not rerun
+
+
+def test_hf_pretrained_weights_come_from_the_model_folder_with_their_sha256(tmp_path):
+    from dnnprobe.core.hashing import file_sha256
+    from dnnprobe.network import build_from_source
+    from dnnprobe.sources import hf
+
+    folder = hf_folder(tmp_path, "dinov2")
+    trained = hf.build(str(folder), 5)
+    trained.save_pretrained(folder)  # model.safetensors beside config.json, as the hub serves it
+    model, name, provenance = build_from_source("hf", str(folder), "pretrained", 0)
+    assert name == "model.safetensors" and provenance["file_sha256"] == file_sha256(folder / "model.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))

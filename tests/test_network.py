@@ -90,7 +90,7 @@ def test_legacy_torch_save_format_still_loads(tmp_path):
         (b'{"conv1.weight": [0.1, 0.2, 0.3, 0.4]}', """it starts with '{"conv1.weight": [0.1, 0...', not a torch.save archive"""),
         (b"\x89PNG\r\n\x1a\nrest", "it starts with b'\\x89PNG\\r\\n\\x1a\\n', not a torch.save archive"),
         (len(b'{"w":{}}').to_bytes(8, "little") + b'{"w":{}}', "a safetensors file, not a torch.save archive; "
-         "load it with safetensors.torch.load_file and torch.save it"),
+         "give it the .safetensors suffix"),
     ],
 )
 def test_a_file_torch_save_cannot_have_written_is_named_as_such(tmp_path, content, reason):

@@ -172,7 +172,7 @@ def not_torch_file_reason(path: str | os.PathLike) -> str | None:
         return None
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
         # safetensors: an 8-byte little-endian header length, then the JSON header.
-        return "a safetensors file, not a torch.save archive; load it with safetensors.torch.load_file and torch.save it"
+        return "a safetensors file, not a torch.save archive; give it the .safetensors suffix"
     return f"it starts with {_describe_start(head)}, not a torch.save archive"
 
 
