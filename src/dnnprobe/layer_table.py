@@ -120,7 +120,8 @@ def format_rows(header: str, rows: list[LayerRow], friendly_only: bool = False) 
     return "\n".join(lines)
 
 
-@click.option("--named", is_flag=True, help="Only the layers with a friendly name (conv1, block3, ...).")
+@click.option("--named", is_flag=True, show_default="off: every recordable layer",
+              help="Only the layers with a friendly name (conv1, block3, ...).")
 @stage_command("layers")
 def command(params, progress, named):
     """List the layers model.source/model.arch can record: shape per stimulus, units, figure pairing."""
