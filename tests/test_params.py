@@ -96,3 +96,11 @@ def test_seeds_out_of_range_are_refused_before_any_work(override, message):
 def test_flat_view_for_tracking():
     flat = Params().flat()
     assert flat["probe.C"] == 1.0 and flat["pca"] == 100 and flat["extract.layers"] == []
+
+
+def test_an_experiment_name_longer_than_mlflow_allows_is_refused_before_any_stage_works():
+    """MLflow refuses experiment names over 500 characters; that failed only at the probe."""
+    with pytest.raises(DnnprobeError, match=r"params.yaml: tracking.experiment must be at most 500 characters "
+                                             r"\(MLflow's limit for an experiment name\), got 'eeee"):
+        load_params(REPO / "params.yaml", ("tracking.experiment=" + "e" * 501,))
+    assert load_params(REPO / "params.yaml", ("tracking.experiment=" + "e" * 500,)).tracking.experiment == "e" * 500

@@ -250,3 +250,26 @@ def test_rank_deficient_layer_gives_no_nan():
     y = np.arange(30) % 2
     result = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=10, cv=3))
     assert np.all(np.isfinite(result.score))
+
+
+@pytest.mark.parametrize("classifier", ["lda", "logistic", "linear_svm", "ridge"])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_an_all_zero_layer_gives_every_decoder_the_majority_class(classifier, n_classes):
+    """A dead layer (every activation 0): nothing to decode. scikit-learn's LDA raised IndexError, after
+    the earlier layers were computed; every decoder now predicts each training fold's most frequent class."""
+    y = np.repeat(np.arange(n_classes), [14, 10, 6][:n_classes])
+    settings = ProbeSettings(n_components=4, cv=3, classifier=classifier, permutations=5)
+    result = cross_validate_gram(np.zeros((len(y), len(y))), y, settings)
+    majority = [np.mean(y[test] == np.bincount(y[train]).argmax()) for train, test in folds(y, settings)]
+    np.testing.assert_allclose(result.score, majority)
+    assert result.null is not None and np.all(np.isfinite(result.null))
+
+
+def test_lda_on_data_that_varies_is_scikit_learns():
+    from dnnprobe.decoders import PriorLDA
+
+    X, y = low_rank_data(60, 20, seed=3)
+    ours, theirs = PriorLDA().fit(X, y), LinearDiscriminantAnalysis().fit(X, y)
+    np.testing.assert_array_equal(ours.decision_function(X), theirs.decision_function(X))
+    zero = PriorLDA().fit(np.zeros((5, 3)), [0, 0, 0, 1, 1])
+    np.testing.assert_allclose(zero.predict_proba(np.ones((2, 3))), [[0.6, 0.4]] * 2)

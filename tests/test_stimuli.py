@@ -186,3 +186,17 @@ def test_values_that_would_break_the_format_are_refused(tmp_path):
     with pytest.raises(DnnprobeError, match="contains a comma"):
         table.write(tmp_path / "t.stim.csv")
     assert not (tmp_path / "t.stim.csv").exists()
+
+
+def test_a_title_longer_than_mlflow_allows_is_refused_when_the_table_is_read(tmp_path):
+    """The probe logs title= as its run's dataset name (MLflow: at most 500 characters); a longer one
+    failed only at the probe, after extraction, as "MLflow store cannot write"."""
+    (tmp_path / "imgs").mkdir()
+    text = GOOD_HEADER.replace("title=t", "title=" + "x" * 501) + "a.png,0,cat\n"
+    (tmp_path / "long.stim.csv").write_text(text)
+    with pytest.raises(DnnprobeError) as caught:
+        StimulusTable.read(tmp_path / "long.stim.csv")
+    assert str(caught.value) == (f"{tmp_path / 'long.stim.csv'}, line 3: title= has 501 characters, more than the 500 "
+                                 "MLflow allows for the dataset name the probe logs it as; shorten it")
+    (tmp_path / "ok.stim.csv").write_text(text.replace("x" * 501, "x" * 500))
+    assert len(StimulusTable.read(tmp_path / "ok.stim.csv").header["title"]) == 500

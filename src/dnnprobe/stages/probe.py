@@ -177,11 +177,12 @@ def probe(
                 temp_metrics.write_text(json.dumps(layer_means(summary), indent=2) + "\n")
                 temp_details.write_text(json.dumps(score_details(summary), indent=2) + "\n")
                 _save_probe_models(params, y, settings, grams, activations_path, temp_models)
-            run.log_artifact(metrics_path)
-            run.log_artifact(details_path)
-            # The report stage finds this run by the sha256 of the summary it produced: no run id in
-            # an output (it would change every run, and with it dvc.lock).
-            run.record_summary(text_sha256(summary_text))
+                # Logged before the outputs are renamed into place: a store failing here leaves them as they were.
+                run.log_artifact(temp_metrics, name=Path(metrics_path).name)
+                run.log_artifact(temp_details, name=Path(details_path).name)
+                # The report stage finds this run by the sha256 of the summary it produced: no run id in
+                # an output (it would change every run, and with it dvc.lock).
+                run.record_summary(text_sha256(summary_text))
     return summary
 
 
@@ -236,12 +237,12 @@ def _save_probe_models(params, y, settings, grams, activations_path, folder: Pat
 @stage_command("probe")
 def command(params, progress, table, gram_path, activations, out, metrics, details, models):
     """Cross-validated PCA + decoding of probe.label per layer; logged to MLflow."""
-    from dnnprobe.tracking import tracking_uri
+    from dnnprobe.tracking import shown, tracking_uri
 
     summary = probe(params, table, gram_path, activations, out, metrics, models, progress=progress, details_path=details)
     best = max(summary["layers"], key=lambda layer: summary["layers"][layer]["mean"])
     click.echo(f"probe: best layer {best} ({params.probe.scoring} {summary['layers'][best]['mean']:.3f}); "
-               f"MLflow store {tracking_uri()}")
+               f"MLflow store {shown(tracking_uri())}")
 
 
 if __name__ == "__main__":
