@@ -113,6 +113,8 @@ def probe(
         for layer in grams.layers:  # every check before any work
             check_targets(y, settings, grams.n_units(layer), params.probe.label, layer=layer, table=str(table_path))
             memory.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
+        batched_null = settings.decoder.batched_null and not settings.is_regression and len(np.unique(y)) == 2
+        memory.check_permutations(settings.permutations, grams.n_stim, params.pca, batched_null)
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
         summary = {
@@ -168,6 +170,8 @@ def probe(
                 for layer in tqdm(grams.layers, desc="probe", unit="layer", disable=not progress):
                     result = cross_validate_layer(grams, layer, y, settings, acts, ops)
                     results[layer] = result
+                    if result.pca_rank is not None:
+                        click.echo(rank_warning(layer, params.pca, result.pca_rank), err=True)
                     save_layer_result(result, temp_dir / layer)
                     run.log_layer(layer, result.score, result.mean, result.sem, stats.layer_extras(result))
                 summary.update(stats.summarise(results, summary["layer_order"], settings))
@@ -186,6 +190,12 @@ def probe(
     return summary
 
 
+def rank_warning(layer: str, pca: int, rank: int) -> str:
+    """The line the probe prints when ``pca`` exceeds a layer's rank (:attr:`dnnprobe.probe.LayerResult.pca_rank`)."""
+    return (f"probe: warning: layer {layer}: pca {pca} exceeds its rank: a training fold has variance in {rank} "
+            f"directions only; the others score 0 (pca_rank in metrics_detail.json)")
+
+
 def layer_means(summary: dict) -> dict[str, float]:
     """reports/metrics.json: one number per layer, the mean fold score (``probe.scoring``), in layer order.
 
@@ -202,7 +212,7 @@ def score_details(summary: dict) -> dict:
     """
     layers = summary["layers"]
     details: dict = {"sem": {layer: round(layers[layer]["sem"], 6) for layer in summary["layer_order"]}}
-    for key in ("p_value", "null_mean", "null_p95"):
+    for key in ("p_value", "null_mean", "null_p95", "pca_rank"):
         values = {layer: round(layers[layer][key], 6) for layer in summary["layer_order"] if key in layers[layer]}
         if values:
             details[key] = values
