@@ -1,5 +1,5 @@
 """``dnnprobe``, the command for people: ``dnnprobe <stage>`` runs a pipeline stage by hand, exactly as
-``python -m dnnprobe.stages.<stage>`` (what dvc.yaml runs) does; ``dnnprobe sweep`` compares experiments.
+``python -m dnnprobe.stages.<stage>`` (what dvc.yaml runs) does; ``dnnprobe sweep`` compares experiments; ``dnnprobe layers`` lists what a network can record.
 
 Commands are imported only when run, so ``dnnprobe --help`` is quick. No stage depends on this module.
 """
@@ -11,7 +11,7 @@ import importlib
 import click
 
 STAGES = ("stimuli", "check", "network", "extract", "gram", "probe", "report", "similarity")
-COMMANDS = {**{stage: f"dnnprobe.stages.{stage}" for stage in STAGES}, "sweep": "dnnprobe.sweep"}
+COMMANDS = {**{stage: f"dnnprobe.stages.{stage}" for stage in STAGES}, "sweep": "dnnprobe.sweep", "layers": "dnnprobe.layer_table"}
 
 
 class _Commands(click.Group):
