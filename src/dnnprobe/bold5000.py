@@ -15,9 +15,9 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
 
 from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.params import Bold5000Params
 from dnnprobe.core.hashing import file_sha256
 from dnnprobe.stimuli import StimulusTable, check_image
@@ -52,7 +52,7 @@ def download(url: str, target: Path, sha256: str = "", size: int = 0, timeout: f
                 have = 0
             total = response.headers.get("Content-Length")
             total = int(total) + have if total is not None else None
-            with open(partial, "ab" if resumed else "wb") as out, tqdm(
+            with open(partial, "ab" if resumed else "wb") as out, progress_bar(
                 total=total, initial=have, unit="B", unit_scale=True, desc=target.name
             ) as bar:
                 while block := response.read(CHUNK):

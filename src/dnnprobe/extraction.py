@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from dnnprobe.actfile import ActivationWriter, dnnbrain_shape
 from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.hashing import file_sha256
 from dnnprobe.layers import LayerCall, fx_call_names, parse_layer_call
 from dnnprobe.stimuli import ImageList, StimulusTable
@@ -450,7 +450,7 @@ def extract_activations(
             free: queue.Queue[BatchBuffers] = queue.Queue()
             for _ in range(min(BUFFER_SETS, len(loader))):
                 free.put(BatchBuffers(shapes, getattr(torch, dtype), target, copy_stream))
-            for pixels, errors in tqdm(loader, desc="extract", unit="batch", disable=not progress):
+            for pixels, errors in progress_bar(loader, desc="extract", unit="batch", enabled=progress):
                 if errors:
                     raise DnnprobeError(f"{name}, {errors[0]}")
                 buffers = free.get()  # waits while the writer still holds every set

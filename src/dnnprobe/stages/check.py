@@ -25,7 +25,7 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     (``data/images.sha256``: each image's sha256 in table order) is what extraction reads: it depends
     on the images and their order, not on the labels, so editing labels never reruns extraction.
     """
-    from dnnprobe.decoders import ProbeSettings, check_targets, targets
+    from dnnprobe.decoders import ProbeSettings, check_targets, class_names, targets
     from dnnprobe.layers import check_layer_names, requested_layers
 
     table = StimulusTable.read(table_path)
@@ -33,7 +33,8 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     # Only what the checks use (dvc.yaml lists exactly these params for this stage).
     settings = ProbeSettings(n_components=params.pca, cv=params.cv, classifier=params.probe.classifier,
                              scoring=params.probe.scoring)
-    check_targets(targets(table, params.probe.label, settings), settings, label=params.probe.label, table=str(table_path))
+    check_targets(targets(table, params.probe.label, settings), settings, label=params.probe.label, table=str(table_path),
+                  names=class_names(table, params.probe.label))
     checksums = table.image_checksums()
     recorded = table.header.get("images_sha256")
     if recorded and recorded != text_sha256(checksums):

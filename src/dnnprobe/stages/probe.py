@@ -13,6 +13,7 @@ import numpy as np
 from dnnprobe.core.atomic import atomic_output, claim
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.hashing import file_sha256, text_sha256
 from dnnprobe.core.params import Params
 from dnnprobe.stimuli import StimulusTable
@@ -87,11 +88,10 @@ def probe(
     Refuses, before any work, a table, Gram file and activation file that do not come from each other,
     and any setting the data cannot support. Every hash logged to MLflow is of a file as it was read.
     """
-    from tqdm import tqdm
 
     from dnnprobe import memory, stats, tracking
     from dnnprobe.actfile import ActivationFile
-    from dnnprobe.decoders import ProbeSettings, check_targets, targets
+    from dnnprobe.decoders import ProbeSettings, check_targets, class_names, targets
     from dnnprobe.gram import GramFile
     from dnnprobe.layers import check_layer_names
     from dnnprobe.linalg import resolve_device
@@ -111,7 +111,8 @@ def probe(
                                                       read_data=reads_activations)
         check_layer_names(grams.layers, str(gram_path))
         for layer in grams.layers:  # every check before any work
-            check_targets(y, settings, grams.n_units(layer), params.probe.label, layer=layer, table=str(table_path))
+            check_targets(y, settings, grams.n_units(layer), params.probe.label, layer=layer, table=str(table_path),
+                          names=class_names(table, params.probe.label))
             memory.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
@@ -153,6 +154,9 @@ def probe(
             settings_named["weights_seed"], defaults_named["weights_seed"] = provenance.get("network_seed", params.model.seed), 0
         run_name = tracking.run_name(str(summary["arch"]), str(summary["weights"]), settings_named, defaults_named,
                                      always=("n", "pca", "cv"))
+        # What differs from the defaults, as the run name begins: `dvc plots diff` labels each experiment with it.
+        summary["settings"] = " ".join(tracking.changed_settings(str(summary["arch"]), str(summary["weights"]),
+                                                                 settings_named, defaults_named)) or "defaults"
         results = {}
         with tracking.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
             counts = None if settings.is_regression else dict(zip(summary["class_names"],
@@ -164,7 +168,7 @@ def probe(
             with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
                     atomic_output(details_path) as temp_details, atomic_output(models_dir, directory=True) as temp_models, \
                     ActivationFile(activations_path) as acts:
-                for layer in tqdm(grams.layers, desc="probe", unit="layer", disable=not progress):
+                for layer in progress_bar(grams.layers, desc="probe", unit="layer", enabled=progress):
                     result = cross_validate_layer(grams, layer, y, settings, acts, ops)
                     results[layer] = result
                     save_layer_result(result, temp_dir / layer)
