@@ -16,7 +16,7 @@ activations X (n_stim rows, d units), and the gram stage stores, per layer, the 
 
 Products run in float32 (BLAS, or cuBLAS with ``probe.device``) one band of the result at a time and
 accumulate in float64; the result is stored as ``gram.dtype`` (float32 by default: fold accuracies
-are the same as with float64, see README "Performance"). Once cached, a new ``pca``, ``cv`` or
+are the same as with float64, see docs/performance.md). Once cached, a new ``pca``, ``cv`` or
 classifier costs seconds.
 
 File layout (format 2): root attributes ``gram_format`` = 2, ``n_stim``, ``layers``, ``dtype``,
