@@ -131,8 +131,8 @@ def test_set_values_yaml_cannot_read_fail_in_one_line_saying_how_to_quote(value)
         load_params(REPO / "params.yaml", (f"stimuli.folder={value}",))
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"--set {'stimuli.folder=' + value!r}, line 1, column")
-    assert "not valid YAML (found character" in message and "quote it in YAML" in message
-    quoted = message.split("quote it in YAML: --set ")[1].strip('"')  # what the message says to pass
+    assert "not valid YAML (found character" in message and "to pass it as text, quote the value in YAML: " in message
+    quoted = message.split("quote the value in YAML: ")[1]  # what the message says to pass
     assert load_params(REPO / "params.yaml", (quoted,)).stimuli.folder == value
 
 

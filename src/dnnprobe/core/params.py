@@ -253,8 +253,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = read_yaml(raw) if raw.strip() else ""
     except YAMLError as exc:
         quoted = "'" + raw.replace("'", "''") + "'"
-        raise DnnprobeError(f"--set {text!r}{_yaml_problem(exc)}; to pass it as text, quote it in YAML: "
-                            f"--set \"{key.strip()}={quoted}\"") from None
+        raise DnnprobeError(f"--set {text!r}{_yaml_problem(exc)}; to pass it as text, quote the value in YAML: "
+                            f"{key.strip()}={quoted}") from None
     return key.strip().split("."), value
 
 
