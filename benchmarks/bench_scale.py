@@ -103,7 +103,7 @@ def worker_probe(act: str, gram: str, labels: str, pca: int, cv: int, device: st
     y = np.load(labels)
     started = time.perf_counter()
     ops = resolve_device(device)
-    with GramFile(gram) as grams, ActivationFile(act) as activations:
+    with GramFile(gram) as grams, ActivationFile(act) as activations, ops.precision():
         layer = grams.layers[0]
         memory.check_probe_stage(grams.n_stim, grams.n_units(layer), pca, cv, layer, ops)
         result = cross_validate_layer(grams, layer, y, ProbeSettings(n_components=pca, cv=cv), activations, ops)
@@ -134,8 +134,11 @@ def point(n: int, units: int, args) -> dict:
         generate_s = time.perf_counter() - started
         gram_out = run_worker("gram", str(act), str(gram), args.dtype, args.device)
         probe_out = run_worker("probe", str(act), str(gram), str(labels), str(args.pca), str(args.cv), args.device)
-        if args.compare_device:  # the same Gram file probed on another device: fold scores should agree
-            other = run_worker("probe", str(act), str(gram), str(labels), str(args.pca), str(args.cv),
+        if args.compare_device:  # gram and probe again on the other device, from the same activations
+            other_gram = folder / "g_other.h5"
+            run_worker("gram", str(act), str(other_gram), args.dtype, args.compare_device)
+            probe_out["products_rel_diff"] = matrix_rel_diff(gram, other_gram)
+            other = run_worker("probe", str(act), str(other_gram), str(labels), str(args.pca), str(args.cv),
                                args.compare_device)
             probe_out["device_diff"] = fold_diff_samples(np.load(labels), args.cv, probe_out["scores"], other["scores"])
     finally:
@@ -144,7 +147,24 @@ def point(n: int, units: int, args) -> dict:
             "generate_s": generate_s, "gram_s": gram_out["seconds"], "gram_peak_gib": gram_out["peak_gib"],
             "gram_gpu_gib": gram_out["gpu_gib"], "probe_s": probe_out["seconds"],
             "probe_peak_gib": probe_out["peak_gib"], "probe_gpu_gib": probe_out["gpu_gib"],
-            "accuracy": probe_out["mean"], "scores": probe_out["scores"], "device_diff": probe_out.get("device_diff")}
+            "accuracy": probe_out["mean"], "scores": probe_out["scores"], "device_diff": probe_out.get("device_diff"),
+            "products_rel_diff": probe_out.get("products_rel_diff")}
+
+
+def matrix_rel_diff(path: Path, other: Path) -> float:
+    """The largest |A - B| / max |B| over the stored matrices (and column sums) of two Gram files."""
+    import h5py
+
+    worst = 0.0
+    with h5py.File(path, "r") as a, h5py.File(other, "r") as b:
+        def visit(name, item):
+            nonlocal worst
+            if isinstance(item, h5py.Dataset) and item.dtype.kind == "f" and item.ndim >= 1:
+                mine, theirs = item[()], b[name][()]
+                scale = max(float(np.abs(theirs).max()), 1e-30)
+                worst = max(worst, float(np.abs(mine.astype(np.float64) - theirs).max()) / scale)
+        a.visititems(visit)
+    return worst
 
 
 def fold_diff_samples(y: np.ndarray, cv: int, scores: list[float], other: list[float]) -> int:
@@ -163,7 +183,8 @@ def line(result: dict) -> str:
         text += f" gram_gpu_gib={result['gram_gpu_gib']:.2f} probe_gpu_gib={result['probe_gpu_gib']:.2f}"
     text += f" accuracy={result['accuracy']:.3f} generate_s={result['generate_s']:.1f}"
     if result.get("device_diff") is not None:
-        text += f" max_fold_diff_samples_vs_other_device={result['device_diff']}"
+        text += (f" max_fold_diff_samples_vs_other_device={result['device_diff']}"
+                 f" products_rel_diff_vs_other_device={result['products_rel_diff']:.1e}")
     return text
 
 
@@ -206,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cv", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compare-device", default=None,
-                        help="also probe each Gram file on this device (e.g. cpu) and report the largest fold difference")
+                        help="also run gram and probe on this device (e.g. cpu): report the largest relative difference "
+                             "of the stored products and of the fold accuracies (in test samples)")
     parser.add_argument("--workdir", default=None, help="folder for the temporary files (default: the system's)")
     parser.add_argument("--plot", type=Path, help="write the log-log plot of time against n here (needs matplotlib)")
     parser.add_argument("--json", type=Path, help="append each point's measurements here, one JSON object a line")

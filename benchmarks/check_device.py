@@ -9,8 +9,11 @@ Extracts all 14 AlexNet layers of N synthetic JPEGs three ways, with the same ra
 
 (1) must equal (2) bit for bit (the pipeline changes no value; a race between the copies and the
 writer would show here), and (1) must be within float32 rounding of (3) (convolutions run in full
-float32 on the GPU, not TF32). Ends with ``pipeline_identical=<True|False> max_rel_diff_cpu=<x>``
-(the largest |GPU - CPU| of a layer over that layer's largest |CPU| value).
+float32 on the GPU, not TF32). cuDNN runs in its deterministic mode for the whole check, so (1) and
+(2) use the same algorithms. Before that, the network's input for every pixel value 0..255 is
+computed on the GPU and on the CPU: the two must be identical (``inputs_identical``). Ends with
+``inputs_identical=<True|False> pipeline_identical=<True|False> max_rel_diff_cpu=<x>`` (the largest
+|GPU - CPU| of a layer over that layer's largest |CPU| value).
 
     PYTHONPATH=src python benchmarks/check_device.py --n 256
 """
@@ -29,7 +32,8 @@ def plain_forward_pass(model, module_paths, paths, batch_size, device):
     import numpy as np
     import torch
 
-    from dnnprobe.extraction import LayerRecorder, full_float32, load_rgb, preprocess
+    from dnnprobe.extraction import LayerRecorder, load_rgb, preprocess
+    from dnnprobe.linalg import full_float32
 
     recorded = {layer: [] for layer in module_paths}
     recorder = LayerRecorder(model, module_paths)
@@ -70,6 +74,14 @@ def main(argv: list[str] | None = None) -> None:
     from dnnprobe.network import random_network
     from dnnprobe.stimuli import StimulusTable
 
+    from dnnprobe.extraction import to_model_input
+
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    pixels = torch.arange(256, dtype=torch.uint8).repeat(3 * 224 * 224 // 256 + 1)[:3 * 224 * 224]
+    pixels = pixels.view(1, 224, 224, 3)
+    on_gpu = to_model_input(pixels, torch.device("cuda")).cpu()
+    inputs_identical = torch.equal(on_gpu, to_model_input(pixels, torch.device("cpu")))
+    print(f"network input, all 256 pixel values: GPU == CPU: {inputs_identical}", flush=True)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     table = StimulusTable.read(write_images(args.n, args.size, args.data_dir))
     model = random_network("alexnet", 0).eval()
@@ -90,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 rel = float(np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-30))
                 identical, worst = identical and same, max(worst, rel)
                 print(f"{layer:<11} pipeline == plain CUDA pass: {same}   max |GPU - CPU| / max |CPU|: {rel:.2e}")
-    print(f"pipeline_identical={identical} max_rel_diff_cpu={worst:.2e}")
+    print(f"inputs_identical={inputs_identical} pipeline_identical={identical} max_rel_diff_cpu={worst:.2e}")
 
 
 if __name__ == "__main__":

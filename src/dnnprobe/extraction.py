@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import queue
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.hashing import file_sha256
 from dnnprobe.layers import LayerCall, fx_call_names, parse_layer_call
+from dnnprobe.linalg import DEVICE_PATTERN, check_cuda_device, full_float32
 from dnnprobe.stimuli import ImageList, StimulusTable
 
 # DNNBrain's AlexNet test transform: squash to 224 x 224 (no crop), then ImageNet normalisation.
@@ -115,9 +117,16 @@ def resized_pixels(image: Image.Image) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """255, the mean and the std as float32 tensors on `device`.
+
+    255 is a tensor on the device, not a Python number: CUDA's true division by a scalar computes
+    ``x * (1/255)``, which differs from the CPU's ``x / 255`` in the last bit for 126 of the 256 pixel
+    values; division by a device tensor is exact, as on the CPU.
+    """
     shape = (1, 3, 1, 1)
-    return (torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(shape),
+    return (torch.tensor(255.0, dtype=torch.float32, device=device),
+            torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(shape),
             torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(shape))
 
 
@@ -132,8 +141,8 @@ def to_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
     pixels = pixels.to(device, non_blocking=True)
     batch = torch.empty((pixels.shape[0], 3, *pixels.shape[1:3]), dtype=torch.float32, device=device)
     batch.copy_(pixels.permute(0, 3, 1, 2))
-    mean, std = _normalisation(device)
-    return batch.div_(255).sub_(mean).div_(std)
+    scale, mean, std = _normalisation(device)
+    return batch.div_(scale).sub_(mean).div_(std)
 
 
 class StimulusImages(Dataset):
@@ -228,29 +237,16 @@ class LayerRecorder:
             handle.remove()
 
 
-@contextlib.contextmanager
-def full_float32():
-    """CUDA convolutions and matrix products in full float32 (not TF32) inside the block.
-
-    PyTorch lets cuDNN compute float32 convolutions in TF32 (a 10-bit mantissa) by default on
-    Ampere and later GPUs, which moves activations by about 1e-3 of their size: GPU and CPU files
-    would differ in the third digit. In full float32 they differ by float32 rounding only, and an
-    AlexNet pass over BOLD5000 still takes seconds on such a GPU. No effect on the CPU.
-    """
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 def pick_device(device: str) -> torch.device:
+    """The torch device for ``extract.device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), which this
+    machine must have; DnnprobeError (one line) otherwise, as for ``probe.device``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DnnprobeError(f"extract.device: {device} requested, but no CUDA device is available (use auto or cpu)")
-    return torch.device(device)
+    if device == "cpu":
+        return torch.device("cpu")
+    if not re.fullmatch(DEVICE_PATTERN, device):
+        raise DnnprobeError(f"extract.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return check_cuda_device(device, "extract.device")
 
 
 class LayerShapes(dict):
@@ -369,7 +365,9 @@ class BatchBuffers:
     def finish(self, count: int):
         """Call after the forward pass of a batch of `count` rows; returns the writer's ``ready`` (or None)."""
         if self.device.type == "cuda":
-            done = torch.cuda.Event()
+            # A blocking event: the writer thread sleeps until the copies are done instead of spinning
+            # on a core the decoding workers need.
+            done = torch.cuda.Event(blocking=True)
             done.record(self.copy_stream)
             return done.synchronize
         rows = next(iter(self.host.values())).shape[1]
@@ -415,9 +413,18 @@ def extract_activations(
     stimulus table (no checksums: for DNNBrain-style use and tests).
     """
     images.check_images_exist()
+    target = pick_device(device)
+    # Pinned host buffers and the loader's pinning thread belong to the current CUDA device: make it the
+    # target, or with cuda:1 they would open a context (and take memory) on GPU 0 as well.
+    with torch.cuda.device(target) if target.type == "cuda" else contextlib.nullcontext():
+        return _extract(images, model, module_paths, out_path, batch_size, target, dtype, compression,
+                        num_workers, file_attrs, progress)
+
+
+def _extract(images, model, module_paths, out_path, batch_size, target, dtype, compression, num_workers,
+             file_attrs, progress) -> ExtractionSummary:
     name = images.path if isinstance(images, ImageList) else images.location or "stimulus table"
     checksums = images.checksums if isinstance(images, ImageList) else None
-    target = pick_device(device)
     model = model.eval().to(target)
     unit_shapes = layer_unit_shapes(model, module_paths, target)
     loader = DataLoader(

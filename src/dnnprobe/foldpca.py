@@ -244,7 +244,9 @@ class GramPCASolver:
         dtype = np.float32 if self.iterative else np.float64
         # Row sums over each fold's training columns, in float64 from the stored values: they centre
         # the fold and its held-out projections, where float32 sums would lose digits to cancellation.
-        host = np.empty((n, n), dtype=dtype)
+        # The Gram in fold order, filled slab by slab where it lives (GPU memory with a CUDA device): no
+        # n x n copy on the host besides it.
+        self.kp = ops.zeros((n, n), dtype)
         held_out_sums = np.zeros((n, max(1, len(test_folds))))
         total_sums = np.zeros(n)
         step = max(1, SLAB_BYTES // max(1, n * 8))
@@ -253,9 +255,7 @@ class GramPCASolver:
             total_sums[lo:lo + step] = rows.sum(axis=1, dtype=np.float64)
             for index, test in enumerate(test_folds):
                 held_out_sums[lo:lo + step, index] = rows[:, test].sum(axis=1, dtype=np.float64)
-            host[self.position[lo:lo + step]] = rows[:, self.order]
-        self.kp = ops.asarray(host, dtype)  # the Gram in fold order (a view-free move for numpy)
-        del host
+            ops.set_rows_(self.kp, self.position[lo:lo + step], rows[:, self.order].astype(dtype, copy=False))
         self.total_row_sums = total_sums[self.order]
         self.train_row_sums = (total_sums[:, None] - held_out_sums)[self.order]
         if not self.iterative:

@@ -95,8 +95,7 @@ def layer_gram(activations: ActivationFile, layer: str, block_bytes: int = BLOCK
     gram = ops.zeros((n, n), np.float64)
     band = max(1, BAND_BYTES // max(1, 4 * n))
     for block in activations.column_blocks(layer, max_bytes=block_bytes, reuse_buffers=True):
-        means = block.mean(axis=0, dtype=np.float64)  # a column block holds every stimulus: exact means
-        block = ops.asarray(block, np.float32) - ops.asarray(means.astype(np.float32), np.float32)
+        block = ops.centre_columns(block)  # a column block holds every stimulus: exact means
         for lo in range(0, n, band):
             gram[lo:lo + band, lo:] += block[lo:lo + band] @ block[lo:].T
     for lo in range(band, n, band):  # the lower triangle from the upper
@@ -115,17 +114,17 @@ def layer_moments(activations: ActivationFile, layer: str, block_bytes: int = BL
     """
     d = activations.n_units(layer)
     moments = ops.zeros((d, d), np.float64)
-    sums = np.zeros(d)
+    sums = ops.zeros(d, np.float64)  # on the device: no synchronisation per block
     shift = shift_dev = None
     for _, block in activations.row_blocks(layer, max_bytes=block_bytes):
         if shift is None:
             shift = block.mean(axis=0, dtype=np.float64).astype(np.float32)
             shift_dev = ops.asarray(shift, np.float32)
         rows = ops.asarray(block, np.float32) - shift_dev
-        sums += ops.sum64(rows, 0)
+        sums += rows.sum(0, dtype=ops.float64)
         with np.errstate(over="ignore"):  # overflow is reported below, as one line
             add_outer_products(moments, rows, ops)
-    moments = ops.numpy(moments)
+    moments, sums = ops.numpy(moments), ops.numpy(sums)
     _refuse_overflow(activations, layer, moments)
     return LayerMatrix("covariance", moments, sums, shift)
 
@@ -279,8 +278,9 @@ def write_gram_file(
                         "activations": Path(activations_path).name,
                         **provenance,
                     })
-                    for layer, d in progress_bar(list(zip(layers, units)), desc="gram", unit="layer", enabled=progress):
-                        writer.write_layer(layer, layer_matrix(activations, layer, ops=ops), d, dtype)
+                    with ops.precision():
+                        for layer, d in progress_bar(list(zip(layers, units)), desc="gram", unit="layer", enabled=progress):
+                            writer.write_layer(layer, layer_matrix(activations, layer, ops=ops), d, dtype)
                     writer.write_attrs({"activations_sha256": sha256.hexdigest()})
                     writer.close()
                 except BaseException:

@@ -13,6 +13,7 @@ machine with an NVIDIA driver): its import takes seconds and the CPU path does n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -57,6 +58,11 @@ class NumpyOps:
     def colnorm(self, array) -> np.ndarray:
         return np.linalg.norm(array, axis=0)
 
+    def centre_columns(self, block):
+        """A host (rows, cols) block as float32 of `self`'s kind minus its column means (in float64)."""
+        means = block.mean(axis=0, dtype=np.float64)
+        return block.astype(np.float32, copy=False) - means.astype(np.float32)
+
     def take(self, array, rows: np.ndarray, cols: np.ndarray):
         return array[np.ix_(rows, cols)]
 
@@ -73,8 +79,22 @@ class NumpyOps:
                                             check_finite=False)
         return values[::-1].astype(np.float64), vectors[:, ::-1].astype(np.float64)
 
+    def set_rows_(self, matrix, rows: np.ndarray, values: np.ndarray) -> None:
+        """matrix[rows] = values (host numpy `values`), in place: fills a matrix slab by slab."""
+        matrix[rows] = values
+
+    def precision(self):
+        """A context in which products are exact float32 (a no-op for numpy)."""
+        return contextlib.nullcontext()
+
     def synchronize(self) -> None:
         pass
+
+
+# A dense eigensolver on a GPU (cuSOLVER's syevd) needs several n^2 float64 workspaces and is reported
+# to fail above roughly 23,000-25,000 rows (NVIDIA/CUDALibrarySamples#246): above this size the rare
+# dense fallback runs on the host instead, on the top k eigenpairs only (LAPACK's MRRR).
+DEVICE_EIGH_LIMIT = 8192
 
 
 class TorchOps(NumpyOps):
@@ -88,9 +108,11 @@ class TorchOps(NumpyOps):
         self.device = torch.device(device)
         self.name = str(self.device)
         self.float32, self.float64 = torch.float32, torch.float64
-        # Exact float32 products, as numpy's: TF32 (10-bit mantissas) would move PCA scores by 1e-3.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+
+    def precision(self):
+        """Exact float32 products, as numpy's, inside the block (TF32's 10-bit mantissas would move PCA
+        scores by 1e-3); the process's own settings are restored after it."""
+        return full_float32()
 
     def _dtype(self, dtype):
         if isinstance(dtype, self.torch.dtype):
@@ -128,6 +150,11 @@ class TorchOps(NumpyOps):
     def colnorm(self, array) -> np.ndarray:
         return self.torch.linalg.vector_norm(array, dim=0).cpu().numpy()
 
+    def centre_columns(self, block):
+        # The means on the device (the host's single-threaded pass was the GPU gram stage's bottleneck).
+        block = self.asarray(block, np.float32)
+        return block - block.mean(0, dtype=self.torch.float64).to(self.torch.float32)
+
     def take(self, array, rows, cols):
         rows = self.torch.as_tensor(rows, device=array.device)
         cols = self.torch.as_tensor(cols, device=array.device)
@@ -136,7 +163,19 @@ class TorchOps(NumpyOps):
     def rank1_update_(self, matrix, vector, alpha: float) -> None:
         matrix.addr_(self.like(vector, matrix), self.like(vector, matrix), alpha=alpha)
 
+    def set_rows_(self, matrix, rows: np.ndarray, values: np.ndarray) -> None:
+        index = self.torch.as_tensor(rows, device=matrix.device)
+        matrix.index_copy_(0, index, self.torch.as_tensor(values).to(device=matrix.device, dtype=matrix.dtype))
+
     def dense_top(self, matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k largest eigenpairs, descending, as numpy float64: on the device up to
+        :data:`DEVICE_EIGH_LIMIT` rows, above it on the host (top k only), after a host memory check."""
+        size = matrix.shape[0]
+        if size > DEVICE_EIGH_LIMIT:
+            from dnnprobe import memory
+
+            memory.check_host_eigh(size)
+            return NUMPY.dense_top(self.numpy(matrix).astype(np.float64, copy=False), k)
         values, vectors = self.torch.linalg.eigh(matrix.to(self.torch.float64))
         return (values.flip(0)[:k].cpu().numpy(), vectors.flip(1)[:, :k].cpu().numpy())
 
@@ -146,6 +185,58 @@ class TorchOps(NumpyOps):
 
 
 NUMPY = NumpyOps()
+
+
+def _fp32_switches(torch) -> list[tuple[object, str, object]]:
+    """(object, attribute, full-float32 value) of each switch that lets CUDA use TF32 for float32 work.
+
+    torch >= 2.9 has the ``fp32_precision`` API, and reading the legacy ``allow_tf32`` flags after it was
+    used raises RuntimeError: use whichever API the running torch has, never both.
+    """
+    backends = torch.backends
+    if hasattr(backends.cuda.matmul, "fp32_precision") and hasattr(backends.cudnn, "conv"):
+        return [(backends.cuda.matmul, "fp32_precision", "ieee"), (backends.cudnn.conv, "fp32_precision", "ieee")]
+    return [(backends.cuda.matmul, "allow_tf32", False), (backends.cudnn, "allow_tf32", False)]
+
+
+@contextlib.contextmanager
+def full_float32():
+    """CUDA convolutions and matrix products in full float32 (not TF32) inside the block.
+
+    PyTorch lets cuDNN compute float32 convolutions in TF32 (a 10-bit mantissa) by default on Ampere
+    and later GPUs, which moves activations by about 1e-3 of their size: GPU and CPU files would differ
+    in the third digit. In full float32 they differ by float32 rounding only. The settings the process
+    had are restored on the way out. No effect on the CPU.
+    """
+    import torch
+
+    switches = _fp32_switches(torch)
+    saved = [getattr(owner, name) for owner, name, _ in switches]
+    try:
+        for owner, name, value in switches:
+            setattr(owner, name, value)
+        yield
+    finally:
+        for (owner, name, _), value in zip(switches, saved):
+            setattr(owner, name, value)
+
+
+DEVICE_PATTERN = r"cuda(:(0|[1-9][0-9]*))?"
+
+
+def check_cuda_device(device: str, key: str):
+    """The torch device for `device` (``cuda`` or ``cuda:N``), which this machine must have.
+
+    Raises DnnprobeError (one line, naming `key`) when torch sees no CUDA GPU or fewer than N + 1.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DnnprobeError(f"{key} is {device!r} but torch sees no CUDA GPU here (use auto or cpu)")
+    index = torch.device(device).index or 0
+    if index >= torch.cuda.device_count():
+        raise DnnprobeError(f"{key} is {device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return torch.device(device)
 
 
 def _nvidia_driver_present() -> bool:
@@ -159,7 +250,7 @@ def resolve_device(device: str = "cpu") -> NumpyOps:
 
     Raises DnnprobeError (one line) for another name, or a CUDA device this machine does not have.
     """
-    if not re.fullmatch(r"cpu|torch-cpu|auto|cuda(:\d+)?", device):
+    if not re.fullmatch(rf"cpu|torch-cpu|auto|{DEVICE_PATTERN}", device):
         raise DnnprobeError(f"probe.device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if device == "cpu":
         return NUMPY
@@ -171,11 +262,5 @@ def resolve_device(device: str = "cpu") -> NumpyOps:
         import torch
 
         return TorchOps("cuda") if torch.cuda.is_available() else NUMPY
-    import torch
-
-    if not torch.cuda.is_available():
-        raise DnnprobeError(f"probe.device is {device!r} but torch sees no CUDA GPU here (use auto or cpu)")
-    index = torch.device(device).index or 0
-    if index >= torch.cuda.device_count():
-        raise DnnprobeError(f"probe.device is {device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    check_cuda_device(device, "probe.device")
     return TorchOps(device)

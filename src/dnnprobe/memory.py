@@ -118,3 +118,12 @@ def check_gram_stage(n_stim: int, n_units: int, layer: str, ops) -> None:
 def check_probe_stage(n_stim: int, n_units: int, k: int, cv: int, layer: str, ops) -> None:
     """Raise DnnprobeError (one line) if the probe stage cannot hold this layer's matrices."""
     _check(probe_stage_bytes(n_stim, n_units, k, cv), layer, min(n_stim, n_units), ops)
+
+
+def check_host_eigh(size: int) -> None:
+    """Raise DnnprobeError (one line) if the host cannot hold a dense eigensolve of a size x size matrix
+    (the rare fallback when block Lanczos does not converge on a matrix too large for the GPU's dense
+    solver): the float64 matrix, LAPACK's copy of it and its workspace, 3 x 8 size^2 bytes."""
+    needed = 3 * 8 * size * size + FIXED_BYTES
+    _refuse(needed, available_bytes(), "host", "(dense eigensolver fallback)", size,
+            "block Lanczos did not converge on this layer; lower pca, or leave the layer out of extract.layers")

@@ -87,3 +87,31 @@ def test_bench_scale_tiny(tmp_path):
                        r"probe_s=[\d.]+ probe_peak_gib=[\d.]+ accuracy=[\d.]+ generate_s=[\d.]+$", out, re.MULTILINE)
     assert lines == [("120", "covariance"), ("400", "gram")], out  # the smaller matrix for each width
     assert (tmp_path / "scale.png").stat().st_size > 0
+
+
+
+def test_gpu_check_runs_every_step_at_tiny_scale_records_each_and_cleans_up(tmp_path):
+    """benchmarks/gpu_check.sh on the CPU (GPU_CHECK_SCALE=tiny): every step's exit code and time are
+    recorded; a step past its limit (here nsd_fc, given 1 s) is stopped with SIGINT, recorded as rc=124,
+    and the next one still runs; the CPU-versus-torch comparison of products and folds is exact; nothing
+    is left in the work folder."""
+    import json
+    import os
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "OUT": str(out), "WORKDIR": str(work), "GPU_CHECK_SCALE": "tiny",
+           "GPU_CHECK_LIMITS": "120 60 60 60 1 60", "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (out / "steps.txt").read_text()
+    steps = re.findall(r"^(\w+) +rc=(\d+) +seconds=[\d.]+ limit=\d+$", text, re.M)
+    assert steps == [("pipeline", "0"), ("check_device", "0"), ("compare_cov", "0"), ("compare_gram", "0"),
+                     ("nsd_fc", "124"), ("nsd_conv5", "0")], text
+    assert "1 step(s) failed" in text
+    points = [json.loads(line) for line in (out / "scale.jsonl").read_text().splitlines()]
+    compared = [point for point in points if point["device_diff"] is not None]
+    assert [point["route"] for point in compared] == ["covariance", "gram"]
+    assert all(point["device_diff"] == 0 and point["products_rel_diff"] < 1e-4 for point in compared)
+    assert "n=24 size=64 total_s=" in (out / "log.txt").read_text()
+    assert not work.exists()

@@ -41,9 +41,9 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
 
 
 def _device(value: str) -> str | None:
-    if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+    if re.fullmatch(r"auto|cpu|cuda(:(0|[1-9]\d*))?", value):  # torch refuses cuda:01
         return None
-    return "must be auto, cpu, cuda or cuda:N"
+    return "must be auto, cpu, cuda or cuda:N (N without leading zeros)"
 
 
 def _checked(default: Any, check: Callable[[Any], str | None] | None = None, **kw: Any) -> Any:

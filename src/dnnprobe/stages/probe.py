@@ -167,7 +167,7 @@ def probe(
             # a failure anywhere leaves none of them (and the MLflow run FAILED).
             with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
                     atomic_output(details_path) as temp_details, atomic_output(models_dir, directory=True) as temp_models, \
-                    ActivationFile(activations_path) as acts:
+                    ActivationFile(activations_path) as acts, ops.precision():
                 for layer in progress_bar(grams.layers, desc="probe", unit="layer", enabled=progress):
                     result = cross_validate_layer(grams, layer, y, settings, acts, ops)
                     results[layer] = result
