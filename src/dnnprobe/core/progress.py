@@ -14,14 +14,18 @@ from tqdm import tqdm
 
 
 class _Lines:
-    """A stream for tqdm that writes each redraw of the bar as a line of its own."""
+    """A stream for tqdm that writes each redraw of the bar as a line of its own (a redraw at the same
+    count, as tqdm's last one when it closes, is left out)."""
 
     def __init__(self, stream) -> None:
         self._stream = stream
+        self._last = ""
 
     def write(self, text: str) -> None:
         text = text.replace("\r", "").strip()
-        if text:
+        count = text.split("[")[0]  # "extract:  43%|####2     | 3/7 ": the time and rate follow
+        if text and count != self._last:
+            self._last = count
             self._stream.write(text + "\n")
 
     def flush(self) -> None:
