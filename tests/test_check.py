@@ -35,11 +35,13 @@ BALANCED = ["0", "1"] * 12
                                 "(at cv=3 a training fold holds 16 of the 24 stimuli; more folds or more stimuli hold more)"]),
         (["0", "1"] * 11 + ["1", "99999999999999999999"], [],
          ["column 'label', stimulus row 24", "'99999999999999999999' is too large for a class label"]),
+        (["0.0", "1.0"] * 11 + ["1.0", "0.5"], [],  # 0.0 is class 0 (DNNBrain's reading); 0.5 is no class
+         ["stimuli.stim.csv: column 'label' is not an integer class label (stimulus row 24,", ": '0.5')"]),
         (BALANCED, ["extract.layers=[conv1, fc6 (relu)]"],
          ["params.yaml: extract.layers: layer name 'fc6 (relu)' cannot be logged to MLflow"]),
         (BALANCED, ["extract.layers=[" + "a" * 201 + "]"], ["at most 200 characters"]),
     ],
-    ids=["single-class", "class-below-cv", "no-label-column", "pca-above-fold", "label-overflows-int64",
+    ids=["single-class", "class-below-cv", "no-label-column", "pca-above-fold", "label-overflows-int64", "label-not-whole",
          "layer-name-mlflow-rejects", "layer-name-too-long"],
 )
 def test_what_the_table_and_params_reveal_fails_at_the_check_stage(tmp_path, tiny_stimuli, labels, sets, fragments):

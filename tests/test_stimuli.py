@@ -106,8 +106,20 @@ def test_non_integer_label_names_row_and_value(tmp_path):
     table = StimulusTable.read(write_table(tmp_path / "t.stim.csv", GOOD_HEADER, ["a.png,0,x", "b.png,cat,y"]))
     with pytest.raises(DnnprobeError, match=r"row 2 \(b.png\): 'cat' is not an integer"):
         table.integer_labels()
+    for value in ("0.5", "nan", "inf"):
+        table = StimulusTable.read(write_table(tmp_path / "t.stim.csv", GOOD_HEADER, ["a.png,0.0,x", f"b.png,{value},y"]))
+        with pytest.raises(DnnprobeError, match=rf"t.stim.csv: column 'label', stimulus row 2 \(b.png\): '{value}' is not "
+                                                r"an integer \(a class label is a whole number; 1.0 is read as 1\)"):
+            table.integer_labels()
     with pytest.raises(DnnprobeError, match="no column 'missing'"):
         table.integer_labels("missing")
+
+
+def test_labels_written_as_floats_are_read_as_dnnbrain_reads_them(tmp_path):
+    """DNNBrain reads labels as floats and casts them to int: numpy's and pandas' 0.0 and 1.0 are classes."""
+    rows = ["a.png,0.0,x", "b.png,1.0,y", "c.png,1e0,y", "d.png, 2 ,z", "e.png,-1.00,w"]
+    table = StimulusTable.read(write_table(tmp_path / "t.stim.csv", GOOD_HEADER, rows))
+    assert table.integer_labels().tolist() == [0, 1, 1, 2, -1]
 
 
 def test_missing_images_are_counted_and_listed(tmp_path):

@@ -460,3 +460,17 @@ def test_a_full_disk_under_the_store_is_one_line_on_a_real_small_disk(tmp_path, 
         # The run had started; marking it FAILED needs the full disk too, so it may have stayed RUNNING
         # until the next probe, which found its process gone and ended it as KILLED.
         assert lines[1] in ("full FAILED", "full KILLED") and lines[2:] == ["next FINISHED"]
+
+
+def test_labels_written_as_floats_keep_their_class_names(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
+    """DNNBrain reads 1.0 as class 1: the condition names still go with the decoded classes."""
+    from dnnprobe.stimuli import StimulusTable
+
+    table = StimulusTable.read(tiny_stimuli)
+    names = dict(zip(table.columns["label"], table.columns["condition"]))
+    table.columns["label"] = [f"{label}.0" for label in table.columns["label"]]
+    table.header["path"] = str(table.image_folder.resolve())
+    table.write(tmp_path / "floats.stim.csv")
+    summary = probe(tiny_params(), tmp_path / "floats.stim.csv", tiny_gram, tiny_activations, tmp_path / "probe",
+                    tmp_path / "metrics.json", tmp_path / "probes", progress=False)
+    assert summary["classes"] == ["0", "1"] and summary["class_names"] == [names["0"], names["1"]]

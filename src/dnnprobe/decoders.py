@@ -93,13 +93,15 @@ def targets(table, label: str, settings: ProbeSettings) -> np.ndarray:
 
     Raises DnnprobeError naming the table, row and value that is not a class label.
     """
+    from dnnprobe.stimuli import class_label  # the table's own module (a stage that reads a table imports it)
+
     if settings.is_regression:
         return table.numeric_column(label)
     values = table.column(label)
     try:
         return table.integer_labels(label)
     except DnnprobeError:
-        rows = [i for i, v in enumerate(values) if not _is_number(v, int)]
+        rows = [i for i, v in enumerate(values) if not _is_number(v, class_label)]
         if not rows:  # integers, but too large
             raise
         row = rows[0]
@@ -116,17 +118,19 @@ def class_names(table, label: str) -> dict[int, str]:
     ``folder`` source, e.g. ``cat``), where every stimulus of the class has the same one; {} otherwise."""
     if label == "condition" or "condition" not in table.columns or label not in table.columns:
         return {}
-    names: dict[str, set[str]] = {}
+    from dnnprobe.stimuli import class_label  # how the table's labels are read: 1 and 1.0 are class 1
+
+    names: dict[int, set[str]] = {}
     for value, condition in zip(table.columns[label], table.columns["condition"]):
-        names.setdefault(value.strip(), set()).add(condition)
-    found = {}
-    for value, conditions in names.items():
-        if len(conditions) == 1 and _is_number(value, int) and next(iter(conditions)).strip():
-            found[int(value)] = next(iter(conditions))
-    return found
+        try:
+            names.setdefault(class_label(value), set()).add(condition)
+        except (ValueError, OverflowError):
+            return {}  # not class labels: targets() says so
+    return {value: next(iter(conditions)) for value, conditions in names.items()
+            if len(conditions) == 1 and next(iter(conditions)).strip()}
 
 
-def _is_number(text: str, kind: type) -> bool:
+def _is_number(text: str, kind: Callable[[str], Any]) -> bool:
     try:
         kind(text)
         return True

@@ -35,6 +35,26 @@ TEXT_COLUMNS = ("stimID", "condition")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+def class_label(text: str) -> int:
+    """A class label as DNNBrain reads one: a number that is whole (``1``, ``1.0``, ``1e0`` are class 1).
+
+    DNNBrain reads label columns as floats and casts them to int, so tables written by numpy or pandas
+    (``0.0``, ``1.0``) are valid. Raises ValueError for text that is not a number, and NotWholeNumber
+    (a ValueError) for a number that is not whole (``0.5``, ``nan``): casting it would change the class.
+    """
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # ValueError: not a number at all
+    if not value.is_integer():
+        raise NotWholeNumber(text)
+    return int(value)
+
+
+class NotWholeNumber(ValueError):
+    """A number that is not whole (0.5, nan, inf) where a class label must be."""
+
+
 @dataclass
 class StimulusTable:
     """One row per stimulus, in the order every later file (activations, scores) follows."""
@@ -79,15 +99,19 @@ class StimulusTable:
         return self.columns[name]
 
     def integer_labels(self, name: str = "label") -> np.ndarray:
-        """A class-label column as integers; names the first row that is not an integer."""
+        """A class-label column as integers (:func:`class_label`: ``1`` and ``1.0`` are both class 1).
+
+        Raises DnnprobeError naming the table, the first row that is not a whole number, and its value.
+        """
         values = self.column(name)
         labels = np.empty(len(values), dtype=np.int64)
         for row, text in enumerate(values):
             try:
-                labels[row] = int(text)
+                labels[row] = class_label(text)
             except (ValueError, OverflowError) as exc:
                 problem = "is too large for a class label (64-bit integers)" if isinstance(exc, OverflowError) \
-                    else "is not an integer"
+                    else "is not an integer (a class label is a whole number; 1.0 is read as 1)" \
+                    if isinstance(exc, NotWholeNumber) else "is not an integer"
                 raise DnnprobeError(
                     f"{self._name}: column {name!r}, stimulus row {row + 1} ({self.stim_ids[row]}): {text!r} {problem}"
                 ) from None

@@ -438,7 +438,7 @@ def test_a_stage_runs_the_code_of_the_checkout_it_runs_in(tmp_path):
 
 
 # Declared code that this test's params (the demo source) do not reach: stimuli.source=bold5000 runs it.
-RUN_FOR_OTHER_PARAMS = {"src/dnnprobe/bold5000.py"}
+RUN_FOR_OTHER_PARAMS = {"src/dnnprobe/bold5000.py", "src/dnnprobe/download.py"}
 
 
 def test_each_stage_runs_exactly_the_code_it_declares(pipeline):

@@ -132,7 +132,8 @@ def probe(
             summary["classes"] = [str(c) for c in np.unique(y)]
             # DNNBrain's tables name the classes of `label` in `condition`; any other column's values are the names.
             decoded_label = params.probe.label == "label"
-            names = dict(zip(table.columns.get("label", []), table.columns.get("condition", []))) if decoded_label else {}
+            # Keyed by the class as decoded: a label written 1.0 is class 1.
+            names = dict(zip(map(str, y), table.columns.get("condition", []))) if decoded_label else {}
             summary["class_names"] = [names.get(c, c) for c in summary["classes"]]
         # Every params.yaml key this stage reads (dotted, as `dvc params diff` shows them), the network the
         # activations record, and the input files: each hash is of a file as it was read, the activation

@@ -163,7 +163,8 @@ def _import_folder(params: Params, images: Path) -> StimulusTable:
     return table_from_classes(stim_ids, conditions, image_folder="", title=f"image folder '{root.name}'")
 
 
-def make_stimuli(params: Params, table_path: str | os.PathLike, image_folder: str | os.PathLike) -> StimulusTable:
+def make_stimuli(params: Params, table_path: str | os.PathLike, image_folder: str | os.PathLike,
+                 progress: bool = True) -> StimulusTable:
     """Write the stimulus table and its image folder (the contract every later stage reads).
 
     The table records ``images_sha256=``, the identity of its images (:func:`image_checksums`), so that
@@ -190,7 +191,7 @@ def make_stimuli(params: Params, table_path: str | os.PathLike, image_folder: st
         else:
             from dnnprobe.bold5000 import fetch_bold5000
 
-            table = fetch_bold5000(params.stimuli.bold5000, images)
+            table = fetch_bold5000(params.stimuli.bold5000, images, progress)
         # path= is relative to the table's folder, so the pair can be shared (see stimuli.py).
         table.header = {
             "type": "image",
@@ -209,7 +210,7 @@ def make_stimuli(params: Params, table_path: str | os.PathLike, image_folder: st
 @stage_command("stimuli")
 def command(params, progress, table, images):
     """Write the stimulus table (.stim.csv) and its images, from stimuli.source."""
-    written = make_stimuli(params, table, images)
+    written = make_stimuli(params, table, images, progress)
     click.echo(f"stimuli: {len(written)} stimuli from source {params.stimuli.source} -> {table}, {images}/")
 
 
