@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -32,6 +34,11 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    # The stages bound MLflow's HTTP retries in os.environ (tracking.HTTP_LIMITS): undone after each test.
+    from dnnprobe.tracking import HTTP_LIMITS
+
+    for name in HTTP_LIMITS:
+        monkeypatch.delenv(name, raising=False)
 
 
 def tiny_params(**overrides: object) -> Params:
@@ -313,6 +320,61 @@ def http_server(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclasses.dataclass
+class MlflowServer:
+    url: str
+    artifacts: Path  # the folder it serves artifacts from
+    database: Path  # its SQLite backend store
+    process: subprocess.Popen  # the leader of its process group (the server and its uvicorn worker)
+
+    def kill(self) -> None:
+        """Stop it at once, as a crash or a lost network would (SIGKILL to its process group)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`mlflow server` on 127.0.0.1 (a free port): SQLite backend, artifacts served from its own folder."""
+    import time
+    import urllib.request
+
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    artifacts = tmp_path / "server-artifacts"
+    database = tmp_path / "server.db"
+    log = tmp_path / "server.log"
+    env = clean_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers: fewer processes on 2 cores
+    with open(log, "wb") as log_file:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{database}",
+             "--serve-artifacts", "--artifacts-destination", str(artifacts)],
+            cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, f"mlflow server exited: {log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, f"mlflow server did not start: {log.read_text()[-3000:]}"
+                time.sleep(0.5)
+        yield MlflowServer(url, artifacts, database, server)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
 
 
 def closed_port_url() -> str:

@@ -273,3 +273,25 @@ def test_disk_full_while_writing_blocks_releases_the_buffers_and_leaves_no_file(
                 writer.write_blocks(blocks, 2, release=lambda: released.append(1))
     assert released  # a producer recycling buffers is never left waiting for them
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_another_process_holds_open_for_writing_is_named_as_locked(tmp_path):
+    """A notebook holding the file with h5py.File(path, "a"): HDF5 refuses to open it (its file lock),
+    which h5py reports as "unable to lock file"; that was called "not an HDF5 file"."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.act.h5"
+    with h5py.File(path, "w") as f:
+        f["fc1"] = np.ones((4, 3, 1, 1), dtype=np.float32)
+    holder = subprocess.Popen([sys.executable, "-c", f"import h5py, sys; f = h5py.File({str(path)!r}, 'a'); "
+                               "print('open', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"
+        message = one_line_error(lambda: ActivationFile(path), "open for writing in another process")
+        assert "HDF5_USE_FILE_LOCKING=FALSE" in message and "not an HDF5 file" not in message
+        one_line_error(lambda: GramFile(path), "open for writing in another process")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

@@ -211,3 +211,22 @@ def test_an_unknown_device_name_is_named_not_blamed_on_the_gpu(device):
 
     with pytest.raises(DnnprobeError, match="probe.device must be auto, cpu, cuda or cuda:N, got"):
         resolve_device(device)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_covariance_route_with_pca_above_the_rank_equals_sklearn_at_the_rank(seed):
+    """The covariance route's float32 products leave rounding in the directions a rank-8 layer does not
+    span: they score 0 (not unit variance under probe.standardize), so the folds equal scikit-learn's."""
+    from sklearn.preprocessing import StandardScaler
+
+    from test_probe import exactly_low_rank
+
+    X, y = exactly_low_rank(120, 40, 8, seed)
+    moments = moments_of(X)
+    stored = LayerMoments(moments.moments.astype(np.float32), moments.sums, moments.shift, moments.n_stim)
+    settings = ProbeSettings(n_components=20, cv=5, standardize=True)
+    result = cross_validate_covariance(stored, *readers(X), y, settings)
+    reference = cross_val_score(make_pipeline(PCA(8, svd_solver="full"), StandardScaler(), LogisticRegression()),
+                                X.astype(np.float64), y, cv=StratifiedKFold(5))
+    np.testing.assert_array_equal(result.score, reference)
+    assert result.pca_rank == 8

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_params
+from conftest import can_mount_tmpfs, one_line_error, tiny_params
 from dnnprobe.actfile import ActivationFile
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.extraction import LayerRecorder, extract_activations, layer_unit_shapes
@@ -326,3 +330,125 @@ def test_a_gzip_file_holds_the_same_values(tiny_stimuli, tmp_path):
     with h5py.File(tmp_path / "none.act.h5", "r") as plain, h5py.File(tmp_path / "gzip.act.h5", "r") as packed:
         for layer in paths:
             np.testing.assert_array_equal(plain[layer][:], packed[layer][:])
+
+
+# ---- decoding workers that die, hang or have no room; float16 overflow -----------------------------
+
+
+def _alexnet_fc2():
+    model = random_network("alexnet", 0).eval()
+    return model, resolve_layers(model, "alexnet", ["fc2"])
+
+
+def test_a_worker_that_dies_fails_the_stage_quickly_in_one_line(tiny_stimuli, tmp_path, monkeypatch):
+    import os
+    import time
+
+    import dnnprobe.extraction as extraction
+
+    def die(self, index):
+        os._exit(1)  # as a worker killed by the kernel (out of memory, bus error on a full /dev/shm)
+
+    monkeypatch.setattr(extraction.StimulusImages, "__getitem__", die)
+    model, paths = _alexnet_fc2()
+    started = time.monotonic()
+    one_line_error(lambda: extract_activations(StimulusTable.read(tiny_stimuli), model, paths, tmp_path / "a.act.h5",
+                                               batch_size=8, num_workers=1, progress=False),
+                   r"^an image-decoding worker failed \(DataLoader worker \(pid\(s\) \d+\) exited "
+                   r"unexpectedly\); .* set extract\.num_workers: 0")
+    assert time.monotonic() - started < 60
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_a_worker_cannot_hand_over_times_out_in_one_line(tiny_stimuli, tmp_path, monkeypatch):
+    """A worker that cannot put its batch into /dev/shm stays alive: PyTorch's queue prints the error
+    and drops the batch. An item that cannot be pickled is dropped the same way."""
+    import dnnprobe.extraction as extraction
+
+    original = extraction.StimulusImages.__getitem__
+    monkeypatch.setattr(extraction.StimulusImages, "__getitem__",
+                        lambda self, index: (*original(self, index)[:2], [lambda: "cannot be pickled"]))
+    monkeypatch.setattr(extraction, "WORKER_TIMEOUT_S", 3)
+    model, paths = _alexnet_fc2()
+    one_line_error(lambda: extract_activations(StimulusTable.read(tiny_stimuli), model, paths, tmp_path / "a.act.h5",
+                                               batch_size=8, num_workers=1, progress=False),
+                   r"^no batch from the image-decoding workers in 3 s; [\d,]+ MB free in /dev/shm: "
+                   r"set extract\.num_workers: 0")
+    assert list(tmp_path.iterdir()) == []
+
+
+SMALL_SHM_SCRIPT = """
+import sys
+import dnnprobe.extraction as extraction
+from dnnprobe import memory
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.layers import resolve_layers
+from dnnprobe.network import random_network
+from dnnprobe.stimuli import StimulusTable
+
+model = random_network("alexnet", 0).eval()
+paths = resolve_layers(model, "alexnet", ["fc2"])
+if sys.argv[2] == "unchecked":  # as before the pre-check: the timeout must still end the wait
+    memory.check_shared_memory = lambda *args: None
+    extraction.WORKER_TIMEOUT_S = 10
+try:
+    extraction.extract_activations(StimulusTable.read(sys.argv[1]), model, paths, sys.argv[3], batch_size=24,
+                                   num_workers=1, progress=False)
+except DnnprobeError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="cannot mount a small tmpfs here")
+@pytest.mark.parametrize("check", ["checked", "unchecked"])
+def test_a_small_dev_shm_never_hangs_extraction(tiny_stimuli, tmp_path, check):
+    """A real 2 MB /dev/shm (a tmpfs in a private mount namespace), where one worker's batches do not fit:
+    refused before the workers start; and without that check, the worker's dropped batch times out."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "extract.py"
+    script.write_text(SMALL_SHM_SCRIPT)
+    command = (f"mount -t tmpfs -o size=2m tmpfs /dev/shm && "
+               f"{sys.executable} {script} {tiny_stimuli} {check} {tmp_path / 'a.act.h5'}")
+    result = subprocess.run(["unshare", "-r", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    message = result.stdout.strip()
+    if check == "checked":
+        assert re.fullmatch(r"1 image-decoding worker needs 17 MB of shared memory in /dev/shm, 2 MB free; "
+                            r"set extract\.num_workers: 0 \(decode in the main process\), .*", message), message
+    else:
+        assert re.fullmatch(r"(no batch from the image-decoding workers in 10 s|an image-decoding worker "
+                            r"failed .*); \d+ MB free in /dev/shm: set extract\.num_workers: 0 .*", message), \
+            message + result.stderr[-2000:]
+    assert not (tmp_path / "a.act.h5").exists()
+
+
+def test_float16_overflow_is_refused_naming_the_layer_and_no_file_is_written(tiny_stimuli, tmp_path):
+    model = random_network("alexnet", 0).eval()
+    with torch.no_grad():
+        model.features[0].weight.mul_(1e6)  # conv1 outputs beyond 65,504
+    paths = resolve_layers(model, "alexnet", ["conv1", "fc2"])
+    out = tmp_path / "half.act.h5"
+    one_line_error(lambda: extract_activations(StimulusTable.read(tiny_stimuli), model, paths, out, batch_size=8,
+                                               dtype="float16", num_workers=0, progress=False),
+                   r"^layer conv1: activations reach [\d,]+, beyond float16's largest value \(65,504\), and would be "
+                   r"stored as inf; use extract\.dtype: float32$")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_image_notes_from_the_workers_reach_the_stage(tiny_stimuli, tmp_path):
+    """Decoding workers cannot print under a file's name: their notes travel with the batch."""
+    import shutil
+
+    from test_stimuli import corrupt_jpeg
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_stimuli.parent, folder)
+    table = StimulusTable.read(folder / tiny_stimuli.name)
+    bad = corrupt_jpeg(table.image_paths()[5])
+    model, paths = _alexnet_fc2()
+    summary = extract_activations(table, model, paths, tmp_path / "a.act.h5", batch_size=8, num_workers=1,
+                                  progress=False)
+    assert summary.notes == [f"{bad}: Corrupt JPEG data: 2507 extraneous bytes before marker 0xd9; "
+                             "decoded as PIL decodes it"]

@@ -155,3 +155,11 @@ def test_dvc_exp_run_set_rewrites_params_yaml_as_a_one_line_diff(tmp_path, overr
     assert len(original.splitlines()) == len(path.read_text().splitlines()) and len(changed) == 1, changed
     key, value = override.split("=")
     assert changed[0][1].strip().startswith(f"{key.split('.')[-1]}: {value}")
+
+
+def test_an_experiment_name_longer_than_mlflow_allows_is_refused_before_any_stage_works():
+    """MLflow refuses experiment names over 500 characters; that failed only at the probe."""
+    with pytest.raises(DnnprobeError, match=r"params.yaml: tracking.experiment must be at most 500 characters "
+                                             r"\(MLflow's limit for an experiment name\), got 'eeee"):
+        load_params(REPO / "params.yaml", ("tracking.experiment=" + "e" * 501,))
+    assert load_params(REPO / "params.yaml", ("tracking.experiment=" + "e" * 500,)).tracking.experiment == "e" * 500

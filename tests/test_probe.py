@@ -250,3 +250,77 @@ def test_rank_deficient_layer_gives_no_nan():
     y = np.arange(30) % 2
     result = cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=10, cv=3))
     assert np.all(np.isfinite(result.score))
+
+
+def exactly_low_rank(n: int, d: int, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 activations of rank `rank` (plus a constant, as activations far from zero), a weak binary label."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    rng.shuffle(y)
+    factors = rng.standard_normal((n, rank)) / np.arange(1, rank + 1)
+    factors[:, 2] += 0.6 * (y - 0.5)
+    return (factors @ rng.standard_normal((rank, d)) + 3.0).astype(np.float32), y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("classifier, standardize, decoder", [
+    ("logistic", True, [StandardScaler(), LogisticRegression()]),
+    ("lda", False, [LinearDiscriminantAnalysis()]),
+])
+def test_pca_above_the_rank_equals_sklearn_at_the_rank(seed, classifier, standardize, decoder):
+    """pca 20 on a rank-8 layer, its Gram stored in float32: the 12 directions beyond the rank hold only
+    float32 rounding and must score 0, not be scaled to unit variance (they moved up to 3 test samples
+    per fold). A direction with no variance adds nothing to these decoders, so the folds equal
+    scikit-learn's PCA at the rank, exactly; and the result says that pca exceeds the rank."""
+    X, y = exactly_low_rank(120, 200, 8, seed)
+    X64 = X.astype(np.float64)
+    centred = X64 - X64.mean(axis=0)
+    settings = ProbeSettings(n_components=20, cv=5, classifier=classifier, standardize=standardize)
+    result = cross_validate_gram((centred @ centred.T).astype(np.float32), y, settings)
+    reference = cross_val_score(make_pipeline(PCA(8, svd_solver="full"), *decoder), X64, y, cv=StratifiedKFold(5))
+    np.testing.assert_array_equal(result.score, reference)
+    assert result.pca_rank == 8
+
+
+def test_pca_within_the_rank_reports_no_rank():
+    X, y = low_rank_data(100, 150, seed=8)
+    assert cross_validate_gram(gram_of(X), y, ProbeSettings(n_components=8, cv=5)).pca_rank is None
+
+
+def test_the_probe_stage_says_when_pca_exceeds_a_layers_rank(tmp_path):
+    from dnnprobe import stats
+    from dnnprobe.stages.probe import rank_warning, score_details
+
+    X, y = exactly_low_rank(60, 80, 5, seed=0)
+    centred = X.astype(np.float64) - X.astype(np.float64).mean(axis=0)
+    result = cross_validate_gram(centred @ centred.T, y, ProbeSettings(n_components=12, cv=3))
+    assert rank_warning("fc1", 12, result.pca_rank) == ("probe: warning: layer fc1: pca 12 exceeds its rank: a training "
+                                                        "fold has variance in 5 directions only; the others score 0 "
+                                                        "(pca_rank in metrics_detail.json)")
+    assert stats.layer_extras(result) == {"pca_rank": 5}  # logged to MLflow as pca_rank/fc1
+    summary = {"layer_order": ["fc1"], "layers": {"fc1": {"mean": result.mean, "sem": result.sem,
+                                                          **stats.layer_extras(result)}}}
+    assert score_details(summary)["pca_rank"] == {"fc1": 5}
+
+
+@pytest.mark.parametrize("classifier", ["lda", "logistic", "linear_svm", "ridge"])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_an_all_zero_layer_gives_every_decoder_the_majority_class(classifier, n_classes):
+    """A dead layer (every activation 0): nothing to decode. scikit-learn's LDA raised IndexError, after
+    the earlier layers were computed; every decoder now predicts each training fold's most frequent class."""
+    y = np.repeat(np.arange(n_classes), [14, 10, 6][:n_classes])
+    settings = ProbeSettings(n_components=4, cv=3, classifier=classifier, permutations=5)
+    result = cross_validate_gram(np.zeros((len(y), len(y))), y, settings)
+    majority = [np.mean(y[test] == np.bincount(y[train]).argmax()) for train, test in folds(y, settings)]
+    np.testing.assert_allclose(result.score, majority)
+    assert result.null is not None and np.all(np.isfinite(result.null))
+
+
+def test_lda_on_data_that_varies_is_scikit_learns():
+    from dnnprobe.decoders import PriorLDA
+
+    X, y = low_rank_data(60, 20, seed=3)
+    ours, theirs = PriorLDA().fit(X, y), LinearDiscriminantAnalysis().fit(X, y)
+    np.testing.assert_array_equal(ours.decision_function(X), theirs.decision_function(X))
+    zero = PriorLDA().fit(np.zeros((5, 3)), [0, 0, 0, 1, 1])
+    np.testing.assert_allclose(zero.predict_proba(np.ones((2, 3))), [[0.6, 0.4]] * 2)

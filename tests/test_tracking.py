@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,7 +21,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import can_mount_tmpfs, closed_port_url, latest_probe_run, tiny_params
+from conftest import can_mount_tmpfs, closed_port_url, latest_probe_run, one_line_error, tiny_params
 from dnnprobe import tracking
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.stages.probe import probe
@@ -332,9 +333,13 @@ def test_when_marking_the_run_failed_fails_too_the_first_error_is_reported(monke
             monkeypatch.setattr(mlflow.tracking.MlflowClient, "log_batch", fail)
             monkeypatch.setattr(mlflow.tracking.MlflowClient, "set_terminated", fail)
             run.log_layer("fc1", [0.5, 0.6], 0.55, 0.05)
-    assert str(caught.value) == f"MLflow store {tracking.tracking_uri()}: cannot write (database or disk is full)"
     # Still RUNNING, but owned by this live process; once it is gone, the next probe ends them as KILLED.
     assert _statuses() == {"full": ("RUNNING", None), "fc1": ("RUNNING", None)}
+    ids = {name: run.info.run_id for name, run in _runs().items()}
+    assert str(caught.value) == (
+        f"MLflow store {tracking.tracking_uri()}: cannot write (database or disk is full); left RUNNING there: "
+        f"{ids['full']} (the probe run), {ids['fc1']} (layer fc1) (the next probe or report on this host ends "
+        "them as KILLED)")
     assert mlflow.active_run() is None
 
 
@@ -450,16 +455,232 @@ def test_a_full_disk_under_the_store_is_one_line_on_a_real_small_disk(tmp_path, 
               f"rm {mount}/filler && {python} {tmp_path}/after.py 2>/dev/null")
     result = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True,
                             env=env, cwd=tmp_path, timeout=300)
-    assert result.stderr.splitlines() == [
-        f"error: MLflow store sqlite:///{mount}/mlflow.db: cannot write (database or disk is full)"]
+    [error] = result.stderr.splitlines()
+    error = re.fullmatch(re.escape(f"error: MLflow store sqlite:///{mount}/mlflow.db: cannot write (database or disk is "
+                                   "full)") + r"(; left RUNNING there: [0-9a-f]{32} \(the probe run\) \(the next probe "
+                         r"or report on this host ends them as KILLED\))?", error)
+    assert error, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "exit=1"
     if when == "before":
-        assert lines[1:] == ["next FINISHED"]
+        assert lines[1:] == ["next FINISHED"] and not error.group(1)
     else:
-        # The run had started; marking it FAILED needs the full disk too, so it may have stayed RUNNING
-        # until the next probe, which found its process gone and ended it as KILLED.
-        assert lines[1] in ("full FAILED", "full KILLED") and lines[2:] == ["next FINISHED"]
+        # The run had started; marking it FAILED needs the full disk too, so it may have stayed RUNNING (and
+        # the line says so) until the next probe, which found its process gone and ended it as KILLED.
+        assert lines[1] == ("full KILLED" if error.group(1) else "full FAILED") and lines[2:] == ["next FINISHED"]
+
+
+# ---- a tracking server that stops, a store or artifact location that cannot be written ------------
+
+# The probe stage in a child process (so that a hang is bounded by the test): it stops the server
+# (SIGKILL) as the second layer starts, and notes when.
+_PROBE_STOPPING_THE_SERVER = """
+import os, signal, sys, time
+import dnnprobe.probe
+from dnnprobe.stages.probe import command
+
+real, calls = dnnprobe.probe.cross_validate_layer, []
+def cross_validate_layer(*args, **kwargs):
+    if len(calls) == 1:
+        os.killpg(int(os.environ["SERVER_PGID"]), signal.SIGKILL)
+        open(os.environ["STOPPED_AT"], "w").write(repr(time.time()))
+    calls.append(1)
+    return real(*args, **kwargs)
+dnnprobe.probe.cross_validate_layer = cross_validate_layer
+command(sys.argv[1:])
+"""
+
+
+def test_a_server_stopping_mid_probe_fails_in_seconds_naming_the_runs_left_running(
+        tmp_path, tiny_stimuli, tiny_gram, tiny_activations, mlflow_server):
+    from conftest import REPO, TINY_SETS
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_HTTP_")}
+    env.update(MLFLOW_TRACKING_URI=mlflow_server.url, SERVER_PGID=str(mlflow_server.process.pid),
+               STOPPED_AT=str(tmp_path / "stopped_at"), PYTHONPATH=str(REPO / "src"))
+    out = tmp_path / "out"
+    options = ["--quiet", "--params", str(REPO / "params.yaml"), *[f"--set={s}" for s in TINY_SETS],
+               "--table", tiny_stimuli, "--gram", tiny_gram, "--activations", tiny_activations,
+               "--out", out / "probe", "--metrics", out / "metrics.json", "--models", out / "probes"]
+    # MLflow's own retries took 745 s here; a hang fails the test after 120 s.
+    result = subprocess.run([sys.executable, "-c", _PROBE_STOPPING_THE_SERVER, *map(str, options)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    failed_after = time.time() - float((tmp_path / "stopped_at").read_text())
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"dnnprobe probe: error: MLflow store {mlflow_server.url}: cannot write "
+                               "(the server stopped answering: Connection refused, 3 tries); left RUNNING there: ")
+    assert failed_after < 15
+    # The runs named are the probe run and the layer run being logged, RUNNING in the server's store.
+    with sqlite3.connect(mlflow_server.database) as db:
+        status = dict(db.execute("SELECT run_uuid, status FROM runs"))
+        names = dict(db.execute("SELECT run_uuid, name FROM runs"))
+    named = re.findall(r"([0-9a-f]{32}) \(the probe run\)", lines[0])
+    assert len(named) == 1 and status[named[0]] == "RUNNING" and names[named[0]].startswith("alexnet random n=24")
+    assert not (out / "probe").exists() and not (out / "metrics.json").exists()
+
+
+def test_mlflow_http_retries_are_bounded_unless_the_user_set_them(monkeypatch):
+    assert not any(name in os.environ for name in tracking.HTTP_LIMITS)  # conftest clears them for each test
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")  # the user's own setting stays
+    tracking.check_reachable("sqlite:///x.db")  # a local store: nothing to bound
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    with pytest.raises(DnnprobeError, match="tracking server not reachable"):
+        tracking.check_reachable(closed_port_url())
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300"
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_BACKOFF_JITTER
+
+    assert MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get() == 1 and MLFLOW_HTTP_REQUEST_BACKOFF_JITTER.get() == 0.5
+
+
+@pytest.fixture
+def failing_server():
+    """An HTTP server on 127.0.0.1 whose /health answers and whose API answers 500 to everything (a
+    server whose own store cannot be written); yields its URL and the number of API requests it got."""
+    import http.server
+    import threading
+
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _answer(self):
+            if self.path != "/health":
+                requests.append(self.path)
+            self.send_response(200 if self.path == "/health" else 500)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        do_GET = do_POST = _answer
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_failing_every_request_is_one_line_within_seconds(tmp_path, tiny_stimuli, tiny_gram,
+                                                                     tiny_activations, monkeypatch, failing_server):
+    url, requests = failing_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    started = time.perf_counter()
+    message = one_line_error(lambda: run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations), "MLflow store")
+    assert time.perf_counter() - started < 15  # MLflow's own retries: minutes
+    assert message == (f"MLflow store {url}: cannot open (the server answered HTTP 500 to each of 3 tries; "
+                       "see the server's log)")
+    assert len(requests) == 3 and not (tmp_path / "probe").exists()
+
+
+def test_a_database_store_without_its_driver_is_one_line_before_any_work(tmp_path, tiny_stimuli, tiny_gram,
+                                                                          tiny_activations, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is not None:
+        pytest.skip("psycopg is installed here")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://mlflow:secret@127.0.0.1:1/mlflow")
+    message = one_line_error(lambda: run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations), "driver")
+    # SQLAlchemy 2.1's driver for postgresql:// is psycopg (3); postgresql+psycopg2:// would name psycopg2.
+    # The password is not shown.
+    assert message == ("MLflow store postgresql://mlflow:***@127.0.0.1:1/mlflow: its database driver psycopg is not "
+                       "installed (pip install psycopg[binary])")
+    assert not (tmp_path / "probe").exists()
+
+
+def test_a_file_store_refused_by_mlflow_names_the_fix_in_full(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "./mlruns")
+    message = one_line_error(lambda: tracking.check_store("dnnprobe", create=True), "file store")
+    assert message.startswith(f"MLflow store {tmp_path / 'mlruns'}: ")  # anchored on the repository ($DVC_ROOT)
+    assert "MLFLOW_ALLOW_FILE_STORE=true" in message and "mlflow migrate-filestore" in message
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    assert tracking.check_store("dnnprobe", create=True)  # allowed: it works
+    assert (tmp_path / "mlruns").is_dir()
+
+
+@pytest.mark.parametrize("where", ["under a file", "s3 without boto3"])
+def test_an_artifact_location_that_cannot_be_written_is_one_line_before_the_probe_and_the_report(
+        tmp_path, tiny_stimuli, tiny_gram, tiny_activations, monkeypatch, where):
+    import importlib.util
+
+    from dnnprobe.stages.report import report
+
+    if where == "under a file":
+        (tmp_path / "a-file").write_text("not a folder")
+        location, reason = (tmp_path / "a-file" / "artifacts").as_uri(), "cannot write (Not a directory)"
+    elif importlib.util.find_spec("boto3") is not None:
+        pytest.skip("boto3 is installed here")
+    else:
+        location, reason = "s3://lab-bucket/mlflow", "needs boto3, which is not installed (pip install boto3)"
+    store = os.environ["MLFLOW_TRACKING_URI"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    run_probe(tmp_path / "results", tiny_stimuli, tiny_gram, tiny_activations)  # results for the report
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)
+    mlflow.create_experiment("dnnprobe", artifact_location=location)
+
+    message = one_line_error(lambda: run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations), "artifact location")
+    assert message.startswith(f"MLflow artifact location {location}: {reason}")
+    assert not (tmp_path / "probe").exists() and not mlflow.search_runs(experiment_names=["dnnprobe"], output_format="list")
+    # The report checks the same before it writes anything.
+    figures = tmp_path / "figures"
+    message = one_line_error(lambda: report(tiny_params(), tmp_path / "results" / "probe", figures, tmp_path / "plot.csv"),
+                             "artifact location")
+    assert message.startswith(f"MLflow artifact location {location}: {reason}")
+    assert not figures.exists() and not (tmp_path / "plot.csv").exists()
+
+
+def test_a_relative_store_uri_is_anchored_on_the_repository_not_a_temporary_copy(tmp_path, monkeypatch):
+    """`dvc exp run --temp` and queued runs work in a copy under .dvc/tmp/exps that DVC deletes."""
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmp1234"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    for given, anchored in (("sqlite:///mlflow.db", f"sqlite:///{tmp_path}/mlflow.db"),
+                            ("sqlite:///runs/m.db?timeout=20", f"sqlite:///{tmp_path}/runs/m.db?timeout=20"),
+                            ("file:mlruns", (tmp_path / "mlruns").as_uri()), ("./mlruns", str(tmp_path / "mlruns")),
+                            ("sqlite:////abs/m.db", "sqlite:////abs/m.db"), ("sqlite:///:memory:", "sqlite:///:memory:"),
+                            ("file:///abs/mlruns", "file:///abs/mlruns"), ("/abs/mlruns", "/abs/mlruns"),
+                            ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+                            ("postgresql://u@db/mlflow", "postgresql://u@db/mlflow"), ("databricks", "databricks")):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", given)
+        assert tracking.tracking_uri() == anchored, given
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    with tracking.probe_run("dnnprobe", "in a temporary copy", {"pca": 4}, "accuracy"):
+        pass
+    assert not (copy / "mlflow.db").exists() and not (copy / "mlruns").exists()
+    runs = tracking_runs_in(tmp_path / "mlflow.db")
+    assert runs == [("in a temporary copy", "FINISHED")]
+
+
+def tracking_runs_in(database: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(database) as db:
+        return list(db.execute("SELECT name, status FROM runs"))
+
+
+def test_an_artifact_store_failing_at_the_end_leaves_the_previous_outputs(tmp_path, tiny_stimuli, tiny_gram,
+                                                                          tiny_activations, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    (tmp_path / "metrics.json").write_text("the previous run's\n")
+    (tmp_path / "probe").mkdir()
+
+    def fail(*args, **kwargs):
+        raise MlflowException("API request to http://lab/api/2.0/mlflow-artifacts/artifacts failed with exception "
+                              "HTTPConnectionPool(host='lab', port=80): Max retries exceeded (Caused by "
+                              "ResponseError('too many 500 error responses'))")
+
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "log_artifact", fail)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # the tries MLflow made, as the reason counts them
+    message = one_line_error(lambda: run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations), "artifact store")
+    assert message.endswith("cannot write (the server answered HTTP 500 to each of 3 tries; see the server's log)")
+    assert (tmp_path / "metrics.json").read_text() == "the previous run's\n" and list((tmp_path / "probe").iterdir()) == []
+    assert not (tmp_path / "metrics_detail.json").exists()
+    assert _statuses()["alexnet random n=24 pca=4 cv=3"][0] == "FAILED"
 
 
 def test_labels_written_as_floats_keep_their_class_names(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):

@@ -324,8 +324,8 @@ def refuse_data_outside_the_file(file: h5py.File, path: Path) -> None:
 def open_checked(path: Path, kind: str, missing: str, check) -> h5py.File:
     """Open an HDF5 file for reading and run `check()` on it (closing it if that raises).
 
-    One-line DnnprobeError for a folder (``is a folder, not <kind>``), a missing path (`missing`) and a
-    file that is not HDF5.
+    One-line DnnprobeError for a folder (``is a folder, not <kind>``), a missing path (`missing`), a
+    file another process holds open for writing (HDF5's file lock), and a file that is not HDF5.
     """
     if path.is_dir():
         raise DnnprobeError(f"{path}: is a folder, not {kind}")
@@ -334,6 +334,11 @@ def open_checked(path: Path, kind: str, missing: str, check) -> h5py.File:
     try:
         file = h5py.File(path, "r")
     except OSError as exc:
+        if "unable to lock file" in str(exc):  # HDF5 locks a file another process holds open for writing
+            raise DnnprobeError(
+                f"{path}: open for writing in another process (a notebook or script holding it with h5py.File "
+                "mode 'a', 'r+' or 'w'), which HDF5 locks; close it there (or set HDF5_USE_FILE_LOCKING=FALSE "
+                "to read it anyway, safe only if nothing writes it)") from None
         raise DnnprobeError(f"{path}: not an HDF5 file ({io_reason(exc)})") from None
     try:
         check(file)

@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from dnnprobe.foldpca import OVERSAMPLE, top_eigenpairs_of, uses_iterative_solver
+from dnnprobe.foldpca import OVERSAMPLE, has_variance, top_eigenpairs_of, uses_iterative_solver
 from dnnprobe.linalg import NUMPY, NumpyOps
 
 BAND_BYTES = 64 << 20  # float32 product temporaries: (band, d) at a time
@@ -63,8 +63,7 @@ class CovariancePCA:
 
     @classmethod
     def from_eigenpairs(cls, values, vectors, shifted_mean) -> "CovariancePCA":
-        scale = np.sqrt(np.clip(values, 0.0, None))
-        usable = scale > scale[0] * 1e-7 if scale[0] > 0 else np.zeros(len(scale), dtype=bool)
+        usable = has_variance(values)  # float32 rounding is no variance (dnnprobe.foldpca.NO_VARIANCE)
         return cls(np.where(usable, vectors, 0.0), values, usable, shifted_mean)
 
     @property

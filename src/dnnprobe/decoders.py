@@ -21,6 +21,35 @@ from sklearn.svm import LinearSVC
 from dnnprobe.core.errors import DnnprobeError
 
 
+class PriorLDA(LinearDiscriminantAnalysis):
+    """scikit-learn's LDA, also defined when no feature varies across the training stimuli (a layer
+    whose activations are all zero or all equal: a dead ReLU layer), where scikit-learn's fit raises
+    IndexError. LDA's posterior is then the class prior: it predicts the most frequent class (as the
+    other decoders do on such data), with the priors as probabilities. On any other data it is
+    scikit-learn's LDA unchanged.
+    """
+
+    def fit(self, X, y):
+        if len(X) == 0 or np.ptp(np.asarray(X), axis=0).any():
+            return super().fit(X, y)  # X as given: its dtype is scikit-learn's to handle
+        X = np.asarray(X, dtype=float)
+        self.classes_, counts = np.unique(y, return_counts=True)
+        self.priors_ = counts / counts.sum()
+        n_classes, n_features = len(self.classes_), X.shape[1]
+        log_prior = np.log(self.priors_)
+        # What LinearClassifierMixin reads: a decision of log priors, as LDA's own coef_ and intercept_
+        # are laid out (one row, the log ratio, for two classes).
+        self.coef_ = np.zeros((1 if n_classes == 2 else n_classes, n_features))
+        self.intercept_ = np.array([log_prior[1] - log_prior[0]]) if n_classes == 2 else log_prior
+        self.means_ = np.repeat(X[:1], n_classes, axis=0)
+        self.xbar_ = X[0]
+        self.scalings_ = np.zeros((n_features, 0))
+        self.explained_variance_ratio_ = np.zeros(0)
+        self._max_components = 0
+        self.n_features_in_ = n_features
+        return self
+
+
 @dataclass(frozen=True)
 class Decoder:
     """One decoder: a scikit-learn factory and what the probe needs to know about it."""
@@ -34,7 +63,7 @@ DECODERS = {
     "logistic": Decoder(lambda C: LogisticRegression(C=C), batched_null=True),
     "linear_svm": Decoder(lambda C: LinearSVC(C=C)),
     "ridge": Decoder(lambda C: RidgeClassifier(alpha=1.0 / C)),
-    "lda": Decoder(lambda C: LinearDiscriminantAnalysis()),
+    "lda": Decoder(lambda C: PriorLDA()),
     "ridge_regression": Decoder(lambda C: Ridge(alpha=1.0 / C), regression=True),
 }
 SCORINGS = ("accuracy", "balanced_accuracy", "roc_auc", "r2")  # scikit-learn scorer names the probe supports

@@ -53,33 +53,94 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ---- images ------------------------------------------------------------------------------
 
 
-def load_rgb(path: Path, expected_sha256: str | None = None) -> Image.Image:
+def load_rgb(path: Path, expected_sha256: str | None = None, notes: list[str] | None = None) -> Image.Image:
     """Open an image as 8-bit RGB, as DNNBrain does (``.convert('RGB')``), with clear errors.
 
-    16-bit greyscale PNGs are scaled to 8 bits first: PIL's own conversion would clip them to white.
-    With `expected_sha256`, the bytes must have that hash (the image is the one the image list names).
+    Pixels of more than 8 bits are scaled to 8 bits first, since PIL's own conversion clips them
+    (:func:`eight_bit`). With `expected_sha256`, the bytes must have that hash (the image is the one the
+    image list names). With `notes` (a list), one line naming the file is added for each thing that is
+    decoded but worth knowing: an animated or multi-page file (its first frame is used), a JPEG whose
+    scan data libjpeg reports as corrupt (PIL decodes it without a word), a warning of PIL's own.
+    Transparent pixels keep the colour stored under them, as in DNNBrain (``convert('RGB')``).
     """
     if not path.is_file():
         raise DnnprobeError(f"{path}: image not found")
     if expected_sha256 is not None and file_sha256(path) != expected_sha256:
         raise DnnprobeError(
             f"{path}: its bytes differ from those the image list recorded; rerun the stimuli and check stages")
+    notes = [] if notes is None else notes
     try:
-        with warnings.catch_warnings():
-            # PIL only warns between its pixel limit and twice that; treat both as an error.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             with Image.open(path) as image:
+                frames = getattr(image, "n_frames", 1)  # before load(): counting frames seeks through the file
+                image.seek(0)
                 image.load()
-                if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    array = np.asarray(image, dtype=np.float64)
-                    peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-                    image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
-                return image.convert("RGB")
+                rgb = eight_bit(image, path).convert("RGB")
+                if image.format in ("JPEG", "MPO"):
+                    notes.extend(f"{path}: {problem}; decoded as PIL decodes it" for problem in jpeg_problems(path, image.mode))
+        for warning in caught:
+            # PIL only warns between its pixel limit and twice that; treat both as an error.
+            if issubclass(warning.category, Image.DecompressionBombWarning):
+                raise warning.message
+            if not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+                notes.append(f"{path}: {warning.message}")  # about the file, not about library versions
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DnnprobeError(f"{path}: image too large to decode safely ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:
         reason = "empty file" if path.stat().st_size == 0 else str(exc) or exc.__class__.__name__
         raise DnnprobeError(f"{path}: cannot read image ({reason})") from None
+    if frames > 1:
+        notes.append(f"{path}: {frames} frames (animated or multi-page); the first is used")
+    return rgb
+
+
+def eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """`image` with 8 bits per channel; modes that already have them are returned as they are.
+
+    16-bit modes (``I;16`` and its byte orders) are scaled by 255 / 65535; 32-bit integers (``I``) the
+    same when a value exceeds 255 (else they are 8-bit values); floats (``F``) by 255 when every value
+    lies in 0..1 (the float convention), else taken as 0..255. Values outside 0..65535 (``I``) or
+    0..255 (``F``), and NaN or infinity, are refused: no scale would be more than a guess.
+    """
+    if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
+        return image
+    array = np.asarray(image, dtype=np.float64)
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if image.mode == "F":
+        if not np.isfinite(array).all() or low < 0 or high > 255:
+            shown = "NaN or infinite values" if not np.isfinite(array).all() else f"values from {low:g} to {high:g}"
+            raise DnnprobeError(f"{path}: float pixels ({shown}); only 0..1 or 0..255 can be read as an image: "
+                                "save it with 8 or 16 bits per channel")
+        if high > 1:
+            return image  # 0..255 already: PIL's conversion rounds it as before
+        peak = 1.0
+    elif image.mode == "I" and (low < 0 or high > 65535):
+        raise DnnprobeError(f"{path}: 32-bit integer pixels from {low:g} to {high:g}; only 0..65535 can be read "
+                            "as an image: save it with 8 or 16 bits per channel")
+    else:
+        peak = 65535.0 if image.mode.startswith("I;16") or high > 255 else 255.0
+    return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+def jpeg_problems(path: Path, mode: str) -> list[str]:
+    """What libjpeg warns of while decoding the JPEG at `path` (``Corrupt JPEG data: ...``): PIL silences
+    its warnings and decodes such a file into pixels that can be far off. Checked with simplejpeg's strict
+    mode at an eighth of the size (the whole scan is still read)."""
+    import simplejpeg
+
+    data = path.read_bytes()
+    colorspace = {"CMYK": "CMYK", "L": "GRAY"}.get(mode, "RGB")
+    options = dict(colorspace=colorspace, fastdct=True, fastupsample=True, min_factor=8)
+    try:
+        simplejpeg.decode_jpeg(data, strict=True, **options)
+    except ValueError as warning:
+        try:
+            simplejpeg.decode_jpeg(data, strict=False, **options)
+        except ValueError:
+            return []  # a JPEG variant libjpeg-turbo cannot decode, but PIL could: nothing to report
+        return [str(warning).strip().rstrip(".")]
+    return []
 
 
 @functools.lru_cache(maxsize=1)
@@ -151,8 +212,9 @@ class StimulusImages(Dataset):
     Items are (224, 224, 3) uint8 arrays (:func:`resized_pixels`); :func:`to_model_input` finishes
     the preprocessing per batch. With `checksums`, each image's bytes must have its listed sha256
     (checked as it is read, so the activations are of exactly the images the image list names).
-    Errors travel back as values because DataLoader workers would wrap a raised error in a
-    multi-line traceback; :func:`_collate` turns them into one clear message.
+    Errors and notes (:func:`load_rgb`) travel back as values because DataLoader workers would wrap a
+    raised error in a multi-line traceback, and print warnings under no file's name; :func:`_collate`
+    gathers them.
     """
 
     def __init__(self, paths: list[Path], checksums: list[str] | None = None) -> None:
@@ -164,18 +226,20 @@ class StimulusImages(Dataset):
 
     def __getitem__(self, index: int):
         expected = self.checksums[index] if self.checksums else None
+        notes: list[str] = []
         try:
-            return resized_pixels(load_rgb(self.paths[index], expected)), None
+            return resized_pixels(load_rgb(self.paths[index], expected, notes)), None, notes
         except DnnprobeError as exc:
-            return None, f"stimulus row {index + 1}: {exc}"
+            return None, f"stimulus row {index + 1}: {exc}", notes
 
 
 def _collate(items):
-    """A batch as one (B, 224, 224, 3) uint8 tensor, or (None, errors) when an image failed."""
-    errors = [error for _, error in items if error is not None]
+    """A batch as (one (B, 224, 224, 3) uint8 tensor, None, notes), or (None, errors, notes) when an image failed."""
+    errors = [error for _, error, _ in items if error is not None]
+    notes = [note for _, _, item_notes in items for note in item_notes]
     if errors:
-        return None, errors
-    return torch.from_numpy(np.stack([pixels for pixels, _ in items])), None
+        return None, errors, notes
+    return torch.from_numpy(np.stack([pixels for pixels, _, _ in items])), None, notes
 
 
 class LayerRecorder:
@@ -256,9 +320,10 @@ class LayerShapes(dict):
     several times per forward pass, to the FX names of all its calls; ``notes`` says so, one line each.
     """
 
-    def __init__(self, shapes: Mapping[str, tuple], repeated: Mapping[str, list[str]]) -> None:
+    def __init__(self, shapes: Mapping[str, tuple], repeated: Mapping[str, list[str]], largest_output: int = 0) -> None:
         super().__init__(shapes)
         self.repeated = dict(repeated)
+        self.largest_output = largest_output
 
     @property
     def notes(self) -> list[str]:
@@ -282,15 +347,25 @@ def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], d
 
     The same pass counts each module's calls: a requested call that never happens (``layer1.0.relu_5``
     when the module runs twice) fails here, before any work, and the result's ``repeated``/``notes``
-    name the requested modules that run several times (their bare name records the first call).
+    name the requested modules that run several times (their bare name records the first call), and
+    ``largest_output`` is the most values any module of the network outputs per stimulus.
     """
     recorder = LayerRecorder(model, module_paths)
+    largest = [0]  # the most values any module outputs (memory.extraction_bytes)
+
+    def measure(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel())
+
+    handles = [module.register_forward_hook(measure) for module in model.modules()]
     try:
         with torch.inference_mode():
             model(torch.zeros(1, 3, *INPUT_SIZE, device=device))
         outputs, calls = recorder.take(), dict(recorder.calls)
     finally:
         recorder.remove()
+        for handle in handles:
+            handle.remove()
     targets = recorder.targets
     missing = [layer for layer, target in targets.items() if not calls.get(target.module)]
     if missing:
@@ -308,7 +383,8 @@ def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], d
         for layer, target in targets.items()
         if target.call == 0 and calls[target.module] > 1
     }
-    return LayerShapes({layer: dnnbrain_shape(tuple(outputs[layer].shape[1:])) for layer in targets}, repeated)
+    return LayerShapes({layer: dnnbrain_shape(tuple(outputs[layer].shape[1:])) for layer in targets}, repeated,
+                       largest[0])
 
 
 def copy_into_blocks(blocks: torch.Tensor, output: torch.Tensor) -> None:
@@ -347,10 +423,13 @@ class BatchBuffers:
         # Zeros: the padding channels of a last block are never written and must be deterministic.
         self.host = {layer: torch.zeros(shape, dtype=dtype, pin_memory=cuda) for layer, shape in block_shapes.items()}
         self.arrays = {layer: tensor.numpy() for layer, tensor in self.host.items()}  # the same memory
+        self.peaks: dict[str, torch.Tensor] = {}  # float16 files: each layer's largest |value| in this batch
 
     def store(self, layer: str, output: torch.Tensor) -> torch.Tensor:
         host = self.host[layer]
         output = output.detach().reshape(output.shape[0], *dnnbrain_shape(tuple(output.shape[1:])))
+        if self.dtype == torch.float16:  # a value beyond float16's range would be stored as inf
+            self.peaks[layer] = output.abs().amax()
         if self.device.type != "cuda":
             copy_into_blocks(host, output)
             return host
@@ -361,6 +440,15 @@ class BatchBuffers:
             host.copy_(staged, non_blocking=True)
         staged.record_stream(self.copy_stream)  # not reused by the allocator before the copy is done
         return host
+
+    def check_range(self) -> None:
+        """Raise DnnprobeError (one line) if a layer of this batch holds a value float16 cannot store."""
+        for layer, peak in self.peaks.items():
+            if float(peak) > FLOAT16_MAX:
+                raise DnnprobeError(
+                    f"layer {layer}: activations reach {float(peak):,.0f}, beyond float16's largest value "
+                    f"({FLOAT16_MAX:,.0f}), and would be stored as inf; use extract.dtype: float32")
+        self.peaks = {}
 
     def finish(self, count: int):
         """Call after the forward pass of a batch of `count` rows; returns the writer's ``ready`` (or None)."""
@@ -377,9 +465,62 @@ class BatchBuffers:
         return None
 
 
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65,504
+
 # Buffer sets in flight: one filled by the network while the writer stores the other. Writing a batch
 # takes a fraction of its forward pass, so a third set (256 MB more at batch 64) would rarely be used.
 BUFFER_SETS = 2
+
+
+# Decoded batches each worker prepares ahead, and how long the extractor waits for the next one: far
+# longer than any batch takes to decode, but not forever (a worker that cannot place its batch in
+# /dev/shm does not fail: PyTorch's queue drops the batch, and the wait would never end).
+PREFETCH = 4
+WORKER_TIMEOUT_S = 300
+
+
+def _from_workers(loader: DataLoader, num_workers: int):
+    """The loader's batches; a decoding worker that dies, fails or hangs is one line naming what to change."""
+    from dnnprobe.memory import SHM_PATH, shm_free_bytes
+
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError as exc:
+            text = str(exc)
+            if not num_workers or not ("DataLoader worker" in text or "DataLoader timed out" in text):
+                raise
+            free = shm_free_bytes()
+            shm = f"{free / (1 << 20):,.0f} MB free in {SHM_PATH}" if free is not None else f"{SHM_PATH} unreadable"
+            what = (f"no batch from the image-decoding workers in {WORKER_TIMEOUT_S} s"
+                    if "timed out" in text else f"an image-decoding worker failed ({text.strip().splitlines()[0]})")
+            raise DnnprobeError(
+                f"{what}; {shm}: set extract.num_workers: 0 (decode in the main process), "
+                "or give the container more shared memory (docker run --shm-size=1g)") from None
+        yield batch
+
+
+def check_memory(unit_shapes: LayerShapes, n_stim: int, batch_size: int, dtype: str, num_workers: int,
+                 device: torch.device) -> None:
+    """Refuse, in one line and before any work, an extraction whose batch buffers do not fit in host
+    memory, or whose decoding workers do not fit in /dev/shm (:mod:`dnnprobe.memory`)."""
+    from dnnprobe import memory
+    from dnnprobe.actfile import chunk_shape
+
+    itemsize = np.dtype(dtype).itemsize
+    padded = 0
+    for n_chn, n_row, n_col in unit_shapes.values():
+        channels = chunk_shape(n_stim, (n_chn, n_row, n_col), batch_size, itemsize)[1]
+        padded += -(-n_chn // channels) * channels * n_row * n_col
+    sets = min(BUFFER_SETS, -(-n_stim // batch_size))
+    # The forward pass runs on the GPU there; the host then holds the (pinned) buffers only.
+    largest = unit_shapes.largest_output if device.type == "cpu" else 0
+    needed = memory.extraction_bytes(n_stim, batch_size, padded, itemsize, sets, largest, num_workers * PREFETCH + 1)
+    memory.check_extraction(needed, len(unit_shapes), batch_size)
+    memory.check_shared_memory(num_workers, batch_size, n_stim, PREFETCH)
 
 
 @dataclass
@@ -427,6 +568,7 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
     checksums = images.checksums if isinstance(images, ImageList) else None
     model = model.eval().to(target)
     unit_shapes = layer_unit_shapes(model, module_paths, target)
+    check_memory(unit_shapes, len(images), batch_size, dtype, num_workers, target)
     loader = DataLoader(
         StimulusImages(images.image_paths(), checksums),
         batch_size=batch_size,
@@ -434,8 +576,10 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
         num_workers=num_workers,
         collate_fn=_collate,
         pin_memory=target.type == "cuda",
-        prefetch_factor=4 if num_workers else None,
+        prefetch_factor=PREFETCH if num_workers else None,
+        timeout=WORKER_TIMEOUT_S if num_workers else 0,
     )
+    image_notes: list[str] = []
     attrs = {"preprocessing": "RGB, Resize((224, 224)), ToTensor, Normalize(ImageNet)"}
     attrs.update(file_attrs or {})
     started = time.perf_counter()
@@ -457,7 +601,10 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
             free: queue.Queue[BatchBuffers] = queue.Queue()
             for _ in range(min(BUFFER_SETS, len(loader))):
                 free.put(BatchBuffers(shapes, getattr(torch, dtype), target, copy_stream))
-            for pixels, errors in progress_bar(loader, desc="extract", unit="batch", enabled=progress):
+            batches = _from_workers(loader, num_workers)
+            for pixels, errors, notes in progress_bar(batches, desc="extract", unit="batch", total=len(loader),
+                                                      enabled=progress):
+                image_notes.extend(notes)
                 if errors:
                     raise DnnprobeError(f"{name}, {errors[0]}")
                 buffers = free.get()  # waits while the writer still holds every set
@@ -466,9 +613,10 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
                 missing = set(module_paths) - set(recorder.take())
                 if missing:  # cannot happen after the dry run, unless the network's control flow varies
                     raise DnnprobeError(f"extract.layers: {', '.join(sorted(missing))} not computed for a batch")
+                buffers.check_range()
                 ready = buffers.finish(len(pixels))
                 writer.write_blocks(buffers.arrays, len(pixels), ready=ready, release=lambda b=buffers: free.put(b))
     finally:
         recorder.remove()
     return ExtractionSummary(n_stimuli=len(images), seconds=time.perf_counter() - started, device=str(target),
-                             notes=unit_shapes.notes)
+                             notes=unit_shapes.notes + image_notes)

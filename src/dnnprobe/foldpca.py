@@ -45,6 +45,11 @@ DENSE_LIMIT = 1200  # up to this many training rows LAPACK's dense solver is fas
 OVERSAMPLE = 28  # extra directions in each Krylov block: speeds convergence of the k-th pair
 TOLERANCE = 1e-4  # residual ||A u - lambda u|| allowed, relative to the largest eigenvalue
 MAX_BLOCKS = 20
+# Eigenvalues below NO_VARIANCE x the largest are directions with no variance: activations are float32,
+# and so are the products of the Gram and covariance matrices, whose rounding leaves eigenvalues of
+# about 0.1 float32 epsilon (relative) in every direction the data do not span (k above a fold's rank;
+# tests/test_probe.py). Kept, they would be noise that probe.standardize and lda scale up to unit variance.
+NO_VARIANCE = 16 * float(np.finfo(np.float32).eps)
 SLAB_BYTES = 64 << 20  # rows of the stored matrix read at a time when filling the fold-ordered copy
 
 
@@ -184,6 +189,15 @@ def block_lanczos(
     return None
 
 
+def has_variance(values: np.ndarray) -> np.ndarray:
+    """(k,) bool: which of the eigenvalues `values` (largest first) stand above float32 rounding
+    (:data:`NO_VARIANCE`); False for all when the largest is not positive."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values) or values[0] <= 0:
+        return np.zeros(len(values), dtype=bool)
+    return values > values[0] * NO_VARIANCE
+
+
 @dataclass
 class GramPCA:
     """PCA(k) of some training rows, held as the eigenpairs of their centred Gram block."""
@@ -199,8 +213,7 @@ class GramPCA:
         scale = np.sqrt(np.clip(values, 0.0, None))
         # Directions with (numerically) no variance score 0 for every row; a decoder gets nothing
         # from them, as from PCA's. They only appear when k exceeds the training fold's rank.
-        usable = scale > scale[0] * 1e-7 if scale[0] > 0 else np.zeros(len(scale), dtype=bool)
-        return cls(vectors, scale, usable, row_means, grand_mean)
+        return cls(vectors, scale, has_variance(values), row_means, grand_mean)
 
     def train_scores(self) -> np.ndarray:
         """What ``PCA.fit_transform`` returns for the training rows (up to each component's sign)."""

@@ -47,6 +47,7 @@ class LayerResult:
     classes: np.ndarray | None = None
     convergence_warnings: int = 0
     extra: dict = field(default_factory=dict)
+    pca_rank: int | None = None  # when pca exceeds it: the fewest directions with variance in a training fold
 
     @property
     def mean(self) -> float:
@@ -142,12 +143,15 @@ def cross_validate_scores(
         if classes is not None:
             matrices.append(confusion_matrix(y[test], fitted.predict(z_test), labels=classes))
     null = null_distribution(fold_scores, splits, y, settings, warned) if settings.permutations else None
+    # Directions without variance (pca above the fold's rank) score 0 for every training row.
+    rank = min(int(np.count_nonzero(np.any(z_train != 0, axis=0))) for z_train, _ in fold_scores)
     return LayerResult(
         score=np.asarray(scores),
         conf_m=np.asarray(matrices) if classes is not None else None,
         null=null,
         classes=classes,
         convergence_warnings=warned[0],
+        pca_rank=rank if rank < min(z_train.shape[1] for z_train, _ in fold_scores) else None,
     )
 
 

@@ -33,13 +33,17 @@ CONV_VS_RELU_PERMUTATION = "label permutations, one-sided (ReLU minus Conv great
 
 
 def layer_extras(result: LayerResult) -> dict[str, float]:
-    """Summary numbers beyond mean and SEM, for MLflow and metrics_detail.json."""
+    """Summary numbers beyond mean and SEM, for MLflow and metrics_detail.json: the permutation null's,
+    and ``pca_rank`` when ``pca`` exceeds the layer's rank (its directions with variance in the
+    poorest training fold; the others score 0)."""
+    extras = {} if result.pca_rank is None else {"pca_rank": result.pca_rank}
     if result.null is None:
-        return {}
+        return extras
     return {
         "p_value": result.p_value,
         "null_mean": float(np.mean(result.null)),
         "null_p95": float(np.percentile(result.null, 95)),
+        **extras,
     }
 
 

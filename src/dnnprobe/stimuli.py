@@ -32,6 +32,7 @@ from dnnprobe.core.errors import DnnprobeError, missing_file_hint
 from dnnprobe.core.hashing import file_sha256
 
 TEXT_COLUMNS = ("stimID", "condition")
+MAX_TITLE_LENGTH = 500  # the probe logs title= as its MLflow run's dataset name, which MLflow limits to 500
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -163,6 +164,9 @@ class StimulusTable:
             if not sep:
                 raise DnnprobeError(f"{path}, line {no}: header line {line!r} is not key=value")
             header[key.strip()] = value.strip()
+            if key.strip() == "title" and len(value.strip()) > MAX_TITLE_LENGTH:
+                raise DnnprobeError(f"{path}, line {no}: title= has {len(value.strip())} characters, more than the "
+                                    f"{MAX_TITLE_LENGTH} MLflow allows for the dataset name the probe logs it as; shorten it")
         for required in ("type", "path"):
             if required not in header:
                 raise DnnprobeError(f"{path}: header has no '{required}=' line")

@@ -24,8 +24,16 @@ Every run dnnprobe starts is tagged with the process that owns it (``dnnprobe.ho
 ``dnnprobe.process_start``). A probe killed by SIGKILL or the OOM killer leaves its runs RUNNING; the
 next probe or report on the same host ends them as KILLED (see `mark_orphaned_runs`).
 
-A failing store (full disk, locked or broken database) is reported as one DnnprobeError line,
-``MLflow store <uri>: cannot write (<reason>)``, never as MLflow's or SQLAlchemy's traceback.
+A failing store (full disk, locked or broken database, a server that stopped answering) is reported
+as one DnnprobeError line, ``MLflow store <uri>: cannot write (<reason>)``, never as MLflow's or
+SQLAlchemy's traceback; runs it left RUNNING are named in that line. Before any work, `check_store`
+checks what can be checked without a run: the server answers, the database driver or plugin is
+installed, the store opens, and its artifact location can be written. A relative store URI
+(``sqlite:///mlflow.db``, ``./mlruns``) is anchored on ``<repo>``, as the default is.
+
+Over HTTP, MLflow retries a failed request 7 times with a growing backoff and waits 120 s for each
+answer, so a server that stops answering held the stage for over 12 minutes. The stages bound that
+(`HTTP_LIMITS`) unless the user set MLflow's variables themselves.
 """
 
 from __future__ import annotations
@@ -41,8 +49,9 @@ import socket
 import subprocess
 import time
 import urllib.error
-import warnings
+import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -72,33 +81,133 @@ def repo_root() -> Path:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    """$MLFLOW_TRACKING_URI with a relative path anchored on the repository root, or the default store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return anchored_uri(uri) if uri else f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def shown(uri: str) -> str:
+    """`uri` for a message or a log: a password in it (``postgresql://user:secret@host/db``) as ``***``."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.password:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+# Store URIs MLflow reads as a scheme though they have no colon (not paths to a file store).
+BARE_SCHEMES = ("databricks", "databricks-uc", "uc")
+
+
+def _scheme(uri: str) -> str:
+    """The URI's scheme, lower case (``postgresql`` for ``postgresql+psycopg://``); "" for a path."""
+    if uri in BARE_SCHEMES:
+        return uri
+    found = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):", uri)  # two characters at least: C: is a drive
+    return found.group(1).split("+", 1)[0].lower() if found else ""
+
+
+def anchored_uri(uri: str) -> str:
+    """A store URI whose relative path is made absolute against `repo_root`; others unchanged.
+
+    ``sqlite:///mlflow.db`` (MLflow's documented form: three slashes, a relative path), ``file:mlruns``
+    and a bare ``mlruns`` or ``./mlruns`` name a path relative to the current folder, which inside
+    ``dvc exp run --temp`` or a queued experiment is a temporary copy that DVC deletes with the run.
+    """
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path, question, query = uri.removeprefix("sqlite:///").partition("?")
+        if path and path != ":memory:":
+            return f"sqlite:///{repo_root() / path}{question}{query}"
+        return uri
+    if uri.startswith("file:") and not uri.startswith(("file:/", "file://")):
+        return (repo_root() / uri.removeprefix("file:")).as_uri()
+    if not _scheme(uri) and not os.path.isabs(uri):
+        return str(repo_root() / uri)  # a bare path, which MLflow reads as a file store
+    return uri
 
 
 def artifact_location() -> str:
     return (repo_root() / "mlruns").as_uri()
 
 
+# MLflow's own variables, set for the stage's process unless the user set them: 2 retries (at once, then
+# after about 2 s), and 10 s of silence before a request counts as failed (MLflow's defaults: 7 retries
+# up to 64 s apart, 120 s). A server that stops answering then fails a request within seconds (refused) or
+# about half a minute (silent), not 12 minutes.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+# Ending runs after the store failed: one try, 3 s, so that a dead server costs no more time.
+_LAST_TRY = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+
+
+def bound_http_retries() -> None:
+    """Set `HTTP_LIMITS` in this process's environment, where the user has not set them."""
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when an HTTP tracking server does not answer (instead of retrying for minutes)."""
+    """Fail fast, in one line, when an HTTP tracking server does not answer (instead of retrying for
+    minutes); bounds MLflow's HTTP retries for the rest of the process (`bound_http_retries`)."""
     if not uri.startswith(("http://", "https://")):
         return
+    bound_http_retries()
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
             response.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DnnprobeError(f"MLFLOW_TRACKING_URI={uri}: tracking server not reachable ({reason})") from None
+        raise DnnprobeError(f"MLFLOW_TRACKING_URI={shown(uri)}: tracking server not reachable ({reason})") from None
 
 
 # The driver's reason comes prefixed with its exception class: "(sqlite3.OperationalError) database or disk is full".
 _EXCEPTION_CLASS_PREFIX = re.compile(r"^\((?:\w+\.)*\w+\)\s*")
 
 
+def _http_failure(text: str) -> str | None:
+    """MLflow's "API request to <url> failed with exception <urllib3's retry error>" as a short reason."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
+
+    if not text.startswith("API request to "):
+        return None
+    tries = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() + 1  # the values MLflow used: the environment's, or its defaults
+    if "timed out" in text or "timeout exception" in text:
+        return (f"the server stopped answering: no reply within MLFLOW_HTTP_REQUEST_TIMEOUT="
+                f"{MLFLOW_HTTP_REQUEST_TIMEOUT.get()} s, {tries} tries")
+    status = re.search(r"too many (\d+) error responses", text)
+    if status:
+        return f"the server answered HTTP {status.group(1)} to each of {tries} tries; see the server's log"
+    cause = re.search(r"\[Errno -?\d+\] ([^'\"()]+)", text)
+    if cause or "Max retries exceeded" in text:
+        reason = cause.group(1).strip() if cause else "no connection"
+        return f"the server stopped answering: {reason}, {tries} tries"
+    return None
+
+
 def _failure_reason(exc: BaseException) -> str:
     """The first line of an MLflow, SQLAlchemy or OS error, without class names, SQL or traceback."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    http = _http_failure(str(getattr(exc, "message", exc)))
+    if http:
+        return http
     # MLflow wraps SQLAlchemy's error, whose message starts with notes about sessions; the database
     # driver's own error (SQLAlchemy keeps it as .orig) says what went wrong, e.g. "database or disk is full".
     cause: BaseException | None = exc
@@ -150,11 +259,11 @@ def _store_errors(store: str, action: str = "cannot write", *, kind: str = "MLfl
         with _quiet_store_logs():
             yield
     except _store_failures() as exc:
-        raise DnnprobeError(f"{kind} {store}: {action} ({_failure_reason(exc)})") from None
+        raise DnnprobeError(f"{kind} {shown(store)}: {action} ({_failure_reason(exc)})") from None
     except OSError as exc:
         if not (disk_full and exc.errno == errno.ENOSPC):
             raise
-        raise DnnprobeError(f"{kind} {store}: {action} ({_failure_reason(exc)})") from None
+        raise DnnprobeError(f"{kind} {shown(store)}: {action} ({_failure_reason(exc)})") from None
 
 
 @contextlib.contextmanager
@@ -165,6 +274,116 @@ def _store_lock() -> Iterator[None]:
     lock_path = repo_root() / STORE_LOCK
     with FileLock(str(lock_path), timeout=300):
         yield
+
+
+# The module each kind of artifact location needs (MLflow imports it only when it first uploads), and the
+# package that provides it.
+ARTIFACT_MODULES = {
+    "s3": ("boto3", "boto3"), "r2": ("boto3", "boto3"), "b2": ("boto3", "boto3"),
+    "gs": ("google.cloud.storage", "google-cloud-storage"),
+    "wasbs": ("azure.storage.blob", "azure-storage-blob azure-identity"),
+    "abfss": ("azure.storage.filedatalake", "azure-storage-file-datalake azure-identity"),
+    "hdfs": ("pyarrow", "pyarrow"), "viewfs": ("pyarrow", "pyarrow"), "sftp": ("pysftp", "pysftp"),
+}
+# A database driver's module and the package to install, where they differ.
+DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "MySQLdb": "mysqlclient",
+                   "pymysql": "PyMySQL"}
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def check_store(experiment: str, create: bool = False) -> str | None:
+    """Check, before any work, that runs can be logged to the store, in one DnnprobeError line if not.
+
+    In order: a tracking server answers; the store's database driver is installed, or a file store is
+    allowed (MLflow 3 refuses ``./mlruns`` without ``MLFLOW_ALLOW_FILE_STORE=true``); the store opens;
+    and the experiment's artifact location can be written (a local folder: by writing in it; a cloud
+    location: its client library is installed). With `create`, a missing experiment (and SQLite
+    store) is created; returns the experiment's id, or None when it does not exist.
+    What only a run can reveal (a server whose own artifact store fails) is left to the run.
+    """
+    import mlflow
+
+    uri = tracking_uri()
+    check_reachable(uri)
+    _check_store_kind(uri)
+    if create:
+        experiment_id = ensure_experiment(experiment)
+        with _store_errors(uri, "cannot read"):
+            found = mlflow.get_experiment(experiment_id)
+    else:
+        mlflow.set_tracking_uri(uri)
+        with _store_errors(uri, "cannot open"):
+            found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+    check_artifact_location(found.artifact_location)
+    return found.experiment_id
+
+
+def _check_store_kind(uri: str) -> None:
+    """A database store's driver is installed; a file store is allowed. One line naming the fix if not."""
+    scheme = _scheme(uri)
+    if scheme in ("", "file"):
+        from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+        if not MLFLOW_ALLOW_FILE_STORE.get():
+            raise DnnprobeError(
+                f"MLflow store {shown(uri)}: MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true is set; "
+                "or move to a database store: `mlflow migrate-filestore` copies the runs into one "
+                "(e.g. MLFLOW_TRACKING_URI=sqlite:///mlflow.db)")
+        return
+    if scheme not in DATABASE_SCHEMES:
+        return
+    try:
+        from sqlalchemy import create_engine
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    except ImportError:
+        raise DnnprobeError(f"MLflow store {shown(uri)}: needs SQLAlchemy (pip install mlflow, not only mlflow-skinny)") from None
+    try:
+        create_engine(uri).dispose()  # loads the dialect and imports its driver; connects to nothing
+    except ImportError as exc:
+        module = (exc.name or str(exc)).split(".")[0]
+        raise DnnprobeError(f"MLflow store {shown(uri)}: its database driver {module} is not installed "
+                            f"(pip install {DRIVER_PACKAGES.get(module, module)})") from None
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise DnnprobeError(f"MLflow store {shown(uri)}: not a database URI SQLAlchemy knows ({exc})") from None
+
+
+def check_artifact_location(location: str) -> None:
+    """One DnnprobeError line, naming `location` and the fix, when MLflow could not write artifacts there.
+
+    A local folder is written to (a temporary file, removed at once; the folder is created as MLflow
+    would); a cloud location needs its client library (`ARTIFACT_MODULES`); a server's proxied
+    location (``mlflow-artifacts:``, ``http(s):``) is the server's to check.
+    """
+    import importlib.util
+    import tempfile
+
+    scheme = _scheme(location)
+    if scheme in ARTIFACT_MODULES:
+        module, package = ARTIFACT_MODULES[scheme]
+        if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+            raise DnnprobeError(f"MLflow artifact location {location}: needs {module}, which is not installed "
+                                f"(pip install {package}), or an experiment with another artifact location")
+        return
+    if scheme not in ("", "file"):
+        from mlflow.exceptions import MlflowException
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        try:
+            get_artifact_repository(location)
+        except MlflowException as exc:
+            raise DnnprobeError(f"MLflow artifact location {location}: {_failure_reason(exc)}") from None
+        return
+    folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(location).path) if scheme else location)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise DnnprobeError(f"MLflow artifact location {location}: cannot write ({exc.strerror or exc}); make "
+                            "it writable, or use an experiment with another artifact location "
+                            "(tracking.experiment)") from None
 
 
 def ensure_experiment(name: str) -> str:
@@ -312,6 +531,7 @@ class ProbeRun:
         self.experiment_id = experiment_id
         self.scoring = scoring
         self.store = store or tracking_uri()
+        self.left_running: list[str] = []  # "<run id> (layer <name>)": layer runs the store failed to end
 
     def log_layer(self, layer: str, scores, mean: float, sem: float, extra: Mapping[str, float] | None = None) -> None:
         """One nested run per layer (its fold scores); on the parent, ``<layer>`` (the mean) and
@@ -331,7 +551,8 @@ class ProbeRun:
                 client.log_batch(child.info.run_id, metrics=metrics, params=[Param("layer", layer)])
                 mlflow.end_run("FINISHED")
         except BaseException:
-            _end_run_quietly(child.info.run_id, "FAILED")
+            if not _end_run_quietly(child.info.run_id, "FAILED"):
+                self.left_running.append(f"{child.info.run_id} (layer {layer})")
             raise
         on_parent = [Metric(layer, float(mean), stamp, 0), Metric(f"sem/{layer}", float(sem), stamp, 0)]
         on_parent += [Metric(f"{key}/{layer}", float(value), stamp, 0) for key, value in (extra or {}).items()]
@@ -351,14 +572,23 @@ class ProbeRun:
         with _store_errors(self.store):
             mlflow.log_input(dataset, context="stimuli", tags={"stimuli.source": origin or "unknown"})
 
-    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        """Attach a file to the parent run."""
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None, name: str | None = None) -> None:
+        """Attach a file to the parent run, as `name` (default: its own name).
+
+        `name` lets a stage log an output from its temporary file before renaming it into place, so a
+        failing artifact store leaves the previous outputs as they were.
+        """
+        import shutil
+        import tempfile
+
         import mlflow
 
         client = mlflow.tracking.MlflowClient()
         with _store_errors(self.store, "cannot read"):
             artifact_uri = client.get_run(self.run_id).info.artifact_uri
-        with _store_errors(artifact_uri, kind="MLflow artifact store"):
+        with _store_errors(artifact_uri, kind="MLflow artifact store"), tempfile.TemporaryDirectory() as folder:
+            if name and name != Path(path).name:
+                path = shutil.copyfile(path, Path(folder) / name)  # MLflow names an artifact after its file
             client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
 
     def record_summary(self, summary_sha256: str) -> None:
@@ -370,32 +600,38 @@ class ProbeRun:
             mlflow.tracking.MlflowClient().set_tag(self.run_id, SUMMARY_TAG, summary_sha256)
 
 
-def _end_run_quietly(run_id: str, status: str) -> None:
-    """Try to end a run we started; failing here must not hide the error that brought us here."""
+def _end_run_quietly(run_id: str, status: str) -> bool:
+    """Try to end a run we started; failing here must not hide the error that brought us here.
+
+    One quick try (`_LAST_TRY`): the store has usually just failed. Returns whether the run was ended.
+    """
     import mlflow
 
     active = mlflow.active_run()
     try:
-        with _quiet_store_logs():
+        with _quiet_store_logs(), _environment(_LAST_TRY):
             if active is not None and active.info.run_id == run_id:
-                mlflow.end_run(status)  # also takes it off MLflow's stack of active runs
+                mlflow.end_run(status)  # also takes it off MLflow's stack of active runs (before it calls the store)
             else:
                 mlflow.tracking.MlflowClient().set_terminated(run_id, status)
     except Exception:  # noqa: BLE001 - the store is already failing; the first error is the one to report
-        pass
+        return False
+    return True
 
 
 @contextlib.contextmanager
 def probe_run(experiment: str, run_name: str, params: Mapping[str, object], scoring: str) -> Iterator[ProbeRun]:
-    """Start the parent run; it ends FINISHED, or FAILED if the block raises (never left RUNNING).
+    """Start the parent run; it ends FINISHED, or FAILED if the block raises.
 
-    Runs of earlier probes on this host whose process was killed are ended as KILLED first. A failing
-    store (full disk, broken database) is one DnnprobeError line, also for MLflow calls the block
-    makes itself; marking the run FAILED is then only attempted.
+    The store and its artifact location are checked first (`check_store`), and runs of earlier probes
+    on this host whose process was killed are ended as KILLED. A failing store (full disk, broken
+    database, a server that stopped answering) is one DnnprobeError line, also for MLflow calls the
+    block makes itself; marking the runs FAILED is then tried once, and the line names the runs that
+    stay RUNNING (the next probe or report on this host ends them as KILLED once this process is gone).
     """
     import mlflow
 
-    experiment_id = ensure_experiment(experiment)
+    experiment_id = check_store(experiment, create=True)
     store = tracking_uri()
     with _store_errors(store):
         mark_orphaned_runs(experiment_id)
@@ -412,6 +648,7 @@ def probe_run(experiment: str, run_name: str, params: Mapping[str, object], scor
             run_name = f"{run_name} [{tags['dvc_exp_name']}]"
         run = mlflow.start_run(run_name=run_name[:250], experiment_id=experiment_id, tags=tags, parent_run_id=parent_run_id)
     run_id = run.info.run_id
+    handle = ProbeRun(run_id, experiment_id, scoring, store=store)
     try:
         with _store_errors(store):
             if launching is not None:
@@ -419,11 +656,15 @@ def probe_run(experiment: str, run_name: str, params: Mapping[str, object], scor
             mlflow.log_params({key: _param_value(value) for key, value in params.items()})
         # The block also writes output files: a full disk there is for them to report, not the store.
         with _store_errors(store, disk_full=False):
-            yield ProbeRun(run_id, experiment_id, scoring, store=store)
+            yield handle
         with _store_errors(store):
             mlflow.end_run("FINISHED")
-    except BaseException:
-        _end_run_quietly(run_id, "FAILED")
+    except BaseException as exc:
+        left = [] if _end_run_quietly(run_id, "FAILED") else [f"{run_id} (the probe run)"]
+        left += handle.left_running
+        if left and isinstance(exc, DnnprobeError):
+            raise DnnprobeError(f"{exc}; left RUNNING there: {', '.join(left)} (the next probe or report on "
+                                "this host ends them as KILLED)") from None
         raise
 
 
@@ -442,7 +683,7 @@ def launching_run():
     try:
         return mlflow.tracking.MlflowClient().get_run(run_id)
     except MlflowException:
-        raise DnnprobeError(f"MLFLOW_RUN_ID={run_id}: no such run in the MLflow store {tracking_uri()}") from None
+        raise DnnprobeError(f"MLFLOW_RUN_ID={run_id}: no such run in the MLflow store {shown(tracking_uri())}") from None
 
 
 def changed_settings(arch: str, weights: str, settings: Mapping[str, object], defaults: Mapping[str, object]) -> list[str]:
@@ -543,7 +784,7 @@ def log_artifacts_to_probe_run(experiment: str, summary_sha256: str, paths: list
 
     run = find_probe_run(experiment, summary_sha256)
     if run is None:
-        return (f"no finished MLflow run in experiment {experiment!r} of {tracking_uri()} produced these probe "
+        return (f"no finished MLflow run in experiment {experiment!r} of {shown(tracking_uri())} produced these probe "
                 "results; figures not logged to MLflow")
     with _store_errors(run.info.artifact_uri, kind="MLflow artifact store"):
         for path in paths:

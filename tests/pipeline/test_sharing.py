@@ -17,13 +17,11 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -154,45 +152,11 @@ def test_ssh_remote_push_then_pull_into_a_fresh_clone(pipeline, sshd, tmp_path):
 # ---- a shared MLflow server -----------------------------------------------------------------
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """`mlflow server` on 127.0.0.1: SQLite backend, artifacts served from its own folder."""
-    port = free_port()
-    artifacts = tmp_path / "server-artifacts"
-    log = tmp_path / "server.log"
-    env = clean_env()
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers: fewer processes on 2 cores
-    with open(log, "wb") as log_file:
-        server = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-             "--serve-artifacts", "--artifacts-destination", str(artifacts)],
-            cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, f"mlflow server exited: {log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, f"mlflow server did not start: {log.read_text()[-3000:]}"
-                time.sleep(1)
-        yield url, artifacts
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and the uvicorn worker it started
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+# `mlflow_server` is in conftest.py.
 
 
 def test_probe_and_report_log_to_an_mlflow_server_over_http(pipeline, mlflow_server, tmp_path):
-    url, server_artifacts = mlflow_server
+    url, server_artifacts = mlflow_server.url, mlflow_server.artifacts
     env = {**env_without_tracking_uri(), "MLFLOW_TRACKING_URI": url}
     out = tmp_path / "out"  # the pipeline's own outputs stay as DVC recorded them
     for command in (

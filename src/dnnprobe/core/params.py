@@ -126,7 +126,9 @@ class ReportParams:
 
 @dataclass(frozen=True)
 class TrackingParams:
-    experiment: str = _checked("dnnprobe", _check(lambda v: v.strip() != "", "must not be empty"))
+    # MLflow refuses an experiment name over 500 characters (only when the probe creates it).
+    experiment: str = _checked("dnnprobe", lambda v: "must not be empty" if not v.strip() else
+                               "must be at most 500 characters (MLflow's limit for an experiment name)" if len(v) > 500 else None)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,8 @@ def probe(
             check_targets(y, settings, grams.n_units(layer), params.probe.label, layer=layer, table=str(table_path),
                           names=class_names(table, params.probe.label))
             memory.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
+        batched_null = settings.decoder.batched_null and not settings.is_regression and len(np.unique(y)) == 2
+        memory.check_permutations(settings.permutations, grams.n_stim, params.pca, batched_null)
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
         summary = {
@@ -172,6 +174,8 @@ def probe(
                 for layer in progress_bar(grams.layers, desc="probe", unit="layer", enabled=progress):
                     result = cross_validate_layer(grams, layer, y, settings, acts, ops)
                     results[layer] = result
+                    if result.pca_rank is not None:
+                        click.echo(rank_warning(layer, params.pca, result.pca_rank), err=True)
                     save_layer_result(result, temp_dir / layer)
                     run.log_layer(layer, result.score, result.mean, result.sem, stats.layer_extras(result))
                 summary.update(stats.summarise(results, summary["layer_order"], settings))
@@ -181,12 +185,19 @@ def probe(
                 temp_metrics.write_text(json.dumps(layer_means(summary), indent=2) + "\n")
                 temp_details.write_text(json.dumps(score_details(summary), indent=2) + "\n")
                 _save_probe_models(params, y, settings, grams, activations_path, temp_models)
-            run.log_artifact(metrics_path)
-            run.log_artifact(details_path)
-            # The report stage finds this run by the sha256 of the summary it produced: no run id in
-            # an output (it would change every run, and with it dvc.lock).
-            run.record_summary(text_sha256(summary_text))
+                # Logged before the outputs are renamed into place: a store failing here leaves them as they were.
+                run.log_artifact(temp_metrics, name=Path(metrics_path).name)
+                run.log_artifact(temp_details, name=Path(details_path).name)
+                # The report stage finds this run by the sha256 of the summary it produced: no run id in
+                # an output (it would change every run, and with it dvc.lock).
+                run.record_summary(text_sha256(summary_text))
     return summary
+
+
+def rank_warning(layer: str, pca: int, rank: int) -> str:
+    """The line the probe prints when ``pca`` exceeds a layer's rank (:attr:`dnnprobe.probe.LayerResult.pca_rank`)."""
+    return (f"probe: warning: layer {layer}: pca {pca} exceeds its rank: a training fold has variance in {rank} "
+            f"directions only; the others score 0 (pca_rank in metrics_detail.json)")
 
 
 def layer_means(summary: dict) -> dict[str, float]:
@@ -205,7 +216,7 @@ def score_details(summary: dict) -> dict:
     """
     layers = summary["layers"]
     details: dict = {"sem": {layer: round(layers[layer]["sem"], 6) for layer in summary["layer_order"]}}
-    for key in ("p_value", "null_mean", "null_p95"):
+    for key in ("p_value", "null_mean", "null_p95", "pca_rank"):
         values = {layer: round(layers[layer][key], 6) for layer in summary["layer_order"] if key in layers[layer]}
         if values:
             details[key] = values
@@ -240,12 +251,12 @@ def _save_probe_models(params, y, settings, grams, activations_path, folder: Pat
 @stage_command("probe")
 def command(params, progress, table, gram_path, activations, out, metrics, details, models):
     """Cross-validated PCA + decoding of probe.label per layer; logged to MLflow."""
-    from dnnprobe.tracking import tracking_uri
+    from dnnprobe.tracking import shown, tracking_uri
 
     summary = probe(params, table, gram_path, activations, out, metrics, models, progress=progress, details_path=details)
     best = max(summary["layers"], key=lambda layer: summary["layers"][layer]["mean"])
     click.echo(f"probe: best layer {best} ({params.probe.scoring} {summary['layers'][best]['mean']:.3f}); "
-               f"MLflow store {tracking_uri()}")
+               f"MLflow store {shown(tracking_uri())}")
 
 
 if __name__ == "__main__":

@@ -43,12 +43,14 @@ def report(
 
     They are attached to the MLflow run that produced exactly these probe results (found by the sha256
     of summary.json in ``tracking.experiment``); without such a run they are only written, with a warning.
+    A store or artifact location that cannot take them is refused before anything is written.
     """
     from dnnprobe import report as figures
     from dnnprobe import tracking
 
     probe_dir = Path(probe_dir)
     summary, summary_sha256 = _read_summary(probe_dir)
+    tracking.check_store(params.tracking.experiment)  # before any figure is drawn
     layer = params.report.confusion_layer or summary["layer_order"][-1]
     if layer not in summary["layer_order"]:
         raise DnnprobeError(
