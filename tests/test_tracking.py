@@ -516,7 +516,7 @@ def test_a_server_stopping_mid_probe_fails_in_seconds_naming_the_runs_left_runni
         status = dict(db.execute("SELECT run_uuid, status FROM runs"))
         names = dict(db.execute("SELECT run_uuid, name FROM runs"))
     named = re.findall(r"([0-9a-f]{32}) \(the probe run\)", lines[0])
-    assert len(named) == 1 and status[named[0]] == "RUNNING" and names[named[0]].startswith("alexnet random n=24")
+    assert len(named) == 1 and status[named[0]] == "RUNNING" and names[named[0]].startswith("pca=4 cv=3 | alexnet random n=24")
     assert not (out / "probe").exists() and not (out / "metrics.json").exists()
 
 
@@ -680,7 +680,7 @@ def test_an_artifact_store_failing_at_the_end_leaves_the_previous_outputs(tmp_pa
     assert message.endswith("cannot write (the server answered HTTP 500 to each of 3 tries; see the server's log)")
     assert (tmp_path / "metrics.json").read_text() == "the previous run's\n" and list((tmp_path / "probe").iterdir()) == []
     assert not (tmp_path / "metrics_detail.json").exists()
-    assert _statuses()["alexnet random n=24 pca=4 cv=3"][0] == "FAILED"
+    assert _statuses()["pca=4 cv=3 | alexnet random n=24"][0] == "FAILED"
 
 
 def test_labels_written_as_floats_keep_their_class_names(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
