@@ -90,7 +90,7 @@ def test_legacy_torch_save_format_still_loads(tmp_path):
         (b'{"conv1.weight": [0.1, 0.2, 0.3, 0.4]}', """it starts with '{"conv1.weight": [0.1, 0...', not a torch.save archive"""),
         (b"\x89PNG\r\n\x1a\nrest", "it starts with b'\\x89PNG\\r\\n\\x1a\\n', not a torch.save archive"),
         (len(b'{"w":{}}').to_bytes(8, "little") + b'{"w":{}}', "a safetensors file, not a torch.save archive; "
-         "load it with safetensors.torch.load_file and torch.save it"),
+         "give it the .safetensors suffix"),
     ],
 )
 def test_a_file_torch_save_cannot_have_written_is_named_as_such(tmp_path, content, reason):
@@ -123,7 +123,7 @@ def imagenet_file(tmp_path, http_server, monkeypatch):
     name = f"squeezenet1_0-{digest[:8]}.pth"
     (folder / name).write_bytes(raw.read_bytes())
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr("dnnprobe.network.imagenet_weights_url", lambda arch: f"{base}/{name}")
+    monkeypatch.setattr("dnnprobe.network.imagenet_weights_url", lambda arch, *_: f"{base}/{name}")
     return weights, name, folder, requests
 
 
@@ -133,7 +133,7 @@ def test_imagenet_weights_download_into_the_torch_cache_and_are_reused(imagenet_
     assert same_weights(model, weights) and source == name
     assert (tmp_path / "torch_home" / "hub" / "checkpoints" / name).is_file()
     # Offline now: the cached file is used without a request.
-    monkeypatch.setattr("dnnprobe.network.imagenet_weights_url", lambda arch: f"{closed_port_url()}/{name}")
+    monkeypatch.setattr("dnnprobe.network.imagenet_weights_url", lambda arch, *_: f"{closed_port_url()}/{name}")
     count = len(requests)
     model, _ = build_network("squeezenet1_0", "imagenet", 0)
     assert same_weights(model, weights) and len(requests) == count
@@ -143,14 +143,14 @@ def test_imagenet_weights_with_a_wrong_hash_are_refused(imagenet_file, http_serv
     _, name, folder, _ = imagenet_file
     wrong = "squeezenet1_0-00000000.pth"
     (folder / wrong).write_bytes((folder / name).read_bytes())
-    monkeypatch.setattr("dnnprobe.network.imagenet_weights_url", lambda arch: f"{http_server[0]}/{wrong}")
+    monkeypatch.setattr("dnnprobe.network.imagenet_weights_url", lambda arch, *_: f"{http_server[0]}/{wrong}")
     with pytest.raises(DnnprobeError, match="sha256 does not match the hash in its name"):
         build_network("squeezenet1_0", "imagenet", 0)
 
 
 def test_imagenet_offline_with_nothing_cached_names_three_ways_out(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    monkeypatch.setattr("dnnprobe.network.imagenet_weights_url", lambda arch: f"{closed_port_url()}/alexnet-owt-7be5be79.pth")
+    monkeypatch.setattr("dnnprobe.network.imagenet_weights_url", lambda arch, *_: f"{closed_port_url()}/alexnet-owt-7be5be79.pth")
     with pytest.raises(DnnprobeError) as caught:
         build_network("alexnet", "imagenet", 0)
     message = str(caught.value)

@@ -160,6 +160,48 @@ def test_conv_and_relu_bars_are_okabe_ito_orange_and_blue():
     plt.close(figure)
 
 
+@pytest.mark.parametrize("n_layers", [12, 48])
+def test_layers_without_relu_partners_get_one_bar_each_in_depth_order_readably(n_layers):
+    """A ViT's blocks: one series, one bar per layer, tick labels that do not collide (12 to 48 layers)."""
+    import matplotlib.pyplot as plt
+
+    from dnnprobe.report import plot_rows
+
+    order = [f"block{i}" for i in range(1, n_layers + 1)]
+    layers = {layer: {"mean": 0.6 + 0.005 * i, "sem": 0.01, "scores": [0.6] * 10} for i, layer in enumerate(order)}
+    summary = made_summary(layer_order=order, layers=layers, conv_vs_relu={}, arch="vit_b_16")
+    rows = plot_rows(summary)
+    assert [row["layer"] for row in rows] == order and {row["type"] for row in rows} == {"layer"}
+    figure, axes, renderer = drawn(summary)
+    assert len(axes.patches) == n_layers  # one bar per layer
+    assert [label.get_text() for label in axes.get_xticklabels()] == order
+    ticks = [label.get_window_extent(renderer) for label in axes.get_xticklabels()]
+    assert not any(a.overlaps(b) for a, b in zip(ticks, ticks[1:])), "tick labels collide"
+    assert figure.get_size_inches()[0] <= 0.35 * 48 + 1.5 + 1.6 + 1e-9  # 48 layers stay within ~20 inches
+    assert "layer" in [t.get_text() for t in axes.get_legend().get_texts()] and "ReLU" not in str(axes.get_legend().get_texts())
+    plt.close(figure)
+
+
+def test_sweep_figure_of_48_layers_stays_readable():
+    """A 48-block transformer across three experiments: vertical, non-colliding layer names, within ~22 inches."""
+    import matplotlib.pyplot as plt
+
+    from dnnprobe.sweep import Experiment, sweep_figure
+
+    layers = [f"block{i}" for i in range(1, 49)]
+    experiments = [Experiment(f"exp-{pca}", {"pca": pca}, "accuracy", {layer: (0.6, 0.01) for layer in layers})
+                   for pca in (10, 50, 100)]
+    figure = sweep_figure(experiments, "pca")
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    ticks = [label.get_window_extent(renderer) for label in axes.get_xticklabels()]
+    assert [label.get_text() for label in axes.get_xticklabels()] == layers
+    assert not any(a.overlaps(b) for a, b in zip(ticks, ticks[1:])), "layer names collide"
+    assert figure.get_size_inches()[0] <= 0.3 * 48 + 7 + 1e-9
+    plt.close(figure)
+
+
 def test_the_confusion_figure_is_readable_at_any_class_count(tmp_path):
     """150 classes drew a 13,800 px square PNG that PIL refuses to open (and past ~725 matplotlib failed):
     beyond 30 classes the matrix is drawn without cell text, beside the most frequent confusions."""

@@ -182,7 +182,8 @@ class ActivationWriter:
         if needed > free:
             raise DnnprobeError(
                 f"{self.path}: needs {needed / 1e6:,.0f} MB but its disk has {free / 1e6:,.0f} MB free "
-                f"(extract.dtype=float16 halves the file; extract.compression=gzip shrinks it)"
+                f"(extract.dtype=float16 halves the file; extract.compression=gzip shrinks it; extract.tokens=cls or mean "
+                f"stores one vector per transformer layer)"
             )
 
     def _raise_if_failed(self) -> None:

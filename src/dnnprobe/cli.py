@@ -1,6 +1,6 @@
 """``dnnprobe``, the command for people: ``dnnprobe <stage>`` runs a pipeline stage by hand, exactly as
 ``python -m dnnprobe.stages.<stage>`` (what dvc.yaml runs) does; ``dnnprobe sweep`` (a figure) and
-``dnnprobe compare`` (a table) compare experiments.
+``dnnprobe compare`` (a table) compare experiments; ``dnnprobe layers`` lists what a network can record.
 
 Commands are imported only when run, so ``dnnprobe --help`` is quick. No stage depends on this module.
 """
@@ -13,7 +13,7 @@ import click
 
 STAGES = ("params", "stimuli", "check", "network", "extract", "gram", "probe", "report")
 COMMANDS = {**{stage: f"dnnprobe.stages.{stage}" for stage in STAGES}, "sweep": "dnnprobe.sweep",
-            "compare": "dnnprobe.compare"}
+            "compare": "dnnprobe.compare", "layers": "dnnprobe.layer_table"}
 
 
 class _Commands(click.Group):

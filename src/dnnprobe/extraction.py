@@ -42,12 +42,13 @@ from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.hashing import file_sha256
 from dnnprobe.layers import LayerCall, fx_call_names, parse_layer_call
 from dnnprobe.linalg import DEVICE_PATTERN, check_cuda_device, full_float32
+from dnnprobe.preprocess import DNNBRAIN, IMAGENET_MEAN, IMAGENET_STD, Preprocess, pil_transform
 from dnnprobe.stimuli import ImageList, StimulusTable
+from dnnprobe.tokens import TokenLayout, hidden_state, reducer, token_layers
 
-# DNNBrain's AlexNet test transform: squash to 224 x 224 (no crop), then ImageNet normalisation.
-INPUT_SIZE = (224, 224)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# DNNBrain's AlexNet test transform: squash to 224 x 224 (no crop), then ImageNet normalisation
+# (extract.preprocess: dnnbrain; dnnprobe.preprocess holds it and the networks' own transforms).
+INPUT_SIZE = DNNBRAIN.input_size
 
 
 # ---- images ------------------------------------------------------------------------------
@@ -165,21 +166,18 @@ def preprocess(image: Image.Image):
     return _transform()(image)
 
 
-@functools.lru_cache(maxsize=1)
-def _resize():
-    from torchvision import transforms
-
-    return transforms.Resize(INPUT_SIZE)
+_resize = functools.lru_cache(maxsize=4)(pil_transform)
 
 
-def resized_pixels(image: Image.Image) -> np.ndarray:
-    """The first step of :func:`preprocess`: the RGB image squashed to 224 x 224, as (224, 224, 3) uint8."""
-    return np.asarray(_resize()(image))
+def resized_pixels(image: Image.Image, prep: Preprocess = DNNBRAIN) -> np.ndarray:
+    """The PIL steps of the transform (:func:`preprocess` for DNNBrain's: squashed to 224 x 224; else
+    `prep`'s resize and centre crop), as (height, width, 3) uint8."""
+    return np.asarray(_resize(prep)(image))
 
 
-@functools.lru_cache(maxsize=4)
-def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """255, the mean and the std as float32 tensors on `device`.
+@functools.lru_cache(maxsize=8)
+def _normalisation(device: torch.device, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """255, the mean and the std (the transform's, ImageNet's by default) as float32 tensors on `device`.
 
     255 is a tensor on the device, not a Python number: CUDA's true division by a scalar computes
     ``x * (1/255)``, which differs from the CPU's ``x / 255`` in the last bit for 126 of the 256 pixel
@@ -187,11 +185,11 @@ def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, to
     """
     shape = (1, 3, 1, 1)
     return (torch.tensor(255.0, dtype=torch.float32, device=device),
-            torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(shape),
-            torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(shape))
+            torch.tensor(mean, dtype=torch.float32, device=device).view(shape),
+            torch.tensor(std, dtype=torch.float32, device=device).view(shape))
 
 
-def to_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_model_input(pixels: torch.Tensor, device: torch.device, prep: Preprocess = DNNBRAIN) -> torch.Tensor:
     """A batch of resized uint8 images (B, 224, 224, 3) as the network's float32 input (B, 3, 224, 224).
 
     The same float32 operations, in the same order, as torchvision's ``ToTensor`` (``/ 255``) and
@@ -202,7 +200,7 @@ def to_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
     pixels = pixels.to(device, non_blocking=True)
     batch = torch.empty((pixels.shape[0], 3, *pixels.shape[1:3]), dtype=torch.float32, device=device)
     batch.copy_(pixels.permute(0, 3, 1, 2))
-    scale, mean, std = _normalisation(device)
+    scale, mean, std = _normalisation(device, prep.mean, prep.std)
     return batch.div_(scale).sub_(mean).div_(std)
 
 
@@ -217,9 +215,10 @@ class StimulusImages(Dataset):
     gathers them.
     """
 
-    def __init__(self, paths: list[Path], checksums: list[str] | None = None) -> None:
+    def __init__(self, paths: list[Path], checksums: list[str] | None = None, prep: Preprocess = DNNBRAIN) -> None:
         self.paths = paths
         self.checksums = checksums
+        self.prep = prep
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -228,7 +227,7 @@ class StimulusImages(Dataset):
         expected = self.checksums[index] if self.checksums else None
         notes: list[str] = []
         try:
-            return resized_pixels(load_rgb(self.paths[index], expected, notes)), None, notes
+            return resized_pixels(load_rgb(self.paths[index], expected, notes), self.prep), None, notes
         except DnnprobeError as exc:
             return None, f"stimulus row {index + 1}: {exc}", notes
 
@@ -253,10 +252,13 @@ class LayerRecorder:
     """
 
     def __init__(self, model: torch.nn.Module, module_paths: Mapping[str, str],
-                 store: Callable[[str, torch.Tensor], object] | None = None) -> None:
+                 store: Callable[[str, torch.Tensor], object] | None = None,
+                 reducers: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
         """`store(layer, output)`, when given, copies a layer's output where it should go (the
-        extractor's batch buffers) and returns what ``outputs`` keeps; by default, a CPU copy."""
+        extractor's batch buffers) and returns what ``outputs`` keeps; by default, a CPU copy.
+        `reducers` maps token layers to the token choice applied before storing (:mod:`dnnprobe.tokens`)."""
         self.store = store or (lambda layer, output: output.detach().to("cpu", copy=True))
+        self.reducers = dict(reducers or {})
         modules = dict(model.named_modules())
         self.targets: dict[str, LayerCall] = {}
         for layer, target in module_paths.items():
@@ -284,11 +286,13 @@ class LayerRecorder:
             layers = layers_by_call.get(call)
             if not layers:
                 return
-            if not isinstance(output, torch.Tensor):
+            state = hidden_state(output)  # a tuple or model output: its hidden state
+            if state is None:
                 raise DnnprobeError(f"layer {layers[0]}: module {path} returns {type(output).__name__}, not a tensor")
             # Copy now: the next module may overwrite this tensor in place (ReLU(inplace=True), x += y).
             for layer in layers:  # two names for one call (conv1_relu and relu): one dataset each
-                self.outputs[layer] = self.store(layer, output)
+                reduce = self.reducers.get(layer)
+                self.outputs[layer] = self.store(layer, reduce(state) if reduce else state)
 
         return hook
 
@@ -324,6 +328,8 @@ class LayerShapes(dict):
         super().__init__(shapes)
         self.repeated = dict(repeated)
         self.largest_output = largest_output
+        self.reducers: dict = {}  # token layer -> the extract.tokens reduction (dnnprobe.tokens)
+        self.token_layers: list[str] = []
 
     @property
     def notes(self) -> list[str]:
@@ -342,13 +348,17 @@ def _times(n: int) -> str:
     return "1 time" if n == 1 else f"{n} times"
 
 
-def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], device: torch.device) -> LayerShapes:
+def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], device: torch.device,
+                      input_size: tuple[int, int] = INPUT_SIZE, tokens: str = "all",
+                      token_layout: TokenLayout | None = None) -> LayerShapes:
     """Per-stimulus DNNBrain shape of each layer, from a forward pass on one blank image.
 
     The same pass counts each module's calls: a requested call that never happens (``layer1.0.relu_5``
     when the module runs twice) fails here, before any work, and the result's ``repeated``/``notes``
     name the requested modules that run several times (their bare name records the first call), and
     ``largest_output`` is the most values any module of the network outputs per stimulus.
+    The result's ``reducers`` map the token layers (:func:`dnnprobe.tokens.token_layers`) to the
+    `tokens` choice, and ``token_layers`` lists them; shapes are those stored, after that choice.
     """
     recorder = LayerRecorder(model, module_paths)
     largest = [0]  # the most values any module outputs (memory.extraction_bytes)
@@ -360,7 +370,7 @@ def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], d
     handles = [module.register_forward_hook(measure) for module in model.modules()]
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 3, *INPUT_SIZE, device=device))
+            model(torch.zeros(1, 3, *input_size, device=device))
         outputs, calls = recorder.take(), dict(recorder.calls)
     finally:
         recorder.remove()
@@ -383,8 +393,13 @@ def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], d
         for layer, target in targets.items()
         if target.call == 0 and calls[target.module] > 1
     }
-    return LayerShapes({layer: dnnbrain_shape(tuple(outputs[layer].shape[1:])) for layer in targets}, repeated,
-                       largest[0])
+    raw = {layer: tuple(outputs[layer].shape[1:]) for layer in targets}
+    tokenised = token_layers(raw, token_layout)
+    reducers = {layer: reducer(tokens, token_layout) for layer in tokenised}
+    stored = {layer: tuple(reducers[layer](outputs[layer]).shape[1:]) if layer in reducers else raw[layer] for layer in targets}
+    shapes = LayerShapes({layer: dnnbrain_shape(stored[layer]) for layer in targets}, repeated, largest[0])
+    shapes.reducers, shapes.token_layers = reducers, tokenised
+    return shapes
 
 
 def copy_into_blocks(blocks: torch.Tensor, output: torch.Tensor) -> None:
@@ -547,11 +562,18 @@ def extract_activations(
     num_workers: int = 1,
     file_attrs: Mapping[str, str | int] | None = None,
     progress: bool = True,
+    prep: Preprocess = DNNBRAIN,
+    tokens: str = "all",
+    token_layout: TokenLayout | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> ExtractionSummary:
     """Run `model` once over the images and write every layer to `out_path` (.act.h5), row i = image i.
 
     `images` is the check stage's image list (each image's bytes are checked against its sha256) or a
-    stimulus table (no checksums: for DNNBrain-style use and tests).
+    stimulus table (no checksums: for DNNBrain-style use and tests). `prep` is the transform
+    (``extract.preprocess``); `tokens` what transformer layers of `token_layout` record
+    (``extract.tokens``, :mod:`dnnprobe.tokens`). Before any work, `announce` gets one line with the
+    file's size and the free disk space (:func:`dnnprobe.disk.size_line`).
     """
     images.check_images_exist()
     target = pick_device(device)
@@ -559,18 +581,24 @@ def extract_activations(
     # target, or with cuda:1 they would open a context (and take memory) on GPU 0 as well.
     with torch.cuda.device(target) if target.type == "cuda" else contextlib.nullcontext():
         return _extract(images, model, module_paths, out_path, batch_size, target, dtype, compression,
-                        num_workers, file_attrs, progress)
+                        num_workers, file_attrs, progress, prep=prep, tokens=tokens, token_layout=token_layout,
+                        announce=announce)
 
 
 def _extract(images, model, module_paths, out_path, batch_size, target, dtype, compression, num_workers,
-             file_attrs, progress) -> ExtractionSummary:
+             file_attrs, progress, prep: Preprocess = DNNBRAIN, tokens: str = "all",
+             token_layout: TokenLayout | None = None, announce=None) -> ExtractionSummary:
     name = images.path if isinstance(images, ImageList) else images.location or "stimulus table"
     checksums = images.checksums if isinstance(images, ImageList) else None
     model = model.eval().to(target)
-    unit_shapes = layer_unit_shapes(model, module_paths, target)
+    unit_shapes = layer_unit_shapes(model, module_paths, target, prep.input_size, tokens, token_layout)
     check_memory(unit_shapes, len(images), batch_size, dtype, num_workers, target)
+    if announce:  # the writer refuses, before the first batch, a file the disk cannot hold
+        from dnnprobe.disk import size_line
+
+        announce(size_line(out_path, unit_shapes, len(images), dtype, compression))
     loader = DataLoader(
-        StimulusImages(images.image_paths(), checksums),
+        StimulusImages(images.image_paths(), checksums, prep),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -580,11 +608,12 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
         timeout=WORKER_TIMEOUT_S if num_workers else 0,
     )
     image_notes: list[str] = []
-    attrs = {"preprocessing": "RGB, Resize((224, 224)), ToTensor, Normalize(ImageNet)"}
+    attrs = {"preprocessing": prep.describe()}
     attrs.update(file_attrs or {})
     started = time.perf_counter()
     current: list[BatchBuffers] = []  # the set the hooks fill during this forward pass
-    recorder = LayerRecorder(model, module_paths, store=lambda layer, output: current[0].store(layer, output))
+    recorder = LayerRecorder(model, module_paths, store=lambda layer, output: current[0].store(layer, output),
+                             reducers=unit_shapes.reducers)
     try:
         with ActivationWriter(
             out_path,
@@ -593,7 +622,8 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
             dtype=dtype,
             compression=compression,
             rows_per_chunk=batch_size,
-            layer_attrs={layer: {"module": str(path)} for layer, path in module_paths.items()},
+            layer_attrs={layer: {"module": str(path), **({"tokens": tokens} if layer in unit_shapes.token_layers else {})}
+                         for layer, path in module_paths.items()},
             file_attrs=attrs,
         ) as writer, torch.inference_mode(), full_float32():
             shapes = {layer: writer.block_shape(layer) for layer in module_paths}
@@ -609,7 +639,7 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
                     raise DnnprobeError(f"{name}, {errors[0]}")
                 buffers = free.get()  # waits while the writer still holds every set
                 current[:] = [buffers]
-                model(to_model_input(pixels, target))
+                model(to_model_input(pixels, target, prep))
                 missing = set(module_paths) - set(recorder.take())
                 if missing:  # cannot happen after the dry run, unless the network's control flow varies
                     raise DnnprobeError(f"extract.layers: {', '.join(sorted(missing))} not computed for a batch")

@@ -93,7 +93,19 @@ def parse_layer_call(name: str, module_paths: Collection[str]) -> LayerCall | No
     return None
 
 
-def resolve_layers(model: "torch.nn.Module", arch: str, layers: tuple[str, ...] | list[str]) -> dict[str, LayerCall]:
+def default_layers(model: "torch.nn.Module", arch: str, source: str = "torchvision") -> tuple[str, ...]:
+    """What an empty ``extract.layers`` records: the source's default list (AlexNet: the 14 tutorial layers)."""
+    from dnnprobe.sources import get_source
+
+    layers = tuple(get_source(source).default_layers(model, arch))
+    if not layers:
+        raise DnnprobeError(f"extract.layers: empty, and {source} {arch} has no default layer list; name the layers "
+                            "to record (`dnnprobe layers` lists them)")
+    return layers
+
+
+def resolve_layers(model: "torch.nn.Module", arch: str, layers: tuple[str, ...] | list[str],
+                   source: str = "torchvision") -> dict[str, LayerCall]:
     """Map each requested layer to the module call it records, in order.
 
     A layer is a friendly name (``conv1_relu``), a module path (``layer1.0.relu``, its first call) or a
@@ -101,7 +113,9 @@ def resolve_layers(model: "torch.nn.Module", arch: str, layers: tuple[str, ...] 
     only known from a forward pass: :func:`dnnprobe.extraction.layer_unit_shapes` checks it.
     Fails before any work on the first unknown name, listing the valid ones.
     """
-    friendly = friendly_layer_names(model, arch)
+    from dnnprobe.sources import get_source
+
+    friendly = get_source(source).friendly_layers(model, arch)
     modules = [name for name, _ in model.named_modules() if name]
     leaves = [name for name, module in model.named_modules() if name and not any(module.children())]
     known = set(modules)
@@ -113,6 +127,7 @@ def resolve_layers(model: "torch.nn.Module", arch: str, layers: tuple[str, ...] 
             raise DnnprobeError(
                 f"extract.layers: unknown layer {layer!r} for {arch}; valid names: {', '.join(choices)}"
                 + (f" (or any module path, e.g. {leaves[0]})" if friendly else "")
+                + (f"; extract.layers: [] records {source}'s default layers" if source != "torchvision" else "")
             )
         resolved[layer] = target
     return resolved

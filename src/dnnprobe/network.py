@@ -1,11 +1,15 @@
-"""Networks: build a torchvision classifier, obtain its weights, and name its layers.
+"""Networks: build a model from its source (``model.source``: torchvision by default, timm, open_clip, hf;
+:mod:`dnnprobe.sources`), obtain its weights, and save them for the later stages.
 
 Weights (``model.weights``):
 
 - ``random``: torchvision's own initialisation from a seed; reproducible bit for bit on a CPU.
 - ``imagenet``: the arch's ``IMAGENET1K_V1`` weights through torchvision's weights API and cache
   (``$TORCH_HOME/hub/checkpoints``), checked against the hash in the file name.
-- a path: a ``state_dict`` file, loaded with ``torch.load(weights_only=True)`` (no code runs).
+- a pretrained tag of the source (torchvision: ``IMAGENET1K_V2``, ``DEFAULT``; timm: ``default`` or a
+  tag; OpenCLIP: ``laion2b_s34b_b79k``; hf: ``pretrained`` or a revision), from the local cache only.
+- a path: a ``state_dict`` file, ``.pt``/``.pth`` loaded with ``torch.load(weights_only=True)`` (a
+  pickle that would run code is refused) or ``.safetensors`` (a format without code).
 
 The network stage saves the weights it used to ``models/network.pt`` (a plain ``state_dict``) with a
 JSON sidecar naming arch, weights and sha256, so a colleague reuses the exact network via ``dvc pull``.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,9 +48,25 @@ class NetworkInfo:
     seed: int
     source_name: str  # e.g. alexnet-owt-7be5be79.pth, random-seed-0, or the file's name
     sha256: str  # of the saved models/network.pt
+    # Beyond torchvision: the source, and where pretrained weights came from (hub id, revision, file,
+    # sha256 of the file). Empty, and then absent from the sidecar and the activation file, for the
+    # torchvision default, whose files keep their bytes.
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return self.extra.get("source", "torchvision")
 
     def as_attrs(self) -> dict[str, str | int]:
-        return {f"network_{key}": value for key, value in asdict(self).items()}
+        attrs = {f"network_{key}": value for key, value in asdict(self).items() if key != "extra"}
+        attrs.update({f"network_{key}": str(value) for key, value in self.extra.items()})
+        return attrs
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        if not self.extra:
+            del data["extra"]
+        return data
 
 
 def available_archs() -> list[str]:
@@ -85,22 +105,28 @@ def random_network(arch: str, seed: int) -> "torch.nn.Module":
         return _skeleton(arch)
 
 
-def imagenet_weights_url(arch: str) -> str:
-    """Where torchvision publishes the arch's IMAGENET1K_V1 weights."""
+def imagenet_weights_url(arch: str, name: str = "IMAGENET1K_V1") -> str:
+    """Where torchvision publishes the arch's weights `name` (an enum member: IMAGENET1K_V2, DEFAULT, ...)."""
     from torchvision import models
 
     _skeleton_check(arch)
     try:
-        return models.get_model_weights(arch).IMAGENET1K_V1.url
+        enum = models.get_model_weights(arch)
     except (AttributeError, ValueError):
-        raise DnnprobeError(f"model.weights: torchvision has no IMAGENET1K_V1 weights for {arch!r}") from None
+        raise DnnprobeError(f"model.weights: torchvision has no {name} weights for {arch!r}") from None
+    try:
+        return enum[name].url if name != "DEFAULT" else enum.DEFAULT.url
+    except KeyError:
+        raise DnnprobeError(
+            f"model.weights: torchvision has no {name} weights for {arch!r}; it has: "
+            + ", ".join(["DEFAULT", *enum.__members__])) from None
 
 
-def imagenet_state_dict(arch: str) -> tuple[dict, str]:
-    """Download (or find in the torch cache) the arch's IMAGENET1K_V1 weights; hash-checked."""
+def imagenet_state_dict(arch: str, name: str = "IMAGENET1K_V1", label: str = "imagenet") -> tuple[dict, str]:
+    """Download (or find in the torch cache) the arch's weights `name`; hash-checked."""
     import torch
 
-    url = imagenet_weights_url(arch)
+    url = imagenet_weights_url(arch, name)
     file_name = os.path.basename(url)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
     try:
@@ -115,7 +141,7 @@ def imagenet_state_dict(arch: str) -> tuple[dict, str]:
         raise
     except OSError as exc:  # URLError is an OSError: offline, DNS failure, refused
         raise DnnprobeError(
-            f"model.weights=imagenet: {file_name} is not in the torch cache ({cached.parent}) and cannot be "
+            f"model.weights={label}: {file_name} is not in the torch cache ({cached.parent}) and cannot be "
             f"downloaded ({getattr(exc, 'reason', exc)}). Ways out: `dvc pull models/network.pt` from the "
             f"team's remote, copy {file_name} into {cached.parent}, or use model.weights=random"
         ) from None
@@ -146,7 +172,7 @@ def not_torch_file_reason(path: str | os.PathLike) -> str | None:
         return None
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
         # safetensors: an 8-byte little-endian header length, then the JSON header.
-        return "a safetensors file, not a torch.save archive; load it with safetensors.torch.load_file and torch.save it"
+        return "a safetensors file, not a torch.save archive; give it the .safetensors suffix"
     return f"it starts with {_describe_start(head)}, not a torch.save archive"
 
 
@@ -176,8 +202,27 @@ def load_state_dict_file(path: str | os.PathLike) -> dict:
     return state
 
 
-def with_state(arch: str, state: dict, origin: str) -> "torch.nn.Module":
-    model = _skeleton(arch)
+def load_weights_file(path: str | os.PathLike) -> dict:
+    """A state_dict from a ``.safetensors`` file (no code in the format) or a torch.save file (no code runs)."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise DnnprobeError(f"{path}: not a loadable safetensors file ({first_line})") from None
+    return load_state_dict_file(path)
+
+
+def with_state(arch: str, state: dict, origin: str, source: str = "torchvision", seed: int = 0) -> "torch.nn.Module":
+    from dnnprobe.sources import get_source
+
+    module = get_source(source)
+    model = _skeleton(arch) if source == "torchvision" else module.build(arch, seed)
+    state = getattr(module, "adapt_state", lambda s: s)(state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -186,20 +231,51 @@ def with_state(arch: str, state: dict, origin: str) -> "torch.nn.Module":
     return model
 
 
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
+
+
+def is_weights_path(weights: str) -> bool:
+    """A weights file (a path) rather than ``random`` or a pretrained tag."""
+    return weights.endswith(WEIGHT_FILE_SUFFIXES) or "/" in weights or os.sep in weights
+
+
 def build_network(arch: str, weights: str, seed: int) -> tuple["torch.nn.Module", str]:
-    """The network in eval mode and a name for where its weights came from."""
+    """The torchvision network in eval mode and a name for where its weights came from."""
+    model, name, _ = build_from_source("torchvision", arch, weights, seed)
+    return model, name
+
+
+def build_from_source(source: str, arch: str, weights: str, seed: int) -> tuple["torch.nn.Module", str, dict]:
+    """The network in eval mode, a name for where its weights came from, and their provenance
+    (empty for torchvision's random and imagenet weights, whose record is unchanged since DNNBrain's)."""
+    from dnnprobe.sources import get_source
+
+    module = get_source(source)
+    provenance: dict = {} if source == "torchvision" else {"source": source}
     if weights == "random":
-        model, source = random_network(arch, seed), f"random-seed-{seed}"
-    elif weights == "imagenet":
-        state, source = imagenet_state_dict(arch)
-        model = with_state(arch, state, source)
-    else:
-        model = with_state(arch, load_state_dict_file(weights), weights)
-        source = Path(weights).name
-    return model.eval(), source
+        if source == "torchvision":
+            model = random_network(arch, seed)
+        else:
+            model = module.build(arch, seed)
+        return model.eval(), f"random-seed-{seed}", provenance
+    if is_weights_path(weights):
+        path = Path(weights)
+        model = with_state(arch, load_weights_file(path), weights, source, seed)
+        if path.suffix == ".safetensors":
+            provenance.update({"file": path.name, "file_sha256": file_sha256(path)})
+        return model.eval(), path.name, provenance
+    state, found = module.pretrained(arch, weights)
+    if source == "torchvision" and weights == "imagenet":
+        return with_state(arch, state, found["file"]).eval(), found["file"], provenance
+    path = found.pop("path", None)
+    provenance.update({"tag": weights, **found})
+    if path:
+        provenance["file_sha256"] = file_sha256(path)
+    return with_state(arch, state, found["file"], source, seed).eval(), found["file"], provenance
 
 
-def save_network(model: "torch.nn.Module", path: str | os.PathLike, arch: str, weights: str, seed: int, source: str) -> NetworkInfo:
+def save_network(model: "torch.nn.Module", path: str | os.PathLike, arch: str, weights: str, seed: int, source: str,
+                 extra: dict | None = None) -> NetworkInfo:
     """Write the state_dict and its JSON sidecar (``<path>.json``), each atomically."""
     import torch
 
@@ -211,9 +287,9 @@ def save_network(model: "torch.nn.Module", path: str | os.PathLike, arch: str, w
     with atomic_output(path) as temp:
         temp.write_bytes(buffer.getvalue())
         digest = file_sha256(temp)
-    info = NetworkInfo(arch=arch, weights=weights, seed=seed, source_name=source, sha256=digest)
+    info = NetworkInfo(arch=arch, weights=weights, seed=seed, source_name=source, sha256=digest, extra=dict(extra or {}))
     with atomic_output(sidecar_path(path)) as temp:
-        temp.write_text(json.dumps(asdict(info), indent=2) + "\n")
+        temp.write_text(json.dumps(info.as_json(), indent=2) + "\n")
     return info
 
 
@@ -221,8 +297,8 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(f"{path}.json")
 
 
-def load_network(path: str | os.PathLike, arch: str) -> tuple["torch.nn.Module", NetworkInfo]:
-    """The network saved by the network stage, checked against its sidecar and the expected arch."""
+def load_network(path: str | os.PathLike, arch: str, source: str = "torchvision") -> tuple["torch.nn.Module", NetworkInfo]:
+    """The network saved by the network stage, checked against its sidecar and the expected source and arch."""
     path = Path(path)
     try:
         info = NetworkInfo(**json.loads(sidecar_path(path).read_text()))
@@ -230,8 +306,11 @@ def load_network(path: str | os.PathLike, arch: str) -> tuple["torch.nn.Module",
         raise DnnprobeError(f"{sidecar_path(path)}: missing; rerun the network stage (dvc repro network)") from None
     except (TypeError, ValueError) as exc:
         raise DnnprobeError(f"{sidecar_path(path)}: not a network description ({exc})") from None
-    if info.arch != arch:
+    if info.arch != arch and info.source == source:
         raise DnnprobeError(f"{path}: holds {info.arch}, but model.arch is {arch}; rerun the network stage")
+    if info.arch != arch or info.source != source:
+        raise DnnprobeError(f"{path}: holds {info.source} {info.arch}, but model.source/arch are {source} {arch}; "
+                            "rerun the network stage")
     if file_sha256(path) != info.sha256:
         raise DnnprobeError(f"{path}: sha256 differs from {sidecar_path(path)}; the file was changed, rerun the network stage")
-    return with_state(arch, load_state_dict_file(path), str(path)).eval(), info
+    return with_state(arch, load_state_dict_file(path), str(path), source, info.seed).eval(), info

@@ -39,6 +39,7 @@ TUTORIAL_RUN = {"arch": "alexnet", "weights": "imagenet", "source": "bold5000", 
 # Okabe and Ito's (2008, "Color Universal Design") orange and blue, in place of DNNBrain's lime and
 # dodgerblue, which deuteranopes and protanopes confuse.
 CONV_COLOUR, RELU_COLOUR = "#E69F00", "#0072B2"
+MANY_DEPTHS = 12  # above this many depths on the x axis, the figure packs them tighter
 STAR_KEY = {"*": "* p < .05", "**": "** p < .01", "***": "*** p < .001", "n.s.": "n.s. p >= .05"}
 
 
@@ -64,8 +65,10 @@ def plot_rows(summary: dict) -> list[dict]:
     """
     metrics = summary["layers"]
     rows = []
-    for group in depth_groups(summary["layer_order"]):
-        for kind, layer in (("Conv", group.conv), ("ReLU", group.relu)):
+    groups = depth_groups(summary["layer_order"])
+    single = not any(g.conv and g.relu for g in groups)  # no _relu partners (a ViT's blocks): one series
+    for group in groups:
+        for kind, layer in (("layer" if single else "Conv", group.conv), ("ReLU", group.relu)):
             if layer:
                 rows.append({"depth": group.label, "type": kind, "layer": layer, "score": round(metrics[layer]["mean"], 6),
                              "sem": round(metrics[layer]["sem"], 6), "scoring": summary["scoring"],
@@ -157,12 +160,20 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
     groups = depth_groups(summary["layer_order"])
     metrics = summary["layers"]
     scoring = summary["scoring"]
-    width_in, height_in = max(6.0, 0.9 * len(groups) + 1.5) + 1.6, 4.8  # + room for the legend at the right
+    # Layers without _relu partners (a ViT's blocks, ConvNeXt's stages): one bar per layer, in depth order.
+    single = not any(g.conv and g.relu for g in groups)
+    many = len(groups) > MANY_DEPTHS  # 12-48 layers: narrower slots and vertical tick labels
+    slot = 0.35 if many else 0.9
+    width_in, height_in = max(6.0, slot * len(groups) + 1.5) + 1.6, 4.8  # + room for the legend at the right
     figure, axes = plt.subplots(figsize=(width_in, height_in))
     x = np.arange(len(groups))
     width = 0.43
     drawn = {"layer_marks": False, "brackets": False, "published": False, "marks": set()}
-    for offset, kind, colour, name in ((-width / 2, "conv", CONV_COLOUR, "Conv"), (width / 2, "relu", RELU_COLOUR, "ReLU")):
+    series = (((0.0, "conv", CONV_COLOUR, "layer"),) if single else
+              ((-width / 2, "conv", CONV_COLOUR, "Conv"), (width / 2, "relu", RELU_COLOUR, "ReLU")))
+    if single:
+        width = 0.8
+    for offset, kind, colour, name in series:
         layers = [getattr(g, kind) for g in groups]
         present = [i for i, layer in enumerate(layers) if layer]
         if not present:
@@ -215,7 +226,7 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
         axes.set_yticks([t for t in axes.get_yticks() if low - 1e-9 <= t <= 1.0 + 1e-9])
     axes.spines["top"].set_visible(False)
     axes.spines["right"].set_visible(False)
-    axes.set_xticks(x, [g.label for g in groups])
+    axes.set_xticks(x, [g.label for g in groups], **({"rotation": 90, "fontsize": 7} if many else {}))
     axes.set_ylabel(scoring.replace("_", " "))
     axes.set_title(figure_title(summary), fontsize=9)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)

@@ -208,15 +208,17 @@ def sweep_figure(experiments: list[Experiment], param: str = "pca") -> plt.Figur
     varying = varying_params(experiments)
     x = np.arange(len(layers))
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(experiments)))
-    # + 4 inches at the right for the legend, one line per experiment
-    figure, axes = plt.subplots(figsize=(max(7.0, 0.6 * len(layers) + 3) + 4, max(4.8, 0.25 * len(experiments) + 2)),
-                                layout="constrained")
+    # + 4 inches at the right for the legend, one line per experiment; a transformer's 24-48 layers get
+    # narrower slots and vertical names, so the figure stays within a screen's width
+    many = len(layers) > 24
+    figure, axes = plt.subplots(figsize=(max(7.0, (0.3 if many else 0.6) * len(layers) + 3) + 4,
+                                         max(4.8, 0.25 * len(experiments) + 2)), layout="constrained")
     for experiment, colour in zip(experiments, colours):
         mean = np.array([experiment.scores.get(layer, (np.nan, np.nan))[0] for layer in layers])
         sem = np.array([experiment.scores.get(layer, (np.nan, np.nan))[1] for layer in layers])
         axes.plot(x, mean, marker="o", color=colour, label=line_label(experiment, param, varying))
         axes.fill_between(x, mean - sem, mean + sem, color=colour, alpha=0.15, linewidth=0)
-    axes.set_xticks(x, layers, rotation=45, ha="right")
+    axes.set_xticks(x, layers, rotation=90 if many else 45, ha="center" if many else "right")
     scorings = sorted({e.scoring for e in experiments})
     axes.set_ylabel(" / ".join(scorings) + " (mean over folds, band: SEM)")
     def values(key: str) -> str:  # every experiment's value of a key, once each

@@ -36,6 +36,15 @@ def test_bench_extract_tiny(tmp_path):
     assert float(match.group(1)) > 0
 
 
+def test_bench_vit_tokens_tiny(tmp_path):
+    out = run("bench_vit_tokens.py", "--n", "2", "--size", "64", "--batch-size", "2", "--workers", "0",
+              "--data-dir", str(tmp_path), cwd=tmp_path, whole=True)
+    sizes = {tokens: float(mb) for tokens, mb in re.findall(r"extract, tokens (\w+) .* file ([\d.]+) MB", out)}
+    assert sizes["all"] >= 2 * 12 * 197 * 768 * 4 / 1e6 > 2 * 12 * 768 * 4 / 1e6 * 100 > sizes["cls"], out
+    match = re.fullmatch(r"ratio_cls=([\d.]+) ratio_all=([\d.]+)", out.strip().splitlines()[-1])
+    assert match and float(match.group(1)) > 0 and float(match.group(2)) > 0, out
+
+
 def test_bench_pipeline_tiny(tmp_path):
     out = run("bench_pipeline.py", "--n", "24", "--size", "64", "--batch-size", "8", "--workers", "0", "--pca", "4",
               "--cv", "3", "--device", "cpu", "--data-dir", str(tmp_path), cwd=tmp_path, whole=True)

@@ -414,9 +414,14 @@ def pipeline(tmp_path_factory):
 
 
 def declared_code(deps: list[str]) -> set[str]:
-    """The source files a stage's deps cover (a folder dep covers every .py file in it)."""
+    """The source files a stage's deps cover (a folder dep covers every .py file in it), with ``${model.source}``
+    read from params.yaml as DVC interpolates it."""
+    from dnnprobe.core.params import load_params
+
+    source = load_params(REPO / "params.yaml").model.source
     files = set()
     for dep in deps:
+        dep = dep.replace("${model.source}", source)
         path = REPO / dep
         if dep.startswith("src/"):
             files |= {f.relative_to(REPO).as_posix() for f in path.rglob("*.py")} if path.is_dir() else {dep}

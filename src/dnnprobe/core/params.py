@@ -81,10 +81,17 @@ class StimuliParams:
     bold5000: Bold5000Params = field(default_factory=Bold5000Params)
 
 
+MODEL_SOURCES = ("torchvision", "timm", "open_clip", "hf")  # dnnprobe.sources.SOURCES (tested to agree)
+PREPROCESS_CHOICES = ("dnnbrain", "model")  # dnnprobe.preprocess
+TOKEN_CHOICES = ("all", "cls", "mean", "cls+mean")  # dnnprobe.tokens
+
+
 @dataclass(frozen=True)
 class ModelParams:
+    source: str = _checked("torchvision", _one_of(MODEL_SOURCES))
     arch: str = "alexnet"
-    weights: str = "random"  # random | imagenet | path of a state_dict file inside models/external/
+    # random | a pretrained tag of the source (imagenet, IMAGENET1K_V2, ...) | a weights file inside models/external/
+    weights: str = "random"
     seed: int = _checked(0, _check(lambda v: 0 <= v < 2 ** 63, "must be between 0 and 2**63 - 1"))
 
 
@@ -97,6 +104,8 @@ class ExtractParams:
     dtype: str = _checked("float32", _one_of(DTYPES))
     compression: str = _checked("none", _one_of(COMPRESSIONS))
     num_workers: int = _checked(1, _check(lambda v: v >= 0, "must be >= 0"))
+    preprocess: str = _checked("dnnbrain", _one_of(PREPROCESS_CHOICES))
+    tokens: str = _checked("all", _one_of(TOKEN_CHOICES))
 
 
 @dataclass(frozen=True)

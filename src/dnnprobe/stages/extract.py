@@ -4,11 +4,13 @@ DNNBrain activation file (``data/activations.act.h5``)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import click
 
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.params import Params
+from dnnprobe.preprocess import DNNBRAIN, Preprocess
 from dnnprobe.stimuli import ImageList
 
 
@@ -22,19 +24,50 @@ def extract(
     (``network_sha256``) it was computed from; each image's bytes are checked against the list.
     """
     from dnnprobe.extraction import extract_activations
-    from dnnprobe.layers import requested_layers, resolve_layers
     from dnnprobe.network import load_network
 
     images = ImageList.read(image_list_path)
-    model, info = load_network(network_path, params.model.arch)
-    module_paths = resolve_layers(model, params.model.arch, requested_layers(params.extract.layers))
+    model, info = load_network(network_path, params.model.arch, params.model.source)
+    setup = extraction_setup(params, model)
     settings = params.extract
-    attrs = {**info.as_attrs(), "images_sha256": images.sha256, "stimuli_rows": len(images)}
+    attrs = {**info.as_attrs(), "images_sha256": images.sha256, "stimuli_rows": len(images), **setup.attrs}
     return extract_activations(
-        images, model, module_paths, out_path,
+        images, model, setup.module_paths, out_path,
         batch_size=settings.batch_size, device=settings.device, dtype=settings.dtype,
         compression=settings.compression, num_workers=settings.num_workers, file_attrs=attrs, progress=progress,
+        prep=setup.prep, tokens=settings.tokens, token_layout=setup.token_layout,
+        announce=lambda line: click.echo(line, err=True),
     )
+
+
+@dataclass
+class ExtractionSetup:
+    """What params.yaml asks of a network: its layers, its input transform, its token layout."""
+
+    module_paths: dict
+    prep: Preprocess
+    token_layout: object
+    attrs: dict  # recorded in the activation file (absent for the DNNBrain default, whose bytes stay)
+
+
+def extraction_setup(params: Params, model) -> ExtractionSetup:
+    """Resolve ``extract.layers`` (empty: the source's defaults), ``extract.preprocess`` and the token layout."""
+    from dnnprobe.layers import default_layers, resolve_layers
+    from dnnprobe.sources import get_source
+
+    source, arch = params.model.source, params.model.arch
+    layers = params.extract.layers or default_layers(model, arch, source)
+    module_paths = resolve_layers(model, arch, layers, source)
+    prep = DNNBRAIN if params.extract.preprocess == "dnnbrain" else get_source(source).preprocessing(model, arch)
+    layout = get_source(source).token_layout(model, prep.input_size)
+    # Beyond the DNNBrain default (whose file keeps its bytes), what shaped the inputs and the token
+    # layers; named network_* so that the gram stage carries them on and the probe logs them to MLflow.
+    attrs = {}
+    if params.extract.preprocess != "dnnbrain":
+        attrs.update({"network_preprocess": params.extract.preprocess, "network_transform": prep.describe()})
+    if layout is not None:
+        attrs["network_tokens"] = params.extract.tokens
+    return ExtractionSetup(module_paths, prep, layout, attrs)
 
 
 @click.option("--images", "image_list", default="data/images.sha256", show_default=True,

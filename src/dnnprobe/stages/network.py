@@ -1,4 +1,4 @@
-"""Stage ``network``: save the network's weights (``model.arch``, ``model.weights``, ``model.seed``) to
+"""Stage ``network``: save the network's weights (``model.source``, ``model.arch``, ``model.weights``, ``model.seed``) to
 ``models/network.pt``, with a JSON sidecar saying what they are."""
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ def make_network(params: Params, out_path: str | os.PathLike):
     A weights file (``model.weights: <path>``) must lie inside models/external/, which the network
     stage lists as a dependency, so that DVC reruns it when the file changes.
     """
-    from dnnprobe.network import build_network, save_network
+    from dnnprobe.network import build_from_source, is_weights_path, save_network
 
     weights = params.model.weights
-    if weights not in ("random", "imagenet") and not Path(os.path.realpath(weights)).is_relative_to(os.path.realpath(EXTERNAL_WEIGHTS)):
+    if is_weights_path(weights) and not Path(os.path.realpath(weights)).is_relative_to(os.path.realpath(EXTERNAL_WEIGHTS)):
         link = f" (a link to {os.path.realpath(weights)})" if os.path.islink(weights) else ""
         raise DnnprobeError(
             f"params.yaml: model.weights {weights}{link} is outside {EXTERNAL_WEIGHTS}/, the folder DVC watches for "
             f"weights files; copy it there (and `dvc add` it to share it) and set model.weights to the copy")
     with claim(out_path, f"{out_path}.json"):
-        model, source = build_network(params.model.arch, weights, params.model.seed)
-        return save_network(model, out_path, params.model.arch, weights, params.model.seed, source)
+        model, name, provenance = build_from_source(params.model.source, params.model.arch, weights, params.model.seed)
+        return save_network(model, out_path, params.model.arch, weights, params.model.seed, name, provenance)
 
 
 @click.option("--out", default="models/network.pt", show_default=True, help="state_dict to write (+ .json sidecar).")
