@@ -31,7 +31,8 @@ BALANCED = ["0", "1"] * 12
         (["0"] * 24, [], ["stimuli.stim.csv: column 'label' has a single class (0); nothing to decode"]),
         (["0"] * 22 + ["1"] * 2, [], ["column 'label': class 1 has 2 stimuli, fewer than cv=3 folds"]),
         (BALANCED, ["probe.label=animacy"], ["stimuli.stim.csv: no column 'animacy' (columns: stimID, label, condition)"]),
-        (BALANCED, ["pca=20"], ["pca=20 is larger than the smallest training fold (16 stimuli)"]),
+        (BALANCED, ["pca=20"], ["pca=20 is larger than the smallest training fold (16 stimuli): set pca <= 16 "
+                                "(at cv=3 a training fold holds 16 of the 24 stimuli; more folds or more stimuli hold more)"]),
         (["0", "1"] * 11 + ["1", "99999999999999999999"], [],
          ["column 'label', stimulus row 24", "'99999999999999999999' is too large for a class label"]),
         (["0.0", "1.0"] * 11 + ["1.0", "0.5"], [],  # 0.0 is class 0 (DNNBrain's reading); 0.5 is no class
@@ -72,3 +73,15 @@ def test_images_that_are_not_the_tables_are_refused(tmp_path, tiny_stimuli):
     assert_one_line_error(result, "check", "stimuli.stim.csv: the images in", "are not the ones this table was written "
                           "with (images_sha256 differs); rerun the stimuli stage")
     assert_nothing_written(tmp_path / "data" / "images.sha256")
+
+
+def test_a_class_too_small_for_the_folds_is_named_by_its_condition(tmp_path, tiny_stimuli):
+    """A class is named as the table names it (`condition`: the class folder of a folder source)."""
+    table_path = own_copy(tiny_stimuli, tmp_path / "data")
+    table = StimulusTable.read(table_path)
+    table.columns["label"] = ["0"] * 22 + ["1"] * 2
+    table.columns["condition"] = ["dog"] * 22 + ["cat"] * 2
+    table.write(table_path)
+    result = cli("check", "--table", table_path, "--out", tmp_path / "data" / "images.sha256")
+    assert_one_line_error(result, "check", "column 'label': class 1 (cat) has 2 stimuli, fewer than cv=3 folds "
+                          "(set cv <= 2, or add stimuli to that class)")

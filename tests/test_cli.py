@@ -44,7 +44,7 @@ def test_not_found_in_a_temporary_experiment_says_why(tmp_path, monkeypatch):
 
 def test_help_lists_every_stage():
     result = CliRunner().invoke(main, ["--help"])
-    for stage in ("stimuli", "check", "network", "extract", "gram", "probe", "report"):
+    for stage in ("params", "stimuli", "check", "network", "extract", "gram", "probe", "report"):
         assert stage in result.output
 
 

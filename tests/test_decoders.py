@@ -47,8 +47,8 @@ def test_bad_probe_settings_are_rejected_before_work(y, settings, n_units, messa
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("classifier", "forest", "probe.classifier must be one of logistic, linear_svm"),
-    ("scoring", "f1", "probe.scoring must be one of accuracy"),
+    ("classifier", "forest", "^params.yaml: probe.classifier must be one of logistic, linear_svm"),
+    ("scoring", "f1", "^params.yaml: probe.scoring must be one of accuracy"),
 ])
 def test_unknown_decoder_or_scoring_is_refused(field, value, message):
     with pytest.raises(DnnprobeError, match=message):

@@ -72,7 +72,7 @@ def test_a_named_params_file_that_does_not_exist_is_an_error(tmp_path):
 
 
 def test_numbers_in_exponent_notation_are_numbers():
-    """YAML 1.1 (PyYAML) reads 1e-3 as a string; params.yaml users write it anyway."""
+    """YAML 1.2 (DVC's reader, and ours) reads 1e-3 as a number, where YAML 1.1 (PyYAML) reads a string."""
     assert load_params(REPO / "params.yaml", ("probe.C=1e-3",)).probe.C == 0.001
     assert load_params(REPO / "params.yaml", ("probe.C=2E+1",)).probe.C == 20.0
     with pytest.raises(DnnprobeError, match="probe.C must be a number > 0, auto, or a list of numbers > 0, got 'one'"):
@@ -96,6 +96,65 @@ def test_seeds_out_of_range_are_refused_before_any_work(override, message):
 def test_flat_view_for_tracking():
     flat = Params().flat()
     assert flat["probe.C"] == 1.0 and flat["pca"] == 100 and flat["extract.layers"] == []
+
+
+@pytest.mark.parametrize("text, key, expected", [
+    ("pca: 010\n", "pca", 10),        # YAML 1.1 (PyYAML): octal, 8
+    ("pca: 0o10\n", "pca", 8),        # YAML 1.2's octal
+    ("probe:\n  C: 1e-3\n", "probe.C", 0.001),  # YAML 1.1: the string '1e-3'
+])
+def test_params_yaml_is_read_exactly_as_dvc_reads_it(tmp_path, text, key, expected):
+    """dvc.lock, `dvc exp show` and the sweep labels show what DVC reads; the stages must compute with it."""
+    from dvc.utils.serialize import parse_yaml  # how DVC reads params.yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    dvc_value = parse_yaml(text, str(path))
+    for part in key.split("."):
+        dvc_value = dvc_value[part]
+    assert load_params(path).flat()[key] == dvc_value == expected
+
+
+def test_values_yaml_1_1_reads_otherwise_are_refused_as_dvc_reads_them(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("cv: 1:30\n")  # YAML 1.1: 90 (sexagesimal); DVC: the string '1:30'
+    with pytest.raises(DnnprobeError, match=re.escape("params.yaml: cv must be an integer, got '1:30'")):
+        load_params(path)
+    path.write_text("probe:\n  standardize: yes\n")  # YAML 1.1: true; DVC: the string 'yes'
+    with pytest.raises(DnnprobeError, match=re.escape("probe.standardize must be true or false, got 'yes'")):
+        load_params(path)
+
+
+@pytest.mark.parametrize("value", ["@lab", "`lab`", "\tlab", "lab\there"])
+def test_set_values_yaml_cannot_read_fail_in_one_line_saying_how_to_quote(value):
+    with pytest.raises(DnnprobeError) as caught:
+        load_params(REPO / "params.yaml", (f"stimuli.folder={value}",))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"--set {'stimuli.folder=' + value!r}, line 1, column")
+    assert "not valid YAML (found character" in message and "to pass it as text, quote the value in YAML: " in message
+    quoted = message.split("quote the value in YAML: ")[1]  # what the message says to pass
+    assert load_params(REPO / "params.yaml", (quoted,)).stimuli.folder == value
+
+
+@pytest.mark.parametrize("override", ["pca=50", "probe.C=0.1", "report.confusion_layer=fc1",
+                                      "stimuli.bold5000.download_dir=elsewhere", "tracking.experiment=mine"])
+def test_dvc_exp_run_set_rewrites_params_yaml_as_a_one_line_diff(tmp_path, override):
+    """params.yaml is written in the style DVC writes back (block lists, its quoting), so that
+    `dvc exp run -S key=value` changes one line, not every list and quote in the file."""
+    from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` does to params.yaml
+    from dvc.utils.serialize import modify_yaml
+
+    path = tmp_path / "params.yaml"
+    original = (REPO / "params.yaml").read_text()
+    path.write_text(original)
+    with modify_yaml(path):  # read and written back unchanged: the same bytes
+        pass
+    assert path.read_text() == original
+    apply_overrides(path, [override])
+    changed = [(a, b) for a, b in zip(original.splitlines(), path.read_text().splitlines()) if a != b]
+    assert len(original.splitlines()) == len(path.read_text().splitlines()) and len(changed) == 1, changed
+    key, value = override.split("=")
+    assert changed[0][1].strip().startswith(f"{key.split('.')[-1]}: {value}")
 
 
 def test_an_experiment_name_longer_than_mlflow_allows_is_refused_before_any_stage_works():

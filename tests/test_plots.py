@@ -43,3 +43,16 @@ def test_template_draws_the_report_stage_columns():
                                                                     ("FC1", "Conv", "fc1")]
     computed = {"mean", "sem_over_folds", "mean_minus_sem", "mean_plus_sem", "experiment_scoring"}
     assert fields - computed <= set(rows[0]) | {"rev"}  # every field it draws is written (or DVC's `rev`)
+
+
+def test_dvc_plots_diff_labels_each_line_with_the_settings_that_differ():
+    """Not only DVC's random experiment name (`risky-nosh`): what the probe's summary says differs."""
+    from dnnprobe.report import plot_rows
+
+    template = json.loads((PLOTS / "layer_scores.json").read_text())
+    summary = {"scoring": "accuracy", "layer_order": ["conv1", "conv1_relu"], "settings": "pca=50 classifier=ridge",
+               "layers": {name: {"mean": 0.6, "sem": 0.01} for name in ("conv1", "conv1_relu")}}
+    assert {row["settings"] for row in plot_rows(summary)} == {"pca=50 classifier=ridge"}
+    [label] = [t["calculate"] for t in template["transform"] if t["as"] == "experiment_scoring"]
+    assert label == "(datum.settings ? datum.settings + ' [' + datum.rev + ']' : datum.rev) + ' (' + datum.scoring + ')'"
+    assert template["width"] >= 720  # room for the longer labels in the legend beside the chart

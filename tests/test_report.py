@@ -30,7 +30,7 @@ def test_report_writes_figures_and_plot_table_reproducibly(probed):
     report(params, folder / "probe", folder / "figures", folder / "plots" / "s.csv")
     assert {p.name: p.read_bytes() for p in (folder / "figures").iterdir()} == first
     rows = (folder / "plots" / "s.csv").read_text().splitlines()
-    assert rows[0] == "depth,type,layer,score,sem,scoring" and len(rows) == 15  # a row per layer
+    assert rows[0] == "depth,type,layer,score,sem,scoring,settings" and len(rows) == 15  # a row per layer
     summary = json.loads((folder / "probe" / "summary.json").read_text())
     assert [(r["depth"], r["type"], r["layer"]) for r in plot_rows(summary)[:2]] == [("Conv1", "Conv", "conv1"),
                                                                                      ("Conv1", "ReLU", "conv1_relu")]

@@ -74,8 +74,9 @@ def test_probe_stage_outputs_and_run(tmp_path, tiny_stimuli, tiny_gram, tiny_act
     # one metric per layer on the parent run, named as in metrics.json, and the SEM beside it
     assert {layer: run.data.metrics[layer] for layer in metrics} == pytest.approx(metrics, abs=1e-6)
     assert run.data.metrics["sem/fc1"] == pytest.approx(summary["layers"]["fc1"]["sem"])
-    # the network, the number of stimuli, pca, cv; nothing else differs from defaults
-    assert run.info.run_name == f"alexnet random n={summary['n_stimuli']} pca=4 cv=3"
+    # what differs from the defaults first (the runs table cuts names short), then the network and n
+    assert run.info.run_name == f"pca=4 cv=3 | alexnet random n={summary['n_stimuli']}"
+    assert summary["settings"] == "pca=4 cv=3"  # what labels this run's line in `dvc plots diff`
     assert run.data.params["stimulus_set"] == summary["stimulus_set"] and run.data.params["stimuli_source"] == "demo"
     # the stimulus table as the run's dataset input: name, digest, source, row count
     client = mlflow.tracking.MlflowClient()
@@ -90,12 +91,16 @@ def test_probe_stage_outputs_and_run(tmp_path, tiny_stimuli, tiny_gram, tiny_act
     assert json.loads((tmp_path / "probes" / "index.json").read_text())["layers"] == []
 
 
-def test_run_names_carry_the_settings_that_differ():
+def test_run_names_begin_with_the_settings_that_differ():
+    """MLflow's runs table shows about 20 characters of a name: what tells runs apart comes first."""
     defaults = {"pca": 100, "cv": 10, "probe.classifier": "logistic", "probe.C": 1.0, "probe.standardize": False}
     same = dict(defaults)
     assert tracking.run_name("alexnet", "random", same, defaults) == "alexnet random pca=100 cv=10"
     changed = {**defaults, "pca": 50, "probe.classifier": "ridge", "probe.C": 1}  # 1 == 1.0: not a change
-    assert tracking.run_name("alexnet", "models/external/mine.pt", changed, defaults) == "alexnet mine.pt pca=50 cv=10 classifier=ridge"
+    assert (tracking.run_name("alexnet", "models/external/mine.pt", changed, defaults)
+            == "weights=mine.pt pca=50 classifier=ridge | alexnet mine.pt cv=10")
+    assert tracking.run_name("vgg16", "random", {**defaults, "probe.C": 0.1}, defaults) == (
+        "arch=vgg16 C=0.1 | vgg16 random pca=100 cv=10")
 
 
 def test_dvc_experiment_name_is_a_tag_and_ends_the_run_name(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, monkeypatch):
@@ -103,7 +108,7 @@ def test_dvc_experiment_name_is_a_tag_and_ends_the_run_name(tmp_path, tiny_stimu
     run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **{"probe.C": "0.5"})
     run = latest_probe_run()
     assert run.data.tags["dvc_exp_name"] == "utile-sook"
-    assert run.info.run_name == "alexnet random n=24 pca=4 cv=3 C=0.5 [utile-sook]"
+    assert run.info.run_name == "pca=4 cv=3 C=0.5 | alexnet random n=24 [utile-sook]"
 
 
 def test_save_models_writes_npz_that_loads_without_pickle(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
@@ -512,7 +517,7 @@ def test_a_server_stopping_mid_probe_fails_in_seconds_naming_the_runs_left_runni
         status = dict(db.execute("SELECT run_uuid, status FROM runs"))
         names = dict(db.execute("SELECT run_uuid, name FROM runs"))
     named = re.findall(r"([0-9a-f]{32}) \(the probe run\)", lines[0])
-    assert len(named) == 1 and status[named[0]] == "RUNNING" and names[named[0]].startswith("alexnet random n=24")
+    assert len(named) == 1 and status[named[0]] == "RUNNING" and names[named[0]].startswith("pca=4 cv=3 | alexnet random n=24")
     assert not (out / "probe").exists() and not (out / "metrics.json").exists()
 
 
@@ -676,7 +681,7 @@ def test_an_artifact_store_failing_at_the_end_leaves_the_previous_outputs(tmp_pa
     assert message.endswith("cannot write (the server answered HTTP 500 to each of 3 tries; see the server's log)")
     assert (tmp_path / "metrics.json").read_text() == "the previous run's\n" and list((tmp_path / "probe").iterdir()) == []
     assert not (tmp_path / "metrics_detail.json").exists()
-    assert _statuses()["alexnet random n=24 pca=4 cv=3"][0] == "FAILED"
+    assert _statuses()["pca=4 cv=3 | alexnet random n=24"][0] == "FAILED"
 
 
 def test_labels_written_as_floats_keep_their_class_names(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):

@@ -235,3 +235,15 @@ def test_fifos_and_other_special_files_in_a_folder_are_skipped(tmp_path):
     table = make_stimuli(params_with(**{"stimuli.source": "folder", "stimuli.folder": root}),
                          tmp_path / "out" / "s.stim.csv", tmp_path / "out" / "images")
     assert "cats/zz.png" not in table.stim_ids and len(table) == 7
+
+
+def test_a_flat_folder_of_images_is_refused_saying_how_to_arrange_class_subfolders(tmp_path):
+    root = tmp_path / "mine"
+    for i in range(4):
+        rgb_image(root / f"{i}.png", value=50 * i)  # images, but no class subfolders
+    out = tmp_path / "out"
+    result = cli("stimuli", "--set", "stimuli.source=folder", "--set", f"stimuli.folder={root}",
+                 "--table", out / "s.stim.csv", "--images", out / "images")
+    assert_one_line_error(result, "stimuli", "no images (", "in class subfolders; 4 images lie directly in it",
+                          f"needs one subfolder per class, named after it: {root}/cat/001.jpg, {root}/dog/001.jpg")
+    assert_nothing_written(out)

@@ -1,6 +1,6 @@
 """dnnprobe: which layer of a deep network explicitly encodes a stimulus attribute?
 
-README.md, "Where things are", maps the package: ``dnnprobe.core`` (what every stage runs),
+docs/development.md, "Where things are", maps the package: ``dnnprobe.core`` (what every stage runs),
 ``dnnprobe.stages`` (one module per DVC stage) and one module per concept.
 """
 

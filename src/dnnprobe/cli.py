@@ -1,5 +1,6 @@
 """``dnnprobe``, the command for people: ``dnnprobe <stage>`` runs a pipeline stage by hand, exactly as
-``python -m dnnprobe.stages.<stage>`` (what dvc.yaml runs) does; ``dnnprobe sweep`` compares experiments; ``dnnprobe layers`` lists what a network can record.
+``python -m dnnprobe.stages.<stage>`` (what dvc.yaml runs) does; ``dnnprobe sweep`` (a figure) and
+``dnnprobe compare`` (a table) compare experiments; ``dnnprobe layers`` lists what a network can record.
 
 Commands are imported only when run, so ``dnnprobe --help`` is quick. No stage depends on this module.
 """
@@ -10,8 +11,9 @@ import importlib
 
 import click
 
-STAGES = ("stimuli", "check", "network", "extract", "gram", "probe", "report", "similarity")
-COMMANDS = {**{stage: f"dnnprobe.stages.{stage}" for stage in STAGES}, "sweep": "dnnprobe.sweep", "layers": "dnnprobe.layer_table"}
+STAGES = ("params", "stimuli", "check", "network", "extract", "gram", "probe", "report", "similarity")
+COMMANDS = {**{stage: f"dnnprobe.stages.{stage}" for stage in STAGES}, "sweep": "dnnprobe.sweep",
+            "compare": "dnnprobe.compare", "layers": "dnnprobe.layer_table"}
 
 
 class _Commands(click.Group):
@@ -30,7 +32,7 @@ class _Commands(click.Group):
 def main():
     """Which layer of a deep network explicitly encodes a stimulus attribute?
 
-    The pipeline (dvc.yaml): stimuli -> check -> network -> extract -> gram -> probe -> report;
+    The pipeline (dvc.yaml): params, then stimuli -> check -> network -> extract -> gram -> probe -> report;
     gram -> similarity.
     """
 

@@ -95,9 +95,9 @@ class ProbeSettings:
     def __post_init__(self) -> None:
         for key, value, choices in (("probe.classifier", self.classifier, DECODERS), ("probe.scoring", self.scoring, SCORINGS)):
             if value not in choices:
-                raise DnnprobeError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+                raise DnnprobeError(f"params.yaml: {key} must be one of {', '.join(choices)}, got {value!r}")
         if self.C_grid is not None and self.classifier == "lda":
-            raise DnnprobeError("probe.C: lda has no C to choose; set probe.C to a number")
+            raise DnnprobeError("params.yaml: probe.C: lda has no C to choose; set probe.C to a number")
 
     @classmethod
     def from_params(cls, params, label: str | None = None) -> "ProbeSettings":
@@ -203,6 +203,23 @@ def targets(table, label: str, settings: ProbeSettings) -> np.ndarray:
         ) from None
 
 
+def class_names(table, label: str) -> dict[int, str]:
+    """Each class of column `label` -> its name in the table's ``condition`` column (the class folder of a
+    ``folder`` source, e.g. ``cat``), where every stimulus of the class has the same one; {} otherwise."""
+    if label == "condition" or "condition" not in table.columns or label not in table.columns:
+        return {}
+    from dnnprobe.stimuli import class_label  # how the table's labels are read: 1 and 1.0 are class 1
+
+    names: dict[int, set[str]] = {}
+    for value, condition in zip(table.columns[label], table.columns["condition"]):
+        try:
+            names.setdefault(class_label(value), set()).add(condition)
+        except (ValueError, OverflowError):
+            return {}  # not class labels: targets() says so
+    return {value: next(iter(conditions)) for value, conditions in names.items()
+            if len(conditions) == 1 and next(iter(conditions)).strip()}
+
+
 def _is_number(text: str, kind: Callable[[str], Any]) -> bool:
     try:
         kind(text)
@@ -214,13 +231,19 @@ def _is_number(text: str, kind: Callable[[str], Any]) -> bool:
 def check_targets(
     y: np.ndarray, settings: ProbeSettings, n_units: int | None = None, label: str = "label",
     layer: str | None = None, table: str | None = None, groups: np.ndarray | None = None, groups_name: str = "",
+    names: dict[int, str] | None = None,
 ) -> None:
     """Reject settings that cannot give a meaningful cross-validation, before any work.
 
     `groups` ((n,) group of each stimulus, the ``probe.groups`` column's values, or None) are checked against the folds too
-    (:func:`check_groups`). `layer` and `table` only make the messages name the layer and the stimulus
-    table at fault.
+    (:func:`check_groups`). `layer`, `table` and `names` (class -> its name, see :func:`class_names`) only make
+    the messages name the layer, the stimulus table and the class at fault.
     """
+    names = names or {}
+
+    def named(value) -> str:
+        return f"{value} ({names[value]})" if value in names else f"{value}"
+
     n = len(y)
     column = f"{table}: column {label!r}" if table else f"column {label!r}"
     if settings.cv > n:
@@ -232,11 +255,12 @@ def check_targets(
     if not settings.is_regression:
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
-            raise DnnprobeError(f"{column} has a single class ({classes[0]}); nothing to decode")
+            raise DnnprobeError(f"{column} has a single class ({named(classes[0])}); nothing to decode")
         if counts.min() < settings.cv and groups is None:
             small = classes[np.argmin(counts)]
             raise DnnprobeError(
-                f"{column}: class {small} has {counts.min()} stimuli, fewer than cv={settings.cv} folds"
+                f"{column}: class {named(small)} has {counts.min()} stimuli, fewer than cv={settings.cv} folds "
+                f"(set cv <= {counts.min()}, or add stimuli to that class)"
             )
         if settings.scoring == "roc_auc" and len(classes) != 2:
             raise DnnprobeError(f"probe.scoring=roc_auc needs two classes; {column} has {len(classes)}")
@@ -244,8 +268,11 @@ def check_targets(
         check_groups(y, groups, settings, label, column, groups_name)
     smallest_train = n - max(len(test) for _, test in _outer_splits(y, settings, groups))
     if settings.n_components > smallest_train:
+        # A training fold holds n - ceil(n / cv) stimuli: more folds (or more stimuli) make it larger.
         raise DnnprobeError(
-            f"pca={settings.n_components} is larger than the smallest training fold ({smallest_train} stimuli)"
+            f"pca={settings.n_components} is larger than the smallest training fold ({smallest_train} stimuli): "
+            f"set pca <= {smallest_train} (at cv={settings.cv} a training fold holds {smallest_train} of the "
+            f"{n} stimuli; more folds or more stimuli hold more)"
         )
     if n_units is not None and settings.n_components > n_units:
         what = f"layer {layer}'s" if layer else "the layer's"

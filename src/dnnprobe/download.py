@@ -33,11 +33,11 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
 
 from dnnprobe.core.atomic import claim, disk_error
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import file_sha256
+from dnnprobe.core.progress import progress_bar
 
 CHUNK = 1 << 20
 RETRY_STATUSES = {429, 502, 503, 504}
@@ -268,9 +268,8 @@ def _fetch(url: str, partial: Path, target: Path, timeout: float, progress: bool
             validator.write_text(tag + "\n")
         written = start
         try:
-            with open(partial, "r+b" if start else "wb") as out, tqdm(
-                total=end, initial=start, unit="B", unit_scale=True, desc=target.name, file=sys.stderr,
-                disable=not progress,
+            with open(partial, "r+b" if start else "wb") as out, progress_bar(
+                total=end, initial=start, unit="B", unit_scale=True, desc=target.name, enabled=progress,
             ) as bar:
                 out.seek(start)
                 out.truncate()

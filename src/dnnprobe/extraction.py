@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from dnnprobe.actfile import ActivationWriter, dnnbrain_shape
 from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.hashing import file_sha256
 from dnnprobe.layers import LayerCall, fx_call_names, parse_layer_call
 from dnnprobe.linalg import DEVICE_PATTERN, check_cuda_device, full_float32
@@ -632,8 +632,8 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
             for _ in range(min(BUFFER_SETS, len(loader))):
                 free.put(BatchBuffers(shapes, getattr(torch, dtype), target, copy_stream))
             batches = _from_workers(loader, num_workers)
-            for pixels, errors, notes in tqdm(batches, desc="extract", unit="batch", total=len(loader),
-                                              disable=not progress):
+            for pixels, errors, notes in progress_bar(batches, desc="extract", unit="batch", total=len(loader),
+                                                      enabled=progress):
                 image_notes.extend(notes)
                 if errors:
                     raise DnnprobeError(f"{name}, {errors[0]}")

@@ -16,7 +16,7 @@ activations X (n_stim rows, d units), and the gram stage stores, per layer, the 
 
 Products run in float32 (BLAS, or cuBLAS with ``probe.device``) one band of the result at a time and
 accumulate in float64; the result is stored as ``gram.dtype`` (float32 by default: fold accuracies
-are the same as with float64, see README "Performance"). Once cached, a new ``pca``, ``cv`` or
+are the same as with float64, see docs/performance.md). Once cached, a new ``pca``, ``cv`` or
 classifier costs seconds.
 
 File layout (format 2): root attributes ``gram_format`` = 2, ``n_stim``, ``layers``, ``dtype``,
@@ -44,11 +44,11 @@ from typing import Iterator
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from dnnprobe.actfile import ActivationFile, io_reason, open_checked, refuse_data_outside_the_file
 from dnnprobe.core.atomic import atomic_output
 from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.progress import progress_bar
 from dnnprobe.covpca import LayerMoments, add_outer_products
 from dnnprobe.linalg import NUMPY, NumpyOps
 
@@ -279,7 +279,7 @@ def write_gram_file(
                         **provenance,
                     })
                     with ops.precision():
-                        for layer, d in tqdm(list(zip(layers, units)), desc="gram", unit="layer", disable=not progress):
+                        for layer, d in progress_bar(list(zip(layers, units)), desc="gram", unit="layer", enabled=progress):
                             writer.write_layer(layer, layer_matrix(activations, layer, ops=ops), d, dtype)
                     writer.write_attrs({"activations_sha256": sha256.hexdigest()})
                     writer.close()

@@ -59,7 +59,9 @@ def plot_rows(summary: dict) -> list[dict]:
 
     ``depth`` is the x axis label (Conv1..FC2), ``type`` the series (Conv: the layer's output before
     the ReLU; ReLU: after it), ``score`` the mean fold score and ``sem`` its SEM over folds; ``layer``
-    is the layer's own name (conv1_relu) and ``scoring`` what the score is (accuracy, r2, ...).
+    is the layer's own name (conv1_relu), ``scoring`` what the score is (accuracy, r2, ...) and
+    ``settings`` what differs from the defaults (``pca=50 classifier=ridge``), which labels the line in
+    ``dvc plots diff`` beside DVC's name for the experiment.
     """
     metrics = summary["layers"]
     rows = []
@@ -69,7 +71,8 @@ def plot_rows(summary: dict) -> list[dict]:
         for kind, layer in (("layer" if single else "Conv", group.conv), ("ReLU", group.relu)):
             if layer:
                 rows.append({"depth": group.label, "type": kind, "layer": layer, "score": round(metrics[layer]["mean"], 6),
-                             "sem": round(metrics[layer]["sem"], 6), "scoring": summary["scoring"]})
+                             "sem": round(metrics[layer]["sem"], 6), "scoring": summary["scoring"],
+                             "settings": summary.get("settings", "")})
     return rows
 
 

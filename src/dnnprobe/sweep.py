@@ -2,8 +2,11 @@
 
 Input is what ``dvc exp show --json`` prints: for every commit and each of its experiments, the
 params.yaml values and reports/metrics.json. A sweep over pca (``dvc exp run --queue -S pca=10 ...``)
-thus gives one line per pca value. Experiments without metrics (queued, failed) are skipped, and so
-are exact repeats (the workspace repeats the commit or experiment last run there).
+thus gives one line per pca value. Experiments that did not compute their own metrics are skipped:
+queued, running and failed ones (DVC shows its baseline's metrics under a failed experiment's name and
+params, treeverse/dvc#9787), and so are exact repeats (the workspace repeats the commit or experiment
+last run there). Only keys dnnprobe reads count as settings: a key it does not know (``classifier:
+ridge`` at the top level) is no setting, since no stage read it.
 
 This is not a DVC stage: it looks across experiments, while a stage belongs to one of them.
 """
@@ -29,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from dnnprobe.core.atomic import atomic_output  # noqa: E402
 from dnnprobe.core.errors import DnnprobeError  # noqa: E402
-from dnnprobe.core.params import comparable, flatten  # noqa: E402
+from dnnprobe.core.params import Params, comparable, flatten  # noqa: E402
 
 METRICS_FILE = "reports/metrics.json"  # layer -> mean fold score
 DETAILS_FILE = "reports/metrics_detail.json"  # "sem" -> layer -> SEM over folds; in git, read with `git show`
@@ -44,11 +47,14 @@ class Experiment:
     scores: dict[str, tuple[float, float]]  # layer -> (mean, SEM over folds), in layer order
 
 
+KNOWN_PARAMS = frozenset(Params().flat())  # the params.yaml keys dnnprobe reads, dotted
+
+
 def _experiment(entry: dict, name: str, repo: str | os.PathLike | None) -> Experiment | None:
     # Only finished results: a queued or running experiment's entry shows its baseline's metrics (stale
-    # numbers under its name), a failed one none.
+    # numbers under its name), and so does a failed one (marked by "error"; treeverse/dvc#9787).
     state = (entry.get("executor") or {}).get("state")
-    if state not in (None, "success"):
+    if state not in (None, "success") or entry.get("error"):
         return None
     data = entry.get("data") or {}
     metrics = ((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data")
@@ -56,7 +62,7 @@ def _experiment(entry: dict, name: str, repo: str | os.PathLike | None) -> Exper
     params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data")
     if not metrics or not params:
         return None
-    params = flatten(params)
+    params = {key: value for key, value in flatten(params).items() if key in KNOWN_PARAMS}
     scoring = str(params.get("probe.scoring", "accuracy"))
     sems = details.get("sem") or {}
     scores = {}
@@ -88,12 +94,15 @@ def _details(repo: str | os.PathLike, rev: str) -> dict:
     return details if isinstance(details, dict) else {}
 
 
-def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | None = None) -> list[Experiment]:
-    """Every commit and experiment in `dvc exp show --json` output that has probe metrics.
+def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | None = None,
+                              skipped: list[str] | None = None) -> list[Experiment]:
+    """Every commit and experiment in `dvc exp show --json` output that computed probe metrics.
 
     With `repo` (the repository the output is of), each one's SEM comes from its metrics_detail.json;
-    without it the SEM is NaN (no band in the figure).
+    without it the SEM is NaN (no band in the figure). The names of experiments left out because they
+    did not finish (queued, running, failed) are appended to `skipped`.
     """
+    _check_exp_show(exp_show, "dvc exp show --json")
     entries = []
     for commit in exp_show:
         entries.append((commit, _name(commit)))
@@ -105,6 +114,9 @@ def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | No
     for entry, name in entries:
         experiment = _experiment(entry, name, repo)
         if experiment is None:
+            unfinished = entry.get("error") or (entry.get("executor") or {}).get("state") not in (None, "success")
+            if skipped is not None and unfinished:
+                skipped.append(name)
             continue
         params = {key: comparable(value) for key, value in experiment.params.items()}
         key = json.dumps([params, experiment.scores], sort_keys=True)
@@ -134,9 +146,20 @@ def run_exp_show(repo: str | os.PathLike = ".", all_commits: bool = False) -> li
 
 def load_exp_show(path: str | os.PathLike) -> list[dict]:
     try:
-        return json.loads(Path(path).read_text())
+        exp_show = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise DnnprobeError(f"{path}: not readable `dvc exp show --json` output ({exc})") from None
+    _check_exp_show(exp_show, str(path))
+    return exp_show
+
+
+def _check_exp_show(exp_show: object, where: str) -> None:
+    """`dvc exp show --json` prints a JSON list with one object per commit; refuse anything else in one line."""
+    if isinstance(exp_show, list) and all(isinstance(commit, dict) for commit in exp_show):
+        return
+    kinds = {dict: "an object", list: "a list of other values", str: "a string"}
+    got = kinds.get(type(exp_show), "a number or null")
+    raise DnnprobeError(f"{where}: not `dvc exp show --json` output (a JSON list of commits; this is {got})")
 
 
 def varying_params(experiments: list[Experiment]) -> list[str]:
@@ -149,9 +172,20 @@ def _sort_value(value: object) -> tuple:
     return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
 
 
+def default_param(experiments: list[Experiment]) -> str:
+    """What orders the lines unless --param says: pca if it varies, else the first setting that does."""
+    varying = varying_params(experiments)
+    return "pca" if "pca" in varying or not varying else varying[0]
+
+
 def order_by(experiments: list[Experiment], param: str) -> list[Experiment]:
     if not any(param in e.params for e in experiments):
         raise DnnprobeError(f"--param {param}: not a params.yaml key of any experiment")
+    varying = varying_params(experiments)
+    if len(experiments) > 1 and param not in varying:
+        value = experiments[0].params.get(param)
+        raise DnnprobeError(f"--param {param}: {value} in every experiment, so it cannot order them; "
+                            f"the settings that vary: {', '.join(varying) or 'none'}")
     return sorted(experiments, key=lambda e: (_sort_value(e.params.get(param)), e.name))
 
 
@@ -232,7 +266,7 @@ def write_sweep(experiments: list[Experiment], param: str, png_path: str | os.Pa
 
 
 @click.command("sweep")
-@click.option("--param", default="pca", show_default=True,
+@click.option("--param", default=None, show_default="pca, or the first setting that varies",
               help="params.yaml key (dotted, e.g. probe.C) that orders and colours the lines.")
 @click.option("--exp-show", "exp_show_path", type=click.Path(dir_okay=False), show_default="none: run it here",
               help="Saved `dvc exp show --json` output.")
@@ -243,9 +277,13 @@ def command(param, exp_show_path, all_commits, out):
     """Score per layer across DVC experiments (e.g. a queued pca sweep), one line per experiment."""
     try:
         exp_show = load_exp_show(exp_show_path) if exp_show_path else run_exp_show(".", all_commits)
-        experiments = experiments_from_exp_show(exp_show, None if exp_show_path else ".")
+        skipped: list[str] = []
+        experiments = experiments_from_exp_show(exp_show, None if exp_show_path else ".", skipped)
+        param = param or default_param(experiments)
         paths = write_sweep(experiments, param, out or f"reports/sweep/sweep_{param}.png")
     except DnnprobeError as exc:
         click.echo(f"dnnprobe sweep: error: {exc}", err=True)
         sys.exit(1)
+    if skipped:
+        click.echo(f"sweep: left out (not finished or failed, no metrics of their own): {', '.join(skipped)}", err=True)
     click.echo(f"sweep: {len(experiments)} experiments -> " + ", ".join(str(p) for p in paths))

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import comparable
+from dnnprobe.core.params import ModelParams, comparable
 
 STORE_LOCK = "mlflow.db.lock"
 SUMMARY_TAG = "dnnprobe.summary_sha256"  # on a probe run: the sha256 of the summary.json it wrote
@@ -693,20 +693,35 @@ def launching_run():
         raise DnnprobeError(f"MLFLOW_RUN_ID={run_id}: no such run in the MLflow store {shown(tracking_uri())}") from None
 
 
+def changed_settings(arch: str, weights: str, settings: Mapping[str, object], defaults: Mapping[str, object]) -> list[str]:
+    """What differs from the defaults, as ``key=value`` (dotted keys, their section dropped): the network
+    and its weights when they are not ``alexnet`` and ``random``, then each setting off its default.
+    A weights file is named by its file name."""
+    parts = [f"{key}={value}" for key, value, default in (("arch", arch, ModelParams.arch),
+                                                          ("weights", _weights_name(weights), ModelParams.weights))
+             if value != default]
+    parts += [f"{key.split('.', 1)[-1]}={value}" for key, value in settings.items()
+              if key in defaults and comparable(value) != comparable(defaults[key])]
+    return parts
+
+
+def _weights_name(weights: str) -> str:
+    return Path(weights).name if ("/" in weights or "\\" in weights) else weights
+
+
 def run_name(arch: str, weights: str, settings: Mapping[str, object], defaults: Mapping[str, object],
              always: tuple[str, ...] = ("pca", "cv")) -> str:
-    """A parent run's name: the network, then the settings that tell runs apart.
+    """A parent run's name: what differs from the defaults first, then the network and the `always` keys.
 
-    ``alexnet random n=400 pca=50 cv=10 classifier=ridge``: the `always` keys, then every other setting
-    that differs from its default (dotted keys, their section dropped). A weights file is named by its file
-    name. `probe_run` appends DVC's experiment name in brackets, so the name says both what ran and
-    which `dvc exp show` row it is.
+    ``classifier=ridge pca=50 | alexnet random n=400 cv=10``: MLflow's runs table cuts names at about 20
+    characters, so what tells runs apart comes first (:func:`changed_settings`); the rest says what
+    ran. The default run is ``alexnet random n=400 pca=100 cv=10``. `probe_run` appends DVC's experiment
+    name in brackets, so the name also says which `dvc exp show` row it is.
     """
-    parts = [arch, Path(weights).name if ("/" in weights or "\\" in weights) else weights]
-    parts += [f"{key}={settings[key]}" for key in always if key in settings]  # in the order of `always`
-    parts += [f"{key.split('.', 1)[-1]}={value}" for key, value in settings.items()
-              if key not in always and key in defaults and comparable(value) != comparable(defaults[key])]
-    return " ".join(str(part) for part in parts)
+    changed = changed_settings(arch, weights, settings, defaults)
+    rest = [arch, _weights_name(weights)]
+    rest += [f"{key}={settings[key]}" for key in always if key in settings and f"{key}={settings[key]}" not in changed]
+    return " ".join(changed) + (" | " if changed else "") + " ".join(str(part) for part in rest)
 
 
 @functools.cache

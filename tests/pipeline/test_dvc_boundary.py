@@ -49,7 +49,7 @@ def lab(tmp_path_factory):
     torch.save(random_network("alexnet", 7).state_dict(), repo / "models" / "external" / "lab.pt")
     before = snapshot(folder)
     log = dvc(repo, "repro")
-    assert stages_run(log) == {"stimuli", "check", "network", "extract", "gram", "probe", "report"}
+    assert stages_run(log) == {"params", "stimuli", "check", "network", "extract", "gram", "probe", "report"}
     return {"repo": repo, "folder": folder, "before": before}
 
 

@@ -68,7 +68,7 @@ def test_exp_run_with_new_pca_reruns_only_check_probe_and_report(repo):
     git(repo, "commit", "-qm", "the default run")  # as a researcher does before trying other settings
     out = dvc(repo, "exp", "run", "-n", "pca3", "-S", "pca=3")
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"check", "probe", "report"}  # the activations and Gram matrices are reused
+    assert ran == {"params", "check", "probe", "report"}  # the activations and Gram matrices are reused
     shown = json.loads(dvc(repo, "exp", "show", "--json"))
     text = json.dumps(shown)
     assert "pca3" in text
@@ -115,6 +115,30 @@ def test_exp_show_fits_200_columns_with_a_column_per_layer(repo):
     assert "sem.conv1" in detail and "conv_vs_relu.Conv1.p_holm" in detail
 
 
+def test_dnnprobe_compare_shows_every_layer_and_every_setting_that_differs_in_200_columns(repo):
+    """The README's comparison command, on the two real experiments above (pca3, temp-cv2) and HEAD."""
+    from conftest import env_without_tracking_uri
+
+    env = {**env_without_tracking_uri(), "COLUMNS": "200"}
+    result = subprocess.run(["python", "-m", "dnnprobe.cli", "compare"], cwd=repo, capture_output=True, text=True,
+                            env={**env, "PYTHONPATH": "src"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 200 and lines[0].split()[0] == "experiment", result.stdout
+    columns = lines[0].split()[1:]
+    assert {"pca3", "temp-cv2"} <= set(columns), result.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:] if line.strip()}
+    shown = json.loads(dvc(repo, "exp", "show", "--json"))
+    revs = {rev["name"]: rev for e in shown[1]["experiments"] for rev in e["revs"]}
+    for name in ("pca3", "temp-cv2"):
+        data = revs[name]["data"]
+        params, metrics = data["params"]["params.yaml"]["data"], data["metrics"]["reports/metrics.json"]["data"]
+        column = columns.index(name)
+        assert rows["pca"][column] == str(params["pca"]) and rows["cv"][column] == str(params["cv"])
+        for layer in LAYERS:  # every layer, whether or not its value differs between the experiments
+            assert rows[layer][column] == f"{metrics[layer]:.3f}", (layer, result.stdout)
+
+
 def _chromium() -> str | None:
     found = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
     if found is None and os.environ.get("DNNPROBE_REQUIRE_CHROMIUM"):
@@ -140,7 +164,7 @@ def test_dvc_plots_render_offline_as_one_chart_per_layer_depth(repo):
     dom = render(repo / "dvc_plots" / "index.html")
     assert dom.count('class="marks"') == 1  # one chart: the layer-score plot, no accidental second one
     assert f"for a discrete scale with 7 values: {DEPTHS}" in dom  # x axis: the depth names, in depth order
-    assert "mean score over folds (the score is named in the legend)" in dom and "workspace (accuracy)" in dom
+    assert "mean score over folds (the score is named in the legend)" in dom and "[workspace] (accuracy)" in dom
     assert re.search(r'aria-label="[^"]*layer: conv3_relu; scoring: accuracy; mean over folds: 0\.\d{4}; SEM over folds', dom)
     assert {"Conv", "ReLU"} <= set(re.findall(r"<text[^>]*>(Conv|ReLU)</text>", dom))  # the two series' legend
     assert "dvc_plots/" in (repo / ".gitignore").read_text() and "dvc_plots" not in git(repo, "status", "--porcelain")
@@ -149,5 +173,24 @@ def test_dvc_plots_render_offline_as_one_chart_per_layer_depth(repo):
     dom = render(repo / "dvc_plots" / "index.html")
     assert dom.count('class="marks"') == 1
     legend = set(re.findall(r"<text[^>]*>([^<]+)</text>", dom))
-    assert {"pca3 (accuracy)", "temp-cv2 (accuracy)", "Conv", "ReLU"} <= legend, legend  # both experiments, both series
+    # each experiment named by what differs from the defaults, then by DVC's name for it
+    assert {"pca=3 cv=3 [pca3] (accuracy)", "pca=3 cv=2 [temp-cv2] (accuracy)", "Conv", "ReLU"} <= legend, legend
     assert len(re.findall(r"experiment: (pca3|temp-cv2); layer: fc2_relu", dom)) == 2
+
+
+def test_a_key_no_stage_reads_stops_dvc_repro_in_one_line(repo):
+    """`classifier: ridge` at the top level (meant as probe.classifier): no stage lists it, so without the
+    params stage DVC would say "up to date" and an experiment would be its baseline under a new name."""
+    from conftest import env_without_tracking_uri
+
+    original = (repo / "params.yaml").read_text()
+    try:
+        (repo / "params.yaml").write_text(original + "classifier: ridge\n")
+        result = subprocess.run(["dvc", "repro"], cwd=repo, capture_output=True, text=True, env=env_without_tracking_uri())
+        assert result.returncode != 0
+        errors = [line for line in result.stderr.splitlines() if line.startswith("dnnprobe ")]
+        assert len(errors) == 1, result.stderr
+        assert errors[0].startswith("dnnprobe params: error: params.yaml: unknown key classifier (known: cv, "), errors
+        assert re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr) == ["params"]
+    finally:
+        (repo / "params.yaml").write_text(original)

@@ -383,7 +383,7 @@ def test_no_server_binds_beyond_localhost():
 # the repeated pipeline runs short (tests/test_pipeline.py runs all 14).
 SLOW_TINY = merge(json.loads(json.dumps(TINY)), {"extract": {
     "batch_size": 2, "num_workers": 1, "layers": ["conv1", "conv1_relu", "conv5", "conv5_relu", "fc2", "fc2_relu"]}})
-STAGES = ["stimuli", "check", "network", "extract", "gram", "probe", "report", "similarity"]
+STAGES = ["params", "stimuli", "check", "network", "extract", "gram", "probe", "report", "similarity"]
 ACTIVATIONS = "data/activations.act.h5"
 
 
@@ -598,14 +598,15 @@ def applied(repo: Path, change: tuple):
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (("param", "stimuli.demo.seed", 1), {"stimuli"}),
-        (("param", "model.seed", 1), {"network", "probe"}),  # probe names its run after the network
-        (("param", "extract.compression", "gzip"), {"extract"}),
-        (("param", "probe.C", 0.5), {"probe"}),
-        (("param", "pca", 3), {"check", "probe"}),  # checked before extraction, which it never reruns
-        (("param", "probe.label", "condition"), {"check", "probe"}),
-        (("param", "tracking.experiment", "other"), {"probe", "report"}),  # the report attaches figures to the probe's run
-        (("param", "report.confusion_layer", "conv1"), {"report"}),
+        # Any edit of params.yaml runs the params stage too (it checks the whole file, in seconds).
+        (("param", "stimuli.demo.seed", 1), {"params", "stimuli"}),
+        (("param", "model.seed", 1), {"params", "network", "probe"}),  # probe names its run after the network
+        (("param", "extract.compression", "gzip"), {"params", "extract"}),
+        (("param", "probe.C", 0.5), {"params", "probe"}),
+        (("param", "pca", 3), {"params", "check", "probe"}),  # checked before extraction, which it never reruns
+        (("param", "probe.label", "condition"), {"params", "check", "probe"}),
+        (("param", "tracking.experiment", "other"), {"params", "probe", "report"}),  # the report attaches figures to the probe's run
+        (("param", "report.confusion_layer", "conv1"), {"params", "report"}),
         (("code", "src/dnnprobe/gram.py"), {"gram", "probe"}),  # the gram stage has no params
         (("code", "src/dnnprobe/layers.py"), {"check", "extract", "probe", "report"}),
         (("code", "src/dnnprobe/report.py"), {"report"}),  # a figure change never reruns the probe
@@ -626,9 +627,9 @@ def test_a_change_marks_exactly_the_stages_that_use_it(pipeline, change, expecte
     "change, expected",
     [
         # outputs come out identical, so nothing downstream reruns
-        (("param", "stimuli.bold5000.expected_stimuli", 24), {"stimuli"}),
+        (("param", "stimuli.bold5000.expected_stimuli", 24), {"params", "stimuli"}),
         (("code", "src/dnnprobe/demo.py"), {"stimuli"}),
-        (("param", "report.confusion_layer", "conv1"), {"report"}),
+        (("param", "report.confusion_layer", "conv1"), {"params", "report"}),
     ],
     ids=["stimuli-param", "demo-code", "report-param"],
 )

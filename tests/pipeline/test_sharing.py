@@ -399,7 +399,57 @@ def test_sweep_figure_has_one_line_per_experiment(tmp_path):
 
     saved = tmp_path / "exp_show.json"
     saved.write_text(json.dumps(exp_show))
-    result = CliRunner().invoke(main, ["sweep", "--exp-show", str(saved), "--param", "probe.C", "--out", str(tmp_path / "c.png")])
+    result = CliRunner().invoke(main, ["sweep", "--exp-show", str(saved), "--out", str(tmp_path / "c.png")])
     assert result.exit_code == 0 and (tmp_path / "c.csv").is_file(), result.output
     result = CliRunner().invoke(main, ["sweep", "--exp-show", str(tmp_path / "missing.json")])
     assert result.exit_code == 1 and "missing.json: not readable" in result.output
+
+
+def one_line_error(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_sweep_never_plots_a_failed_experiment_or_an_unread_key(tmp_path):
+    """DVC shows a failed queued experiment with its baseline's metrics under its own params
+    (treeverse/dvc#9787); a key dnnprobe does not read (`classifier: ridge` at the top level) is no setting."""
+    from click.testing import CliRunner
+
+    from dnnprobe.cli import main
+    from dnnprobe.sweep import experiments_from_exp_show, varying_params
+
+    scores = {"conv1": 0.6, "fc1": 0.8}
+    baseline = exp_entry("main", "a" * 40, 100, scores)
+    failed = {**exp_entry("bad", "b" * 40, 500, scores), "error": {"msg": "Experiment run failed", "type": ""}}
+    stray = exp_entry("stray", "c" * 40, 100, scores)
+    stray["data"]["params"]["params.yaml"]["data"]["classifier"] = "ridge"
+    good = exp_entry("pca10", "d" * 40, 10, {"conv1": 0.55, "fc1": 0.7})
+    baseline["experiments"] = [{"revs": [failed]}, {"revs": [stray]}, {"revs": [good]}]
+    skipped: list[str] = []
+    experiments = experiments_from_exp_show([baseline], skipped=skipped)
+    assert [e.name for e in experiments] == ["main", "pca10"] and skipped == ["bad"]  # stray: main's repeat
+    assert varying_params(experiments) == ["pca"]
+
+    saved = tmp_path / "exp_show.json"
+    saved.write_text(json.dumps([baseline]))
+    result = CliRunner().invoke(main, ["sweep", "--exp-show", str(saved), "--out", str(tmp_path / "s.png")])
+    assert result.exit_code == 0 and "left out (not finished or failed, no metrics of their own): bad" in result.output
+    assert "bad" not in (tmp_path / "s.csv").read_text() and "classifier" not in (tmp_path / "s.csv").read_text()
+
+
+def test_sweep_input_and_options_it_cannot_use_fail_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from dnnprobe.cli import main
+
+    saved = tmp_path / "exp_show.json"
+    saved.write_text(json.dumps({"workspace": {}}))  # a JSON object, not exp show's list of commits
+    line = one_line_error(CliRunner().invoke(main, ["sweep", "--exp-show", str(saved)]))
+    assert line == f"dnnprobe sweep: error: {saved}: not `dvc exp show --json` output (a JSON list of commits; this is an object)"
+    baseline = exp_entry("main", "a" * 40, 100, {"conv1": 0.6})
+    baseline["experiments"] = [{"revs": [exp_entry("pca10", "d" * 40, 10, {"conv1": 0.55})]}]
+    saved.write_text(json.dumps([baseline]))
+    line = one_line_error(CliRunner().invoke(main, ["sweep", "--exp-show", str(saved), "--param", "probe.C"]))
+    assert line == ("dnnprobe sweep: error: --param probe.C: 1.0 in every experiment, so it cannot order them; "
+                    "the settings that vary: pca")

@@ -3,6 +3,10 @@
 Every value a stage uses comes from here, so a typo or an out-of-range value fails at once with the
 key path in the message (``params.yaml: probe.C must be > 0, got -1``), not half way through a run.
 The dataclasses below are the schema: their fields, types and defaults are the parameters.
+
+The file is read as DVC reads it (ruamel.yaml, YAML 1.2), so that dnnprobe, MLflow, ``dvc.lock`` and
+``dvc exp show`` see the same values: ``010`` is 10 (8 in PyYAML's YAML 1.1), ``1:30`` the string
+"1:30" (90), ``1e-3`` a number (a string), ``yes`` a string (true).
 """
 
 from __future__ import annotations
@@ -14,8 +18,6 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-
-import yaml
 
 from dnnprobe.core.errors import DnnprobeError, missing_file_hint
 
@@ -210,10 +212,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-# Numbers in exponent notation without a dot (1e-3, 5E+2), which PyYAML leaves as strings.
-_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
 def _type_name(kind: Any) -> str:
     names = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
     return names.get(kind, "a list of integers" if kind == tuple[int, ...] else "a list of strings")
@@ -226,8 +224,6 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as a string: it needs 1.0e-3
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     elif kind is str:
@@ -274,8 +270,16 @@ def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
     return cls(**values)
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """``, line 3, column 5: not valid YAML (did not find expected ...)``: one line, where PyYAML gives several."""
+def read_yaml(text: str) -> Any:
+    """YAML text as DVC reads params.yaml: ruamel.yaml's safe loader (YAML 1.2), what
+    ``dvc.utils.serialize.parse_yaml`` uses. Raises ruamel.yaml's YAMLError."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text)
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """``, line 3, column 5: not valid YAML (did not find expected ...)``: one line, where the loader gives several."""
     mark = getattr(exc, "problem_mark", None)
     where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
@@ -283,11 +287,22 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``probe.C=0.5`` into (["probe", "C"], 0.5); the value is read as YAML, as DVC's -S does."""
+    """Split ``probe.C=0.5`` into (["probe", "C"], 0.5); the value is read as YAML, as params.yaml is.
+
+    A value YAML cannot read (``@lab``, a backtick, a tab) is refused in one line saying how to quote it.
+    """
+    from ruamel.yaml import YAMLError
+
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise DnnprobeError(f"override {text!r} must look like key.path=value")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = read_yaml(raw) if raw.strip() else ""
+    except YAMLError as exc:
+        quoted = "'" + raw.replace("'", "''") + "'"
+        raise DnnprobeError(f"--set {text!r}{_yaml_problem(exc)}; to pass it as text, quote the value in YAML: "
+                            f"{key.strip()}={quoted}") from None
+    return key.strip().split("."), value
 
 
 def load_params(path: str | Path = "params.yaml", overrides: tuple[str, ...] = ()) -> Params:
@@ -299,11 +314,13 @@ def load_params(path: str | Path = "params.yaml", overrides: tuple[str, ...] = (
     path = Path(path)
     if path.is_dir():
         raise DnnprobeError(f"{path}: is a folder, not a parameter file")
+    from ruamel.yaml import YAMLError
+
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path.read_text())
     except FileNotFoundError:
         raise DnnprobeError(f"{path}: parameter file not found{missing_file_hint()}") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise DnnprobeError(f"{path}{_yaml_problem(exc)}") from None
     data = data or {}
     for text in overrides:

@@ -28,7 +28,7 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     """
     from dataclasses import replace
 
-    from dnnprobe.decoders import check_targets, decoded_targets, group_column
+    from dnnprobe.decoders import check_targets, class_names, decoded_targets, group_column
     from dnnprobe.layers import check_layer_names, requested_layers
 
     table = StimulusTable.read(table_path)
@@ -38,7 +38,7 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
         # Only what the checks use (dvc.yaml lists exactly these params for this stage).
         settings = replace(target.settings, permutations=0, standardize=False)
         check_targets(target.y, settings, label=target.name, table=str(table_path), groups=groups,
-                      groups_name=params.probe.groups)
+                      groups_name=params.probe.groups, names=class_names(table, target.name))
     checksums = table.image_checksums()
     recorded = table.header.get("images_sha256")
     if recorded and recorded != text_sha256(checksums):

@@ -16,6 +16,7 @@ import numpy as np
 from dnnprobe.core.atomic import atomic_output, claim
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.hashing import file_sha256, text_sha256
 from dnnprobe.core.params import Params
 from dnnprobe.stats import attribute_summaries
@@ -91,11 +92,10 @@ def probe(
     Refuses, before any work, a table, Gram file and activation file that do not come from each other,
     and any setting the data cannot support. Every hash logged to MLflow is of a file as it was read.
     """
-    from tqdm import tqdm
 
     from dnnprobe import memory, stats, tracking
     from dnnprobe.actfile import ActivationFile
-    from dnnprobe.decoders import check_targets, decoded_targets, group_column
+    from dnnprobe.decoders import check_targets, class_names, decoded_targets, group_column
     from dnnprobe.gram import GramFile
     from dnnprobe.layers import check_layer_names
     from dnnprobe.linalg import resolve_device
@@ -118,7 +118,8 @@ def probe(
         for layer in grams.layers:  # every check before any work
             for target in attributes:
                 check_targets(target.y, target.settings, grams.n_units(layer), target.name, layer=layer,
-                              table=str(table_path), groups=groups, groups_name=params.probe.groups)
+                              table=str(table_path), groups=groups, groups_name=params.probe.groups,
+                              names=class_names(table, target.name))
             memory.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
         for target in attributes:
             settings = target.settings
@@ -170,6 +171,9 @@ def probe(
             settings_named["weights_seed"], defaults_named["weights_seed"] = provenance.get("network_seed", params.model.seed), 0
         run_name = tracking.run_name(str(summary["arch"]), str(summary["weights"]), settings_named, defaults_named,
                                      always=("n", "pca", "cv"))
+        # What differs from the defaults, as the run name begins: `dvc plots diff` labels each experiment with it.
+        summary["settings"] = " ".join(tracking.changed_settings(str(summary["arch"]), str(summary["weights"]),
+                                                                 settings_named, defaults_named)) or "defaults"
         results: dict[str, dict] = {target.name: {} for target in attributes}
         with tracking.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
             first = summary["attributes"][attributes[0].name] if several else summary
@@ -182,7 +186,7 @@ def probe(
             with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
                     atomic_output(details_path) as temp_details, atomic_output(models_dir, directory=True) as temp_models, \
                     ActivationFile(activations_path) as acts, ops.precision():
-                for layer in tqdm(grams.layers, desc="probe", unit="layer", disable=not progress):
+                for layer in progress_bar(grams.layers, desc="probe", unit="layer", enabled=progress):
                     # Each fold's PCA once for every attribute that shares the folds.
                     fold_pcas = layer_fold_pcas(grams, layer, params.pca, acts, ops)
                     layer_results = cross_validate_targets(fold_pcas, attributes, groups)

@@ -139,7 +139,12 @@ def _import_folder(params: Params, images: Path) -> StimulusTable:
                 else:
                     found.append((path, class_dir.name))
     if not found:
-        raise DnnprobeError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in class subfolders")
+        loose = sum(1 for name in skipped if "/" not in name and is_stimulus_file(name))
+        found_here = f"; {loose} images lie directly in it" if loose else ""
+        raise DnnprobeError(
+            f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in class subfolders{found_here}. stimuli.source=folder "
+            f"needs one subfolder per class, named after it: {root}/cat/001.jpg, {root}/dog/001.jpg, ... "
+            "(or a .stim.csv with stimuli.source=stimcsv)")
     if skipped:
         shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         print(f"stimuli: skipped {len(skipped)} entries of {root} that are hidden or not images: {shown}",
