@@ -321,8 +321,10 @@ def test_probe_stage_decodes_several_attributes_as_single_runs_do(tiny_stimuli, 
     paths = report(params, together / "probe", together / "figures", together / "plot.csv")
     assert {p.name for p in paths} >= {"conv_vs_relu_label.png", "conv_vs_relu_odd.png", "conv_vs_relu_size.png",
                                        "confusion_label.png"}
-    rows = (together / "plot.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 * 4 and rows[1].endswith("accuracy (label)")
+    import csv
+
+    rows = list(csv.DictReader((together / "plot.csv").read_text().splitlines()))
+    assert len(rows) == 3 * 4 and rows[0]["scoring"] == "accuracy (label)"
 
 
 def test_several_labels_are_refused_when_listed_twice_or_unloggable(tiny_stimuli, tmp_path):

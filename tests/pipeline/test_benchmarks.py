@@ -85,7 +85,8 @@ def test_bench_reprobe_tiny(tmp_path):
     act = synthetic(tmp_path, n=40, layers=["fc1", "fc2"])
     out = run("bench_reprobe.py", "--n", "40", "--layers", "fc1,fc2", "--base-pca", "5", "--pca", "3",
               "--data", str(act), cwd=tmp_path, whole=True)
-    assert "stages run: check, probe, report\n" in out, out  # the cached activations and Gram matrices are reused
+    # the cached activations and Gram matrices are reused (params: the file's own check, seconds)
+    assert "stages run: check, params, probe, report\n" in out, out
     assert re.search(r"^repro_seconds=[\d.]+ reprobe_seconds=[\d.]+$", out, re.MULTILINE), out
 
 

@@ -49,7 +49,8 @@ def lab(tmp_path_factory):
     torch.save(random_network("alexnet", 7).state_dict(), repo / "models" / "external" / "lab.pt")
     before = snapshot(folder)
     log = dvc(repo, "repro")
-    assert stages_run(log) == {"params", "stimuli", "check", "network", "extract", "gram", "probe", "report"}
+    assert stages_run(log) == {"params", "stimuli", "check", "network", "extract", "gram", "probe", "report",
+                               "similarity"}
     return {"repo": repo, "folder": folder, "before": before}
 
 
@@ -69,14 +70,14 @@ def test_edits_outside_the_repo_are_seen_and_rerun_only_what_depends_on_them(lab
     assert edited.count(",0.7\n") == 13
     table.write_text(edited)
     assert changed_stages(repo) == {"stimuli"}
-    assert stages_run(dvc(repo, "repro")) == {"stimuli", "check", "probe", "report"}
+    assert stages_run(dvc(repo, "repro")) == {"stimuli", "check", "probe", "report", "similarity"}
 
     # An image changes: now extraction and everything after it reruns.
     write_demo_set(lab["folder"] / "other", 12, 64, seed=4)
     image = lab["folder"] / "photos" / "curvy" / "00001.png"
     image.write_bytes((lab["folder"] / "other" / "curvy" / "00001.png").read_bytes())
     assert changed_stages(repo) == {"stimuli"}
-    assert stages_run(dvc(repo, "repro")) == {"stimuli", "check", "extract", "gram", "probe", "report"}
+    assert stages_run(dvc(repo, "repro")) == {"stimuli", "check", "extract", "gram", "probe", "report", "similarity"}
     assert changed_stages(repo) == set()
 
 

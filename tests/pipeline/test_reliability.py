@@ -602,14 +602,14 @@ def applied(repo: Path, change: tuple):
         (("param", "stimuli.demo.seed", 1), {"params", "stimuli"}),
         (("param", "model.seed", 1), {"params", "network", "probe"}),  # probe names its run after the network
         (("param", "extract.compression", "gzip"), {"params", "extract"}),
-        (("param", "probe.C", 0.5), {"params", "probe"}),
+        (("param", "probe.C", 0.5), {"params", "check", "probe"}),  # check: C auto needs enough per inner fold
         (("param", "pca", 3), {"params", "check", "probe"}),  # checked before extraction, which it never reruns
         (("param", "probe.label", "condition"), {"params", "check", "probe"}),
         (("param", "tracking.experiment", "other"), {"params", "probe", "report"}),  # the report attaches figures to the probe's run
         (("param", "report.confusion_layer", "conv1"), {"params", "report"}),
-        (("code", "src/dnnprobe/gram.py"), {"gram", "probe"}),  # the gram stage has no params
-        (("code", "src/dnnprobe/layers.py"), {"check", "extract", "probe", "report"}),
-        (("code", "src/dnnprobe/report.py"), {"report"}),  # a figure change never reruns the probe
+        (("code", "src/dnnprobe/gram.py"), {"gram", "probe", "similarity"}),  # the gram stage has no params
+        (("code", "src/dnnprobe/layers.py"), {"check", "extract", "probe", "report", "similarity"}),
+        (("code", "src/dnnprobe/report.py"), {"report", "similarity"}),  # a figure change never reruns the probe
         (("code", "src/dnnprobe/core/params.py"), set(STAGES)),
         (("code", "src/dnnprobe/cli.py"), set()),  # the command for people: no stage runs it
         *[(("code", f"src/dnnprobe/stages/{stage}.py"), {stage}) for stage in STAGES],

@@ -124,7 +124,7 @@ def _c_value(value: Any, where: str) -> Any:
     if value == "auto":
         return value
     if not isinstance(value, (list, tuple)):
-        if isinstance(value, str) and not _FLOAT_TEXT.fullmatch(value.strip()):
+        if isinstance(value, str):  # YAML 1.2 (DVC's reading) gives 1e-3 as a number: a string is not one
             raise DnnprobeError(f"{where} must be a number > 0, auto, or a list of numbers > 0, got {value!r}")
         number = _coerce(value, float, where)
         if number <= 0:

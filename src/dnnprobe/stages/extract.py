@@ -36,7 +36,7 @@ def extract(
         batch_size=settings.batch_size, device=settings.device, dtype=settings.dtype,
         compression=settings.compression, num_workers=settings.num_workers, file_attrs=attrs, progress=progress,
         prep=setup.prep, tokens=settings.tokens, token_layout=setup.token_layout,
-        announce=lambda line: click.echo(line, err=True),
+        announce=click.echo if progress else None,  # the file's size, on stdout (stderr: only what went wrong)
     )
 
 
