@@ -35,3 +35,24 @@ def test_every_layer_and_every_differing_setting_is_shown_within_the_width():
                 assert rows["pca"][column] == str(10 * (i + 1))
                 assert rows["fc1_relu"][column] == f"{0.5 + i / 100 + 5 / 100:.3f}"
         assert shown == [e.name for e in experiments]  # each experiment once, in order
+
+
+def _entry(rev: str, pca: int, name: str | None = None) -> dict:
+    data = {"params": {"params.yaml": {"data": {"pca": pca, "cv": 10}}},
+            "metrics": {"reports/metrics.json": {"data": {layer: 0.6 for layer in LAYERS}}}}
+    return {"rev": rev, "name": name, "data": data}
+
+
+def test_a_named_experiment_with_the_same_numbers_as_another_is_still_listed():
+    """Two experiments may give the same settings and scores (the same -S run twice); each is still there
+    by its name, while the workspace and commits that only repeat them are left out."""
+    from dnnprobe.sweep import experiments_from_exp_show
+
+    exp_show = [
+        {**_entry("workspace", 50)},
+        {**_entry("a" * 40, 100, "main"),
+         "experiments": [{"revs": [_entry("b" * 40, 50, "pca50")]}, {"revs": [_entry("c" * 40, 50, "adept-wide")]}]},
+        {**_entry("d" * 40, 100)},  # an earlier commit with the same numbers as main
+    ]
+    names = [experiment.name for experiment in experiments_from_exp_show(exp_show)]
+    assert names == ["main", "pca50", "adept-wide"]

@@ -85,8 +85,9 @@ def command(names, exp_show_path, all_commits, width):
         if names:
             unknown = [name for name in names if name not in {e.name for e in experiments}]
             if unknown:
+                hint = "" if all_commits else "; experiments of earlier commits: add --all-commits"
                 raise DnnprobeError(f"{', '.join(unknown)}: not among the finished experiments "
-                                    f"({', '.join(e.name for e in experiments)})")
+                                    f"({', '.join(e.name for e in experiments)}){hint}")
             experiments = [e for name in names for e in experiments if e.name == name]
         text = compare_table(experiments, width or shutil.get_terminal_size((200, 24)).columns)
     except DnnprobeError as exc:

@@ -120,7 +120,9 @@ def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | No
             continue
         params = {key: comparable(value) for key, value in experiment.params.items()}
         key = json.dumps([params, experiment.scores], sort_keys=True)
-        if key not in seen:
+        # An unnamed entry (the workspace, a commit) that repeats another is left out; a named experiment
+        # never is, even when another gave the same numbers: the user may ask for it by name.
+        if key not in seen or entry.get("name"):
             seen.add(key)
             found.append(experiment)
     return found
