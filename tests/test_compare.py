@@ -43,9 +43,10 @@ def _entry(rev: str, pca: int, name: str | None = None) -> dict:
     return {"rev": rev, "name": name, "data": data}
 
 
-def test_a_named_experiment_with_the_same_numbers_as_another_is_still_listed():
-    """Two experiments may give the same settings and scores (the same -S run twice); each is still there
-    by its name, while the workspace and commits that only repeat them are left out."""
+def test_a_named_experiment_with_the_same_numbers_as_another_can_still_be_asked_for():
+    """Two experiments may give the same settings and scores (the same -S run twice): `dnnprobe compare
+    NAME...` still finds each by its name (the workspace and commits that only repeat one are left out),
+    while the sweep figure draws such a repeat once."""
     from dnnprobe.sweep import experiments_from_exp_show
 
     exp_show = [
@@ -54,5 +55,6 @@ def test_a_named_experiment_with_the_same_numbers_as_another_is_still_listed():
          "experiments": [{"revs": [_entry("b" * 40, 50, "pca50")]}, {"revs": [_entry("c" * 40, 50, "adept-wide")]}]},
         {**_entry("d" * 40, 100)},  # an earlier commit with the same numbers as main
     ]
-    names = [experiment.name for experiment in experiments_from_exp_show(exp_show)]
+    names = [experiment.name for experiment in experiments_from_exp_show(exp_show, keep_named_repeats=True)]
     assert names == ["main", "pca50", "adept-wide"]
+    assert [experiment.name for experiment in experiments_from_exp_show(exp_show)] == ["main", "pca50"]

@@ -81,7 +81,7 @@ def command(names, exp_show_path, all_commits, width):
     try:
         exp_show = load_exp_show(exp_show_path) if exp_show_path else run_exp_show(".", all_commits)
         skipped: list[str] = []
-        experiments = experiments_from_exp_show(exp_show, None, skipped)
+        experiments = experiments_from_exp_show(exp_show, None, skipped, keep_named_repeats=bool(names))
         if names:
             unknown = [name for name in names if name not in {e.name for e in experiments}]
             if unknown:

@@ -95,12 +95,14 @@ def _details(repo: str | os.PathLike, rev: str) -> dict:
 
 
 def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | None = None,
-                              skipped: list[str] | None = None) -> list[Experiment]:
+                              skipped: list[str] | None = None, keep_named_repeats: bool = False) -> list[Experiment]:
     """Every commit and experiment in `dvc exp show --json` output that computed probe metrics.
 
     With `repo` (the repository the output is of), each one's SEM comes from its metrics_detail.json;
     without it the SEM is NaN (no band in the figure). The names of experiments left out because they
-    did not finish (queued, running, failed) are appended to `skipped`.
+    did not finish (queued, running, failed) are appended to `skipped`. One that repeats an earlier
+    one's settings and scores is left out (one line per result in a figure), unless it is a named
+    experiment and `keep_named_repeats` is set (for a user who asks for it by name).
     """
     _check_exp_show(exp_show, "dvc exp show --json")
     entries = []
@@ -120,9 +122,7 @@ def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | No
             continue
         params = {key: comparable(value) for key, value in experiment.params.items()}
         key = json.dumps([params, experiment.scores], sort_keys=True)
-        # An unnamed entry (the workspace, a commit) that repeats another is left out; a named experiment
-        # never is, even when another gave the same numbers: the user may ask for it by name.
-        if key not in seen or entry.get("name"):
+        if key not in seen or (keep_named_repeats and entry.get("name")):
             seen.add(key)
             found.append(experiment)
     return found
