@@ -42,18 +42,18 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def forward_only(n: int, batch_size: int, device: str) -> dict:
+def time_forward(model, n: int, batch_size: int, target) -> float:
+    """Seconds of the bare forward pass over n images (ready-made input tensors, no hooks, after a warm-up
+    batch), in full float32 as extraction runs (no TF32 on a GPU)."""
     import torch
 
-    from dnnprobe.extraction import pick_device
-    from dnnprobe.network import random_network
+    from dnnprobe.linalg import full_float32
 
-    target = pick_device(device)
-    model = random_network("alexnet", 0).eval().to(target)
     batch = torch.randn(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(target)
-    with torch.inference_mode():
+    with torch.inference_mode(), full_float32():
         model(batch[:2])  # warm-up
-        started_cpu = cpu_seconds()
+        if target.type == "cuda":
+            torch.cuda.synchronize()
         started = time.perf_counter()
         done = 0
         while done < n:
@@ -62,7 +62,17 @@ def forward_only(n: int, batch_size: int, device: str) -> dict:
             done += count
         if target.type == "cuda":
             torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+def forward_only(n: int, batch_size: int, device: str) -> dict:
+    from dnnprobe.extraction import pick_device
+    from dnnprobe.network import random_network
+
+    target = pick_device(device)
+    model = random_network("alexnet", 0).eval().to(target)
+    started_cpu = cpu_seconds()
+    seconds = time_forward(model, n, batch_size, target)
     return {"images_per_second": n / seconds, "seconds": seconds, "cpu_seconds": cpu_seconds() - started_cpu,
             "peak_rss_mb": peak_rss_mb(), "device": str(target)}
 

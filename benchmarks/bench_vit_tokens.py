@@ -33,24 +33,9 @@ BOLD5000_IMAGES = 4916
 
 def forward_only(model, n: int, batch_size: int, target) -> float:
     """images/s of the bare forward pass (after one warm-up batch)."""
-    import torch
+    from bench_extract import time_forward
 
-    from dnnprobe.linalg import full_float32
-
-    batch = torch.randn(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(target)
-    with torch.inference_mode(), full_float32():
-        model(batch[:2])
-        if target.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        done = 0
-        while done < n:
-            count = min(batch_size, n - done)
-            model(batch[:count])
-            done += count
-        if target.type == "cuda":
-            torch.cuda.synchronize()
-    return n / (time.perf_counter() - started)
+    return n / time_forward(model, n, batch_size, target)
 
 
 def main(argv: list[str] | None = None) -> None:
