@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help="existing .act.h5 (with a .stim.csv beside it); default: synthetic")
     args = parser.parse_args(argv)
 
-    from dnnprobe.actfile import ActivationFile
-    from dnnprobe.decoders import AUTO_C, ProbeSettings, Target
-    from dnnprobe.gram import GramFile, write_gram_file
-    from dnnprobe.probe import cross_validate_targets, layer_fold_pcas
-    from dnnprobe.stimuli import StimulusTable
+    from dnnprobe.extract.actfile import ActivationFile
+    from dnnprobe.probe.decoders import AUTO_C, ProbeSettings, Target
+    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.probe.crossval import cross_validate_targets, layer_fold_pcas
+    from dnnprobe.stimuli.table import StimulusTable
 
     sys.path.insert(0, str(HERE))
     from make_synthetic import benchmark_data

@@ -34,17 +34,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from dnnprobe.core.params import load_params
-    from dnnprobe.decoders import ProbeSettings
-    from dnnprobe.extraction import extract_activations
-    from dnnprobe.gram import GramFile
-    from dnnprobe.layers import resolve_layers
-    from dnnprobe.network import load_network
-    from dnnprobe.actfile import ActivationFile
-    from dnnprobe.probe import cross_validate_layer, folds
+    from dnnprobe.probe.decoders import ProbeSettings
+    from dnnprobe.extract.forward import extract_activations
+    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.network.layers import resolve_layers
+    from dnnprobe.network.build import load_network
+    from dnnprobe.extract.actfile import ActivationFile
+    from dnnprobe.probe.crossval import cross_validate_layer, folds
     from dnnprobe.stages.gram import gram
     from dnnprobe.stages.network import make_network
     from dnnprobe.stages.stimuli import make_stimuli
-    from dnnprobe.stimuli import StimulusTable
+    from dnnprobe.stimuli.table import StimulusTable
 
     overrides = (f"model.weights={args.weights}", *args.set)
     params = load_params(HERE.parent / "params.yaml", overrides)

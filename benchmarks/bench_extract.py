@@ -47,7 +47,7 @@ def time_forward(model, n: int, batch_size: int, target) -> float:
     batch), in full float32 as extraction runs (no TF32 on a GPU)."""
     import torch
 
-    from dnnprobe.linalg import full_float32
+    from dnnprobe.compute.linalg import full_float32
 
     batch = torch.randn(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(target)
     with torch.inference_mode(), full_float32():
@@ -66,8 +66,8 @@ def time_forward(model, n: int, batch_size: int, target) -> float:
 
 
 def forward_only(n: int, batch_size: int, device: str) -> dict:
-    from dnnprobe.extraction import pick_device
-    from dnnprobe.network import random_network
+    from dnnprobe.extract.forward import pick_device
+    from dnnprobe.network.build import random_network
 
     target = pick_device(device)
     model = random_network("alexnet", 0).eval().to(target)
@@ -79,10 +79,10 @@ def forward_only(n: int, batch_size: int, device: str) -> dict:
 
 def extract(table_path: str, batch_size: int, device: str, dtype: str, compression: str, workers: int) -> dict:
     """The real extraction of all 14 tutorial layers into a temporary .act.h5 beside the images."""
-    from dnnprobe.extraction import extract_activations
-    from dnnprobe.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network import random_network
-    from dnnprobe.stimuli import StimulusTable
+    from dnnprobe.extract.forward import extract_activations
+    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
+    from dnnprobe.network.build import random_network
+    from dnnprobe.stimuli.table import StimulusTable
 
     table = StimulusTable.read(table_path)
     model = random_network("alexnet", 0).eval()
@@ -102,10 +102,10 @@ def thingsvision(python: str, table_path: str, batch_size: int, device: str) -> 
     """thingsvision (in its own virtual environment) on the same JPEGs, modules and random weights."""
     import torch
 
-    from dnnprobe.extraction import pick_device
-    from dnnprobe.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network import random_network
-    from dnnprobe.stimuli import StimulusTable
+    from dnnprobe.extract.forward import pick_device
+    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
+    from dnnprobe.network.build import random_network
+    from dnnprobe.stimuli.table import StimulusTable
 
     table = StimulusTable.read(table_path)
     model = random_network("alexnet", 0)

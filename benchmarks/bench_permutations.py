@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help="existing .act.h5 (with a .stim.csv beside it); default: synthetic")
     args = parser.parse_args(argv)
 
-    from dnnprobe.actfile import ActivationFile
-    from dnnprobe.decoders import ProbeSettings
-    from dnnprobe.gram import GramFile, write_gram_file
-    from dnnprobe.probe import cross_validate_layer
-    from dnnprobe.stimuli import StimulusTable
+    from dnnprobe.extract.actfile import ActivationFile
+    from dnnprobe.probe.decoders import ProbeSettings
+    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.probe.crossval import cross_validate_layer
+    from dnnprobe.stimuli.table import StimulusTable
 
     sys.path.insert(0, str(HERE))
     from make_synthetic import benchmark_data

@@ -2,10 +2,10 @@
 
 1. images: N synthetic JPEGs of SIZE px (``make_images.py``; reused when already there; not timed);
 2. extract: random-weight AlexNet, DNNBrain's 14 tutorial layers, one .act.h5
-   (``dnnprobe.extraction.extract_activations``, on ``--device``);
-3. gram: each layer's n x n Gram matrix (``dnnprobe.gram.write_gram_file``);
+   (``dnnprobe.extract.forward.extract_activations``, on ``--device``);
+3. gram: each layer's n x n Gram matrix (``dnnprobe.gram.writer.write_gram_file``);
 4. probe: PCA(100) + logistic regression, 10-fold stratified cross-validation, every layer
-   (``dnnprobe.probe.cross_validate_gram``), decoding the images' class (curvy or boxy: a binary
+   (``dnnprobe.probe.crossval.cross_validate_gram``), decoding the images' class (curvy or boxy: a binary
    label, image i has class i % 2).
 
 Prints the seconds of each stage and ends with ``total_s=<extract + gram + probe>``. Needs only
@@ -42,15 +42,15 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
     sys.path.insert(0, str(HERE))
     from make_images import write_images
 
-    from dnnprobe.decoders import ProbeSettings
-    from dnnprobe.extraction import extract_activations
-    from dnnprobe.gram import GramFile, write_gram_file
-    from dnnprobe.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network import random_network
-    from dnnprobe.actfile import ActivationFile
-    from dnnprobe.linalg import resolve_device
-    from dnnprobe.probe import cross_validate_layer
-    from dnnprobe.stimuli import StimulusTable
+    from dnnprobe.probe.decoders import ProbeSettings
+    from dnnprobe.extract.forward import extract_activations
+    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
+    from dnnprobe.network.build import random_network
+    from dnnprobe.extract.actfile import ActivationFile
+    from dnnprobe.compute.linalg import resolve_device
+    from dnnprobe.probe.crossval import cross_validate_layer
+    from dnnprobe.stimuli.table import StimulusTable
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()

@@ -36,7 +36,7 @@ def peak_rss_mb() -> float:
 
 
 def labels(table: str) -> np.ndarray:
-    from dnnprobe.stimuli import StimulusTable
+    from dnnprobe.stimuli.table import StimulusTable
 
     return StimulusTable.read(table).integer_labels()
 
@@ -60,10 +60,10 @@ def reference(act: str, table: str, layer: str, pca: int, cv: int, solver: str) 
 
 def dnnprobe_probe(act: str, table: str, layer: str, pca: int, cv: int) -> dict:
     """dnnprobe's gram stage (streamed) and probe stage for one layer."""
-    from dnnprobe.actfile import ActivationFile
-    from dnnprobe.decoders import ProbeSettings
-    from dnnprobe.gram import GramFile, write_gram_file
-    from dnnprobe.probe import cross_validate_layer
+    from dnnprobe.extract.actfile import ActivationFile
+    from dnnprobe.probe.decoders import ProbeSettings
+    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.probe.crossval import cross_validate_layer
 
     y = labels(table)
     with tempfile.TemporaryDirectory(dir=Path(act).parent) as folder:

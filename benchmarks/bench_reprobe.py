@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from dnnprobe.stimuli import StimulusTable
+from dnnprobe.stimuli.table import StimulusTable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -49,7 +49,7 @@ def layer_shape(units: int) -> tuple[str, tuple[int, int, int]]:
 def write_activations(path: Path, n: int, units: int, seed: int = 0) -> np.ndarray:
     """One layer of synthetic activations (low-rank signal + noise, a weak label effect, ReLU'd);
     returns the labels (balanced, shuffled)."""
-    from dnnprobe.actfile import ActivationWriter
+    from dnnprobe.extract.actfile import ActivationWriter
 
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 2
@@ -82,7 +82,7 @@ def gpu_peak_gib(device: str) -> float | None:
 
 
 def worker_gram(act: str, out: str, dtype: str, device: str) -> dict:
-    from dnnprobe.gram import GramFile, write_gram_file
+    from dnnprobe.gram.writer import GramFile, write_gram_file
 
     started = time.perf_counter()
     layers = write_gram_file(act, out, progress=False, dtype=dtype, device=device)
@@ -93,12 +93,12 @@ def worker_gram(act: str, out: str, dtype: str, device: str) -> dict:
 
 
 def worker_probe(act: str, gram: str, labels: str, pca: int, cv: int, device: str) -> dict:
-    from dnnprobe import memory
-    from dnnprobe.actfile import ActivationFile
-    from dnnprobe.decoders import ProbeSettings
-    from dnnprobe.gram import GramFile
-    from dnnprobe.linalg import resolve_device
-    from dnnprobe.probe import cross_validate_layer
+    from dnnprobe.compute import memory
+    from dnnprobe.extract.actfile import ActivationFile
+    from dnnprobe.probe.decoders import ProbeSettings
+    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.compute.linalg import resolve_device
+    from dnnprobe.probe.crossval import cross_validate_layer
 
     y = np.load(labels)
     started = time.perf_counter()

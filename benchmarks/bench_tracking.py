@@ -1,14 +1,14 @@
 """How long a probe takes to fail when its MLflow tracking server stops answering mid-run.
 
 Starts a real `mlflow server` on 127.0.0.1 (SQLite backend, in a temporary folder), opens a probe run
-as the probe stage does (`dnnprobe.tracking.probe_run`), logs one layer, then stops the server and
+as the probe stage does (`dnnprobe.track.tracking.probe_run`), logs one layer, then stops the server and
 logs the next layer, timing from the stop to dnnprobe's one-line error:
 
 - ``killed``: SIGKILL to the server's processes (a crash, a restart): connections are refused.
 - ``frozen``: SIGSTOP (a hung server, a network that drops packets): the kernel still accepts
   connections, but nothing answers; each request waits for MLFLOW_HTTP_REQUEST_TIMEOUT.
 
-Both with the stages' bounds on MLflow's HTTP retries (`dnnprobe.tracking.HTTP_LIMITS`), or with
+Both with the stages' bounds on MLflow's HTTP retries (`dnnprobe.track.tracking.HTTP_LIMITS`), or with
 MLflow's own defaults (--mlflow-defaults: 7 retries, 120 s timeout; expect minutes). Prints each
 case's error and ends with one line ``killed_s=<seconds> frozen_s=<seconds>`` (``-`` for a case not run).
 
@@ -57,7 +57,7 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
 
 def time_failure(case: str, folder: Path) -> float:
     """Seconds from stopping the server to dnnprobe's error, for `case` killed or frozen."""
-    from dnnprobe import tracking
+    from dnnprobe.track import tracking
     from dnnprobe.core.errors import DnnprobeError
 
     server, url = start_server(folder)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave MLflow's own retries and timeout (7 retries, 120 s) in place")
     args = parser.parse_args(argv)
     if args.mlflow_defaults:
-        from dnnprobe import tracking
+        from dnnprobe.track import tracking
 
         tracking.HTTP_LIMITS.clear()
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}")

@@ -24,7 +24,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,11 +52,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(HERE))
     from make_images import write_images
 
-    from dnnprobe.extraction import extract_activations, pick_device
-    from dnnprobe.layers import resolve_layers
-    from dnnprobe.network import random_network
-    from dnnprobe.sources import torchvision as source
-    from dnnprobe.stimuli import StimulusTable
+    from dnnprobe.extract.forward import extract_activations, pick_device
+    from dnnprobe.network.layers import resolve_layers
+    from dnnprobe.network.build import random_network
+    from dnnprobe.network.sources import torchvision as source
+    from dnnprobe.stimuli.table import StimulusTable
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
     table = StimulusTable.read(write_images(args.n, args.size, args.data_dir))

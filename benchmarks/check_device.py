@@ -32,8 +32,8 @@ def plain_forward_pass(model, module_paths, paths, batch_size, device):
     import numpy as np
     import torch
 
-    from dnnprobe.extraction import LayerRecorder, load_rgb, preprocess
-    from dnnprobe.linalg import full_float32
+    from dnnprobe.extract.forward import LayerRecorder, load_rgb, preprocess
+    from dnnprobe.compute.linalg import full_float32
 
     recorded = {layer: [] for layer in module_paths}
     recorder = LayerRecorder(model, module_paths)
@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(HERE))
     from make_images import write_images
 
-    from dnnprobe.extraction import extract_activations
-    from dnnprobe.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network import random_network
-    from dnnprobe.stimuli import StimulusTable
+    from dnnprobe.extract.forward import extract_activations
+    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
+    from dnnprobe.network.build import random_network
+    from dnnprobe.stimuli.table import StimulusTable
 
-    from dnnprobe.extraction import to_model_input
+    from dnnprobe.extract.forward import to_model_input
 
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     pixels = torch.arange(256, dtype=torch.uint8).repeat(3 * 224 * 224 // 256 + 1)[:3 * 224 * 224]

@@ -16,7 +16,7 @@ import numpy as np
 from rsatoolbox.data import Dataset
 from rsatoolbox.rdm import calc_rdm, load_rdm
 
-from dnnprobe.similarity import write_rdms
+from dnnprobe.gram.similarity import write_rdms
 
 
 class _Grams:

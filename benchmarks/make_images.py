@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dnnprobe.demo import CLASSES, demo_image
-from dnnprobe.stimuli import StimulusTable, table_from_classes
+from dnnprobe.stimuli.demo import CLASSES, demo_image
+from dnnprobe.stimuli.table import StimulusTable, table_from_classes
 
 
 def _write_one(job: tuple[Path, int, int, int]) -> tuple[str, str]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dnnprobe.actfile import ActivationWriter
-from dnnprobe.stimuli import StimulusTable
+from dnnprobe.extract.actfile import ActivationWriter
+from dnnprobe.stimuli.table import StimulusTable
 
 LAYER_SHAPES = {
     "conv1": (64, 55, 55), "conv2": (192, 27, 27), "conv3": (384, 13, 13), "conv4": (256, 13, 13),

@@ -46,12 +46,12 @@ def profile(table_path: Path, batch_size: int) -> dict[str, Clock]:
     import numpy as np
     import torch
 
-    from dnnprobe.actfile import ActivationWriter
-    from dnnprobe.extraction import (BatchBuffers, LayerRecorder, layer_unit_shapes, load_rgb, resized_pixels,
+    from dnnprobe.extract.actfile import ActivationWriter
+    from dnnprobe.extract.forward import (BatchBuffers, LayerRecorder, layer_unit_shapes, load_rgb, resized_pixels,
                                      to_model_input)
-    from dnnprobe.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network import random_network
-    from dnnprobe.stimuli import StimulusTable
+    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
+    from dnnprobe.network.build import random_network
+    from dnnprobe.stimuli.table import StimulusTable
 
     paths = StimulusTable.read(table_path).image_paths()
     cpu = torch.device("cpu")

@@ -1,25 +1,17 @@
-"""Shared fixtures: small data the tests make themselves (no downloads, no GPU)."""
+"""Shared fixtures: small data the tests make themselves (no downloads, no GPU). Helpers are in helpers.py."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import re
-import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 
-from dnnprobe.core.params import Params, load_params
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import MlflowServer, clean_env, closed_port_url, tiny_params
 
 
 @pytest.fixture(autouse=True)
@@ -35,19 +27,10 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
     # The stages bound MLflow's HTTP retries in os.environ (tracking.HTTP_LIMITS): undone after each test.
-    from dnnprobe.tracking import HTTP_LIMITS
+    from dnnprobe.track.tracking import HTTP_LIMITS
 
     for name in HTTP_LIMITS:
         monkeypatch.delenv(name, raising=False)
-
-
-def tiny_params(**overrides: object) -> Params:
-    """params.yaml defaults scaled down: 24 demo images of 64 px, pca 4, 3 folds."""
-    settings = {
-        "pca=4", "cv=3", "stimuli.demo.n_per_class=12", "stimuli.demo.image_size=64",
-        "extract.batch_size=8", "extract.num_workers=0",
-    }
-    return load_params(REPO / "params.yaml", tuple(sorted(settings)) + tuple(f"{k}={v}" for k, v in overrides.items()))
 
 
 @pytest.fixture(scope="session")
@@ -99,186 +82,6 @@ def tiny_gram(tmp_path_factory, tiny_activations) -> Path:
     return path
 
 
-# The defaults scaled down as tiny_params, as command-line overrides.
-TINY_SETS = ("pca=4", "cv=3", "stimuli.demo.n_per_class=12", "stimuli.demo.image_size=64",
-             "extract.batch_size=8", "extract.num_workers=0")
-
-
-def cli(stage: str, *args: object, env: dict | None = None):
-    """`dnnprobe <stage> --quiet --params params.yaml <tiny overrides> <args>` in this process (click's runner)."""
-    from click.testing import CliRunner
-
-    from dnnprobe.cli import main
-
-    options = ["--quiet", "--params", str(REPO / "params.yaml")]
-    for setting in TINY_SETS:
-        options += ["--set", setting]
-    return CliRunner().invoke(main, [stage, *options, *map(str, args)], env=env)
-
-
-def assert_one_line_error(result, stage: str, *fragments: str) -> str:
-    """Exit status 1 and exactly one line on stderr, `dnnprobe <stage>: error: ...`, holding each fragment."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"dnnprobe {stage}: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
-def assert_nothing_written(folder: Path) -> None:
-    """No output, no temporary and no lock: the folder is absent or empty."""
-    assert not folder.exists() or [p.name for p in folder.rglob("*")] == []
-
-
-def one_line_error(call, match: str) -> str:
-    """Run `call`, expect a DnnprobeError matching `match`, and return its message (one line)."""
-    from dnnprobe.core.errors import DnnprobeError
-
-    with pytest.raises(DnnprobeError, match=match) as caught:
-        call()
-    message = str(caught.value)
-    assert "\n" not in message, message
-    return message
-
-
-def can_mount_tmpfs() -> bool:
-    """Whether this machine lets a test mount a small tmpfs (a real full disk) in a user namespace."""
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "-r", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-def rgb_image(path: Path, value: int = 100, size: int = 40) -> Path:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (size, size), (value, 255 - value, 50)).save(path)
-    return path
-
-
-def latest_probe_run():
-    """The most recent probe (parent) run in the test's MLflow store."""
-    import mlflow
-
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                              order_by=["attributes.start_time DESC"])
-    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
-    assert parents, "no probe run in the MLflow store"
-    return parents[0]
-
-
-def low_rank_data(n: int, d: int, seed: int = 0, signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Activations-like data: a decaying spectrum plus noise, and a weakly encoded binary label."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    rng.shuffle(y)
-    factors = rng.standard_normal((n, 30)) * (1.0 / np.arange(1, 31))
-    factors[:, 3] += signal * (y - 0.5)
-    X = factors @ rng.standard_normal((30, d)) + 0.3 * rng.standard_normal((n, d))
-    return X.astype(np.float32), y
-
-
-def write_table(path: Path, header: str, rows: list[str]) -> Path:
-    path.write_text(header + "\n".join(rows) + ("\n" if rows else ""))
-    return path
-
-
-def clean_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
-        env.pop(key, None)
-    return env
-
-
-# ---- a throwaway copy of the repository, run with real DVC on tiny data ------------------------
-
-TINY = {
-    "pca": 4, "cv": 3,
-    "stimuli": {"demo": {"n_per_class": 12, "image_size": 64}},
-    "extract": {"batch_size": 8, "num_workers": 0},
-}
-
-
-def merge(base: dict, change: dict) -> dict:
-    for key, value in change.items():
-        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-def copy_repo(target: Path, params: dict = TINY) -> Path:
-    """The files a clone would have (tracked or new, not ignored), with tiny params, committed."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO / name
-        output = name.startswith(("data/", "models/", "reports/")) and not name.startswith(("data/external/",
-                                                                                            "models/external/"))
-        if source.is_file() and not output and name != "dvc.lock":
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    data = yaml.safe_load((target / "params.yaml").read_text())
-    (target / "params.yaml").write_text(yaml.safe_dump(merge(data, params), sort_keys=False))
-    git(target, "init", "-q")
-    git(target, "add", "-A")
-    git(target, "commit", "-qm", "tiny pipeline")
-    return target
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
-                          capture_output=True, text=True, check=True).stdout
-
-
-def env_without_tracking_uri() -> dict[str, str]:
-    env = clean_env()
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return env
-
-
-def dvc(repo: Path, *args: str, env: dict | None = None) -> str:
-    result = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True,
-                            env=env or env_without_tracking_uri())
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def mlflow_runs(db: Path) -> list[dict]:
-    with sqlite3.connect(db) as connection:
-        connection.row_factory = sqlite3.Row
-        runs = [dict(r) for r in connection.execute("select run_uuid, status, name from runs")]
-        for run in runs:
-            run["tags"] = dict(connection.execute("select key, value from tags where run_uuid=?", (run["run_uuid"],)).fetchall())
-            run["params"] = dict(connection.execute("select key, value from params where run_uuid=?", (run["run_uuid"],)).fetchall())
-    return runs
-
-
-def stages_run(log: str) -> set[str]:
-    return set(re.findall(r"Running stage '(\w+)'", log))
-
-def dvc_status(repo: Path) -> tuple[dict, str]:
-    """`dvc status --json` as a dict (stdout), and DVC's warnings (stderr)."""
-    result = subprocess.run(["dvc", "status", "--json"], cwd=repo, capture_output=True, text=True,
-                            env=env_without_tracking_uri())
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout), result.stderr
-
-def changed_stages(repo: Path) -> set[str]:
-    return set(dvc_status(repo)[0])
-
-def set_param(repo: Path, key: str, value) -> None:
-    data = yaml.safe_load((repo / "params.yaml").read_text())
-    node = data
-    for part in key.split(".")[:-1]:
-        node = node[part]
-    node[key.split(".")[-1]] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 @pytest.fixture
 def http_server(tmp_path):
     """Serve tmp_path/'www' on 127.0.0.1; yields (base_url, folder, log of (path, range) requests)."""
@@ -322,19 +125,6 @@ def http_server(tmp_path):
         server.server_close()
 
 
-@dataclasses.dataclass
-class MlflowServer:
-    url: str
-    artifacts: Path  # the folder it serves artifacts from
-    database: Path  # its SQLite backend store
-    process: subprocess.Popen  # the leader of its process group (the server and its uvicorn worker)
-
-    def kill(self) -> None:
-        """Stop it at once, as a crash or a lost network would (SIGKILL to its process group)."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """`mlflow server` on 127.0.0.1 (a free port): SQLite backend, artifacts served from its own folder."""
@@ -375,13 +165,3 @@ def mlflow_server(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
-
-
-def closed_port_url() -> str:
-    """A URL on 127.0.0.1 where nothing listens (connection refused at once)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"

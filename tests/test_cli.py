@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from conftest import REPO
+from helpers import REPO
 from dnnprobe.cli import main
 
 

@@ -12,8 +12,8 @@ import importlib
 import click
 
 STAGES = ("params", "stimuli", "check", "network", "extract", "gram", "probe", "report", "similarity")
-COMMANDS = {**{stage: f"dnnprobe.stages.{stage}" for stage in STAGES}, "sweep": "dnnprobe.sweep",
-            "compare": "dnnprobe.compare", "layers": "dnnprobe.layer_table"}
+COMMANDS = {**{stage: f"dnnprobe.stages.{stage}" for stage in STAGES}, "sweep": "dnnprobe.experiments.sweep",
+            "compare": "dnnprobe.experiments.compare", "layers": "dnnprobe.network.layer_table"}
 
 
 class _Commands(click.Group):

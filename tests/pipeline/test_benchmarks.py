@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 
 
 def run(script: str, *args: str, cwd, whole: bool = False) -> str:
@@ -17,7 +17,7 @@ def run(script: str, *args: str, cwd, whole: bool = False) -> str:
 
 
 def test_bench_probe_tiny(tmp_path):
-    from benchmarks_helpers import synthetic
+    from helpers import synthetic
 
     act = synthetic(tmp_path, n=60, layers=["fc1", "conv5_relu"])
     last = run("bench_probe.py", "--layers", "fc1,conv5_relu", "--n", "60", "--pca", "5", "--cv", "3",
@@ -69,7 +69,7 @@ def test_bench_dtype_tiny(tmp_path):
 
 
 def test_bench_permutations_tiny(tmp_path):
-    from benchmarks_helpers import synthetic
+    from helpers import synthetic
 
     act = synthetic(tmp_path, n=40, layers=["fc1"])
     last = run("bench_permutations.py", "--layer", "fc1", "--pca", "4", "--cv", "3", "--permutations", "19",
@@ -80,7 +80,7 @@ def test_bench_permutations_tiny(tmp_path):
 
 
 def test_bench_reprobe_tiny(tmp_path):
-    from benchmarks_helpers import synthetic
+    from helpers import synthetic
 
     act = synthetic(tmp_path, n=40, layers=["fc1", "fc2"])
     out = run("bench_reprobe.py", "--n", "40", "--layers", "fc1,fc2", "--base-pca", "5", "--pca", "3",
@@ -100,7 +100,7 @@ def test_bench_scale_tiny(tmp_path):
 
 
 def test_bench_design_tiny(tmp_path):
-    from benchmarks_helpers import synthetic
+    from helpers import synthetic
 
     act = synthetic(tmp_path, n=60, layers=["fc1"])
     last = run("bench_design.py", "--layers", "fc1", "--n", "60", "--pca", "5", "--cv", "3", "--data", str(act),

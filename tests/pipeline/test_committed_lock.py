@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, dvc, env_without_tracking_uri, git
+from helpers import REPO, dvc, env_without_tracking_uri, git
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, changed_stages, copy_repo, dvc, env_without_tracking_uri, merge, set_param, stages_run
-from dnnprobe.demo import write_demo_set
-from dnnprobe.network import random_network
+from helpers import TINY, changed_stages, copy_repo, dvc, env_without_tracking_uri, merge, set_param, stages_run
+from dnnprobe.stimuli.demo import write_demo_set
+from dnnprobe.network.build import random_network
 
 
 def snapshot(folder: Path) -> dict[str, tuple]:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import copy_repo, dvc, git, mlflow_runs
+from helpers import copy_repo, dvc, git, mlflow_runs
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ DEPTHS = "Conv1, Conv2, Conv3, Conv4, Conv5, FC1, FC2"
 
 
 def test_exp_show_fits_200_columns_with_a_column_per_layer(repo):
-    from conftest import env_without_tracking_uri
+    from helpers import env_without_tracking_uri
 
     env = {**env_without_tracking_uri(), "COLUMNS": "200"}
     table = dvc(repo, "exp", "show", "--only-changed", "--no-pager", env=env)
@@ -117,7 +117,7 @@ def test_exp_show_fits_200_columns_with_a_column_per_layer(repo):
 
 def test_dnnprobe_compare_shows_every_layer_and_every_setting_that_differs_in_200_columns(repo):
     """The README's comparison command, on the two real experiments above (pca3, temp-cv2) and HEAD."""
-    from conftest import env_without_tracking_uri
+    from helpers import env_without_tracking_uri
 
     env = {**env_without_tracking_uri(), "COLUMNS": "200"}
     result = subprocess.run(["python", "-m", "dnnprobe.cli", "compare"], cwd=repo, capture_output=True, text=True,
@@ -181,7 +181,7 @@ def test_dvc_plots_render_offline_as_one_chart_per_layer_depth(repo):
 def test_a_key_no_stage_reads_stops_dvc_repro_in_one_line(repo):
     """`classifier: ridge` at the top level (meant as probe.classifier): no stage lists it, so without the
     params stage DVC would say "up to date" and an experiment would be its baseline under a new name."""
-    from conftest import env_without_tracking_uri
+    from helpers import env_without_tracking_uri
 
     original = (repo / "params.yaml").read_text()
     try:

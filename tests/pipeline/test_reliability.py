@@ -28,13 +28,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import (
+from helpers import (
     REPO, TINY, TINY_SETS, assert_nothing_written, assert_one_line_error, can_mount_tmpfs, changed_stages, cli,
     closed_port_url, copy_repo, dvc, dvc_status, env_without_tracking_uri, merge, rgb_image, set_param, stages_run,
     tiny_params,
 )
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.stimuli import StimulusTable
+from dnnprobe.stimuli.table import StimulusTable
 
 # ---- bad .stim.csv, through `dnnprobe stimuli` with stimuli.source=stimcsv ------------------
 
@@ -86,7 +86,7 @@ def test_whole_params_file_is_checked_before_any_work(tmp_path):
 
 def image_list(folder: Path, names: list[str]) -> Path:
     """imgs.sha256 for the images in folder/imgs, as the check stage writes it (bad images included)."""
-    from dnnprobe.stimuli import image_checksums
+    from dnnprobe.stimuli.table import image_checksums
 
     (folder / "imgs.sha256").write_text(image_checksums(folder / "imgs", names))
     return folder / "imgs.sha256"
@@ -248,7 +248,7 @@ def test_bad_activation_file_stops_the_gram_stage(tmp_path, make, fragments):
 
 
 def gram_of(tmp_path: Path, name: str, layers: dict[str, np.ndarray]) -> Path:
-    from dnnprobe.gram import write_gram_file
+    from dnnprobe.gram.writer import write_gram_file
 
     write_act(tmp_path / f"{name}.act.h5", layers)
     write_gram_file(tmp_path / f"{name}.act.h5", tmp_path / f"{name}.gram.h5", progress=False)
@@ -285,7 +285,7 @@ def test_a_file_that_is_not_a_gram_file_is_named(tmp_path, tiny_stimuli, tiny_ac
 
 
 def test_disk_too_small_for_the_activations_is_refused_before_extraction(tmp_path, tiny_image_list, tiny_network, monkeypatch):
-    monkeypatch.setattr("dnnprobe.actfile.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+    monkeypatch.setattr("dnnprobe.extract.actfile.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
     result = cli("extract", "--images", tiny_image_list, "--network", tiny_network, "--out", tmp_path / "acts" / "a.act.h5")
     assert_one_line_error(result, "extract", "a.act.h5: needs 95 MB but its disk has 1 MB free")
     assert_nothing_written(tmp_path / "acts")
@@ -315,7 +315,7 @@ def test_probe_failing_at_its_last_step_leaves_no_outputs_and_a_failed_run(tmp_p
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("dnnprobe.probe.save_refit_models", disk_full)
+    monkeypatch.setattr("dnnprobe.probe.crossval.save_refit_models", disk_full)
     with pytest.raises(DnnprobeError, match=r"out/probes: writing failed \(No space left on device\)"):
         probe(tiny_params(**{"probe.save_models": "true"}), tiny_stimuli, tiny_gram, tiny_activations,
               tmp_path / "out" / "probe", tmp_path / "out" / "metrics.json", tmp_path / "out" / "probes",
@@ -443,7 +443,7 @@ def test_a_stage_runs_the_code_of_the_checkout_it_runs_in(tmp_path):
 
 
 # Declared code that this test's params (the demo source) do not reach: stimuli.source=bold5000 runs it.
-RUN_FOR_OTHER_PARAMS = {"src/dnnprobe/bold5000.py", "src/dnnprobe/download.py"}
+RUN_FOR_OTHER_PARAMS = {"src/dnnprobe/stimuli/bold5000.py", "src/dnnprobe/stimuli/download.py"}
 
 
 def test_each_stage_runs_exactly_the_code_it_declares(pipeline):
@@ -468,7 +468,7 @@ def test_each_stage_runs_exactly_the_code_it_declares(pipeline):
 
 # The code that reads a stage's params: its stage module, and the functions it hands `params` to.
 PARAM_READERS = {stage: [f"dnnprobe.stages.{stage}"] for stage in STAGES}
-PARAM_READERS["probe"].append("dnnprobe.decoders:ProbeSettings.from_params")
+PARAM_READERS["probe"].append("dnnprobe.probe.decoders:ProbeSettings.from_params")
 
 
 def test_every_parameter_a_stage_reads_is_declared():
@@ -607,9 +607,9 @@ def applied(repo: Path, change: tuple):
         (("param", "probe.label", "condition"), {"params", "check", "probe"}),
         (("param", "tracking.experiment", "other"), {"params", "probe", "report"}),  # the report attaches figures to the probe's run
         (("param", "report.confusion_layer", "conv1"), {"params", "report"}),
-        (("code", "src/dnnprobe/gram.py"), {"gram", "probe", "similarity"}),  # the gram stage has no params
-        (("code", "src/dnnprobe/layers.py"), {"check", "extract", "probe", "report", "similarity"}),
-        (("code", "src/dnnprobe/report.py"), {"report", "similarity"}),  # a figure change never reruns the probe
+        (("code", "src/dnnprobe/gram/writer.py"), {"gram", "probe", "similarity"}),  # the gram stage has no params
+        (("code", "src/dnnprobe/network/layers.py"), {"check", "extract", "probe", "report", "similarity"}),
+        (("code", "src/dnnprobe/report/figure.py"), {"report", "similarity"}),  # a figure change never reruns the probe
         (("code", "src/dnnprobe/core/params.py"), set(STAGES)),
         (("code", "src/dnnprobe/cli.py"), set()),  # the command for people: no stage runs it
         *[(("code", f"src/dnnprobe/stages/{stage}.py"), {stage}) for stage in STAGES],
@@ -628,7 +628,7 @@ def test_a_change_marks_exactly_the_stages_that_use_it(pipeline, change, expecte
     [
         # outputs come out identical, so nothing downstream reruns
         (("param", "stimuli.bold5000.expected_stimuli", 24), {"params", "stimuli"}),
-        (("code", "src/dnnprobe/demo.py"), {"stimuli"}),
+        (("code", "src/dnnprobe/stimuli/demo.py"), {"stimuli"}),
         (("param", "report.confusion_layer", "conv1"), {"params", "report"}),
     ],
     ids=["stimuli-param", "demo-code", "report-param"],

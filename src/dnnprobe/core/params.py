@@ -81,9 +81,9 @@ class StimuliParams:
     bold5000: Bold5000Params = field(default_factory=Bold5000Params)
 
 
-MODEL_SOURCES = ("torchvision", "timm", "open_clip", "hf")  # dnnprobe.sources.SOURCES (tested to agree)
-PREPROCESS_CHOICES = ("dnnbrain", "model")  # dnnprobe.preprocess
-TOKEN_CHOICES = ("all", "cls", "mean", "cls+mean")  # dnnprobe.tokens
+MODEL_SOURCES = ("torchvision", "timm", "open_clip", "hf")  # dnnprobe.network.sources.SOURCES (tested to agree)
+PREPROCESS_CHOICES = ("dnnbrain", "model")  # dnnprobe.network.preprocess
+TOKEN_CHOICES = ("all", "cls", "mean", "cls+mean")  # dnnprobe.network.tokens
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class ExtractParams:
-    # Empty: DNNBrain's 14 tutorial layers (dnnprobe.layers, which owns layer naming).
+    # Empty: DNNBrain's 14 tutorial layers (dnnprobe.network.layers, which owns layer naming).
     layers: tuple[str, ...] = _checked((), _check(lambda v: len(set(v)) == len(v), "must be a list of distinct names"))
     batch_size: int = _checked(64, _check(_positive, "must be > 0"))
     device: str = _checked("auto", _device)
@@ -141,15 +141,15 @@ def _c_value(value: Any, where: str) -> Any:
 
 @dataclass(frozen=True)
 class ProbeParams:
-    # A column of the .stim.csv, or a list of them decoded in one run (dnnprobe.decoders.label_entries).
+    # A column of the .stim.csv, or a list of them decoded in one run (dnnprobe.probe.decoders.label_entries).
     label: Any = field(default="label", metadata={"coerce": _label_value})
     groups: str = ""  # a .stim.csv column naming each stimulus's group: folds never split a group
     shuffle: bool = False  # shuffle the folds (random_state = probe.seed)
-    classifier: str = "logistic"  # a name in dnnprobe.decoders.DECODERS
+    classifier: str = "logistic"  # a name in dnnprobe.probe.decoders.DECODERS
     # A number, or auto / a list: C chosen per training fold by an inner cross-validation.
     C: Any = field(default=1.0, metadata={"coerce": _c_value})
     standardize: bool = False
-    scoring: str = "accuracy"  # a scikit-learn scorer name in dnnprobe.decoders.SCORINGS
+    scoring: str = "accuracy"  # a scikit-learn scorer name in dnnprobe.probe.decoders.SCORINGS
     permutations: int = _checked(0, _check(lambda v: v >= 0, "must be >= 0"))
     seed: int = _checked(0, _check(lambda v: 0 <= v < 2 ** 32, "must be between 0 and 2**32 - 1 (numpy's seed range)"))
     save_models: bool = False

@@ -13,7 +13,7 @@ from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import text_sha256
 from dnnprobe.core.params import Params
-from dnnprobe.stimuli import ImageList, StimulusTable
+from dnnprobe.stimuli.table import ImageList, StimulusTable
 
 
 def check(params: Params, table_path: str | os.PathLike, image_list_path: str | os.PathLike) -> ImageList:
@@ -28,8 +28,8 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     """
     from dataclasses import replace
 
-    from dnnprobe.decoders import check_targets, class_names, decoded_targets, group_column
-    from dnnprobe.layers import check_layer_names, requested_layers
+    from dnnprobe.probe.decoders import check_targets, class_names, decoded_targets, group_column
+    from dnnprobe.network.layers import check_layer_names, requested_layers
 
     table = StimulusTable.read(table_path)
     check_layer_names(requested_layers(params.extract.layers), "params.yaml: extract.layers")

@@ -10,8 +10,8 @@ import click
 
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.params import Params
-from dnnprobe.preprocess import DNNBRAIN, Preprocess
-from dnnprobe.stimuli import ImageList
+from dnnprobe.network.preprocess import DNNBRAIN, Preprocess
+from dnnprobe.stimuli.table import ImageList
 
 
 def extract(
@@ -23,8 +23,8 @@ def extract(
     The file records which images (``images_sha256``, the list's sha256) and which weights
     (``network_sha256``) it was computed from; each image's bytes are checked against the list.
     """
-    from dnnprobe.extraction import extract_activations
-    from dnnprobe.network import load_network
+    from dnnprobe.extract.forward import extract_activations
+    from dnnprobe.network.build import load_network
 
     images = ImageList.read(image_list_path)
     model, info = load_network(network_path, params.model.arch, params.model.source)
@@ -52,8 +52,8 @@ class ExtractionSetup:
 
 def extraction_setup(params: Params, model) -> ExtractionSetup:
     """Resolve ``extract.layers`` (empty: the source's defaults), ``extract.preprocess`` and the token layout."""
-    from dnnprobe.layers import default_layers, resolve_layers
-    from dnnprobe.sources import get_source
+    from dnnprobe.network.layers import default_layers, resolve_layers
+    from dnnprobe.network.sources import get_source
 
     source, arch = params.model.source, params.model.arch
     layers = params.extract.layers or default_layers(model, arch, source)

@@ -22,7 +22,7 @@ def make_network(params: Params, out_path: str | os.PathLike):
     A weights file (``model.weights: <path>``) must lie inside models/external/, which the network
     stage lists as a dependency, so that DVC reruns it when the file changes.
     """
-    from dnnprobe.network import build_from_source, is_weights_path, save_network
+    from dnnprobe.network.build import build_from_source, is_weights_path, save_network
 
     weights = params.model.weights
     if is_weights_path(weights) and not Path(os.path.realpath(weights)).is_relative_to(os.path.realpath(EXTERNAL_WEIGHTS)):

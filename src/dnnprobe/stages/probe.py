@@ -19,8 +19,8 @@ from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.hashing import file_sha256, text_sha256
 from dnnprobe.core.params import Params
-from dnnprobe.stats import attribute_summaries
-from dnnprobe.stimuli import StimulusTable
+from dnnprobe.probe.stats import attribute_summaries
+from dnnprobe.stimuli.table import StimulusTable
 
 # What this stage reads of params.yaml (its params in dvc.yaml), all logged to MLflow as dotted keys.
 PARAMS = ("pca", "cv", "probe", "tracking", "model")
@@ -49,7 +49,7 @@ def _check_activations_match(activations_path, grams, n_stim: int, table_path, r
     and compared with the sha256 the gram stage recorded only when the probe reads its data
     (``probe.save_models``), since hashing a BOLD5000-sized file takes a while.
     """
-    from dnnprobe.actfile import ActivationFile
+    from dnnprobe.extract.actfile import ActivationFile
 
     recorded = grams.activations_sha256
     with ActivationFile(activations_path) as activations:
@@ -93,13 +93,17 @@ def probe(
     and any setting the data cannot support. Every hash logged to MLflow is of a file as it was read.
     """
 
-    from dnnprobe import memory, stats, tracking
-    from dnnprobe.actfile import ActivationFile
-    from dnnprobe.decoders import check_targets, class_names, decoded_targets, group_column
-    from dnnprobe.gram import GramFile
-    from dnnprobe.layers import check_layer_names
-    from dnnprobe.linalg import resolve_device
-    from dnnprobe.probe import cross_validate_targets, layer_fold_pcas, save_layer_result
+    from dnnprobe.compute import memory
+
+    from dnnprobe.probe import stats
+
+    from dnnprobe.track import tracking
+    from dnnprobe.extract.actfile import ActivationFile
+    from dnnprobe.probe.decoders import check_targets, class_names, decoded_targets, group_column
+    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.network.layers import check_layer_names
+    from dnnprobe.compute.linalg import resolve_device
+    from dnnprobe.probe.crossval import cross_validate_targets, layer_fold_pcas, save_layer_result
 
     table = StimulusTable.read(table_path)
     attributes = decoded_targets(params, table)
@@ -231,7 +235,7 @@ def class_description(table: StimulusTable, target) -> dict:
 
 
 def rank_warning(layer: str, pca: int, rank: int) -> str:
-    """The line the probe prints when ``pca`` exceeds a layer's rank (:attr:`dnnprobe.probe.LayerResult.pca_rank`)."""
+    """The line the probe prints when ``pca`` exceeds a layer's rank (:attr:`dnnprobe.probe.crossval.LayerResult.pca_rank`)."""
     return (f"probe: warning: layer {layer}: pca {pca} exceeds its rank: a training fold has variance in {rank} "
             f"directions only; the others score 0 (pca_rank in metrics_detail.json)")
 
@@ -279,7 +283,7 @@ def _save_probe_models(params, attributes, results, grams, activations_path, fol
     """models/probes: each layer's PCA + decoder refit on all stimuli, as .npz (loads without pickle); with
     several attributes one subfolder per attribute. A searched C is refit with the C chosen in most folds
     (the smaller of equals)."""
-    from dnnprobe.probe import save_refit_models
+    from dnnprobe.probe.crossval import save_refit_models
 
     saved = []
     if params.probe.save_models:
@@ -290,7 +294,7 @@ def _save_probe_models(params, attributes, results, grams, activations_path, fol
             saved = save_refit_models(grams, activations_path, target.y, target.settings, where,
                                       C_per_layer={layer: most_chosen(C) for layer, C in chosen.items()})
     index = {"save_models": params.probe.save_models, "layers": saved,
-             "format": "numpy .npz, np.load(path, allow_pickle=False); see dnnprobe.probe.load_refit_model"}
+             "format": "numpy .npz, np.load(path, allow_pickle=False); see dnnprobe.probe.crossval.load_refit_model"}
     if len(attributes) > 1:
         index["attributes"] = [target.name for target in attributes]
     (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -315,7 +319,7 @@ def most_chosen(values: np.ndarray) -> float:
 @stage_command("probe")
 def command(params, progress, table, gram_path, activations, out, metrics, details, models):
     """Cross-validated PCA + decoding of probe.label per layer; logged to MLflow."""
-    from dnnprobe.tracking import shown, tracking_uri
+    from dnnprobe.track.tracking import shown, tracking_uri
 
     summary = probe(params, table, gram_path, activations, out, metrics, models, progress=progress, details_path=details)
     best = []

@@ -15,7 +15,7 @@ from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import text_sha256
 from dnnprobe.core.params import Params
-from dnnprobe.stats import attribute_summaries
+from dnnprobe.probe.stats import attribute_summaries
 
 
 def _read_summary(probe_dir: Path) -> tuple[dict, str]:
@@ -46,8 +46,8 @@ def report(
     of summary.json in ``tracking.experiment``); without such a run they are only written, with a warning.
     A store or artifact location that cannot take them is refused before anything is written.
     """
-    from dnnprobe import report as figures
-    from dnnprobe import tracking
+    from dnnprobe.report import figure as figures
+    from dnnprobe.track import tracking
 
     probe_dir = Path(probe_dir)
     summary, summary_sha256 = _read_summary(probe_dir)

@@ -1,5 +1,5 @@
 """Stage ``similarity``: linear CKA between every pair of layers and each layer's RDM, from the Gram file
-alone (:mod:`dnnprobe.similarity`): ``reports/similarity/cka.json``, ``cka.png``/``.svg`` and
+alone (:mod:`dnnprobe.gram.similarity`): ``reports/similarity/cka.json``, ``cka.png``/``.svg`` and
 ``rdms.hdf5`` (rsatoolbox's layout). With ``--other`` another run's Gram file of the same stimuli (say
 another network's) is compared layer by layer too."""
 
@@ -14,7 +14,7 @@ import click
 from dnnprobe.core.atomic import atomic_output, claim
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.stimuli import StimulusTable
+from dnnprobe.stimuli.table import StimulusTable
 
 
 def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_dir: str | os.PathLike,
@@ -22,9 +22,9 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
     """Write cka.json (layers, the CKA matrix, the layers left out and why), the CKA figure and rdms.hdf5
     in `out_dir`; returns cka.json's content. Raises DnnprobeError when the table's stimuli are not the
     Gram file's, or (with `other_path`) the two Gram files are not of the same stimuli."""
-    from dnnprobe import report
-    from dnnprobe import similarity as sim
-    from dnnprobe.gram import GramFile
+    from dnnprobe.report import figure as report
+    from dnnprobe.gram import similarity as sim
+    from dnnprobe.gram.writer import GramFile
 
     table = StimulusTable.read(table_path)
     with claim(out_dir), GramFile(gram_path) as grams, atomic_output(out_dir, directory=True) as temp:

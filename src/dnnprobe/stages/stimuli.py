@@ -19,7 +19,7 @@ from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError, missing_file_hint
 from dnnprobe.core.hashing import text_sha256
 from dnnprobe.core.params import Params
-from dnnprobe.stimuli import (
+from dnnprobe.stimuli.table import (
     IMAGE_EXTENSIONS,
     StimulusTable,
     check_image,
@@ -170,7 +170,7 @@ def make_stimuli(params: Params, table_path: str | os.PathLike, image_folder: st
     The table records ``images_sha256=``, the identity of its images (:func:`image_checksums`), so that
     later stages can tell whether files were made from these stimuli. The user's files are only read.
     """
-    from dnnprobe.demo import write_demo_set
+    from dnnprobe.stimuli.demo import write_demo_set
 
     table_path, image_folder = Path(table_path), Path(image_folder)
     source = params.stimuli.source
@@ -189,7 +189,7 @@ def make_stimuli(params: Params, table_path: str | os.PathLike, image_folder: st
         elif source == "folder":
             table = _import_folder(params, images)
         else:
-            from dnnprobe.bold5000 import fetch_bold5000
+            from dnnprobe.stimuli.bold5000 import fetch_bold5000
 
             table = fetch_bold5000(params.stimuli.bold5000, images, progress)
         # path= is relative to the table's folder, so the pair can be shared (see stimuli.py).

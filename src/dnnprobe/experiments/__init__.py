@@ -1,0 +1,1 @@
+"""Across DVC experiments: reading `dvc exp show`, `dnnprobe compare` and `dnnprobe sweep`."""

@@ -1,0 +1,1 @@
+"""Extraction: the forward pass that records every layer, and the .act.h5 activation file."""

@@ -1,0 +1,652 @@
+"""Extraction: one forward pass over the stimuli records every requested layer.
+
+Each requested module gets a forward hook that copies its output the moment it is computed.
+The copy matters: torchvision's ReLUs run in place, so a conv layer's output tensor is overwritten
+by the ReLU that follows it, and a hook that kept a reference would record post-ReLU values as
+"conv". Images are decoded in DataLoader workers while the network computes, and each batch is
+streamed to the ``.act.h5`` file, so memory is bounded by the batch, not by the number of stimuli.
+
+The pipeline, per batch (the same code on CPU and GPU; only :class:`BatchBuffers` differs):
+
+1. a DataLoader worker decodes and resizes the JPEGs and ships them as uint8 (a quarter of the
+   bytes of float32); the main process converts the batch to normalised float32 on the device
+   (:func:`to_model_input`, the same arithmetic as torchvision's ``ToTensor`` + ``Normalize``);
+2. the hooks copy each layer, once, straight into a reusable buffer laid out as the activation
+   file's chunks (and in the file's dtype, so float16 is converted by the same copy); on a GPU the
+   copy goes to device memory and from there, on a second CUDA stream, to pinned host memory;
+3. the writer thread stores those buffers chunk by chunk (``write_direct_chunk``: no further copy
+   but the operating system's) while the network computes the next batch; a small pool of buffer
+   sets keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import queue
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from dnnprobe.extract.actfile import ActivationWriter, dnnbrain_shape
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.progress import progress_bar
+from dnnprobe.core.hashing import file_sha256
+from dnnprobe.network.layers import LayerCall, fx_call_names, parse_layer_call
+from dnnprobe.compute.linalg import DEVICE_PATTERN, check_cuda_device, full_float32
+from dnnprobe.network.preprocess import DNNBRAIN, IMAGENET_MEAN, IMAGENET_STD, Preprocess, pil_transform
+from dnnprobe.stimuli.table import ImageList, StimulusTable
+from dnnprobe.network.tokens import TokenLayout, hidden_state, reducer, token_layers
+
+# DNNBrain's AlexNet test transform: squash to 224 x 224 (no crop), then ImageNet normalisation
+# (extract.preprocess: dnnbrain; dnnprobe.network.preprocess holds it and the networks' own transforms).
+INPUT_SIZE = DNNBRAIN.input_size
+
+
+# ---- images ------------------------------------------------------------------------------
+
+
+def load_rgb(path: Path, expected_sha256: str | None = None, notes: list[str] | None = None) -> Image.Image:
+    """Open an image as 8-bit RGB, as DNNBrain does (``.convert('RGB')``), with clear errors.
+
+    Pixels of more than 8 bits are scaled to 8 bits first, since PIL's own conversion clips them
+    (:func:`eight_bit`). With `expected_sha256`, the bytes must have that hash (the image is the one the
+    image list names). With `notes` (a list), one line naming the file is added for each thing that is
+    decoded but worth knowing: an animated or multi-page file (its first frame is used), a JPEG whose
+    scan data libjpeg reports as corrupt (PIL decodes it without a word), a warning of PIL's own.
+    Transparent pixels keep the colour stored under them, as in DNNBrain (``convert('RGB')``).
+    """
+    if not path.is_file():
+        raise DnnprobeError(f"{path}: image not found")
+    if expected_sha256 is not None and file_sha256(path) != expected_sha256:
+        raise DnnprobeError(
+            f"{path}: its bytes differ from those the image list recorded; rerun the stimuli and check stages")
+    notes = [] if notes is None else notes
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(path) as image:
+                frames = getattr(image, "n_frames", 1)  # before load(): counting frames seeks through the file
+                image.seek(0)
+                image.load()
+                rgb = eight_bit(image, path).convert("RGB")
+                if image.format in ("JPEG", "MPO"):
+                    notes.extend(f"{path}: {problem}; decoded as PIL decodes it" for problem in jpeg_problems(path, image.mode))
+        for warning in caught:
+            # PIL only warns between its pixel limit and twice that; treat both as an error.
+            if issubclass(warning.category, Image.DecompressionBombWarning):
+                raise warning.message
+            if not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+                notes.append(f"{path}: {warning.message}")  # about the file, not about library versions
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DnnprobeError(f"{path}: image too large to decode safely ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        reason = "empty file" if path.stat().st_size == 0 else str(exc) or exc.__class__.__name__
+        raise DnnprobeError(f"{path}: cannot read image ({reason})") from None
+    if frames > 1:
+        notes.append(f"{path}: {frames} frames (animated or multi-page); the first is used")
+    return rgb
+
+
+def eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """`image` with 8 bits per channel; modes that already have them are returned as they are.
+
+    16-bit modes (``I;16`` and its byte orders) are scaled by 255 / 65535; 32-bit integers (``I``) the
+    same when a value exceeds 255 (else they are 8-bit values); floats (``F``) by 255 when every value
+    lies in 0..1 (the float convention), else taken as 0..255. Values outside 0..65535 (``I``) or
+    0..255 (``F``), and NaN or infinity, are refused: no scale would be more than a guess.
+    """
+    if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
+        return image
+    array = np.asarray(image, dtype=np.float64)
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if image.mode == "F":
+        if not np.isfinite(array).all() or low < 0 or high > 255:
+            shown = "NaN or infinite values" if not np.isfinite(array).all() else f"values from {low:g} to {high:g}"
+            raise DnnprobeError(f"{path}: float pixels ({shown}); only 0..1 or 0..255 can be read as an image: "
+                                "save it with 8 or 16 bits per channel")
+        if high > 1:
+            return image  # 0..255 already: PIL's conversion rounds it as before
+        peak = 1.0
+    elif image.mode == "I" and (low < 0 or high > 65535):
+        raise DnnprobeError(f"{path}: 32-bit integer pixels from {low:g} to {high:g}; only 0..65535 can be read "
+                            "as an image: save it with 8 or 16 bits per channel")
+    else:
+        peak = 65535.0 if image.mode.startswith("I;16") or high > 255 else 255.0
+    return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+def jpeg_problems(path: Path, mode: str) -> list[str]:
+    """What libjpeg warns of while decoding the JPEG at `path` (``Corrupt JPEG data: ...``): PIL silences
+    its warnings and decodes such a file into pixels that can be far off. Checked with simplejpeg's strict
+    mode at an eighth of the size (the whole scan is still read)."""
+    import simplejpeg
+
+    data = path.read_bytes()
+    colorspace = {"CMYK": "CMYK", "L": "GRAY"}.get(mode, "RGB")
+    options = dict(colorspace=colorspace, fastdct=True, fastupsample=True, min_factor=8)
+    try:
+        simplejpeg.decode_jpeg(data, strict=True, **options)
+    except ValueError as warning:
+        try:
+            simplejpeg.decode_jpeg(data, strict=False, **options)
+        except ValueError:
+            return []  # a JPEG variant libjpeg-turbo cannot decode, but PIL could: nothing to report
+        return [str(warning).strip().rstrip(".")]
+    return []
+
+
+@functools.lru_cache(maxsize=1)
+def _transform():
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            transforms.Resize(INPUT_SIZE),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        ]
+    )
+
+
+def preprocess(image: Image.Image):
+    """DNNBrain's AlexNet test transform, as a (3, 224, 224) float32 tensor.
+
+    The reference for the extractor's own route (:func:`resized_pixels` in the decoding workers,
+    then :func:`to_model_input` per batch), which gives the same values bit for bit (tested).
+    """
+    return _transform()(image)
+
+
+_resize = functools.lru_cache(maxsize=4)(pil_transform)
+
+
+def resized_pixels(image: Image.Image, prep: Preprocess = DNNBRAIN) -> np.ndarray:
+    """The PIL steps of the transform (:func:`preprocess` for DNNBrain's: squashed to 224 x 224; else
+    `prep`'s resize and centre crop), as (height, width, 3) uint8."""
+    return np.asarray(_resize(prep)(image))
+
+
+@functools.lru_cache(maxsize=8)
+def _normalisation(device: torch.device, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """255, the mean and the std (the transform's, ImageNet's by default) as float32 tensors on `device`.
+
+    255 is a tensor on the device, not a Python number: CUDA's true division by a scalar computes
+    ``x * (1/255)``, which differs from the CPU's ``x / 255`` in the last bit for 126 of the 256 pixel
+    values; division by a device tensor is exact, as on the CPU.
+    """
+    shape = (1, 3, 1, 1)
+    return (torch.tensor(255.0, dtype=torch.float32, device=device),
+            torch.tensor(mean, dtype=torch.float32, device=device).view(shape),
+            torch.tensor(std, dtype=torch.float32, device=device).view(shape))
+
+
+def to_model_input(pixels: torch.Tensor, device: torch.device, prep: Preprocess = DNNBRAIN) -> torch.Tensor:
+    """A batch of resized uint8 images (B, 224, 224, 3) as the network's float32 input (B, 3, 224, 224).
+
+    The same float32 operations, in the same order, as torchvision's ``ToTensor`` (``/ 255``) and
+    ``Normalize`` (``- mean``, ``/ std``), done once per batch on `device` instead of once per image
+    in a worker. The result is contiguous in the usual (N, C, H, W) order: a channels-last input
+    would make the convolutions pick other kernels, and other last bits.
+    """
+    pixels = pixels.to(device, non_blocking=True)
+    batch = torch.empty((pixels.shape[0], 3, *pixels.shape[1:3]), dtype=torch.float32, device=device)
+    batch.copy_(pixels.permute(0, 3, 1, 2))
+    scale, mean, std = _normalisation(device, prep.mean, prep.std)
+    return batch.div_(scale).sub_(mean).div_(std)
+
+
+class StimulusImages(Dataset):
+    """The listed images, decoded and resized as DNNBrain does; a bad image is reported, not raised.
+
+    Items are (224, 224, 3) uint8 arrays (:func:`resized_pixels`); :func:`to_model_input` finishes
+    the preprocessing per batch. With `checksums`, each image's bytes must have its listed sha256
+    (checked as it is read, so the activations are of exactly the images the image list names).
+    Errors and notes (:func:`load_rgb`) travel back as values because DataLoader workers would wrap a
+    raised error in a multi-line traceback, and print warnings under no file's name; :func:`_collate`
+    gathers them.
+    """
+
+    def __init__(self, paths: list[Path], checksums: list[str] | None = None, prep: Preprocess = DNNBRAIN) -> None:
+        self.paths = paths
+        self.checksums = checksums
+        self.prep = prep
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        expected = self.checksums[index] if self.checksums else None
+        notes: list[str] = []
+        try:
+            return resized_pixels(load_rgb(self.paths[index], expected, notes), self.prep), None, notes
+        except DnnprobeError as exc:
+            return None, f"stimulus row {index + 1}: {exc}", notes
+
+
+def _collate(items):
+    """A batch as (one (B, 224, 224, 3) uint8 tensor, None, notes), or (None, errors, notes) when an image failed."""
+    errors = [error for _, error, _ in items if error is not None]
+    notes = [note for _, _, item_notes in items for note in item_notes]
+    if errors:
+        return None, errors, notes
+    return torch.from_numpy(np.stack([pixels for pixels, _, _ in items])), None, notes
+
+
+class LayerRecorder:
+    """Forward hooks that copy each requested layer's output (before any in-place op touches it).
+
+    `module_paths` maps layer names to what :func:`dnnprobe.network.layers.resolve_layers` returns, or to
+    plain module paths (a module's first call). A layer is one call of one module: the hooks count
+    each module's calls within a forward pass of the whole model, so ResNet's ``layer1.0.relu`` (first
+    call) and ``layer1.0.relu_1`` (second call) are told apart. After a pass, ``outputs`` holds the
+    recorded layers and ``calls`` how many times each hooked module ran.
+    """
+
+    def __init__(self, model: torch.nn.Module, module_paths: Mapping[str, str],
+                 store: Callable[[str, torch.Tensor], object] | None = None,
+                 reducers: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
+        """`store(layer, output)`, when given, copies a layer's output where it should go (the
+        extractor's batch buffers) and returns what ``outputs`` keeps; by default, a CPU copy.
+        `reducers` maps token layers to the token choice applied before storing (:mod:`dnnprobe.network.tokens`)."""
+        self.store = store or (lambda layer, output: output.detach().to("cpu", copy=True))
+        self.reducers = dict(reducers or {})
+        modules = dict(model.named_modules())
+        self.targets: dict[str, LayerCall] = {}
+        for layer, target in module_paths.items():
+            call = target if isinstance(target, LayerCall) else parse_layer_call(target, modules)
+            if call is None or call.module not in modules:
+                raise DnnprobeError(f"extract.layers: {layer}: {target} is not a module of the network")
+            self.targets[layer] = call
+        # module path -> call index -> the layers that record that call
+        wanted: dict[str, dict[int, list[str]]] = {}
+        for layer, call in self.targets.items():
+            wanted.setdefault(call.module, {}).setdefault(call.call, []).append(layer)
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.calls: dict[str, int] = {}
+        # Counting restarts when the whole model starts a forward pass (one batch).
+        self._handles = [model.register_forward_pre_hook(self._start_pass)]
+        self._handles += [modules[path].register_forward_hook(self._hook(path, by_call)) for path, by_call in wanted.items()]
+
+    def _start_pass(self, model, inputs) -> None:
+        self.outputs, self.calls = {}, {}
+
+    def _hook(self, path: str, layers_by_call: dict[int, list[str]]):
+        def hook(module, inputs, output):
+            call = self.calls.get(path, 0)
+            self.calls[path] = call + 1
+            layers = layers_by_call.get(call)
+            if not layers:
+                return
+            state = hidden_state(output)  # a tuple or model output: its hidden state
+            if state is None:
+                raise DnnprobeError(f"layer {layers[0]}: module {path} returns {type(output).__name__}, not a tensor")
+            # Copy now: the next module may overwrite this tensor in place (ReLU(inplace=True), x += y).
+            for layer in layers:  # two names for one call (conv1_relu and relu): one dataset each
+                reduce = self.reducers.get(layer)
+                self.outputs[layer] = self.store(layer, reduce(state) if reduce else state)
+
+        return hook
+
+    def take(self) -> dict[str, torch.Tensor]:
+        outputs, self.outputs = self.outputs, {}
+        return outputs
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def pick_device(device: str) -> torch.device:
+    """The torch device for ``extract.device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), which this
+    machine must have; DnnprobeError (one line) otherwise, as for ``probe.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if not re.fullmatch(DEVICE_PATTERN, device):
+        raise DnnprobeError(f"extract.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return check_cuda_device(device, "extract.device")
+
+
+class LayerShapes(dict):
+    """Each layer's per-stimulus DNNBrain shape, in the requested order, as learned from a dry run.
+
+    ``repeated`` maps each requested layer that names a module's first call, where that module runs
+    several times per forward pass, to the FX names of all its calls; ``notes`` says so, one line each.
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple], repeated: Mapping[str, list[str]], largest_output: int = 0) -> None:
+        super().__init__(shapes)
+        self.repeated = dict(repeated)
+        self.largest_output = largest_output
+        self.reducers: dict = {}  # token layer -> the extract.tokens reduction (dnnprobe.network.tokens)
+        self.token_layers: list[str] = []
+
+    @property
+    def notes(self) -> list[str]:
+        notes = []
+        for layer, names in self.repeated.items():
+            subject = layer if layer == names[0] else f"{layer} (module {names[0]})"
+            later = ", ".join(names[1:])
+            notes.append(
+                f"extract: {subject} runs {len(names)} times per forward pass; {layer} records its first call, "
+                f"{later} the {'next' if len(names) == 2 else 'next ones'} (torchvision FX names)"
+            )
+        return notes
+
+
+def _times(n: int) -> str:
+    return "1 time" if n == 1 else f"{n} times"
+
+
+def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], device: torch.device,
+                      input_size: tuple[int, int] = INPUT_SIZE, tokens: str = "all",
+                      token_layout: TokenLayout | None = None) -> LayerShapes:
+    """Per-stimulus DNNBrain shape of each layer, from a forward pass on one blank image.
+
+    The same pass counts each module's calls: a requested call that never happens (``layer1.0.relu_5``
+    when the module runs twice) fails here, before any work, and the result's ``repeated``/``notes``
+    name the requested modules that run several times (their bare name records the first call), and
+    ``largest_output`` is the most values any module of the network outputs per stimulus.
+    The result's ``reducers`` map the token layers (:func:`dnnprobe.network.tokens.token_layers`) to the
+    `tokens` choice, and ``token_layers`` lists them; shapes are those stored, after that choice.
+    """
+    recorder = LayerRecorder(model, module_paths)
+    largest = [0]  # the most values any module outputs (memory.extraction_bytes)
+
+    def measure(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel())
+
+    handles = [module.register_forward_hook(measure) for module in model.modules()]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, *input_size, device=device))
+        outputs, calls = recorder.take(), dict(recorder.calls)
+    finally:
+        recorder.remove()
+        for handle in handles:
+            handle.remove()
+    targets = recorder.targets
+    missing = [layer for layer, target in targets.items() if not calls.get(target.module)]
+    if missing:
+        raise DnnprobeError(f"extract.layers: {', '.join(missing)} never run in the network's forward pass")
+    beyond = [
+        f"{layer}: module {target.module} runs {_times(calls[target.module])} per forward pass "
+        f"({', '.join(fx_call_names(target.module, calls[target.module]))})"
+        for layer, target in targets.items()
+        if target.call >= calls[target.module]
+    ]
+    if beyond:
+        raise DnnprobeError("extract.layers: " + "; ".join(beyond))
+    repeated = {
+        layer: fx_call_names(target.module, calls[target.module])
+        for layer, target in targets.items()
+        if target.call == 0 and calls[target.module] > 1
+    }
+    raw = {layer: tuple(outputs[layer].shape[1:]) for layer in targets}
+    tokenised = token_layers(raw, token_layout)
+    reducers = {layer: reducer(tokens, token_layout) for layer in tokenised}
+    stored = {layer: tuple(reducers[layer](outputs[layer]).shape[1:]) if layer in reducers else raw[layer] for layer in targets}
+    shapes = LayerShapes({layer: dnnbrain_shape(stored[layer]) for layer in targets}, repeated, largest[0])
+    shapes.reducers, shapes.token_layers = reducers, tokenised
+    return shapes
+
+
+def copy_into_blocks(blocks: torch.Tensor, output: torch.Tensor) -> None:
+    """Copy a layer's output (B, n_chn, n_row, n_col) into chunk layout (n_blocks, rows, channels, n_row, n_col).
+
+    Block j receives channels ``j * channels`` onward of the B rows; see
+    :meth:`dnnprobe.extract.actfile.ActivationWriter.block_shape`. One strided copy for the whole blocks, one
+    for a last, partial block; a dtype change (float16 files) happens in the same copy.
+    """
+    channels = blocks.shape[2]
+    count, n_chn = output.shape[:2]
+    whole = n_chn // channels
+    if whole:
+        split = output[:, :whole * channels].unflatten(1, (whole, channels))  # (B, whole, channels, row, col)
+        blocks[:whole, :count].copy_(split.transpose(0, 1))
+    if n_chn > whole * channels:
+        blocks[whole, :count, :n_chn - whole * channels].copy_(output[:, whole * channels:])
+
+
+class BatchBuffers:
+    """One batch of every layer in host memory, laid out as the activation file's chunks.
+
+    The hooks fill it (:meth:`store`), the writer thread writes it, and the extractor reuses a few
+    such sets in turn, so no batch allocates (and page-faults in) fresh memory. On the CPU the hooks
+    copy straight into these arrays. On a GPU the buffers are pinned; each layer is copied into chunk
+    layout in device memory, then to the host on `copy_stream` while the network computes on; the
+    ``ready`` function of :meth:`finish` waits for those copies.
+    """
+
+    def __init__(self, block_shapes: Mapping[str, tuple[int, ...]], dtype: torch.dtype, device: torch.device,
+                 copy_stream=None) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.copy_stream = copy_stream
+        cuda = device.type == "cuda"
+        # Zeros: the padding channels of a last block are never written and must be deterministic.
+        self.host = {layer: torch.zeros(shape, dtype=dtype, pin_memory=cuda) for layer, shape in block_shapes.items()}
+        self.arrays = {layer: tensor.numpy() for layer, tensor in self.host.items()}  # the same memory
+        self.peaks: dict[str, torch.Tensor] = {}  # float16 files: each layer's largest |value| in this batch
+
+    def store(self, layer: str, output: torch.Tensor) -> torch.Tensor:
+        host = self.host[layer]
+        output = output.detach().reshape(output.shape[0], *dnnbrain_shape(tuple(output.shape[1:])))
+        if self.dtype == torch.float16:  # a value beyond float16's range would be stored as inf
+            self.peaks[layer] = output.abs().amax()
+        if self.device.type != "cuda":
+            copy_into_blocks(host, output)
+            return host
+        staged = torch.zeros(host.shape, dtype=self.dtype, device=output.device)
+        copy_into_blocks(staged, output)
+        self.copy_stream.wait_stream(torch.cuda.current_stream(output.device))
+        with torch.cuda.stream(self.copy_stream):
+            host.copy_(staged, non_blocking=True)
+        staged.record_stream(self.copy_stream)  # not reused by the allocator before the copy is done
+        return host
+
+    def check_range(self) -> None:
+        """Raise DnnprobeError (one line) if a layer of this batch holds a value float16 cannot store."""
+        for layer, peak in self.peaks.items():
+            if float(peak) > FLOAT16_MAX:
+                raise DnnprobeError(
+                    f"layer {layer}: activations reach {float(peak):,.0f}, beyond float16's largest value "
+                    f"({FLOAT16_MAX:,.0f}), and would be stored as inf; use extract.dtype: float32")
+        self.peaks = {}
+
+    def finish(self, count: int):
+        """Call after the forward pass of a batch of `count` rows; returns the writer's ``ready`` (or None)."""
+        if self.device.type == "cuda":
+            # A blocking event: the writer thread sleeps until the copies are done instead of spinning
+            # on a core the decoding workers need.
+            done = torch.cuda.Event(blocking=True)
+            done.record(self.copy_stream)
+            return done.synchronize
+        rows = next(iter(self.host.values())).shape[1]
+        if count < rows:  # a last, short batch: rows left over from the previous batch become zeros
+            for tensor in self.host.values():
+                tensor[:, count:].zero_()
+        return None
+
+
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65,504
+
+# Buffer sets in flight: one filled by the network while the writer stores the other. Writing a batch
+# takes a fraction of its forward pass, so a third set (256 MB more at batch 64) would rarely be used.
+BUFFER_SETS = 2
+
+
+# Decoded batches each worker prepares ahead, and how long the extractor waits for the next one: far
+# longer than any batch takes to decode, but not forever (a worker that cannot place its batch in
+# /dev/shm does not fail: PyTorch's queue drops the batch, and the wait would never end).
+PREFETCH = 4
+WORKER_TIMEOUT_S = 300
+
+
+def _from_workers(loader: DataLoader, num_workers: int):
+    """The loader's batches; a decoding worker that dies, fails or hangs is one line naming what to change."""
+    from dnnprobe.compute.memory import SHM_PATH, shm_free_bytes
+
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError as exc:
+            text = str(exc)
+            if not num_workers or not ("DataLoader worker" in text or "DataLoader timed out" in text):
+                raise
+            free = shm_free_bytes()
+            shm = f"{free / (1 << 20):,.0f} MB free in {SHM_PATH}" if free is not None else f"{SHM_PATH} unreadable"
+            what = (f"no batch from the image-decoding workers in {WORKER_TIMEOUT_S} s"
+                    if "timed out" in text else f"an image-decoding worker failed ({text.strip().splitlines()[0]})")
+            raise DnnprobeError(
+                f"{what}; {shm}: set extract.num_workers: 0 (decode in the main process), "
+                "or give the container more shared memory (docker run --shm-size=1g)") from None
+        yield batch
+
+
+def check_memory(unit_shapes: LayerShapes, n_stim: int, batch_size: int, dtype: str, num_workers: int,
+                 device: torch.device) -> None:
+    """Refuse, in one line and before any work, an extraction whose batch buffers do not fit in host
+    memory, or whose decoding workers do not fit in /dev/shm (:mod:`dnnprobe.compute.memory`)."""
+    from dnnprobe.compute import memory
+    from dnnprobe.extract.actfile import chunk_shape
+
+    itemsize = np.dtype(dtype).itemsize
+    padded = 0
+    for n_chn, n_row, n_col in unit_shapes.values():
+        channels = chunk_shape(n_stim, (n_chn, n_row, n_col), batch_size, itemsize)[1]
+        padded += -(-n_chn // channels) * channels * n_row * n_col
+    sets = min(BUFFER_SETS, -(-n_stim // batch_size))
+    # The forward pass runs on the GPU there; the host then holds the (pinned) buffers only.
+    largest = unit_shapes.largest_output if device.type == "cpu" else 0
+    needed = memory.extraction_bytes(n_stim, batch_size, padded, itemsize, sets, largest, num_workers * PREFETCH + 1)
+    memory.check_extraction(needed, len(unit_shapes), batch_size)
+    memory.check_shared_memory(num_workers, batch_size, n_stim, PREFETCH)
+
+
+@dataclass
+class ExtractionSummary:
+    n_stimuli: int
+    seconds: float
+    device: str
+    notes: list[str] = field(default_factory=list)  # e.g. which call of a module run twice was recorded
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_stimuli / self.seconds if self.seconds else float("inf")
+
+
+def extract_activations(
+    images: ImageList | StimulusTable,
+    model: torch.nn.Module,
+    module_paths: Mapping[str, str],
+    out_path: str | Path,
+    batch_size: int = 64,
+    device: str = "auto",
+    dtype: str = "float32",
+    compression: str = "none",
+    num_workers: int = 1,
+    file_attrs: Mapping[str, str | int] | None = None,
+    progress: bool = True,
+    prep: Preprocess = DNNBRAIN,
+    tokens: str = "all",
+    token_layout: TokenLayout | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> ExtractionSummary:
+    """Run `model` once over the images and write every layer to `out_path` (.act.h5), row i = image i.
+
+    `images` is the check stage's image list (each image's bytes are checked against its sha256) or a
+    stimulus table (no checksums: for DNNBrain-style use and tests). `prep` is the transform
+    (``extract.preprocess``); `tokens` what transformer layers of `token_layout` record
+    (``extract.tokens``, :mod:`dnnprobe.network.tokens`). Before any work, `announce` gets one line with the
+    file's size and the free disk space (:func:`dnnprobe.compute.disk.size_line`).
+    """
+    images.check_images_exist()
+    target = pick_device(device)
+    # Pinned host buffers and the loader's pinning thread belong to the current CUDA device: make it the
+    # target, or with cuda:1 they would open a context (and take memory) on GPU 0 as well.
+    with torch.cuda.device(target) if target.type == "cuda" else contextlib.nullcontext():
+        return _extract(images, model, module_paths, out_path, batch_size, target, dtype, compression,
+                        num_workers, file_attrs, progress, prep=prep, tokens=tokens, token_layout=token_layout,
+                        announce=announce)
+
+
+def _extract(images, model, module_paths, out_path, batch_size, target, dtype, compression, num_workers,
+             file_attrs, progress, prep: Preprocess = DNNBRAIN, tokens: str = "all",
+             token_layout: TokenLayout | None = None, announce=None) -> ExtractionSummary:
+    name = images.path if isinstance(images, ImageList) else images.location or "stimulus table"
+    checksums = images.checksums if isinstance(images, ImageList) else None
+    model = model.eval().to(target)
+    unit_shapes = layer_unit_shapes(model, module_paths, target, prep.input_size, tokens, token_layout)
+    check_memory(unit_shapes, len(images), batch_size, dtype, num_workers, target)
+    if announce:  # the writer refuses, before the first batch, a file the disk cannot hold
+        from dnnprobe.compute.disk import size_line
+
+        announce(size_line(out_path, unit_shapes, len(images), dtype, compression))
+    loader = DataLoader(
+        StimulusImages(images.image_paths(), checksums, prep),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=target.type == "cuda",
+        prefetch_factor=PREFETCH if num_workers else None,
+        timeout=WORKER_TIMEOUT_S if num_workers else 0,
+    )
+    image_notes: list[str] = []
+    attrs = {"preprocessing": prep.describe()}
+    attrs.update(file_attrs or {})
+    started = time.perf_counter()
+    current: list[BatchBuffers] = []  # the set the hooks fill during this forward pass
+    recorder = LayerRecorder(model, module_paths, store=lambda layer, output: current[0].store(layer, output),
+                             reducers=unit_shapes.reducers)
+    try:
+        with ActivationWriter(
+            out_path,
+            n_stim=len(images),
+            unit_shapes=unit_shapes,
+            dtype=dtype,
+            compression=compression,
+            rows_per_chunk=batch_size,
+            layer_attrs={layer: {"module": str(path), **({"tokens": tokens} if layer in unit_shapes.token_layers else {})}
+                         for layer, path in module_paths.items()},
+            file_attrs=attrs,
+        ) as writer, torch.inference_mode(), full_float32():
+            shapes = {layer: writer.block_shape(layer) for layer in module_paths}
+            copy_stream = torch.cuda.Stream(target) if target.type == "cuda" else None
+            free: queue.Queue[BatchBuffers] = queue.Queue()
+            for _ in range(min(BUFFER_SETS, len(loader))):
+                free.put(BatchBuffers(shapes, getattr(torch, dtype), target, copy_stream))
+            batches = _from_workers(loader, num_workers)
+            for pixels, errors, notes in progress_bar(batches, desc="extract", unit="batch", total=len(loader),
+                                                      enabled=progress):
+                image_notes.extend(notes)
+                if errors:
+                    raise DnnprobeError(f"{name}, {errors[0]}")
+                buffers = free.get()  # waits while the writer still holds every set
+                current[:] = [buffers]
+                model(to_model_input(pixels, target, prep))
+                missing = set(module_paths) - set(recorder.take())
+                if missing:  # cannot happen after the dry run, unless the network's control flow varies
+                    raise DnnprobeError(f"extract.layers: {', '.join(sorted(missing))} not computed for a batch")
+                buffers.check_range()
+                ready = buffers.finish(len(pixels))
+                writer.write_blocks(buffers.arrays, len(pixels), ready=ready, release=lambda b=buffers: free.put(b))
+    finally:
+        recorder.remove()
+    return ExtractionSummary(n_stimuli=len(images), seconds=time.perf_counter() - started, device=str(target),
+                             notes=unit_shapes.notes + image_notes)

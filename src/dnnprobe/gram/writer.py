@@ -1,0 +1,463 @@
+"""Per-layer second-moment matrices, streamed from the activation file: the probe's cache.
+
+The probe's PCA of a training fold can be computed exactly from either of two matrices of a layer's
+activations X (n_stim rows, d units), and the gram stage stores, per layer, the smaller one:
+
+- ``gram`` (d >= n_stim): the n x n Gram matrix K = Xc Xc^T of the activations centred over all
+  stimuli (centring keeps float32 products exact far from zero and changes no fold's PCA). A training fold's principal scores are
+  the top eigenvectors of its centred Gram block, and held-out stimuli are projected with the
+  centred cross-Gram (:mod:`dnnprobe.probe.foldpca`). K is streamed from the layer's column blocks, so
+  memory stays bounded for 193,600-unit conv1.
+- ``covariance`` (d < n_stim: fc layers at BOLD5000 scale, conv3-conv5 at THINGS/NSD scale): the
+  d x d moments M = sum (x - c)(x - c)^T about a shift c, with the column sums s = sum (x - c)
+  (:mod:`dnnprobe.probe.covpca`). Streamed from the layer's row blocks. The probe reads this layer's
+  activations again (the fold's held-out rows, and one pass to project), so the activation file
+  stays a dependency of the probe.
+
+Products run in float32 (BLAS, or cuBLAS with ``probe.device``) one band of the result at a time and
+accumulate in float64; the result is stored as ``gram.dtype`` (float32 by default: fold accuracies
+are the same as with float64, see docs/performance.md). Once cached, a new ``pca``, ``cv`` or
+classifier costs seconds.
+
+File layout (format 2): root attributes ``gram_format`` = 2, ``n_stim``, ``layers``, ``dtype``,
+provenance (below); one group per layer with attributes ``route`` ("gram" or "covariance") and
+``n_units``, holding ``matrix`` ((n, n) or (d, d), ``dtype``) and, for the covariance route,
+``column_sums`` ((d,) float64) and ``shift`` ((d,) float32). Files of format 1 (a float64 Gram
+dataset per layer at the root, listed in ``layer_order``) are still read; dnnprobe versions that only
+read format 1 refuse format 2 files with one line (they find no ``layer_order`` attribute).
+
+The Gram file records where it comes from: the sha256 of the activation file's bytes (hashed by a
+background thread while the products run) and the activation file's network_/stimuli_/images_
+attributes, so that a later stage can check that its inputs belong together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+from dnnprobe.extract.actfile import ActivationFile, io_reason, open_checked, refuse_data_outside_the_file
+from dnnprobe.core.atomic import atomic_output
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.progress import progress_bar
+from dnnprobe.probe.covpca import LayerMoments, add_outer_products
+from dnnprobe.compute.linalg import NUMPY, NumpyOps
+
+# Room for HDF5's own bytes beside the matrices (superblock, object headers, attributes: a few KB
+# per layer), so that the free-space check does not pass a disk that then fills on the last layer.
+METADATA_MARGIN_BYTES = 1 << 20
+HASH_BLOCK_BYTES = 4 << 20  # the hashing thread's reads: large enough for hashlib to release the GIL
+# Root attributes of the activation file copied into the Gram file: which network, stimulus table
+# and images (in row order) the activations come from, so that files that belong together can be checked.
+PROVENANCE_PREFIXES = ("network_", "stimuli_", "images_")
+GRAM_FORMAT = 2
+STORAGE_DTYPES = ("float32", "float64")
+BAND_BYTES = 64 << 20  # float32 product temporaries: one band of the result's rows at a time
+BLOCK_BYTES = 96 << 20  # activation blocks read at a time (three in flight)
+
+
+def choose_route(n_stim: int, n_units: int) -> str:
+    """The smaller matrix: ``covariance`` (d x d) for layers with fewer units than stimuli, else ``gram``."""
+    return "covariance" if n_units < n_stim else "gram"
+
+
+@dataclass
+class LayerMatrix:
+    """One layer's stored matrix: K = X X^T (route ``gram``) or M, s, c (route ``covariance``)."""
+
+    route: str
+    matrix: np.ndarray  # (n, n) or (d, d) float64
+    sums: np.ndarray | None = None  # covariance: (d,) float64 column sums of x - c
+    shift: np.ndarray | None = None  # covariance: (d,) float32 shift c
+
+
+def layer_gram(activations: ActivationFile, layer: str, block_bytes: int = BLOCK_BYTES, ops: NumpyOps = NUMPY) -> np.ndarray:
+    """K = Xc Xc^T, (n_stim, n_stim) float64 on the host, X read as (n_stim, units) column blocks and
+    centred: Xc = X minus its column means over all stimuli.
+
+    Centring changes nothing the probe computes (every fold double-centres its block and projects
+    with the centred cross-Gram, which a constant shift of a column leaves as they are), but float32
+    products of activations far from zero (a mean 1,000 times their spread) would lose the digits
+    that carry the signal. Only the upper triangle is computed (one band of rows at a time, float32
+    products added into a float64 K on `ops`' device), then mirrored: memory is K plus a (band, n)
+    float32 temporary.
+    """
+    n = activations.n_stim
+    gram = ops.zeros((n, n), np.float64)
+    band = max(1, BAND_BYTES // max(1, 4 * n))
+    for block in activations.column_blocks(layer, max_bytes=block_bytes, reuse_buffers=True):
+        block = ops.centre_columns(block)  # a column block holds every stimulus: exact means
+        for lo in range(0, n, band):
+            gram[lo:lo + band, lo:] += block[lo:lo + band] @ block[lo:].T
+    for lo in range(band, n, band):  # the lower triangle from the upper
+        gram[lo:lo + band, :lo] = gram[:lo, lo:lo + band].T
+    gram = ops.numpy(gram)
+    _refuse_overflow(activations, layer, gram)
+    return gram
+
+
+def layer_moments(activations: ActivationFile, layer: str, block_bytes: int = BLOCK_BYTES,
+                  ops: NumpyOps = NUMPY) -> LayerMatrix:
+    """M = sum (x - c)(x - c)^T ((d, d) float64) and s = sum (x - c), X read in row blocks.
+
+    c is the mean of the first block read (float32): products of shifted rows keep the digits that a
+    large common mean would cancel when the probe centres M.
+    """
+    d = activations.n_units(layer)
+    moments = ops.zeros((d, d), np.float64)
+    sums = ops.zeros(d, np.float64)  # on the device: no synchronisation per block
+    shift = shift_dev = None
+    for _, block in activations.row_blocks(layer, max_bytes=block_bytes):
+        if shift is None:
+            shift = block.mean(axis=0, dtype=np.float64).astype(np.float32)
+            shift_dev = ops.asarray(shift, np.float32)
+        rows = ops.asarray(block, np.float32) - shift_dev
+        sums += rows.sum(0, dtype=ops.float64)
+        with np.errstate(over="ignore"):  # overflow is reported below, as one line
+            add_outer_products(moments, rows, ops)
+    moments, sums = ops.numpy(moments), ops.numpy(sums)
+    _refuse_overflow(activations, layer, moments)
+    return LayerMatrix("covariance", moments, sums, shift)
+
+
+def layer_matrix(activations: ActivationFile, layer: str, ops: NumpyOps = NUMPY) -> LayerMatrix:
+    """The layer's smaller matrix (see :func:`choose_route`)."""
+    if choose_route(activations.n_stim, activations.n_units(layer)) == "covariance":
+        return layer_moments(activations, layer, ops=ops)
+    return LayerMatrix("gram", layer_gram(activations, layer, ops=ops))
+
+
+def _refuse_overflow(activations: ActivationFile, layer: str, matrix: np.ndarray) -> None:
+    if not np.isfinite(np.trace(matrix)):  # the diagonal is the largest: any overflow shows there
+        raise DnnprobeError(f"{activations.path}: layer {layer} has activations that are not finite, or too large "
+                            "for float32 products (above about 1e19); rescale them")
+
+
+def matrix_side(n_stim: int, n_units: int) -> int:
+    """The side of the matrix stored for a layer: min(n_stim, n_units)."""
+    return n_units if choose_route(n_stim, n_units) == "covariance" else n_stim
+
+
+def gram_bytes(n_stim: int, units: list[int], dtype: str = "float32") -> int:
+    """Bytes a Gram file takes on disk: per layer its smaller matrix in `dtype` (plus 12 bytes per unit
+    of column sums and shift for the covariance route), plus metadata."""
+    itemsize = np.dtype(dtype).itemsize
+    total = 0
+    for d in units:
+        side = matrix_side(n_stim, d)
+        total += side * side * itemsize + (12 * d if side == d < n_stim else 0)
+    return total + METADATA_MARGIN_BYTES
+
+
+def check_free_space(out_path: Path, needed: int) -> None:
+    """Refuse, before any work, when the output's disk has less than `needed` bytes free.
+
+    Looks at the nearest existing folder above the output, so that a refusal creates nothing.
+    """
+    folder = out_path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise DnnprobeError(
+            f"{out_path}: needs {needed / 1e6:,.0f} MB but its disk has {free / 1e6:,.0f} MB free "
+            f"(fewer extract.layers, or free some space)"
+        )
+
+
+class BackgroundSha256:
+    """sha256 (hex) of a file's bytes, read sequentially in a thread while the caller works.
+
+    Takes ownership of the descriptor `fd` (see :meth:`ActivationFile.duplicate_descriptor`) and
+    reads it with positional reads in HASH_BLOCK_BYTES blocks; hashlib releases the GIL on large
+    buffers, so the hash runs beside the Gram products (about 0.9 GB/s of one core). The file must
+    not change meanwhile: its size and modification time are compared at the start and the end.
+    """
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
+        self._path = path
+        self._before = self._identity()
+        self._sha256 = hashlib.sha256()
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="act-sha256", daemon=True)
+        self._thread.start()
+
+    def _identity(self) -> tuple[int, int]:
+        stat = os.fstat(self._fd)
+        return stat.st_size, stat.st_mtime_ns
+
+    def _run(self) -> None:
+        offset = 0
+        try:
+            while not self._stop.is_set():
+                block = os.pread(self._fd, HASH_BLOCK_BYTES, offset)  # positional: HDF5 shares the descriptor
+                if not block:
+                    return
+                self._sha256.update(block)
+                offset += len(block)
+        except BaseException as exc:  # reported by hexdigest()
+            self._error = exc
+
+    def hexdigest(self) -> str:
+        """Wait for the whole file to be hashed; raises DnnprobeError if it could not be read or changed."""
+        self._thread.join()
+        try:
+            if self._error is not None:
+                raise DnnprobeError(f"{self._path}: cannot be read ({io_reason(self._error)})") from self._error
+            if self._identity() != self._before:
+                raise DnnprobeError(
+                    f"{self._path}: changed while the gram stage was reading it (another process writing it?); "
+                    "rerun the gram stage"
+                )
+            return self._sha256.hexdigest()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop hashing (if still running) and close the descriptor; safe to call twice."""
+        self._stop.set()
+        self._thread.join()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def write_gram_file(
+    activations_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    layers: list[str] | None = None,
+    progress: bool = True,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> list[str]:
+    """Write each layer's smaller matrix (see the module docstring); returns the layers written.
+
+    `dtype` (``gram.dtype``) is the stored matrices' type; `device` (``probe.device``) where the
+    products run. Root attributes: gram_format, n_stim, layers, dtype, activations (the file's name),
+    activations_sha256 (sha256 of its bytes, computed here while it is read), and its attributes
+    starting with network_, stimuli_ or images_. Raises DnnprobeError (one line), before any work, for
+    a bad activation file, a disk without room for the matrices, or a layer whose matrix needs more
+    memory than this machine has available; and for a write that fails (disk full meanwhile): then
+    nothing is left at `out_path`.
+    """
+    from dnnprobe.compute import memory
+    from dnnprobe.compute.linalg import resolve_device
+
+    if dtype not in STORAGE_DTYPES:
+        raise DnnprobeError(f"gram.dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+    out_path = Path(out_path)
+    ops = resolve_device(device)
+    with ActivationFile(activations_path) as activations:
+        layers = list(layers or activations.layers)
+        units = [activations.n_units(layer) for layer in layers]  # an unknown layer stops the stage here
+        check_free_space(out_path, gram_bytes(activations.n_stim, units, dtype))
+        for layer, d in zip(layers, units):
+            memory.check_gram_stage(activations.n_stim, d, layer, ops)
+        provenance = {key: value for key, value in activations.attrs.items() if key.startswith(PROVENANCE_PREFIXES)}
+        sha256 = BackgroundSha256(activations.duplicate_descriptor(), activations.path)
+        try:
+            with atomic_output(out_path) as temp:
+                writer = _GramWriter(temp, out_path)
+                try:
+                    writer.write_attrs({
+                        "gram_format": GRAM_FORMAT,
+                        "n_stim": activations.n_stim,
+                        "layers": layers,
+                        "dtype": dtype,
+                        "activations": Path(activations_path).name,
+                        **provenance,
+                    })
+                    with ops.precision():
+                        for layer, d in progress_bar(list(zip(layers, units)), desc="gram", unit="layer", enabled=progress):
+                            writer.write_layer(layer, layer_matrix(activations, layer, ops=ops), d, dtype)
+                    writer.write_attrs({"activations_sha256": sha256.hexdigest()})
+                    writer.close()
+                except BaseException:
+                    writer.discard()
+                    raise
+        finally:
+            sha256.close()
+    return layers
+
+
+class _GramWriter:
+    """The Gram file being written: every write is flushed at once, so that a full disk fails inside
+    the write with a Python exception, reported as one line naming the output.
+
+    Why: HDF5 buffers metadata and writes it when the file is closed; a disk that fills then makes
+    the close fail half way, with a multi-line error and the file half closed (a segfault was once
+    reported there). A failed temporary is emptied before it is closed (:meth:`discard`), so that
+    closing frees the disk and has room for whatever HDF5 still writes.
+    """
+
+    def __init__(self, temp: Path, out_path: Path) -> None:
+        self._temp = temp
+        self._out_path = out_path
+        with _write_errors(self._out_path):
+            self._file = h5py.File(temp, "w")
+
+    def write_attrs(self, attrs: dict) -> None:
+        with _write_errors(self._out_path):
+            for key, value in attrs.items():
+                self._file.attrs[key] = value
+            self._file.flush()
+
+    def write_layer(self, layer: str, stored: LayerMatrix, n_units: int, dtype: str) -> None:
+        """The layer's group; the matrix converted to `dtype` in row slabs (no second full copy)."""
+        with _write_errors(self._out_path):
+            group = self._file.create_group(layer)
+            group.attrs["route"] = stored.route
+            group.attrs["n_units"] = n_units
+            matrix = stored.matrix
+            dataset = group.create_dataset("matrix", shape=matrix.shape, dtype=dtype, track_times=False)
+            step = max(1, BAND_BYTES // max(1, 8 * matrix.shape[1]))
+            for lo in range(0, matrix.shape[0], step):
+                dataset[lo:lo + step] = matrix[lo:lo + step].astype(dtype)
+            if stored.route == "covariance":
+                group.create_dataset("column_sums", data=stored.sums.astype(np.float64), track_times=False)
+                group.create_dataset("shift", data=stored.shift.astype(np.float32), track_times=False)
+            self._file.flush()
+
+    def close(self) -> None:
+        with _write_errors(self._out_path):
+            self._file.close()
+
+    def discard(self) -> None:
+        """Empty the temporary (freeing the disk), then close it, ignoring errors: it is deleted next."""
+        try:
+            os.truncate(self._temp, 0)
+        except OSError:
+            pass
+        try:
+            self._file.close()
+        except Exception:
+            pass
+
+
+@contextlib.contextmanager
+def _write_errors(out_path: Path) -> Iterator[None]:
+    """Turn an h5py write error (an OSError or RuntimeError, several lines long) into one line."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        raise DnnprobeError(f"{out_path}: writing Gram matrices failed ({io_reason(exc)})") from exc
+
+
+class _CheckedRows:
+    """A stored matrix read by row slices (``rows[lo:hi]``), h5py's read errors as one line."""
+
+    def __init__(self, dataset: h5py.Dataset, path: Path, layer: str) -> None:
+        self._dataset, self._path, self._layer = dataset, path, layer
+        self.shape, self.dtype = dataset.shape, dataset.dtype
+
+    def __getitem__(self, index) -> np.ndarray:
+        try:
+            return self._dataset[index]
+        except (OSError, RuntimeError) as exc:  # h5py's read errors
+            raise DnnprobeError(f"{self._path}: layer {self._layer} cannot be read ({io_reason(exc)}); "
+                                "the file is damaged: rerun the gram stage") from exc
+
+
+class GramFile:
+    """Read the matrices written by :func:`write_gram_file` (format 2), and format 1 Gram files.
+
+    ``layers`` (in the order written), ``n_stim``, ``attrs`` (the root attributes: provenance).
+    Per layer: :meth:`route`, :meth:`n_units`, :meth:`gram` / :meth:`gram_rows` (route ``gram``),
+    :meth:`moments` (route ``covariance``). Raises DnnprobeError (one line) for a missing path, a
+    folder, a file that is not a Gram file or is of a newer format, or one whose matrices are kept
+    outside it (links, virtual datasets: DVC could not see them).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._file = open_checked(self.path, "a Gram file", "Gram file not found (run the gram stage: dvc repro gram)",
+                                  self._check_layout)
+        self.n_stim = int(self._file.attrs["n_stim"])
+        self.layers = self._layer_names(self._file)
+        self.attrs = dict(self._file.attrs)
+
+    @staticmethod
+    def _layer_names(file: h5py.File) -> list[str]:
+        return [str(layer) for layer in file.attrs["layers" if "gram_format" in file.attrs else "layer_order"]]
+
+    def _check_layout(self, file: h5py.File) -> None:
+        version = int(file.attrs.get("gram_format", 1))
+        if version > GRAM_FORMAT:
+            raise DnnprobeError(f"{self.path}: Gram file format {version}, newer than this dnnprobe reads "
+                                f"({GRAM_FORMAT}); update dnnprobe or rerun the gram stage")
+        listing = "layers" if version == 2 else "layer_order"
+        if "n_stim" not in file.attrs or listing not in file.attrs:
+            raise DnnprobeError(f"{self.path}: not a Gram file written by the gram stage (no n_stim/{listing} attributes)")
+        refuse_data_outside_the_file(file, self.path)
+        for layer in self._layer_names(file):
+            item = file.get(layer)
+            if version == 1 and not isinstance(item, h5py.Dataset) or \
+                    version == 2 and not (isinstance(item, h5py.Group) and isinstance(item.get("matrix"), h5py.Dataset)):
+                raise DnnprobeError(f"{self.path}: no matrix for layer {layer}, which its {listing} lists; rerun the gram stage")
+            if version == 2:
+                refuse_data_outside_the_file(item, Path(f"{self.path}:/{layer}"))
+
+    @property
+    def activations_sha256(self) -> str:
+        """sha256 (hex) of the activation file the matrices were computed from; "" for Gram files
+        written before the gram stage recorded it."""
+        return str(self.attrs.get("activations_sha256", ""))
+
+    def __enter__(self) -> "GramFile":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._file.close()
+
+    def _member(self, layer: str):
+        if layer not in self.layers:
+            raise DnnprobeError(f"{self.path}: no layer {layer!r} (layers: {', '.join(self.layers)})")
+        return self._file[layer]
+
+    def route(self, layer: str) -> str:
+        """``gram`` (an n x n Gram matrix) or ``covariance`` (d x d moments about a shift)."""
+        member = self._member(layer)
+        return str(member.attrs["route"]) if isinstance(member, h5py.Group) else "gram"
+
+    def n_units(self, layer: str) -> int:
+        return int(self._member(layer).attrs["n_units"])
+
+    def _matrix(self, layer: str) -> h5py.Dataset:
+        member = self._member(layer)
+        return member["matrix"] if isinstance(member, h5py.Group) else member
+
+    def matrix_dtype(self, layer: str) -> np.dtype:
+        return self._matrix(layer).dtype
+
+    def gram_rows(self, layer: str) -> _CheckedRows:
+        """The layer's (n_stim, n_stim) Gram matrix, to be read in row slices (bounded memory)."""
+        if self.route(layer) != "gram":
+            raise DnnprobeError(f"{self.path}: layer {layer} holds d x d moments (route covariance), not a Gram matrix")
+        return _CheckedRows(self._matrix(layer), self.path, layer)
+
+    def gram(self, layer: str) -> np.ndarray:
+        """The layer's (n_stim, n_stim) Gram matrix K = X X^T, float64 (for small files and tests)."""
+        return np.asarray(self.gram_rows(layer)[()], dtype=np.float64)
+
+    def moments(self, layer: str):
+        """The covariance route's :class:`dnnprobe.probe.covpca.LayerMoments` (the matrix read in row slices)."""
+        if self.route(layer) != "covariance":
+            raise DnnprobeError(f"{self.path}: layer {layer} holds a Gram matrix (route gram), not d x d moments")
+        group = self._member(layer)
+        try:
+            sums, shift = group["column_sums"][()], group["shift"][()]
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise DnnprobeError(f"{self.path}: layer {layer} has no readable column_sums/shift "
+                                f"({io_reason(exc)}); rerun the gram stage") from exc
+        return LayerMoments(_CheckedRows(group["matrix"], self.path, layer), sums, shift, self.n_stim)

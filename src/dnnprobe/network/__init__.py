@@ -1,0 +1,1 @@
+"""The network: building it from a model source, its weights, layer names, preprocessing and tokens."""

@@ -1,0 +1,1 @@
+"""The probe: decoders, targets, folds, fold PCA, cross-validation, refits and statistics."""

@@ -1,0 +1,1 @@
+"""The figures and the DVC plot data made from the probe results."""

@@ -1,0 +1,168 @@
+"""The memory pre-checks (dnnprobe.compute.memory) beyond the gram and probe matrices: what a memory cgroup
+really leaves (its reclaimable page cache counted), extraction's batch buffers, the decoding workers'
+/dev/shm, and probe.permutations' null distribution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import one_line_error
+from dnnprobe.compute import memory
+
+GIB = memory.GIB
+
+
+def fake_cgroup(root: Path, version: int, limit: int, usage: int, stat: dict[str, int], group: str = "") -> Path:
+    """A cgroup folder as the kernel shows it (v2 at the root, v1 under memory/), and the
+    /proc/self/cgroup that puts this process in `group`."""
+    folder = (root if version == 2 else root / "memory") / group
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("memory.max", "memory.current") if version == 2 else ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    (folder / names[0]).write_text(f"{limit}\n")
+    (folder / names[1]).write_text(f"{usage}\n")
+    (folder / "memory.stat").write_text("".join(f"{key} {value}\n" for key, value in stat.items()))
+    line = f"0::/{group}\n" if version == 2 else f"4:memory:/{group}\n"
+    (root / "self.cgroup").write_text(line)
+    return root / "self.cgroup"
+
+
+def test_page_cache_in_a_cgroup_v2_counts_as_available(tmp_path):
+    """3 GiB group that has just written a 2.5 GiB file: usage 2.6 GiB, nearly all of it page cache."""
+    proc = fake_cgroup(tmp_path, 2, 3 * GIB, int(2.6 * GIB), {
+        "anon": 100 << 20, "file": int(2.5 * GIB), "inactive_file": 2 * GIB, "active_file": GIB // 2,
+        "file_mapped": 40 << 20, "shmem": 0})
+    available = memory.cgroup_available_bytes(tmp_path, proc)
+    assert available == 3 * GIB - int(2.6 * GIB) + int(2.5 * GIB) - (40 << 20)  # 2.86 GiB, not 0.4
+
+
+def test_page_cache_in_a_cgroup_v1_counts_as_available(tmp_path):
+    proc = fake_cgroup(tmp_path, 1, 3 * GIB, int(2.6 * GIB), {
+        "cache": int(2.5 * GIB), "inactive_file": 0, "total_inactive_file": 2 * GIB,
+        "total_active_file": GIB // 2, "total_mapped_file": 40 << 20}, group="slurm/uid_1/job_7")
+    assert memory.cgroup_available_bytes(tmp_path, proc) == 3 * GIB - int(2.6 * GIB) + int(2.5 * GIB) - (40 << 20)
+
+
+def test_the_tightest_of_a_group_and_its_ancestors_applies(tmp_path):
+    """A SLURM step inside a job: the job's limit binds, though the step's own group has none."""
+    proc = fake_cgroup(tmp_path, 2, 2 * GIB, GIB, {"inactive_file": 0}, group="job_7")
+    step = tmp_path / "job_7" / "step_0"
+    step.mkdir()
+    (step / "memory.max").write_text("max\n")
+    (step / "memory.current").write_text(f"{GIB}\n")
+    proc.write_text("0::/job_7/step_0\n")
+    assert memory.cgroup_available_bytes(tmp_path, proc) == GIB
+
+
+def test_no_limit_means_no_cgroup_bound(tmp_path):
+    proc = fake_cgroup(tmp_path, 2, 0, GIB, {})
+    (tmp_path / "memory.max").write_text("max\n")
+    assert memory.cgroup_available_bytes(tmp_path, proc) is None
+
+
+def test_mapped_and_anonymous_memory_is_not_counted_as_reclaimable(tmp_path):
+    proc = fake_cgroup(tmp_path, 2, 3 * GIB, int(2.9 * GIB), {
+        "anon": int(2.5 * GIB), "inactive_file": 100 << 20, "active_file": 300 << 20, "file_mapped": 300 << 20})
+    assert memory.cgroup_available_bytes(tmp_path, proc) == 3 * GIB - int(2.9 * GIB) + (100 << 20)
+
+
+def test_permutations_that_cannot_fit_are_refused_naming_the_setting(monkeypatch):
+    """1,000,000 shuffles of 40 stimuli were killed in a 1.5 GiB group."""
+    monkeypatch.setattr(memory, "available_bytes", lambda: int(1.5 * GIB))
+    message = one_line_error(lambda: memory.check_permutations(1_000_000, 40, 35, batched=True),
+                             r"^probe\.permutations: 1,000,000 label permutations of 40 stimuli need [\d.]+ GiB "
+                             r"of host memory, 1\.5 GiB available; lower probe\.permutations \(about [\d,]+ fit\)")
+    fit = int(message.split("about ")[1].split(" fit")[0].replace(",", ""))
+    memory.check_permutations(fit, 40, 35, batched=True)  # the number it suggests does fit
+    memory.check_permutations(1000, 4916, 100, batched=True)  # BOLD5000 with the usual 1000
+    memory.check_permutations(0, 10**6, 100, batched=True)
+
+
+def test_extraction_estimate_foresees_the_oom_kill_of_vgg11():
+    """VGG11's 16 conv and ReLU layers (float32): at batch 64 the two buffer sets alone are 7.6 GB; 40
+    images (one batch, one set) were killed in a 4 GiB group: the estimate, with what the process holds
+    before it checks (0.53 GB of weights; 0.9 GB resident after importing torch, h5py and dnnprobe,
+    measured on the test VM), must exceed 4 GiB."""
+    per_stimulus = 2 * (64 * 224 * 224 + 128 * 112 * 112 + 2 * 256 * 56 * 56 + 2 * 512 * 28 * 28 + 2 * 512 * 14 * 14)
+    assert memory.extraction_bytes(4916, 64, per_stimulus, 4, 2, 64 * 224 * 224, 5) > 7.6e9
+    assert memory.extraction_bytes(40, 64, per_stimulus, 4, 1, 64 * 224 * 224, 5) + 0.53e9 + 0.9e9 > 4 * GIB
+
+
+def test_extraction_that_cannot_fit_is_refused_naming_the_settings(monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4 * GIB)
+    one_line_error(lambda: memory.check_extraction(int(7.9 * GIB), 16, 64),
+                   r"^extraction needs 7\.9 GiB of host memory \(16 layers at extract\.batch_size 64\), 4\.0 GiB "
+                   r"available; lower extract\.batch_size, record fewer extract\.layers, or use extract\.dtype: float16$")
+
+
+@pytest.mark.parametrize("free_mb, workers, allowed", [(64, 6, 1), (4, 1, 0)])
+def test_a_small_dev_shm_is_refused_before_workers_start(monkeypatch, free_mb, workers, allowed):
+    """Docker's 64 MB /dev/shm with 6 workers, and a 4 MB one with the single default worker."""
+    monkeypatch.setattr(memory, "shm_free_bytes", lambda: free_mb << 20)
+    who = "1 image-decoding worker needs" if workers == 1 else f"{workers} image-decoding workers need"
+    fewer = f"{allowed} \\(fits\\) or " if allowed else ""
+    one_line_error(lambda: memory.check_shared_memory(workers, 64, 4916, 4),
+                   rf"^{who} \d+ MB of shared memory in /dev/shm, {free_mb} MB free; "
+                   rf"set extract\.num_workers: {fewer}0 \(decode in the main process\)")
+    memory.check_shared_memory(allowed, 64, 4916, 4)
+    memory.check_shared_memory(0, 64, 4916, 4)  # no workers: nothing goes through /dev/shm
+
+
+def test_the_probe_stage_refuses_permutations_before_any_work(tmp_path, monkeypatch, tiny_stimuli, tiny_gram,
+                                                                 tiny_activations):
+    """Killed half way before (its MLflow run left RUNNING, temporaries behind): now one line, nothing written."""
+    from helpers import assert_nothing_written, assert_one_line_error, cli
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: int(1.5 * GIB))
+    out = tmp_path / "out"
+    result = cli("probe", "--set", "probe.permutations=1000000", "--table", tiny_stimuli, "--gram", tiny_gram,
+                 "--activations", tiny_activations, "--out", out / "probe", "--metrics", out / "metrics.json",
+                 "--models", out / "probes")
+    assert_one_line_error(result, "probe", "probe.permutations: 1,000,000 label permutations of 24 stimuli need")
+    assert_nothing_written(out)
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any MLflow run was started
+
+
+def _child_memory_cgroup() -> tuple[int, Path] | None:
+    """A new memory cgroup under this process's own (root can make one on most Linux machines), or None."""
+    import os
+
+    for version, folder in memory._own_groups(memory.CGROUP_ROOT, Path("/proc/self/cgroup")):
+        limit = folder / ("memory.max" if version == 2 else "memory.limit_in_bytes")
+        if not limit.exists():
+            continue
+        child = folder / f"dnnprobe-test-{os.getpid()}"
+        try:
+            child.mkdir()
+        except OSError:
+            continue
+        if (child / limit.name).exists():
+            return version, child
+        child.rmdir()
+    return None
+
+
+def test_a_real_cgroup_counts_the_file_it_has_just_written(tmp_path):
+    """A process in a 512 MiB group writes a 300 MB file, as extraction does before gram and probe run:
+    the group's usage then counts the file's page cache, which the kernel would drop for new memory."""
+    import os
+    import subprocess
+    import sys
+
+    made = _child_memory_cgroup()
+    if made is None:
+        pytest.skip("no memory cgroup can be made here")
+    version, group = made
+    try:
+        (group / ("memory.max" if version == 2 else "memory.limit_in_bytes")).write_text(str(512 << 20))
+        script = (f"echo $$ > {group}/cgroup.procs && dd if=/dev/zero of={tmp_path}/big bs=1M count=300 status=none && "
+                  f"{sys.executable} -c 'from dnnprobe.compute import memory; print(memory.cgroup_available_bytes())' && "
+                  f"cat {group}/{'memory.current' if version == 2 else 'memory.usage_in_bytes'}")
+        result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+        available, usage = (int(line) for line in result.stdout.split())
+        assert usage > 300 << 20  # the file's pages are charged to the group
+        assert available > (512 << 20) - usage + (250 << 20)  # and counted as available again
+    finally:
+        group.rmdir()

@@ -1,0 +1,297 @@
+"""The .act.h5 writer and reader: DNNBrain layout both ways, streaming, validation, atomicity."""
+
+from __future__ import annotations
+
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+from helpers import one_line_error
+
+from dnnprobe.extract.actfile import ActivationFile, ActivationWriter
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.gram.writer import GramFile, write_gram_file
+
+
+def write_dnnbrain_style(path, layers):
+    """An activation file as DNNBrain writes it: root datasets, gzip, float32, no attributes."""
+    with h5py.File(path, "w") as f:
+        for name, array in layers.items():
+            f.create_dataset(name, data=array.astype(np.float32), compression="gzip")
+
+
+def test_reads_a_dnnbrain_written_file_and_computes_its_gram(tmp_path):
+    rng = np.random.default_rng(0)
+    conv = rng.standard_normal((9, 4, 3, 3))
+    fc = rng.standard_normal((9, 7, 1, 1))
+    write_dnnbrain_style(tmp_path / "d.act.h5", {"conv5": conv, "fc1": fc})
+    with ActivationFile(tmp_path / "d.act.h5") as acts:
+        assert sorted(acts.layers) == ["conv5", "fc1"] and acts.n_stim == 9
+        np.testing.assert_allclose(acts.read_layer("conv5"), conv.reshape(9, -1).astype(np.float32))
+    write_gram_file(tmp_path / "d.act.h5", tmp_path / "g.h5", progress=False)
+    with GramFile(tmp_path / "g.h5") as grams:
+        x = conv.reshape(9, -1).astype(np.float32).astype(np.float64)
+        x -= x.mean(axis=0)  # the Gram of the activations centred over all stimuli (dnnprobe.gram.writer)
+        np.testing.assert_allclose(grams.gram("conv5"), x @ x.T, rtol=1e-5, atol=1e-5)
+        assert grams.n_units("fc1") == 7
+
+
+def test_gram_of_a_float16_file_uses_the_stored_values(tmp_path, monkeypatch):
+    monkeypatch.setattr("dnnprobe.extract.actfile.CHUNK_BYTES", 8 * 9 * 2 * 2)  # several blocks
+    data = np.random.default_rng(4).standard_normal((20, 12 * 3 * 3)).astype(np.float16)
+    with ActivationWriter(tmp_path / "h.act.h5", 20, {"conv": (12, 3, 3)}, dtype="float16", rows_per_chunk=8) as writer:
+        writer.write({"conv": data})
+    write_gram_file(tmp_path / "h.act.h5", tmp_path / "g.h5", progress=False)
+    x = data.astype(np.float64)
+    x -= x.mean(axis=0)  # centred over all stimuli, as the gram stage stores it
+    with GramFile(tmp_path / "g.h5") as grams:
+        np.testing.assert_allclose(grams.gram("conv"), x @ x.T, rtol=1e-5, atol=1e-4)
+
+
+def test_written_file_is_readable_by_dnnbrain_rules(tmp_path):
+    """DNNBrain's Activation.load: every root dataset is a layer, read as an (n_stim, ...) array."""
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal((10, 24)).astype(np.float32)
+    with ActivationWriter(tmp_path / "a.act.h5", 10, {"fc1": (24, 1, 1)}, rows_per_chunk=4) as writer:
+        writer.write({"fc1": data[:4]})
+        writer.write({"fc1": data[4:]})
+    with h5py.File(tmp_path / "a.act.h5", "r") as f:
+        loaded = {key: np.asarray(f[key]) for key in f.keys()}
+    assert list(loaded) == ["fc1"]
+    np.testing.assert_array_equal(loaded["fc1"][:, :, 0, 0], data)
+
+
+def test_column_blocks_cover_every_unit_once_with_a_small_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr("dnnprobe.extract.actfile.CHUNK_BYTES", 8 * 25 * 4 * 2)  # two channels per chunk
+    data = np.random.default_rng(2).standard_normal((30, 16 * 5 * 5)).astype(np.float32)
+    with ActivationWriter(tmp_path / "a.act.h5", 30, {"conv": (16, 5, 5)}, rows_per_chunk=8) as writer:
+        writer.write({"conv": data})
+    with ActivationFile(tmp_path / "a.act.h5") as acts:
+        assert acts.dataset("conv").chunks == (8, 2, 5, 5)
+        blocks = list(acts.column_blocks("conv", max_bytes=30 * 25 * 4 * 5))
+        assert [b.shape[1] for b in blocks] == [100] * 4  # whole chunk columns: 4 channels a block
+        np.testing.assert_array_equal(np.concatenate(blocks, axis=1), data)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda f: f.create_dataset("x", data=np.zeros((3, 4))), "DNNBrain layout is \\(n_stim, n_chn, n_row, n_col\\)"),
+        (lambda f: f.create_group("g"), "is a group"),
+        (lambda f: f.create_dataset("x", data=np.zeros((3, 1, 1, 1), dtype=np.int32)), "expected floating point"),
+        (lambda f: (f.create_dataset("a", data=np.zeros((3, 1, 1, 1))), f.create_dataset("b", data=np.zeros((4, 1, 1, 1)))), "different numbers of rows"),
+        (lambda f: None, "no layer datasets"),
+    ],
+)
+def test_files_not_in_dnnbrain_layout_are_refused(tmp_path, make, message):
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        make(f)
+    with pytest.raises(DnnprobeError, match=message):
+        ActivationFile(tmp_path / "bad.h5")
+
+
+def test_not_hdf5_missing_layer_and_row_count(tmp_path):
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(DnnprobeError, match="not an HDF5 file"):
+        ActivationFile(tmp_path / "text.h5")
+    with pytest.raises(DnnprobeError, match="activation file not found"):
+        ActivationFile(tmp_path / "none.h5")
+    write_dnnbrain_style(tmp_path / "d.h5", {"fc1": np.zeros((5, 2, 1, 1))})
+    with ActivationFile(tmp_path / "d.h5") as acts:
+        with pytest.raises(DnnprobeError, match="no layer 'fc2'"):
+            acts.dataset("fc2")
+        with pytest.raises(DnnprobeError, match="5 rows, but t.stim.csv lists 6 stimuli"):
+            acts.check_rows(6, "t.stim.csv")
+
+
+def test_non_finite_values_are_reported_with_their_row(tmp_path):
+    data = np.ones((6, 3, 1, 1))
+    data[4, 1] = np.nan
+    write_dnnbrain_style(tmp_path / "d.h5", {"fc1": data})
+    with ActivationFile(tmp_path / "d.h5") as acts, pytest.raises(DnnprobeError, match="non-finite values .*row 5, unit 1"):
+        acts.read_layer("fc1")
+
+
+def test_writer_failure_leaves_no_file(tmp_path):
+    target = tmp_path / "a.act.h5"
+    with pytest.raises(RuntimeError, match="only 4 of 10 rows"):
+        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}) as writer:
+            writer.write({"fc1": np.zeros((4, 3))})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_while_writing_gives_a_clear_error_and_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.act.h5"
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DnnprobeError, match="writing activations failed .*No space left on device"):
+        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}, rows_per_chunk=2) as writer:
+            monkeypatch.setattr(h5py.Dataset, "__setitem__", full)
+            for start in range(0, 10, 2):
+                writer.write({"fc1": np.zeros((2, 3))})
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- files whose layers are not plain datasets stored in the file, and damaged files -----------
+
+
+def external_link(path):
+    with h5py.File(path.with_name("other.h5"), "w") as other:
+        other.create_dataset("fc1", data=np.ones((3, 2, 1, 1), dtype=np.float32))
+    with h5py.File(path, "w") as f:
+        f["fc1"] = h5py.ExternalLink("other.h5", "/fc1")
+
+
+def soft_link(path, target_exists: bool):
+    with h5py.File(path, "w") as f:
+        if target_exists:
+            f.create_dataset("x", data=np.ones((3, 2, 1, 1), dtype=np.float32))
+        f["fc1"] = h5py.SoftLink("/x")
+
+
+def virtual_dataset(path):
+    """A virtual layer mapped onto a file that does not exist: h5py would read it as fill values."""
+    layout = h5py.VirtualLayout(shape=(3, 2, 1, 1), dtype=np.float32)
+    layout[:] = h5py.VirtualSource("missing.h5", "fc1", shape=(3, 2, 1, 1))
+    with h5py.File(path, "w") as f:
+        f.create_virtual_dataset("fc1", layout, fillvalue=0)
+
+
+def external_raw_storage(path):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("fc1", shape=(3, 2, 1, 1), dtype=np.float32, external=[("raw.bin", 0, h5py.h5f.UNLIMITED)])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (external_link, "a.act.h5: layer fc1 is an external link to other.h5:/fc1; "
+                        "DNNBrain layout stores each layer's data in the file itself"),
+        (lambda p: soft_link(p, target_exists=False), "a.act.h5: layer fc1 is a link to /x, which does not exist"),
+        (lambda p: soft_link(p, target_exists=True), "a.act.h5: layer fc1 is a link to /x; "
+                                                     "DNNBrain layout stores each layer as a dataset of its own"),
+        (virtual_dataset, "a.act.h5: layer fc1 is a virtual dataset \\(data kept in other files: missing.h5\\); "
+                          "DNNBrain layout stores each layer's data in the file itself"),
+        (external_raw_storage, "a.act.h5: layer fc1 keeps its data in external raw files \\(raw.bin\\); "
+                               "DNNBrain layout stores each layer's data in the file itself"),
+    ],
+    ids=["external-link", "dangling-soft-link", "soft-link", "virtual-dataset", "external-raw-storage"],
+)
+def test_layers_whose_data_live_outside_the_file_are_refused(tmp_path, make, message):
+    """DVC hashes the file's bytes: data reached through a link or a virtual mapping escape the hash."""
+    make(tmp_path / "a.act.h5")
+    one_line_error(lambda: ActivationFile(tmp_path / "a.act.h5"), f"^{re.escape(str(tmp_path))}/{message}$")
+
+
+def test_a_folder_is_not_an_activation_file(tmp_path):
+    (tmp_path / "a.act.h5").mkdir()
+    one_line_error(lambda: ActivationFile(tmp_path / "a.act.h5"), "a.act.h5: is a folder, not an activation file$")
+
+
+def test_a_layer_without_rows_is_refused(tmp_path):
+    write_dnnbrain_style(tmp_path / "a.act.h5", {"fc1": np.zeros((0, 4, 1, 1))})
+    one_line_error(lambda: ActivationFile(tmp_path / "a.act.h5"), "a.act.h5: layer fc1 has 0 rows \\(no stimuli\\)$")
+
+
+def damage_first_chunk(path, layer: str) -> None:
+    """Overwrite bytes in the middle of a layer's first stored (compressed) chunk, as a bad disk would."""
+    with h5py.File(path, "r") as f:
+        chunk = f[layer].id.get_chunk_info(0)
+    with open(path, "r+b") as f:
+        f.seek(chunk.byte_offset + chunk.size // 2)
+        f.write(b"\xff" * 16)
+
+
+def test_a_damaged_compressed_chunk_is_one_line_naming_the_layer(tmp_path):
+    data = np.random.default_rng(5).standard_normal((50, 40, 1, 1))
+    write_dnnbrain_style(tmp_path / "a.act.h5", {"fc1": data})
+    damage_first_chunk(tmp_path / "a.act.h5", "fc1")
+    with ActivationFile(tmp_path / "a.act.h5") as acts:
+        one_line_error(lambda: acts.read_layer("fc1"),
+                       "a.act.h5: layer fc1 cannot be read \\(.+\\); the file is damaged: rerun the extract stage$")
+
+
+# ---- batches handed over in chunk layout (the extractor's route) ------------------------------
+
+
+def as_blocks(rows: np.ndarray, shape) -> np.ndarray:
+    """(count, n_chn, n_row, n_col) rows in the writer's chunk layout, zero-padded."""
+    n_blocks, per, channels = shape[:3]
+    blocks = np.zeros(shape, dtype=rows.dtype)
+    for block in range(n_blocks):
+        part = rows[:, block * channels:(block + 1) * channels]
+        blocks[block, :len(rows), :part.shape[1]] = part
+    return blocks
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_blocks_in_chunk_layout_land_in_the_right_rows_and_channels(tmp_path, monkeypatch, compression):
+    monkeypatch.setattr("dnnprobe.extract.actfile.CHUNK_BYTES", 4 * 3 * 2 * 2 * 4)  # 3 channels per chunk: 7 = 3 + 3 + 1
+    data = np.random.default_rng(5).standard_normal((10, 7, 2, 2)).astype(np.float32)
+    released = []
+    with ActivationWriter(tmp_path / "b.act.h5", 10, {"conv": (7, 2, 2)}, rows_per_chunk=4, compression=compression) as writer:
+        shape = writer.block_shape("conv")
+        assert shape == (3, 4, 3, 2, 2)
+        for start in (0, 4, 8):  # the last batch has 2 rows
+            rows = data[start:start + 4]
+            writer.write_blocks({"conv": as_blocks(rows, shape)}, len(rows), release=lambda s=start: released.append(s))
+    with h5py.File(tmp_path / "b.act.h5", "r") as f:
+        np.testing.assert_array_equal(f["conv"][:], data)
+    assert released == [0, 4, 8]
+
+
+def test_blocks_that_do_not_fill_whole_chunks_are_refused(tmp_path):
+    with ActivationWriter(tmp_path / "b.act.h5", 10, {"fc1": (3, 1, 1)}, rows_per_chunk=4) as writer:
+        shape = writer.block_shape("fc1")
+        with pytest.raises(ValueError, match="do not fill whole chunks of 4 rows"):
+            writer.write_blocks({"fc1": np.zeros(shape, np.float32)}, 3)  # a short batch that is not the last
+        with pytest.raises(ValueError, match=r"expected C-contiguous \(1, 4, 3, 1, 1\) float32"):
+            writer.write_blocks({"fc1": np.zeros(shape, np.float64)}, 4)
+        for _ in range(2):
+            writer.write_blocks({"fc1": np.ones(shape, np.float32)}, 4)
+        writer.write_blocks({"fc1": np.ones(shape, np.float32)}, 2)
+    with h5py.File(tmp_path / "b.act.h5", "r") as f:
+        assert f["fc1"].shape == (10, 3, 1, 1) and (f["fc1"][:] == 1).all()
+
+
+def test_disk_full_while_writing_blocks_releases_the_buffers_and_leaves_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.act.h5"
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    released = []
+    monkeypatch.setattr("dnnprobe.extract.actfile.write_chunk", full)
+    with pytest.raises(DnnprobeError, match="writing activations failed .*No space left on device"):
+        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}, rows_per_chunk=2) as writer:
+            blocks = {"fc1": np.zeros(writer.block_shape("fc1"), np.float32)}
+            for _ in range(5):
+                writer.write_blocks(blocks, 2, release=lambda: released.append(1))
+    assert released  # a producer recycling buffers is never left waiting for them
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_another_process_holds_open_for_writing_is_named_as_locked(tmp_path):
+    """A notebook holding the file with h5py.File(path, "a"): HDF5 refuses to open it (its file lock),
+    which h5py reports as "unable to lock file"; that was called "not an HDF5 file"."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.act.h5"
+    with h5py.File(path, "w") as f:
+        f["fc1"] = np.ones((4, 3, 1, 1), dtype=np.float32)
+    holder = subprocess.Popen([sys.executable, "-c", f"import h5py, sys; f = h5py.File({str(path)!r}, 'a'); "
+                               "print('open', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"
+        message = one_line_error(lambda: ActivationFile(path), "open for writing in another process")
+        assert "HDF5_USE_FILE_LOCKING=FALSE" in message and "not an HDF5 file" not in message
+        one_line_error(lambda: GramFile(path), "open for writing in another process")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

@@ -1,0 +1,55 @@
+"""The decoders: the registry, scorers by scikit-learn name, and what the data must offer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.probe.decoders import DECODERS, ProbeSettings, check_targets, make_estimator, score
+
+
+def test_every_decoder_is_one_registry_entry_with_its_kind():
+    assert set(DECODERS) == {"logistic", "linear_svm", "ridge", "lda", "ridge_regression"}
+    assert [name for name, d in DECODERS.items() if d.regression] == ["ridge_regression"]
+    assert [name for name, d in DECODERS.items() if d.batched_null] == ["logistic"]
+    assert make_estimator(ProbeSettings(C=0.5)).get_params()["C"] == 0.5
+    assert make_estimator(ProbeSettings(classifier="ridge", C=0.5)).get_params()["alpha"] == 2.0
+    assert [step for step, _ in make_estimator(ProbeSettings(standardize=True)).steps] == \
+        ["standardscaler", "logisticregression"]
+
+
+def test_scores_are_scikit_learns_by_name():
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(40, 3)), np.arange(40) % 2
+    z[:, 0] += y
+    fitted = LogisticRegression().fit(z, y)
+    assert score("accuracy", y, fitted, z) == accuracy_score(y, fitted.predict(z))
+    assert score("roc_auc", y, fitted, z) == roc_auc_score(y, fitted.decision_function(z))
+
+
+@pytest.mark.parametrize(
+    "y, settings, n_units, message",
+    [
+        (np.zeros(20, int), ProbeSettings(n_components=2, cv=2), None, "single class"),
+        (np.r_[np.zeros(18, int), np.ones(2, int)], ProbeSettings(n_components=2, cv=3), None, "fewer than cv=3"),
+        (np.arange(20) % 2, ProbeSettings(n_components=16, cv=4), None, "smallest training fold (15"),
+        (np.arange(20) % 2, ProbeSettings(n_components=5, cv=2), 4, "layer's 4 units"),
+        (np.arange(20) % 2, ProbeSettings(n_components=2, cv=21), None, "larger than the number of stimuli"),
+        (np.arange(21) % 3, ProbeSettings(n_components=2, cv=3, scoring="roc_auc"), None, "needs two classes"),
+    ],
+)
+def test_bad_probe_settings_are_rejected_before_work(y, settings, n_units, message):
+    with pytest.raises(DnnprobeError, match=message.replace("(", r"\(")):
+        check_targets(y, settings, n_units)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("classifier", "forest", "^params.yaml: probe.classifier must be one of logistic, linear_svm"),
+    ("scoring", "f1", "^params.yaml: probe.scoring must be one of accuracy"),
+])
+def test_unknown_decoder_or_scoring_is_refused(field, value, message):
+    with pytest.raises(DnnprobeError, match=message):
+        ProbeSettings(**{field: value})

@@ -1,0 +1,87 @@
+"""The check stage: what the table and params.yaml reveal fails in seconds, before extraction."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import assert_nothing_written, assert_one_line_error, cli, rgb_image
+from dnnprobe.core.hashing import file_sha256
+from dnnprobe.stimuli.table import ImageList, StimulusTable
+
+
+def own_copy(tiny_stimuli: Path, folder: Path, labels: list[str] | None = None) -> Path:
+    """The tiny demo table and its images in `folder` (data/stimuli.stim.csv, data/images), with other labels."""
+    shutil.copytree(tiny_stimuli.parent / "images", folder / "images")
+    table = StimulusTable.read(tiny_stimuli)
+    if labels is not None:
+        table.columns["label"] = labels
+    table.write(folder / "stimuli.stim.csv")
+    return folder / "stimuli.stim.csv"
+
+
+BALANCED = ["0", "1"] * 12
+
+
+@pytest.mark.parametrize(
+    "labels, sets, fragments",
+    [
+        (["0"] * 24, [], ["stimuli.stim.csv: column 'label' has a single class (0); nothing to decode"]),
+        (["0"] * 22 + ["1"] * 2, [], ["column 'label': class 1 has 2 stimuli, fewer than cv=3 folds"]),
+        (BALANCED, ["probe.label=animacy"], ["stimuli.stim.csv: no column 'animacy' (columns: stimID, label, condition)"]),
+        (BALANCED, ["pca=20"], ["pca=20 is larger than the smallest training fold (16 stimuli): set pca <= 16 "
+                                "(at cv=3 a training fold holds 16 of the 24 stimuli; more folds or more stimuli hold more)"]),
+        (["0", "1"] * 11 + ["1", "99999999999999999999"], [],
+         ["column 'label', stimulus row 24", "'99999999999999999999' is too large for a class label"]),
+        (["0.0", "1.0"] * 11 + ["1.0", "0.5"], [],  # 0.0 is class 0 (DNNBrain's reading); 0.5 is no class
+         ["stimuli.stim.csv: column 'label' is not an integer class label (stimulus row 24,", ": '0.5')"]),
+        (BALANCED, ["extract.layers=[conv1, fc6 (relu)]"],
+         ["params.yaml: extract.layers: layer name 'fc6 (relu)' cannot be logged to MLflow"]),
+        (BALANCED, ["extract.layers=[" + "a" * 201 + "]"], ["at most 200 characters"]),
+    ],
+    ids=["single-class", "class-below-cv", "no-label-column", "pca-above-fold", "label-overflows-int64", "label-not-whole",
+         "layer-name-mlflow-rejects", "layer-name-too-long"],
+)
+def test_what_the_table_and_params_reveal_fails_at_the_check_stage(tmp_path, tiny_stimuli, labels, sets, fragments):
+    table = own_copy(tiny_stimuli, tmp_path / "data", labels)
+    settings = [arg for s in sets for arg in ("--set", s)]
+    result = cli("check", *settings, "--table", table, "--out", tmp_path / "data" / "images.sha256")
+    assert_one_line_error(result, "check", *fragments)
+    assert not (tmp_path / "data" / "images.sha256").exists()
+
+
+def test_image_list_follows_the_table_and_ignores_the_labels(tmp_path, tiny_stimuli):
+    table = own_copy(tiny_stimuli, tmp_path / "a")
+    relabelled = own_copy(tiny_stimuli, tmp_path / "b", labels=["1", "0"] * 12)
+    for path in (table, relabelled):
+        assert cli("check", "--table", path, "--out", path.parent / "images.sha256").exit_code == 0
+    first, second = (ImageList.read(p.parent / "images.sha256") for p in (table, relabelled))
+    assert first.stim_ids == StimulusTable.read(table).stim_ids
+    assert (tmp_path / "a" / "images.sha256").read_bytes() == (tmp_path / "b" / "images.sha256").read_bytes()
+    # the list's own sha256 is the stimulus set's identity, recorded in the table by the stimuli stage
+    assert first.sha256 == StimulusTable.read(table).header["images_sha256"]
+    assert first.checksums[0] == file_sha256(tmp_path / "a" / "images" / first.stim_ids[0])
+
+
+def test_images_that_are_not_the_tables_are_refused(tmp_path, tiny_stimuli):
+    table = own_copy(tiny_stimuli, tmp_path / "data")
+    stim_id = StimulusTable.read(table).stim_ids[3]
+    rgb_image(tmp_path / "data" / "images" / stim_id, value=7, size=64)  # another image under the same name
+    result = cli("check", "--table", table, "--out", tmp_path / "data" / "images.sha256")
+    assert_one_line_error(result, "check", "stimuli.stim.csv: the images in", "are not the ones this table was written "
+                          "with (images_sha256 differs); rerun the stimuli stage")
+    assert_nothing_written(tmp_path / "data" / "images.sha256")
+
+
+def test_a_class_too_small_for_the_folds_is_named_by_its_condition(tmp_path, tiny_stimuli):
+    """A class is named as the table names it (`condition`: the class folder of a folder source)."""
+    table_path = own_copy(tiny_stimuli, tmp_path / "data")
+    table = StimulusTable.read(table_path)
+    table.columns["label"] = ["0"] * 22 + ["1"] * 2
+    table.columns["condition"] = ["dog"] * 22 + ["cat"] * 2
+    table.write(table_path)
+    result = cli("check", "--table", table_path, "--out", tmp_path / "data" / "images.sha256")
+    assert_one_line_error(result, "check", "column 'label': class 1 (cat) has 2 stimuli, fewer than cv=3 folds "
+                          "(set cv <= 2, or add stimuli to that class)")
