@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from dnnprobe.extract.forward import extract_activations, pick_device
     from dnnprobe.network.layers import resolve_layers
-    from dnnprobe.network.build import random_network
     from dnnprobe.network.sources import torchvision as source
+    from dnnprobe.network.sources.torchvision import random_network
     from dnnprobe.stimuli.table import StimulusTable
 
     args.data_dir.mkdir(parents=True, exist_ok=True)

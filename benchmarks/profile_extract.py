@@ -49,8 +49,8 @@ def profile(table_path: Path, batch_size: int) -> dict[str, Clock]:
     from dnnprobe.extract.actfile import ActivationWriter
     from dnnprobe.extract.forward import (BatchBuffers, LayerRecorder, layer_unit_shapes, load_rgb, resized_pixels,
                                      to_model_input)
-    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network.build import random_network
+    from dnnprobe.network.layers import resolve_layers
+    from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
     from dnnprobe.stimuli.table import StimulusTable
 
     paths = StimulusTable.read(table_path).image_paths()

@@ -9,7 +9,7 @@ import yaml
 
 from helpers import REPO
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.network.layers import TUTORIAL_LAYERS
+from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS
 from dnnprobe.core.params import Params, load_params
 
 

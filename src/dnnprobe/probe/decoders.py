@@ -282,14 +282,14 @@ def check_targets(
 def decoded_targets(params, table) -> list[Target]:
     """One :class:`Target` per entry of probe.label (a column, or ``column:decoder``), named
     by its column. Raises DnnprobeError for a column listed twice or a name MLflow cannot log."""
-    from dnnprobe.network.layers import _MLFLOW_KEY, MAX_LAYER_NAME
+    from dnnprobe.track.keys import MAX_LAYER_NAME, MLFLOW_KEY
 
     entries = label_entries(params.probe.label)
     columns = [entry_column(entry) for entry in entries]
     if len(set(columns)) != len(columns):
         raise DnnprobeError(f"params.yaml: probe.label lists a column twice: {list(entries)!r}")
     for column in columns if len(columns) > 1 else []:  # the column names become metric keys <label>/<layer>
-        if not _MLFLOW_KEY.fullmatch(column) or len(column) > MAX_LAYER_NAME:
+        if not MLFLOW_KEY.fullmatch(column) or len(column) > MAX_LAYER_NAME:
             raise DnnprobeError(f"params.yaml: probe.label column {column!r} cannot name an MLflow metric (allowed: "
                                 f"letters, digits, _ - . / and spaces, at most {MAX_LAYER_NAME} characters); rename the column")
     found = []

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.transforms import Affine2D, ScaledTranslation, blended_transform_factory  # noqa: E402
 
-from dnnprobe.network.layers import depth_groups  # noqa: E402
+from dnnprobe.probe.pairing import depth_groups  # noqa: E402
 
 # DNNBrain's published values (read off its Figure 1, +-0.005): AlexNet, ImageNet weights,
 # BOLD5000 animate vs inanimate, PCA 100, 10-fold CV.
