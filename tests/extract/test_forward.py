@@ -412,7 +412,7 @@ def test_a_small_dev_shm_never_hangs_extraction(tiny_stimuli, tmp_path, check):
     command = (f"mount -t tmpfs -o size=2m tmpfs /dev/shm && "
                f"{sys.executable} {script} {tiny_stimuli} {check} {tmp_path / 'a.act.h5'}")
     result = subprocess.run(["unshare", "-r", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=240,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")})
     message = result.stdout.strip()
     if check == "checked":
         assert re.fullmatch(r"1 image-decoding worker needs 17 MB of shared memory in /dev/shm, 2 MB free; "

@@ -608,7 +608,9 @@ def applied(repo: Path, change: tuple):
         (("param", "tracking.experiment", "other"), {"params", "probe", "report"}),  # the report attaches figures to the probe's run
         (("param", "report.confusion_layer", "conv1"), {"params", "report"}),
         (("code", "src/dnnprobe/gram/writer.py"), {"gram", "probe", "similarity"}),  # the gram stage has no params
-        (("code", "src/dnnprobe/network/layers.py"), {"check", "extract", "probe", "report", "similarity"}),
+        (("code", "src/dnnprobe/network/layers.py"), {"extract"}),  # layer naming: only extraction resolves names
+        (("code", "src/dnnprobe/probe/pairing.py"), {"probe", "report", "similarity"}),  # similarity: through report/figure.py
+        (("code", "src/dnnprobe/track/keys.py"), {"check", "probe"}),
         (("code", "src/dnnprobe/report/figure.py"), {"report", "similarity"}),  # a figure change never reruns the probe
         (("code", "src/dnnprobe/core/params.py"), set(STAGES)),
         (("code", "src/dnnprobe/cli.py"), set()),  # the command for people: no stage runs it
