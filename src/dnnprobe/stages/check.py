@@ -32,7 +32,7 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     from dnnprobe.track.keys import check_layer_names
 
     table = StimulusTable.read(table_path)
-    check_layer_names(params.extract.layers, "params.yaml: extract.layers")  # empty: the source's default names
+    check_layer_names(params.extract.layers, "params.yaml: extract.layers")  # empty: the probe checks the defaults
     groups = group_column(params, table)
     for target in decoded_targets(params, table):
         # Only what the checks use (dvc.yaml lists exactly these params for this stage).
