@@ -33,7 +33,7 @@ def plain_forward_pass(model, module_paths, paths, batch_size, device):
     import torch
 
     from dnnprobe.extract.forward import LayerRecorder, load_rgb, preprocess
-    from dnnprobe.compute.linalg import full_float32
+    from dnnprobe.compute.device import full_float32
 
     recorded = {layer: [] for layer in module_paths}
     recorder = LayerRecorder(model, module_paths)

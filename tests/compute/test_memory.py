@@ -1,6 +1,6 @@
-"""The memory pre-checks (dnnprobe.compute.memory) beyond the gram and probe matrices: what a memory cgroup
-really leaves (its reclaimable page cache counted), extraction's batch buffers, the decoding workers'
-/dev/shm, and probe.permutations' null distribution."""
+"""The memory probing and pre-checks of dnnprobe.compute.memory: what a memory cgroup really leaves (its
+reclaimable page cache counted), extraction's batch buffers, the decoding workers' /dev/shm. The gram
+and probe stages' estimates are tested in tests/gram/test_budget.py and tests/probe/test_budget.py."""
 
 from __future__ import annotations
 
@@ -67,18 +67,6 @@ def test_mapped_and_anonymous_memory_is_not_counted_as_reclaimable(tmp_path):
     assert memory.cgroup_available_bytes(tmp_path, proc) == 3 * GIB - int(2.9 * GIB) + (100 << 20)
 
 
-def test_permutations_that_cannot_fit_are_refused_naming_the_setting(monkeypatch):
-    """1,000,000 shuffles of 40 stimuli were killed in a 1.5 GiB group."""
-    monkeypatch.setattr(memory, "available_bytes", lambda: int(1.5 * GIB))
-    message = one_line_error(lambda: memory.check_permutations(1_000_000, 40, 35, batched=True),
-                             r"^probe\.permutations: 1,000,000 label permutations of 40 stimuli need [\d.]+ GiB "
-                             r"of host memory, 1\.5 GiB available; lower probe\.permutations \(about [\d,]+ fit\)")
-    fit = int(message.split("about ")[1].split(" fit")[0].replace(",", ""))
-    memory.check_permutations(fit, 40, 35, batched=True)  # the number it suggests does fit
-    memory.check_permutations(1000, 4916, 100, batched=True)  # BOLD5000 with the usual 1000
-    memory.check_permutations(0, 10**6, 100, batched=True)
-
-
 def test_extraction_estimate_foresees_the_oom_kill_of_vgg11():
     """VGG11's 16 conv and ReLU layers (float32): at batch 64 the two buffer sets alone are 7.6 GB; 40
     images (one batch, one set) were killed in a 4 GiB group: the estimate, with what the process holds
@@ -107,21 +95,6 @@ def test_a_small_dev_shm_is_refused_before_workers_start(monkeypatch, free_mb, w
                    rf"set extract\.num_workers: {fewer}0 \(decode in the main process\)")
     memory.check_shared_memory(allowed, 64, 4916, 4)
     memory.check_shared_memory(0, 64, 4916, 4)  # no workers: nothing goes through /dev/shm
-
-
-def test_the_probe_stage_refuses_permutations_before_any_work(tmp_path, monkeypatch, tiny_stimuli, tiny_gram,
-                                                                 tiny_activations):
-    """Killed half way before (its MLflow run left RUNNING, temporaries behind): now one line, nothing written."""
-    from helpers import assert_nothing_written, assert_one_line_error, cli
-
-    monkeypatch.setattr(memory, "available_bytes", lambda: int(1.5 * GIB))
-    out = tmp_path / "out"
-    result = cli("probe", "--set", "probe.permutations=1000000", "--table", tiny_stimuli, "--gram", tiny_gram,
-                 "--activations", tiny_activations, "--out", out / "probe", "--metrics", out / "metrics.json",
-                 "--models", out / "probes")
-    assert_one_line_error(result, "probe", "probe.permutations: 1,000,000 label permutations of 24 stimuli need")
-    assert_nothing_written(out)
-    assert not (tmp_path / "mlflow.db").exists()  # refused before any MLflow run was started
 
 
 def _child_memory_cgroup() -> tuple[int, Path] | None:

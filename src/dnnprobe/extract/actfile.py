@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import queue
 import re
-import shutil
 import threading
 from contextlib import ExitStack
 from pathlib import Path
@@ -174,17 +173,15 @@ class ActivationWriter:
 
     def _check_free_space(self) -> None:
         """Refuse to start when the disk cannot hold the file (uncompressed sizes are known in advance)."""
+        # Here, not at the top: the stages that only read activation files do not use compute/disk.py.
+        from dnnprobe.compute.disk import check_free_space
+
         if self.compression is not None:
             return
         needed = self.n_stim * sum(int(np.prod(shape)) for shape in self.unit_shapes.values()) * self.dtype.itemsize
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.path.parent).free
-        if needed > free:
-            raise DnnprobeError(
-                f"{self.path}: needs {needed / 1e6:,.0f} MB but its disk has {free / 1e6:,.0f} MB free "
-                f"(extract.dtype=float16 halves the file; extract.compression=gzip shrinks it; extract.tokens=cls or mean "
-                f"stores one vector per transformer layer)"
-            )
+        check_free_space(self.path, needed, "extract.dtype=float16 halves the file; extract.compression=gzip shrinks "
+                         "it; extract.tokens=cls or mean stores one vector per transformer layer")
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import queue
-import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.hashing import file_sha256
 from dnnprobe.network.layers import LayerCall, fx_call_names, parse_layer_call
-from dnnprobe.compute.linalg import DEVICE_PATTERN, check_cuda_device, full_float32
+from dnnprobe.compute.device import full_float32, pick_device
 from dnnprobe.network.preprocess import DNNBRAIN, IMAGENET_MEAN, IMAGENET_STD, Preprocess, pil_transform
 from dnnprobe.stimuli.table import ImageList, StimulusTable
 from dnnprobe.network.tokens import TokenLayout, hidden_state, reducer, token_layers
@@ -303,18 +302,6 @@ class LayerRecorder:
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
-
-
-def pick_device(device: str) -> torch.device:
-    """The torch device for ``extract.device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), which this
-    machine must have; DnnprobeError (one line) otherwise, as for ``probe.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if not re.fullmatch(DEVICE_PATTERN, device):
-        raise DnnprobeError(f"extract.device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    return check_cuda_device(device, "extract.device")
 
 
 class LayerShapes(dict):

@@ -93,7 +93,7 @@ def probe(
     and any setting the data cannot support. Every hash logged to MLflow is of a file as it was read.
     """
 
-    from dnnprobe.compute import memory
+    from dnnprobe.probe import budget
 
     from dnnprobe.probe import stats
 
@@ -102,7 +102,7 @@ def probe(
     from dnnprobe.probe.decoders import check_targets, class_names, decoded_targets, group_column
     from dnnprobe.gram.writer import GramFile
     from dnnprobe.network.layers import check_layer_names
-    from dnnprobe.compute.linalg import resolve_device
+    from dnnprobe.compute.arrays import resolve_device
     from dnnprobe.probe.crossval import cross_validate_targets, layer_fold_pcas, save_layer_result
 
     table = StimulusTable.read(table_path)
@@ -124,11 +124,11 @@ def probe(
                 check_targets(target.y, target.settings, grams.n_units(layer), target.name, layer=layer,
                               table=str(table_path), groups=groups, groups_name=params.probe.groups,
                               names=class_names(table, target.name))
-            memory.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
+            budget.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
         for target in attributes:
             settings = target.settings
             batched_null = settings.decoder.batched_null and not settings.is_regression and len(np.unique(target.y)) == 2
-            memory.check_permutations(settings.permutations, grams.n_stim, params.pca, batched_null)
+            budget.check_permutations(settings.permutations, grams.n_stim, params.pca, batched_null)
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
         summary = {
