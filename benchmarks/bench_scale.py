@@ -49,7 +49,7 @@ def layer_shape(units: int) -> tuple[str, tuple[int, int, int]]:
 def write_activations(path: Path, n: int, units: int, seed: int = 0) -> np.ndarray:
     """One layer of synthetic activations (low-rank signal + noise, a weak label effect, ReLU'd);
     returns the labels (balanced, shuffled)."""
-    from dnnprobe.extract.actfile import ActivationWriter
+    from dnnprobe.extract.writer import ActivationWriter
 
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 2

@@ -21,7 +21,7 @@ import pytest
 from helpers import one_line_error, can_mount_tmpfs
 
 import dnnprobe.gram.writer
-from dnnprobe.extract.actfile import ActivationWriter
+from dnnprobe.extract.writer import ActivationWriter
 from dnnprobe.gram.writer import GramFile, write_gram_file
 
 

@@ -12,7 +12,8 @@ from sklearn.pipeline import make_pipeline
 
 from helpers import low_rank_data, one_line_error
 from dnnprobe.probe import foldpca
-from dnnprobe.extract.actfile import ActivationFile, ActivationWriter
+from dnnprobe.extract.actfile import ActivationFile
+from dnnprobe.extract.writer import ActivationWriter
 from dnnprobe.probe.covpca import CovariancePCASolver, LayerMoments, covariance_fold_scores
 from dnnprobe.probe.decoders import ProbeSettings
 from dnnprobe.probe.foldpca import GramPCASolver

@@ -23,7 +23,8 @@ from pathlib import Path, PurePosixPath
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.params import Bold5000Params
 from dnnprobe.stimuli.download import download, expect_text, expect_zip
-from dnnprobe.stimuli.table import StimulusTable, check_image
+from dnnprobe.stimuli.images import check_image
+from dnnprobe.stimuli.table import StimulusTable
 
 CHUNK = 1 << 20
 TUTORIAL_CLASS_NAMES = {2547: "animate", 2369: "inanimate"}  # class sizes given in DNNBrain's tutorial
