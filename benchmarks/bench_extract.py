@@ -47,7 +47,7 @@ def time_forward(model, n: int, batch_size: int, target) -> float:
     batch), in full float32 as extraction runs (no TF32 on a GPU)."""
     import torch
 
-    from dnnprobe.compute.linalg import full_float32
+    from dnnprobe.compute.device import full_float32
 
     batch = torch.randn(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(target)
     with torch.inference_mode(), full_float32():
@@ -66,7 +66,7 @@ def time_forward(model, n: int, batch_size: int, target) -> float:
 
 
 def forward_only(n: int, batch_size: int, device: str) -> dict:
-    from dnnprobe.extract.forward import pick_device
+    from dnnprobe.compute.device import pick_device
     from dnnprobe.network.sources.torchvision import random_network
 
     target = pick_device(device)
@@ -102,7 +102,7 @@ def thingsvision(python: str, table_path: str, batch_size: int, device: str) -> 
     """thingsvision (in its own virtual environment) on the same JPEGs, modules and random weights."""
     import torch
 
-    from dnnprobe.extract.forward import pick_device
+    from dnnprobe.compute.device import pick_device
     from dnnprobe.network.layers import resolve_layers
     from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
     from dnnprobe.stimuli.table import StimulusTable

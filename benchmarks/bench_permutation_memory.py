@@ -1,5 +1,5 @@
 """Peak memory of a layer's permutation null (binary logistic, fitted for all shuffles at once) against
-dnnprobe.compute.memory.permutation_bytes, the probe stage's pre-check estimate.
+dnnprobe.probe.budget.permutation_bytes, the probe stage's pre-check estimate.
 
     PYTHONPATH=src python benchmarks/bench_permutation_memory.py 20000 40 20   # permutations, n, pca
 
@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from dnnprobe.probe.decoders import ProbeSettings
-from dnnprobe.compute.memory import permutation_bytes
+from dnnprobe.probe.budget import permutation_bytes
 from dnnprobe.probe.crossval import folds, null_distribution
 
 P, n, k = (int(arg) for arg in sys.argv[1:4])

@@ -48,7 +48,7 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
     from dnnprobe.network.layers import resolve_layers
     from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
     from dnnprobe.extract.actfile import ActivationFile
-    from dnnprobe.compute.linalg import resolve_device
+    from dnnprobe.compute.arrays import resolve_device
     from dnnprobe.probe.crossval import cross_validate_layer
     from dnnprobe.stimuli.table import StimulusTable
 

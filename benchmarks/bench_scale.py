@@ -49,7 +49,7 @@ def layer_shape(units: int) -> tuple[str, tuple[int, int, int]]:
 def write_activations(path: Path, n: int, units: int, seed: int = 0) -> np.ndarray:
     """One layer of synthetic activations (low-rank signal + noise, a weak label effect, ReLU'd);
     returns the labels (balanced, shuffled)."""
-    from dnnprobe.extract.actfile import ActivationWriter
+    from dnnprobe.extract.writer import ActivationWriter
 
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 2
@@ -93,11 +93,11 @@ def worker_gram(act: str, out: str, dtype: str, device: str) -> dict:
 
 
 def worker_probe(act: str, gram: str, labels: str, pca: int, cv: int, device: str) -> dict:
-    from dnnprobe.compute import memory
+    from dnnprobe.probe import budget
     from dnnprobe.extract.actfile import ActivationFile
     from dnnprobe.probe.decoders import ProbeSettings
     from dnnprobe.gram.writer import GramFile
-    from dnnprobe.compute.linalg import resolve_device
+    from dnnprobe.compute.arrays import resolve_device
     from dnnprobe.probe.crossval import cross_validate_layer
 
     y = np.load(labels)
@@ -105,7 +105,7 @@ def worker_probe(act: str, gram: str, labels: str, pca: int, cv: int, device: st
     ops = resolve_device(device)
     with GramFile(gram) as grams, ActivationFile(act) as activations, ops.precision():
         layer = grams.layers[0]
-        memory.check_probe_stage(grams.n_stim, grams.n_units(layer), pca, cv, layer, ops)
+        budget.check_probe_stage(grams.n_stim, grams.n_units(layer), pca, cv, layer, ops)
         result = cross_validate_layer(grams, layer, y, ProbeSettings(n_components=pca, cv=cv), activations, ops)
     return {"seconds": time.perf_counter() - started, "peak_gib": peak_rss_gib(), "gpu_gib": gpu_peak_gib(device),
             "scores": result.score.tolist(), "mean": result.mean}

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(HERE))
     from make_images import write_images
 
-    from dnnprobe.extract.forward import extract_activations, pick_device
+    from dnnprobe.compute.device import pick_device
+    from dnnprobe.extract.forward import extract_activations
     from dnnprobe.network.layers import resolve_layers
     from dnnprobe.network.sources import torchvision as source
     from dnnprobe.network.sources.torchvision import random_network

@@ -32,9 +32,16 @@ def plain_forward_pass(model, module_paths, paths, batch_size, device):
     import numpy as np
     import torch
 
-    from dnnprobe.extract.forward import LayerRecorder, load_rgb, preprocess
-    from dnnprobe.compute.linalg import full_float32
+    from torchvision import transforms
 
+    from dnnprobe.extract.forward import LayerRecorder
+    from dnnprobe.compute.device import full_float32
+    from dnnprobe.network.preprocess import DNNBRAIN, IMAGENET_MEAN, IMAGENET_STD
+    from dnnprobe.stimuli.images import load_rgb
+
+    # torchvision's own transform per image, the reference (not dnnprobe's batched route being checked)
+    preprocess = transforms.Compose([transforms.Resize(DNNBRAIN.input_size), transforms.ToTensor(),
+                                     transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
     recorded = {layer: [] for layer in module_paths}
     recorder = LayerRecorder(model, module_paths)
     try:

@@ -46,9 +46,10 @@ def profile(table_path: Path, batch_size: int) -> dict[str, Clock]:
     import numpy as np
     import torch
 
-    from dnnprobe.extract.actfile import ActivationWriter
-    from dnnprobe.extract.forward import (BatchBuffers, LayerRecorder, layer_unit_shapes, load_rgb, resized_pixels,
-                                     to_model_input)
+    from dnnprobe.extract.buffers import BatchBuffers
+    from dnnprobe.extract.forward import LayerRecorder, layer_unit_shapes, resized_pixels, to_model_input
+    from dnnprobe.extract.writer import ActivationWriter
+    from dnnprobe.stimuli.images import load_rgb
     from dnnprobe.network.layers import resolve_layers
     from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
     from dnnprobe.stimuli.table import StimulusTable

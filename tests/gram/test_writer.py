@@ -21,7 +21,7 @@ import pytest
 from helpers import one_line_error, can_mount_tmpfs
 
 import dnnprobe.gram.writer
-from dnnprobe.extract.actfile import ActivationWriter
+from dnnprobe.extract.writer import ActivationWriter
 from dnnprobe.gram.writer import GramFile, write_gram_file
 
 
@@ -147,7 +147,7 @@ def test_damaged_activations_stop_the_gram_stage_and_write_nothing(tmp_path):
 def test_disk_too_small_for_the_gram_matrices_is_refused_before_any_work(tmp_path, monkeypatch):
     # 2 layers wider than 400 stimuli: two 400 x 400 float32 Grams, 1.3 MB + margin
     acts = write_activations(tmp_path / "a.act.h5", n_stim=400, widths={"fc1": 450, "fc2": 420})
-    monkeypatch.setattr("dnnprobe.gram.writer.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+    monkeypatch.setattr("dnnprobe.compute.disk.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
     monkeypatch.setattr("dnnprobe.gram.writer.layer_matrix", lambda *args, **kwargs: pytest.fail("work started"))
     one_line_error(lambda: write_gram_file(acts, tmp_path / "out" / "g.h5", progress=False),
                    "g.h5: needs 2 MB but its disk has 1 MB free \\(fewer extract.layers, or free some space\\)$")

@@ -285,7 +285,7 @@ def test_a_file_that_is_not_a_gram_file_is_named(tmp_path, tiny_stimuli, tiny_ac
 
 
 def test_disk_too_small_for_the_activations_is_refused_before_extraction(tmp_path, tiny_image_list, tiny_network, monkeypatch):
-    monkeypatch.setattr("dnnprobe.extract.actfile.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+    monkeypatch.setattr("dnnprobe.compute.disk.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
     result = cli("extract", "--images", tiny_image_list, "--network", tiny_network, "--out", tmp_path / "acts" / "a.act.h5")
     assert_one_line_error(result, "extract", "a.act.h5: needs 95 MB but its disk has 1 MB free")
     assert_nothing_written(tmp_path / "acts")

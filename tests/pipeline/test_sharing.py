@@ -306,8 +306,8 @@ def test_mlproject_parameters_match_params_yaml_and_reach_the_commands(tmp_path)
 
 
 def open_probe_run(tmp_path, monkeypatch, launching_run_id: str) -> str:
-    """tracking.probe_run as the probe stage uses it, with $MLFLOW_RUN_ID set as `mlflow run` sets it."""
-    from dnnprobe.track.tracking import probe_run
+    """runs.probe_run as the probe stage uses it, with $MLFLOW_RUN_ID set as `mlflow run` sets it."""
+    from dnnprobe.track.runs import probe_run
 
     monkeypatch.chdir(tmp_path)  # a local store's artifacts go under the current repo: not this checkout
     monkeypatch.setenv("MLFLOW_RUN_ID", launching_run_id)
@@ -334,7 +334,7 @@ def test_launching_run_in_another_experiment_is_cross_linked(tmp_path, monkeypat
 
 
 def test_launching_run_in_the_dnnprobe_experiment_becomes_the_parent(tmp_path, monkeypatch):
-    from dnnprobe.track.tracking import ensure_experiment
+    from dnnprobe.track.store import ensure_experiment
 
     monkeypatch.chdir(tmp_path)
     client = mlflow.tracking.MlflowClient()

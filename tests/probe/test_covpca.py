@@ -1,6 +1,5 @@
 """The covariance route (d x d moments) equals the Gram route and scikit-learn's exact PCA, per fold;
-the torch code equals the numpy code on the CPU; the gram stage stores the smaller matrix; the memory
-pre-check refuses a matrix that cannot fit, before any work."""
+the torch code equals the numpy code on the CPU; the gram stage stores the smaller matrix."""
 
 from __future__ import annotations
 
@@ -13,13 +12,13 @@ from sklearn.pipeline import make_pipeline
 
 from helpers import low_rank_data, one_line_error
 from dnnprobe.probe import foldpca
-from dnnprobe.compute import memory
-from dnnprobe.extract.actfile import ActivationFile, ActivationWriter
+from dnnprobe.extract.actfile import ActivationFile
+from dnnprobe.extract.writer import ActivationWriter
 from dnnprobe.probe.covpca import CovariancePCASolver, LayerMoments, covariance_fold_scores
 from dnnprobe.probe.decoders import ProbeSettings
 from dnnprobe.probe.foldpca import GramPCASolver
 from dnnprobe.gram.writer import GramFile, write_gram_file
-from dnnprobe.compute.linalg import NUMPY, TorchOps
+from dnnprobe.compute.arrays import NUMPY, TorchOps
 from dnnprobe.probe.crossval import cross_validate_covariance, cross_validate_layer, folds
 
 
@@ -166,52 +165,6 @@ def test_a_newer_gram_format_is_refused_in_one_line(tmp_path):
     with h5py.File(tmp_path / "g.h5", "w") as f:
         f.attrs["gram_format"] = 3
     one_line_error(lambda: GramFile(tmp_path / "g.h5"), "g.h5: Gram file format 3, newer than this dnnprobe reads")
-
-
-def test_memory_precheck_refuses_a_matrix_that_cannot_fit_before_any_work(tmp_path, monkeypatch):
-    X, _ = low_rank_data(200, 400, seed=2)
-    acts = write_acts(tmp_path / "a.act.h5", X, (100, 2, 2))  # 400 units > 200 stimuli: a 200 x 200 Gram
-    monkeypatch.setattr(memory, "available_bytes", lambda: memory.FIXED_BYTES + 100_000)  # 320,000 are needed
-    monkeypatch.setattr("dnnprobe.gram.writer.layer_matrix", lambda *args, **kwargs: pytest.fail("work started"))
-    one_line_error(lambda: write_gram_file(acts, tmp_path / "out" / "g.h5", progress=False),
-                   r"^layer layer: needs 1.0 GiB of host memory \(200 x 200 matrix\), 1.0 GiB available; "
-                   r"run on a GPU \(probe.device: cuda\), leave layer out of extract.layers")
-    assert not (tmp_path / "out").exists()
-
-
-def test_memory_estimates_do_not_grow_with_width_beyond_the_stored_matrix():
-    n = 26_000
-    for width in (43_264, 193_600):  # wider than n: the Gram route, the same bytes
-        assert memory.gram_stage_bytes(n, width) == memory.gram_stage_bytes(n, 30_000)
-        assert memory.probe_stage_bytes(n, width, 100, 10) == memory.probe_stage_bytes(n, 30_000, 100, 10)
-    # NSD: 73,000 stimuli, a 4,096-unit layer takes the covariance route and stays small
-    assert memory.probe_stage_bytes(73_000, 4_096, 100, 10) < 3 * memory.GIB
-    assert memory.gram_stage_bytes(73_000, 4_096) < 1.2 * memory.GIB
-
-
-def test_gram_stage_precheck_refuses_an_nsd_sized_gram(monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda: 20 * memory.GIB)
-    one_line_error(lambda: memory.check_gram_stage(73_000, 80_000, "wide", NUMPY),
-                   r"^layer wide: needs 40.7 GiB of host memory \(73,000 x 73,000 matrix\), 20.0 GiB available; ")
-    memory.check_gram_stage(73_000, 43_264, "conv5", NUMPY)  # its 43,264 x 43,264 moments: 15 GiB
-
-
-def test_probe_memory_precheck_names_the_layer_and_what_to_change(monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda: 2 * memory.GIB)
-    one_line_error(lambda: memory.check_probe_stage(26_000, 43_264, 100, 10, "conv5", NUMPY),
-                   r"^layer conv5: needs 4.8 GiB of host memory \(26,000 x 26,000 matrix\), 2.0 GiB available; "
-                   r"run on a GPU \(probe.device: cuda\), leave conv5 out of extract.layers, "
-                   r"or use a machine with more memory$")
-    memory.check_probe_stage(26_000, 4_096, 100, 10, "fc1", NUMPY)  # the covariance route fits in 2 GiB
-
-
-@pytest.mark.parametrize("device", ["garbage", "mps", "CUDA", " cpu", ""])
-def test_an_unknown_device_name_is_named_not_blamed_on_the_gpu(device):
-    from dnnprobe.core.errors import DnnprobeError
-    from dnnprobe.compute.linalg import resolve_device
-
-    with pytest.raises(DnnprobeError, match="probe.device must be auto, cpu, cuda or cuda:N, got"):
-        resolve_device(device)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

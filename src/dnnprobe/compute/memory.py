@@ -1,25 +1,11 @@
-"""Will a stage's work fit in memory? Estimated before any work from the sizes involved, and refused with
-one line instead of being killed by the operating system half way. What is available counts what the
-kernel can reclaim, also inside a memory cgroup (containers, SLURM jobs): :func:`available_bytes`.
+"""How much memory a stage may still take, probed before any work, and the one-line refusal when an
+estimate exceeds it (instead of a kill by the operating system half way). What is available counts
+what the kernel can reclaim, also inside a memory cgroup (containers, SLURM jobs): :func:`available_bytes`;
+a CUDA device's free memory: :func:`device_available_bytes`; /dev/shm's: :func:`shm_free_bytes`.
 
-The estimates (bytes) are what the stages hold at their peak, per layer (layers are done one at a
-time). With side = min(n_stim, d), the matrix the gram stage stores for the layer:
-
-- gram stage: the float64 accumulator, 8 side^2, plus fixed room (:data:`FIXED_BYTES`: the
-  interpreter and libraries, three activation blocks of 96 MB in flight, a 64 MB product band);
-- probe stage, Gram route: the fold-ordered float32 copy, 4 n^2, plus a fold's cross block (a tenth
-  of it, in float32 and float64), the Krylov bases and the fixed room;
-- probe stage, covariance route: the float64 moments, a fold's float64 and float32 scatter
-  (8 + 8 + 4 = 20 d^2), a fold's held-out rows, every fold's projections (n x cv x pca float32), the
-  Krylov bases and the fixed room.
-
-None of these grows with the layer's width beyond the stored matrix (for d >= n_stim they do not
-depend on d at all). With a CUDA ``probe.device`` the matrices live in GPU memory, checked against
-what the GPU has free; the host then holds only the final matrix (gram stage) or the row blocks.
-
-The extract stage's batch buffers and its decoding workers' shared memory (/dev/shm), and the probe
-stage's permutation null, are estimated below (:func:`extraction_bytes`, :func:`check_shared_memory`,
-:func:`permutation_bytes`).
+The stages' own estimates live with their stage: :mod:`dnnprobe.gram.budget`,
+:mod:`dnnprobe.probe.budget` and :mod:`dnnprobe.extract.budget`. This module imports no other part of
+dnnprobe beyond the core.
 """
 
 from __future__ import annotations
@@ -30,6 +16,8 @@ from pathlib import Path
 from dnnprobe.core.errors import DnnprobeError
 
 GIB = 1 << 30
+# Room every stage's estimate adds: the interpreter and libraries, three activation blocks of 96 MB in
+# flight, a 64 MB product band.
 FIXED_BYTES = 1 * GIB
 
 
@@ -140,59 +128,25 @@ def device_available_bytes(ops) -> int | None:
     return int(ops.torch.cuda.mem_get_info(device)[0])
 
 
-def _krylov_bytes(rows: int, k: int) -> int:
-    from dnnprobe.probe.foldpca import MAX_BLOCKS, OVERSAMPLE  # here: the extract stage uses this module without it
-
-    return 2 * rows * MAX_BLOCKS * (k + OVERSAMPLE) * 4  # basis and image, float32
-
-
-def gram_stage_bytes(n_stim: int, n_units: int) -> int:
-    """Peak bytes of the gram stage for one layer (host, or GPU with a CUDA device)."""
-    side = min(n_stim, n_units)
-    return 8 * side * side + FIXED_BYTES
-
-
-def probe_stage_bytes(n_stim: int, n_units: int, k: int, cv: int) -> int:
-    """Peak bytes of the probe stage for one layer (host, or GPU with a CUDA device)."""
-    if n_units < n_stim:  # covariance route
-        d = n_units
-        held_out = -(-n_stim // cv) * d * 4 * 2
-        return 20 * d * d + held_out + n_stim * cv * k * 4 + _krylov_bytes(d, k) + FIXED_BYTES
-    n = n_stim
-    return 4 * n * n + 12 * n * n // cv + _krylov_bytes(n, k) + FIXED_BYTES
-
-
-def _refuse(needed: int, available: int, where: str, layer: str, side: int, advice: str) -> None:
+def refuse_layer(needed: int, available: int, where: str, layer: str, side: int, advice: str) -> None:
+    """Raise DnnprobeError (one line) if `layer`'s side x side matrix needs more `where` memory than is available."""
     if needed > available:
         raise DnnprobeError(
             f"layer {layer}: needs {needed / GIB:.1f} GiB of {where} memory ({side:,} x {side:,} matrix), "
             f"{available / GIB:.1f} GiB available; {advice}")
 
 
-def _check(needed: int, layer: str, side: int, ops) -> None:
+def check_layer(needed: int, layer: str, side: int, ops) -> None:
+    """Raise DnnprobeError (one line) if a stage's `needed` bytes for `layer` do not fit where `ops` computes:
+    the GPU's free memory with a CUDA device, else the host's."""
     device_free = device_available_bytes(ops)
     leave_out = f"leave {layer} out of extract.layers"
     if device_free is None:
-        _refuse(needed, available_bytes(), "host", layer, side,
-                f"run on a GPU (probe.device: cuda), {leave_out}, or use a machine with more memory")
+        refuse_layer(needed, available_bytes(), "host", layer, side,
+                     f"run on a GPU (probe.device: cuda), {leave_out}, or use a machine with more memory")
     else:
-        _refuse(needed, device_free, "GPU", layer, side,
-                f"{leave_out}, or use probe.device: cpu on a machine with that much memory")
-
-
-def check_gram_stage(n_stim: int, n_units: int, layer: str, ops) -> None:
-    """Raise DnnprobeError (one line) if the gram stage cannot hold this layer's matrix (on a GPU, the
-    host still receives the finished float64 matrix)."""
-    side = min(n_stim, n_units)
-    _check(gram_stage_bytes(n_stim, n_units), layer, side, ops)
-    if device_available_bytes(ops) is not None:
-        _refuse(gram_stage_bytes(n_stim, n_units), available_bytes(), "host", layer, side,
-                f"leave {layer} out of extract.layers, or use a machine with more memory")
-
-
-def check_probe_stage(n_stim: int, n_units: int, k: int, cv: int, layer: str, ops) -> None:
-    """Raise DnnprobeError (one line) if the probe stage cannot hold this layer's matrices."""
-    _check(probe_stage_bytes(n_stim, n_units, k, cv), layer, min(n_stim, n_units), ops)
+        refuse_layer(needed, device_free, "GPU", layer, side,
+                     f"{leave_out}, or use probe.device: cpu on a machine with that much memory")
 
 
 def check_host_eigh(size: int) -> None:
@@ -200,43 +154,15 @@ def check_host_eigh(size: int) -> None:
     (the rare fallback when block Lanczos does not converge on a matrix too large for the GPU's dense
     solver): the float64 matrix, LAPACK's copy of it and its workspace, 3 x 8 size^2 bytes."""
     needed = 3 * 8 * size * size + FIXED_BYTES
-    _refuse(needed, available_bytes(), "host", "(dense eigensolver fallback)", size,
-            "block Lanczos did not converge on this layer; lower pca, or leave the layer out of extract.layers")
-
-
-# ---- the extract stage ---------------------------------------------------------------------
-
-# Room beyond the estimate for extraction: the network and the libraries are already loaded when it
-# checks (so already counted as used), this is for what the forward pass allocates besides.
-EXTRACTION_ROOM = 256 << 20
-PIXEL_BYTES = 224 * 224 * 3  # one resized uint8 image, as decoding workers ship it
-
-
-def extraction_bytes(n_stim: int, batch_size: int, padded_units: int, itemsize: int, buffer_sets: int,
-                     largest_output: int, batches_in_flight: int) -> int:
-    """Peak host bytes of the extract stage beyond the loaded network.
-
-    `padded_units`: the units of every recorded layer together, per stimulus, as laid out in the
-    file's chunks; `itemsize`: bytes per stored value (extract.dtype); `buffer_sets`: batch buffers in
-    turn (every recorded layer at batch size, each); `largest_output`: the most values one module
-    outputs per stimulus (its input and output are alive together, in float32);
-    `batches_in_flight`: decoded batches the loader holds.
-    """
-    rows = max(1, min(batch_size, n_stim))
-    buffers = buffer_sets * rows * padded_units * itemsize
-    forward = 2 * rows * largest_output * 4
-    return buffers + forward + batches_in_flight * rows * PIXEL_BYTES + EXTRACTION_ROOM
-
-
-def check_extraction(needed: int, n_layers: int, batch_size: int) -> None:
-    """Raise DnnprobeError (one line) if extraction's buffers (:func:`extraction_bytes`) do not fit."""
     available = available_bytes()
     if needed > available:
         raise DnnprobeError(
-            f"extraction needs {needed / GIB:.1f} GiB of host memory ({n_layers} layers at extract.batch_size "
-            f"{batch_size}), {available / GIB:.1f} GiB available; lower extract.batch_size, record fewer "
-            "extract.layers, or use extract.dtype: float16")
+            f"dense eigensolver on the host needs {needed / GIB:.1f} GiB ({size:,} x {size:,} matrix), "
+            f"{available / GIB:.1f} GiB available; block Lanczos did not converge on this layer: lower pca, "
+            "or leave the layer out of extract.layers")
 
+
+# ---- shared memory (/dev/shm) -------------------------------------------------------------
 
 SHM_PATH = Path("/dev/shm")
 
@@ -248,62 +174,3 @@ def shm_free_bytes(path: Path = SHM_PATH) -> int | None:
     except OSError:
         return None
     return stat.f_bavail * stat.f_frsize
-
-
-def check_shared_memory(num_workers: int, batch_size: int, n_stim: int, prefetch: int) -> None:
-    """Raise DnnprobeError (one line) if /dev/shm cannot hold the batches the decoding workers prepare.
-
-    Each of `num_workers` keeps up to `prefetch` decoded batches (rows x 224 x 224 x 3 bytes) in
-    /dev/shm, and the main process holds one more. A worker that cannot place a batch there does not
-    fail: PyTorch's queue drops the batch and the main process would wait for it forever (Docker gives
-    a container 64 MB of /dev/shm unless told ``--shm-size``).
-    """
-    if num_workers == 0:
-        return
-    free = shm_free_bytes()
-    batch = max(1, min(batch_size, n_stim)) * PIXEL_BYTES
-    needed = (num_workers * prefetch + 1) * batch
-    if free is not None and needed > free:
-        fit = max(0, (free // batch - 1) // prefetch)
-        workers = "1 image-decoding worker needs" if num_workers == 1 else f"{num_workers} image-decoding workers need"
-        fewer = f"{fit} (fits) or " if fit else ""
-        raise DnnprobeError(
-            f"{workers} {needed / (1 << 20):,.0f} MB of shared memory in {SHM_PATH}, {free / (1 << 20):,.0f} MB free; "
-            f"set extract.num_workers: {fewer}0 (decode in the main process), lower extract.batch_size, "
-            "or give the container more (docker run --shm-size=1g)")
-
-
-# ---- probe.permutations ----------------------------------------------------------------------
-
-
-def permutation_bytes(permutations: int, n_stim: int, k: int, batched: bool) -> int:
-    """Peak host bytes of a layer's permutation null (:func:`dnnprobe.probe.crossval.null_distribution`).
-
-    The shuffled labels are built as a list of (n,) arrays, then stacked: P x (n x 8 + 112) bytes and
-    the (P, n) int64 stack. Binary logistic decoders fit every shuffle at once: float64 copies of the
-    labels (the 0/1 targets, their training columns), three (n_train, P) products and the (k + 1, P)
-    weights, step and gradient with their temporaries: about eight (n,)- and eight (k + 1,)-long float64
-    vectors per shuffle, which bounds the peak measured by benchmarks/bench_permutation_memory.py.
-    """
-    P, n = permutations, n_stim
-    if P == 0:
-        return 0
-    building = P * (8 * n + 112) + 8 * P * n
-    if not batched:
-        return building
-    return max(building, 8 * P * (8 * n + 8 * (k + 1)))
-
-
-def check_permutations(permutations: int, n_stim: int, k: int, batched: bool) -> None:
-    """Raise DnnprobeError (one line) if probe.permutations' null distribution cannot fit in memory."""
-    needed = permutation_bytes(permutations, n_stim, k, batched)
-    if needed == 0:
-        return
-    needed += FIXED_BYTES
-    available = available_bytes()
-    if needed > available:
-        fit = max(0, permutations * (available - FIXED_BYTES) // (needed - FIXED_BYTES))
-        raise DnnprobeError(
-            f"probe.permutations: {permutations:,} label permutations of {n_stim:,} stimuli need "
-            f"{needed / GIB:.1f} GiB of host memory, {available / GIB:.1f} GiB available; lower "
-            f"probe.permutations (about {fit:,} fit), or use a machine with more memory")

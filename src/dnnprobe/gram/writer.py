@@ -37,7 +37,6 @@ import contextlib
 import hashlib
 from dataclasses import dataclass
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -50,7 +49,7 @@ from dnnprobe.core.atomic import atomic_output
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.progress import progress_bar
 from dnnprobe.probe.covpca import LayerMoments, add_outer_products
-from dnnprobe.compute.linalg import NUMPY, NumpyOps
+from dnnprobe.compute.arrays import NUMPY, NumpyOps, resolve_device
 
 # Room for HDF5's own bytes beside the matrices (superblock, object headers, attributes: a few KB
 # per layer), so that the free-space check does not pass a disk that then fills on the last layer.
@@ -163,15 +162,10 @@ def check_free_space(out_path: Path, needed: int) -> None:
 
     Looks at the nearest existing folder above the output, so that a refusal creates nothing.
     """
-    folder = out_path.absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    free = shutil.disk_usage(folder).free
-    if needed > free:
-        raise DnnprobeError(
-            f"{out_path}: needs {needed / 1e6:,.0f} MB but its disk has {free / 1e6:,.0f} MB free "
-            f"(fewer extract.layers, or free some space)"
-        )
+    # Here, not at the top: the probe and similarity stages read Gram files and do not use compute/disk.py.
+    from dnnprobe.compute import disk
+
+    disk.check_free_space(out_path, needed, "fewer extract.layers, or free some space")
 
 
 class BackgroundSha256:
@@ -251,8 +245,8 @@ def write_gram_file(
     memory than this machine has available; and for a write that fails (disk full meanwhile): then
     nothing is left at `out_path`.
     """
-    from dnnprobe.compute import memory
-    from dnnprobe.compute.linalg import resolve_device
+    # Here, not at the top: the probe and similarity stages import this module without the gram stage's checks.
+    from dnnprobe.gram import budget
 
     if dtype not in STORAGE_DTYPES:
         raise DnnprobeError(f"gram.dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
@@ -263,7 +257,7 @@ def write_gram_file(
         units = [activations.n_units(layer) for layer in layers]  # an unknown layer stops the stage here
         check_free_space(out_path, gram_bytes(activations.n_stim, units, dtype))
         for layer, d in zip(layers, units):
-            memory.check_gram_stage(activations.n_stim, d, layer, ops)
+            budget.check_gram_stage(activations.n_stim, d, layer, ops)
         provenance = {key: value for key, value in activations.attrs.items() if key.startswith(PROVENANCE_PREFIXES)}
         sha256 = BackgroundSha256(activations.duplicate_descriptor(), activations.path)
         try:

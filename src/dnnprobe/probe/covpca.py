@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from dnnprobe.probe.foldpca import OVERSAMPLE, has_variance, top_eigenpairs_of, uses_iterative_solver
-from dnnprobe.compute.linalg import NUMPY, NumpyOps
+from dnnprobe.compute.arrays import NUMPY, NumpyOps
 
 BAND_BYTES = 64 << 20  # float32 product temporaries: (band, d) at a time
 

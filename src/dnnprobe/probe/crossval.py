@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from dnnprobe.probe.covpca import CovariancePCASolver, LayerMoments, covariance_fold_scores
 from dnnprobe.probe.decoders import INNER_CV, ProbeSettings, Target, make_estimator, score
 from dnnprobe.probe.foldpca import GramPCASolver
-from dnnprobe.compute.linalg import NUMPY, NumpyOps
+from dnnprobe.compute.arrays import NUMPY, NumpyOps
 from dnnprobe.probe.splits import Splits, inner_splits, make_splits
 
 # ---- cross-validation ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ savings that make a fold cost about one matrix product:
 Iterations stop when every one of the k Ritz pairs has residual ``||A u - lambda u|| <=
 TOLERANCE * lambda_1``; if that never happens, LAPACK decides.
 
-All linear algebra goes through an ``ops`` object (:mod:`dnnprobe.compute.linalg`): numpy by default, torch
+All linear algebra goes through an ``ops`` object (:mod:`dnnprobe.compute.arrays`): numpy by default, torch
 on a GPU with ``probe.device``; the algorithm is the same code for both (tests compare them).
 """
 
@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 import scipy.linalg
 
-from dnnprobe.compute.linalg import NUMPY, NumpyOps
+from dnnprobe.compute.arrays import NUMPY, NumpyOps
 
 DENSE_LIMIT = 1200  # up to this many training rows LAPACK's dense solver is fast enough
 OVERSAMPLE = 28  # extra directions in each Krylov block: speeds convergence of the k-th pair

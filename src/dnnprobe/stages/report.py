@@ -47,11 +47,11 @@ def report(
     A store or artifact location that cannot take them is refused before anything is written.
     """
     from dnnprobe.report import figure as figures
-    from dnnprobe.track import tracking
+    from dnnprobe.track import lookup, store
 
     probe_dir = Path(probe_dir)
     summary, summary_sha256 = _read_summary(probe_dir)
-    tracking.check_store(params.tracking.experiment)  # before any figure is drawn
+    store.check_store(params.tracking.experiment)  # before any figure is drawn
     layer = params.report.confusion_layer or summary["layer_order"][-1]
     if layer not in summary["layer_order"]:
         raise DnnprobeError(
@@ -76,8 +76,8 @@ def report(
     with atomic_output(plot_path) as temp_plot:
         figures.write_plot_csv(attributes, temp_plot)
     final = [Path(figures_dir) / p.name for p in paths]
-    warning = tracking.log_artifacts_to_probe_run(params.tracking.experiment, summary_sha256,
-                                                  final + [Path(plot_path)], "report")
+    warning = lookup.log_artifacts_to_probe_run(params.tracking.experiment, summary_sha256,
+                                                final + [Path(plot_path)], "report")
     if warning:
         print(f"dnnprobe report: warning: {warning}")
     return final

@@ -2,10 +2,10 @@
 
 The Gram/covariance products (gram stage) and the fold eigensolves (probe stage) are written once,
 against an ``ops`` object: :data:`NUMPY` (the default, no torch import) or :class:`TorchOps` on a
-device. Matrix products, slicing and ``.T`` are the arrays' own; what differs between the two
-libraries (concatenation, conversion, sums in float64, dense eigensolvers) lives here. Small
-matrices (a Krylov basis's projection, a few hundred square) are always solved on the CPU in
-float64 with numpy, so both paths take the same decisions on the same numbers.
+device, as :func:`resolve_device` picks for ``probe.device``. Matrix products, slicing and ``.T`` are
+the arrays' own; what differs between the two libraries (concatenation, conversion, sums in float64,
+dense eigensolvers) lives here. Small matrices (a Krylov basis's projection, a few hundred square) are
+always solved on the CPU in float64 with numpy, so both paths take the same decisions on the same numbers.
 
 torch is imported only when a torch device is asked for (``probe.device: cuda``, or ``auto`` on a
 machine with an NVIDIA driver): its import takes seconds and the CPU path does not need it.
@@ -14,12 +14,12 @@ machine with an NVIDIA driver): its import takes seconds and the CPU path does n
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 
 import numpy as np
 import scipy.linalg
 
+from dnnprobe.compute.device import DEVICE_PATTERN, check_cuda_device, full_float32, nvidia_driver_present
 from dnnprobe.core.errors import DnnprobeError
 
 
@@ -172,6 +172,7 @@ class TorchOps(NumpyOps):
         :data:`DEVICE_EIGH_LIMIT` rows, above it on the host (top k only), after a host memory check."""
         size = matrix.shape[0]
         if size > DEVICE_EIGH_LIMIT:
+            # Here, not at the top: the similarity stage uses these ops and not the memory checks (dvc.yaml).
             from dnnprobe.compute import memory
 
             memory.check_host_eigh(size)
@@ -187,63 +188,6 @@ class TorchOps(NumpyOps):
 NUMPY = NumpyOps()
 
 
-def _fp32_switches(torch) -> list[tuple[object, str, object]]:
-    """(object, attribute, full-float32 value) of each switch that lets CUDA use TF32 for float32 work.
-
-    torch >= 2.9 has the ``fp32_precision`` API, and reading the legacy ``allow_tf32`` flags after it was
-    used raises RuntimeError: use whichever API the running torch has, never both.
-    """
-    backends = torch.backends
-    if hasattr(backends.cuda.matmul, "fp32_precision") and hasattr(backends.cudnn, "conv"):
-        return [(backends.cuda.matmul, "fp32_precision", "ieee"), (backends.cudnn.conv, "fp32_precision", "ieee")]
-    return [(backends.cuda.matmul, "allow_tf32", False), (backends.cudnn, "allow_tf32", False)]
-
-
-@contextlib.contextmanager
-def full_float32():
-    """CUDA convolutions and matrix products in full float32 (not TF32) inside the block.
-
-    PyTorch lets cuDNN compute float32 convolutions in TF32 (a 10-bit mantissa) by default on Ampere
-    and later GPUs, which moves activations by about 1e-3 of their size: GPU and CPU files would differ
-    in the third digit. In full float32 they differ by float32 rounding only. The settings the process
-    had are restored on the way out. No effect on the CPU.
-    """
-    import torch
-
-    switches = _fp32_switches(torch)
-    saved = [getattr(owner, name) for owner, name, _ in switches]
-    try:
-        for owner, name, value in switches:
-            setattr(owner, name, value)
-        yield
-    finally:
-        for (owner, name, _), value in zip(switches, saved):
-            setattr(owner, name, value)
-
-
-DEVICE_PATTERN = r"cuda(:(0|[1-9][0-9]*))?"
-
-
-def check_cuda_device(device: str, key: str):
-    """The torch device for `device` (``cuda`` or ``cuda:N``), which this machine must have.
-
-    Raises DnnprobeError (one line, naming `key`) when torch sees no CUDA GPU or fewer than N + 1.
-    """
-    import torch
-
-    if not torch.cuda.is_available():
-        raise DnnprobeError(f"{key} is {device!r} but torch sees no CUDA GPU here (use auto or cpu)")
-    index = torch.device(device).index or 0
-    if index >= torch.cuda.device_count():
-        raise DnnprobeError(f"{key} is {device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    return torch.device(device)
-
-
-def _nvidia_driver_present() -> bool:
-    """Whether this machine may have a CUDA GPU, without importing torch (seconds) to ask."""
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
-
-
 def resolve_device(device: str = "cpu") -> NumpyOps:
     """The ops for ``probe.device``: ``cpu`` (numpy), ``cuda``/``cuda:N`` (torch), ``auto`` (CUDA when
     present), or ``torch-cpu`` (torch on the CPU: for tests and benchmarks of the torch code).
@@ -257,7 +201,7 @@ def resolve_device(device: str = "cpu") -> NumpyOps:
     if device == "torch-cpu":
         return TorchOps("cpu")
     if device == "auto":
-        if not _nvidia_driver_present():
+        if not nvidia_driver_present():
             return NUMPY
         import torch
 
