@@ -24,7 +24,7 @@ def gram(activations_path: str | os.PathLike, out_path: str | os.PathLike, progr
 @stage_command("gram")
 def command(params, progress, activations, out):
     """Per-layer Gram or covariance matrices of the activations (the probe's cache)."""
-    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.gram.reader import GramFile
 
     layers = gram(activations, out, progress=progress, dtype=params.gram.dtype, device=params.probe.device)
     with GramFile(out) as grams:  # which matrix each layer got: the smaller one
