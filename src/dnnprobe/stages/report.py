@@ -16,6 +16,10 @@ from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import text_sha256
 from dnnprobe.core.params import Params
 from dnnprobe.probe.stats import attribute_summaries
+from dnnprobe.report.confusion import confusion_figure
+from dnnprobe.report.figure import conv_vs_relu_figure
+from dnnprobe.report.plots import write_plot_csv
+from dnnprobe.report.save import save_figure
 
 
 def _read_summary(probe_dir: Path) -> tuple[dict, str]:
@@ -46,11 +50,7 @@ def report(
     of summary.json in ``tracking.experiment``); without such a run they are only written, with a warning.
     A store or artifact location that cannot take them is refused before anything is written.
     """
-    from dnnprobe.report.confusion import confusion_figure
-    from dnnprobe.report.figure import conv_vs_relu_figure
-    from dnnprobe.report.plots import write_plot_csv
-    from dnnprobe.report.save import save_figure
-    from dnnprobe.track import tracking
+    from dnnprobe.track import tracking  # here: mlflow takes seconds to import, `dnnprobe report --help` stays quick
 
     probe_dir = Path(probe_dir)
     summary, summary_sha256 = _read_summary(probe_dir)

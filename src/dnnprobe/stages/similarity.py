@@ -14,6 +14,10 @@ import click
 from dnnprobe.core.atomic import atomic_output, claim
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.gram import similarity as sim
+from dnnprobe.gram.reader import GramFile
+from dnnprobe.report.cka import cka_figure
+from dnnprobe.report.save import save_figure
 from dnnprobe.stimuli.table import StimulusTable
 
 
@@ -22,11 +26,6 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
     """Write cka.json (layers, the CKA matrix, the layers left out and why), the CKA figure and rdms.hdf5
     in `out_dir`; returns cka.json's content. Raises DnnprobeError when the table's stimuli are not the
     Gram file's, or (with `other_path`) the two Gram files are not of the same stimuli."""
-    from dnnprobe.gram import similarity as sim
-    from dnnprobe.gram.reader import GramFile
-    from dnnprobe.report.cka import cka_figure
-    from dnnprobe.report.save import save_figure
-
     table = StimulusTable.read(table_path)
     with claim(out_dir), GramFile(gram_path) as grams, atomic_output(out_dir, directory=True) as temp:
         if grams.n_stim != len(table):
