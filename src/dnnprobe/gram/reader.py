@@ -34,7 +34,8 @@ class _CheckedRows:
 
 
 class GramFile:
-    """Read the matrices written by :func:`dnnprobe.gram.writer.write_gram_file` (format 2), and format 1 Gram files.
+    """Read the matrices written by :func:`dnnprobe.gram.writer.write_gram_file` (format 2), and format 1
+    Gram files.
 
     ``layers`` (in the order written), ``n_stim``, ``attrs`` (the root attributes: provenance).
     Per layer: :meth:`route`, :meth:`n_units`, :meth:`gram` / :meth:`gram_rows` (route ``gram``),

@@ -10,9 +10,9 @@ activations X (n_stim rows, d units), and the gram stage stores, per layer, the 
   memory stays bounded for 193,600-unit conv1.
 - ``covariance`` (d < n_stim: fc layers at BOLD5000 scale, conv3-conv5 at THINGS/NSD scale): the
   d x d moments M = sum (x - c)(x - c)^T about a shift c, with the column sums s = sum (x - c)
-  (:mod:`dnnprobe.gram.moments`; the probe's PCA from them: :mod:`dnnprobe.probe.covpca`). Streamed from the layer's row blocks. The probe reads this layer's
-  activations again (the fold's held-out rows, and one pass to project), so the activation file
-  stays a dependency of the probe.
+  (:mod:`dnnprobe.gram.moments`; the probe's PCA from them: :mod:`dnnprobe.probe.covpca`). Streamed
+  from the layer's row blocks. The probe reads this layer's activations again (the fold's held-out
+  rows, and one pass to project), so the activation file stays a dependency of the probe.
 
 Products run in float32 (BLAS, or cuBLAS with ``probe.device``) one band of the result at a time and
 accumulate in float64; the result is stored as ``gram.dtype`` (float32 by default: fold accuracies
