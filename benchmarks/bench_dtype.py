@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     from dnnprobe.core.params import load_params
     from dnnprobe.probe.decoders import ProbeSettings
     from dnnprobe.extract.forward import extract_activations
-    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.gram.reader import GramFile
     from dnnprobe.network.layers import resolve_layers
     from dnnprobe.network.build import load_network
     from dnnprobe.extract.actfile import ActivationFile

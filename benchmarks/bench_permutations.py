@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from dnnprobe.extract.actfile import ActivationFile
     from dnnprobe.probe.decoders import ProbeSettings
-    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.gram.reader import GramFile
+    from dnnprobe.gram.writer import write_gram_file
     from dnnprobe.probe.crossval import cross_validate_layer
     from dnnprobe.stimuli.table import StimulusTable
 

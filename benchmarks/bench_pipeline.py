@@ -44,7 +44,8 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
 
     from dnnprobe.probe.decoders import ProbeSettings
     from dnnprobe.extract.forward import extract_activations
-    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.gram.reader import GramFile
+    from dnnprobe.gram.writer import write_gram_file
     from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
     from dnnprobe.network.build import random_network
     from dnnprobe.extract.actfile import ActivationFile

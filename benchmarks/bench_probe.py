@@ -62,7 +62,8 @@ def dnnprobe_probe(act: str, table: str, layer: str, pca: int, cv: int) -> dict:
     """dnnprobe's gram stage (streamed) and probe stage for one layer."""
     from dnnprobe.extract.actfile import ActivationFile
     from dnnprobe.probe.decoders import ProbeSettings
-    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.gram.reader import GramFile
+    from dnnprobe.gram.writer import write_gram_file
     from dnnprobe.probe.crossval import cross_validate_layer
 
     y = labels(table)

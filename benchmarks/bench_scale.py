@@ -82,7 +82,8 @@ def gpu_peak_gib(device: str) -> float | None:
 
 
 def worker_gram(act: str, out: str, dtype: str, device: str) -> dict:
-    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.gram.reader import GramFile
+    from dnnprobe.gram.writer import write_gram_file
 
     started = time.perf_counter()
     layers = write_gram_file(act, out, progress=False, dtype=dtype, device=device)
@@ -96,7 +97,7 @@ def worker_probe(act: str, gram: str, labels: str, pca: int, cv: int, device: st
     from dnnprobe.probe import budget
     from dnnprobe.extract.actfile import ActivationFile
     from dnnprobe.probe.decoders import ProbeSettings
-    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.gram.reader import GramFile
     from dnnprobe.compute.arrays import resolve_device
     from dnnprobe.probe.crossval import cross_validate_layer
 
