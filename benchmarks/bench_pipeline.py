@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _common import HERE
+
 # What the pipeline's stage commands need but this benchmark must not: the GPU machines lack them.
 NOT_NEEDED = ("click", "mlflow", "dvc", "yaml")
 
@@ -39,7 +40,6 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
         cv: int = 10) -> dict[str, float]:
     import numpy as np
 
-    sys.path.insert(0, str(HERE))
     from make_images import write_images
 
     from dnnprobe.probe.decoders import ProbeSettings
