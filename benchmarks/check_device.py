@@ -21,11 +21,10 @@ computed on the GPU and on the CPU: the two must be identical (``inputs_identica
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _common import HERE
 
 
 def plain_forward_pass(model, module_paths, paths, batch_size, device):
@@ -73,7 +72,6 @@ def main(argv: list[str] | None = None) -> None:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return
-    sys.path.insert(0, str(HERE))
     from make_images import write_images
 
     from dnnprobe.extract.forward import extract_activations

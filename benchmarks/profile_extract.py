@@ -19,12 +19,11 @@ them (for the threaded steps CPU time exceeds wall time). A shared machine makes
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _common import HERE
 
 
 class Clock:
@@ -102,7 +101,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--data-dir", type=Path, default=HERE / "data")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(HERE))
     from make_images import write_images
 
     args.data_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ from helpers import one_line_error
 from dnnprobe.extract.actfile import ActivationFile
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.extract.writer import ActivationWriter
-from dnnprobe.gram.writer import GramFile, write_gram_file
+from dnnprobe.gram.reader import GramFile
+from dnnprobe.gram.writer import write_gram_file
 
 
 def write_dnnbrain_style(path, layers):

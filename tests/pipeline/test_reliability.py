@@ -609,7 +609,7 @@ def applied(repo: Path, change: tuple):
         (("param", "report.confusion_layer", "conv1"), {"params", "report"}),
         (("code", "src/dnnprobe/gram/writer.py"), {"gram", "probe", "similarity"}),  # the gram stage has no params
         (("code", "src/dnnprobe/network/layers.py"), {"extract"}),  # layer naming: only extraction resolves names
-        (("code", "src/dnnprobe/probe/pairing.py"), {"probe", "report", "similarity"}),  # similarity: through report/figure.py
+        (("code", "src/dnnprobe/probe/pairing.py"), {"probe", "report"}),  # the figure edits no check, extract or similarity
         (("code", "src/dnnprobe/track/keys.py"), {"check", "probe"}),
         (("code", "src/dnnprobe/report/figure.py"), {"report", "similarity"}),  # a figure change never reruns the probe
         (("code", "src/dnnprobe/core/params.py"), set(STAGES)),

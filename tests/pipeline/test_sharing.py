@@ -372,7 +372,8 @@ def exp_entry(name, rev, pca, scores, C=1.0, nested=False):
 
 def test_sweep_figure_has_one_line_per_experiment(tmp_path):
     from dnnprobe.cli import main
-    from dnnprobe.experiments.sweep import experiments_from_exp_show, varying_params, write_sweep
+    from dnnprobe.experiments.exp_show import experiments_from_exp_show, varying_params
+    from dnnprobe.experiments.sweep import write_sweep
     from click.testing import CliRunner
 
     baseline = exp_entry("main", "a" * 40, 100, {"conv1": 0.6, "fc1": 0.8}, C=1, nested=True)  # 1 and 1.0: the same C
@@ -417,7 +418,7 @@ def test_sweep_never_plots_a_failed_experiment_or_an_unread_key(tmp_path):
     from click.testing import CliRunner
 
     from dnnprobe.cli import main
-    from dnnprobe.experiments.sweep import experiments_from_exp_show, varying_params
+    from dnnprobe.experiments.exp_show import experiments_from_exp_show, varying_params
 
     scores = {"conv1": 0.6, "fc1": 0.8}
     baseline = exp_entry("main", "a" * 40, 100, scores)

@@ -1,7 +1,8 @@
-"""The model sources by name (``model.source``): ``SOURCES`` maps each name to its module in
-:mod:`dnnprobe.network.sources` (``tuple(SOURCES)``: the choices), and :func:`get_source` imports the one
-chosen, so the default AlexNet run never imports timm or transformers. Light (no torch at import):
-the params schema reads ``SOURCES``.
+"""The model sources by name (``model.source``), each imported only when chosen.
+
+``SOURCES`` maps each name to its module in :mod:`dnnprobe.network.sources`; its keys are the
+``model.source`` choices. :func:`get_source` imports the chosen one, so the default AlexNet run never
+imports timm or transformers. Light (no torch at import): the params schema reads ``SOURCES``.
 """
 
 from __future__ import annotations

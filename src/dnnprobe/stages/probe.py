@@ -100,7 +100,7 @@ def probe(
     from dnnprobe.track import naming, runs
     from dnnprobe.extract.actfile import ActivationFile
     from dnnprobe.probe.decoders import check_targets, class_names, decoded_targets, group_column
-    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.gram.reader import GramFile
     from dnnprobe.track.keys import check_layer_names
     from dnnprobe.compute.arrays import resolve_device
     from dnnprobe.probe.crossval import cross_validate_targets, layer_fold_pcas, save_layer_result
