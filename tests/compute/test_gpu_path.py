@@ -16,7 +16,7 @@ from helpers import low_rank_data
 from dnnprobe.probe import foldpca
 from dnnprobe.compute import linalg
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import load_params
+from dnnprobe.stages.params import load_params
 from dnnprobe.extract.forward import _normalisation, pick_device, to_model_input
 from dnnprobe.probe.foldpca import GramPCASolver
 from dnnprobe.compute.linalg import NUMPY, TorchOps, full_float32, resolve_device

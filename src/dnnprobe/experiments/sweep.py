@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 
 from dnnprobe.core.atomic import atomic_output  # noqa: E402
 from dnnprobe.core.errors import DnnprobeError  # noqa: E402
-from dnnprobe.core.params import Params, comparable, flatten  # noqa: E402
+from dnnprobe.core.params import comparable, flatten  # noqa: E402
+from dnnprobe.stages.params import Params  # noqa: E402
 
 METRICS_FILE = "reports/metrics.json"  # layer -> mean fold score
 DETAILS_FILE = "reports/metrics_detail.json"  # "sem" -> layer -> SEM over folds; in git, read with `git show`

@@ -21,8 +21,8 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import Bold5000Params
 from dnnprobe.stimuli.download import download, expect_text, expect_zip
+from dnnprobe.stimuli.params import Bold5000Params
 from dnnprobe.stimuli.table import StimulusTable, check_image
 
 CHUNK = 1 << 20

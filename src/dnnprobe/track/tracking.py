@@ -56,7 +56,8 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import ModelParams, comparable
+from dnnprobe.core.params import comparable
+from dnnprobe.network.params import ModelParams
 
 STORE_LOCK = "mlflow.db.lock"
 SUMMARY_TAG = "dnnprobe.summary_sha256"  # on a probe run: the sha256 of the summary.json it wrote
