@@ -23,13 +23,17 @@ import click
 import torch
 
 from dnnprobe.core.command import stage_command
-from dnnprobe.core.params import Params
+from dnnprobe.core.params import schema
 from dnnprobe.extract.actfile import dnnbrain_shape
+from dnnprobe.extract.params import ExtractParams
 from dnnprobe.network.layers import LayerCall, default_layers
+from dnnprobe.network.params import ModelParams
 from dnnprobe.network.preprocess import DNNBRAIN
 from dnnprobe.network.registry import get_source
 from dnnprobe.network.tokens import hidden_state, reducer, token_layers
 from dnnprobe.probe.pairing import depth_groups
+
+Params = schema(ModelParams, ExtractParams)  # the sections of params.yaml this command reads
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ def format_rows(header: str, rows: list[LayerRow], friendly_only: bool = False) 
 
 @click.option("--named", is_flag=True, show_default="off: every recordable layer",
               help="Only the layers with a friendly name (conv1, block3, ...).")
-@stage_command("layers")
+@stage_command("layers", Params)
 def command(params, progress, named):
     """List the layers model.source/model.arch can record: shape per stimulus, units, figure pairing."""
     header, rows = list_layers(params)

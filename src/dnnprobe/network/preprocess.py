@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CHOICES = ("dnnbrain", "model")  # extract.preprocess
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,6 @@ def shorter_side_then_crop(resize: int, crop: tuple[int, int] | int, interpolati
 
 def pil_transform(prep: Preprocess):
     """The torchvision transform of the PIL steps (resize, crop): uint8 in, uint8 out."""
-    # Imported here, not above: the params schema reads CHOICES and must not pay for torch.
     from torchvision import transforms
 
     mode = transforms.InterpolationMode(prep.interpolation)

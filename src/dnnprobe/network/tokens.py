@@ -17,16 +17,13 @@ ConvNeXt stage, timm's ``patch_embed`` with patches only) is stored whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Callable
+
+import torch
 
 from dnnprobe.core.errors import DnnprobeError
-
-if TYPE_CHECKING:
-    import torch
-
-CHOICES = ("all", "cls", "mean", "cls+mean")  # extract.tokens
+from dnnprobe.network.params import TOKEN_CHOICES
 
 
 @dataclass(frozen=True)
@@ -42,8 +39,6 @@ class TokenLayout:
 def hidden_state(output) -> torch.Tensor | None:
     """The tensor a module's output stands for: itself, a tuple's first element (HF and OpenCLIP blocks
     that also return attention weights), or a model output's ``last_hidden_state`` (else its first tensor)."""
-    import torch  # here, not above: the params schema reads CHOICES and must not pay for torch
-
     if isinstance(output, torch.Tensor):
         return output
     if hasattr(output, "last_hidden_state") and isinstance(output.last_hidden_state, torch.Tensor):
@@ -57,10 +52,8 @@ def hidden_state(output) -> torch.Tensor | None:
 
 def reducer(tokens: str, layout: TokenLayout) -> Callable[[torch.Tensor], torch.Tensor]:
     """The function taking a token layer's (batch, n_tokens, n_features) output to what is stored."""
-    import torch
-
-    if tokens not in CHOICES:
-        raise DnnprobeError(f"extract.tokens must be one of {', '.join(CHOICES)}, got {tokens!r}")
+    if tokens not in TOKEN_CHOICES:
+        raise DnnprobeError(f"extract.tokens must be one of {', '.join(TOKEN_CHOICES)}, got {tokens!r}")
     if tokens in ("cls", "cls+mean") and not layout.has_cls:
         raise DnnprobeError(f"extract.tokens={tokens}: this network has no class token; use mean or all")
     start = layout.n_prefix
