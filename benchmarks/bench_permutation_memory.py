@@ -13,7 +13,8 @@ import numpy as np
 
 from dnnprobe.probe.decoders import ProbeSettings
 from dnnprobe.compute.memory import permutation_bytes
-from dnnprobe.probe.crossval import folds, null_distribution
+from dnnprobe.probe.permutation import null_distribution
+from dnnprobe.probe.targets import folds
 
 P, n, k = (int(arg) for arg in sys.argv[1:4])
 rng = np.random.default_rng(0)
