@@ -1,4 +1,4 @@
-"""The decoders: the registry, scorers by scikit-learn name, and what the data must offer."""
+"""The decoders: the registry, scorers by scikit-learn name, and the settings they accept."""
 
 from __future__ import annotations
 

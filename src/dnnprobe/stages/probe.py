@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
 import numpy as np
 
@@ -21,16 +23,18 @@ from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import file_sha256, text_sha256
 from dnnprobe.core.params import Params
 from dnnprobe.core.progress import progress_bar
-from dnnprobe.extract.actfile import ActivationFile
-from dnnprobe.gram.writer import GramFile
 from dnnprobe.network.layers import check_layer_names
-from dnnprobe.probe import crossval, stats  # crossval by module: tests replace its cross_validate_targets
-from dnnprobe.probe.refit import save_probe_models
+from dnnprobe.probe import stats
 from dnnprobe.probe.stats import attribute_summaries
 from dnnprobe.probe.summary import add_statistics, attribute_part, layer_means, run_summary, score_details
-from dnnprobe.probe.targets import Target, check_targets, class_names, decoded_targets, group_column
 from dnnprobe.stimuli.table import StimulusTable
 from dnnprobe.track import tracking
+
+if TYPE_CHECKING:
+    from dnnprobe.probe.targets import Target
+
+# scikit-learn and h5py (the decoders, targets, cross-validation, refits and the HDF5 files) are imported
+# inside the functions that use them: `dnnprobe --help` imports every stage module and stays quick.
 
 # What this stage reads of params.yaml (its params in dvc.yaml), all logged to MLflow as dotted keys.
 PARAMS = ("pca", "cv", "probe", "tracking", "model")
@@ -59,6 +63,8 @@ def _check_activations_match(activations_path, grams, n_stim: int, table_path, r
     and compared with the sha256 the gram stage recorded only when the probe reads its data
     (``probe.save_models``), since hashing a BOLD5000-sized file takes a while.
     """
+    from dnnprobe.extract.actfile import ActivationFile  # h5py: see the note on imports above
+
     recorded = grams.activations_sha256
     with ActivationFile(activations_path) as activations:
         activations.check_rows(n_stim, str(table_path))
@@ -100,6 +106,11 @@ def probe(
     Refuses, before any work, a table, Gram file and activation file that do not come from each other,
     and any setting the data cannot support. Every hash logged to MLflow is of a file as it was read.
     """
+    from dnnprobe.extract.actfile import ActivationFile  # scikit-learn, h5py: see the note on imports above
+    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.probe.refit import save_probe_models
+    from dnnprobe.probe.targets import decoded_targets, group_column
+
     table = StimulusTable.read(table_path)
     attributes = decoded_targets(params, table)
     groups = group_column(params, table)
@@ -143,6 +154,8 @@ def _check_inputs(params: Params, table_path, table: StimulusTable, gram_path, g
     """Every check before any work: the inputs come from each other, the layer names, each target against
     each layer, and the memory the layers and the permutation nulls need. Returns the activation file's
     sha256 (:func:`_check_activations_match`)."""
+    from dnnprobe.probe.targets import check_targets, class_names  # scikit-learn: see the note on imports above
+
     _check_same_stimuli(table_path, table, grams)
     # Covariance-route layers read the activations themselves: their bytes must be the Gram file's.
     reads_activations = params.probe.save_models or any(grams.route(layer) == "covariance" for layer in grams.layers)
@@ -212,6 +225,8 @@ def _decode_layers(params: Params, grams, acts, ops, attributes: list[Target], g
                    out_dir: Path, progress: bool) -> dict[str, dict]:
     """Every attribute decoded from every layer: DNNBrain's per-layer files in `out_dir` and each layer's
     scores logged to the run. Returns attribute -> layer -> :class:`dnnprobe.probe.crossval.LayerResult`."""
+    from dnnprobe.probe import crossval  # scikit-learn: see the note on imports above
+
     several = len(attributes) > 1
     results: dict[str, dict] = {target.name: {} for target in attributes}
     for layer in progress_bar(grams.layers, desc="probe", unit="layer", enabled=progress):
