@@ -32,7 +32,7 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     """
     from dataclasses import replace
 
-    from dnnprobe.probe.decoders import check_targets, class_names, decoded_targets, group_column
+    from dnnprobe.probe.targets import check_targets, class_names, decoded_targets, group_column
     from dnnprobe.track.keys import check_layer_names
 
     table = StimulusTable.read(table_path)
