@@ -1,4 +1,4 @@
-"""Source torchvision: ImageNet weights via torchvision's cache (tested against a local server), DNNBrain's
+"""Source torchvision: ImageNet weights from torchvision's cache only (a local server shows no request), DNNBrain's
 names for AlexNet/VGG and ResNet's stem and blocks, the tutorial layers as AlexNet's default."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from helpers import closed_port_url
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.network.build import build_from_source
 from dnnprobe.network.layers import LayerCall, default_layers, resolve_layers
+from dnnprobe.network.sources import torchvision as torchvision_source
 from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, friendly_layer_names, random_network
 
 
@@ -44,24 +45,27 @@ def imagenet_file(tmp_path, http_server, monkeypatch):
     return weights, name, folder, requests
 
 
-def test_imagenet_weights_download_into_the_torch_cache_and_are_reused(imagenet_file, tmp_path, monkeypatch):
-    weights, name, _, requests = imagenet_file
+def test_imagenet_weights_are_never_downloaded_but_read_from_the_torch_cache(imagenet_file, tmp_path):
+    """Served (as if online) but not cached: one line naming the URL and where to put it, and no request;
+    once the file is in the cache, it is used."""
+    weights, name, folder, requests = imagenet_file
+    cache = tmp_path / "torch_home" / "hub" / "checkpoints"
+    message = str(pytest.raises(DnnprobeError, build_network, "squeezenet1_0", "imagenet", 0).value)
+    assert requests == [] and not cache.exists()
+    url = torchvision_source.imagenet_weights_url("squeezenet1_0")  # the local server's, as patched
+    assert f"put {url} at {cache / name}" in message and "nothing is downloaded" in message
+    cache.mkdir(parents=True)
+    (cache / name).write_bytes((folder / name).read_bytes())
     model, source = build_network("squeezenet1_0", "imagenet", 0)
-    assert same_weights(model, weights) and source == name
-    assert (tmp_path / "torch_home" / "hub" / "checkpoints" / name).is_file()
-    # Offline now: the cached file is used without a request.
-    monkeypatch.setattr("dnnprobe.network.sources.torchvision.imagenet_weights_url", lambda arch, *_: f"{closed_port_url()}/{name}")
-    count = len(requests)
-    model, _ = build_network("squeezenet1_0", "imagenet", 0)
-    assert same_weights(model, weights) and len(requests) == count
+    assert same_weights(model, weights) and source == name and requests == []
 
 
-def test_imagenet_weights_with_a_wrong_hash_are_refused(imagenet_file, http_server, monkeypatch):
+def test_imagenet_weights_with_a_wrong_hash_are_refused(imagenet_file, tmp_path):
     _, name, folder, _ = imagenet_file
-    wrong = "squeezenet1_0-00000000.pth"
-    (folder / wrong).write_bytes((folder / name).read_bytes())
-    monkeypatch.setattr("dnnprobe.network.sources.torchvision.imagenet_weights_url", lambda arch, *_: f"{http_server[0]}/{wrong}")
-    with pytest.raises(DnnprobeError, match="sha256 does not match the hash in its name"):
+    cache = tmp_path / "torch_home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / name).write_bytes(b"not the weights")
+    with pytest.raises(DnnprobeError, match="sha256 does not match the hash in its name; replace it with http"):
         build_network("squeezenet1_0", "imagenet", 0)
 
 

@@ -27,7 +27,7 @@ import transformers
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.network.preprocess import Preprocess
-from dnnprobe.network.sources.common import blocks_as_friendly, seeded
+from dnnprobe.network.sources.common import blocks_as_friendly, hub_offline, seeded
 from dnnprobe.network.tokens import TokenLayout
 
 TOWERS = {"clip": "vision_config", "siglip": "vision_config", "siglip2": "vision_config", "blip": "vision_config"}
@@ -45,7 +45,8 @@ def _config(arch: str, revision: str | None = None):
         config = CONFIG_MAPPING[arch]()
     else:
         try:
-            config = AutoConfig.from_pretrained(arch, revision=revision, local_files_only=True, trust_remote_code=False)
+            with hub_offline():
+                config = AutoConfig.from_pretrained(arch, revision=revision, local_files_only=True, trust_remote_code=False)
         except ValueError as exc:
             if "trust_remote_code" in str(exc):
                 raise DnnprobeError(f"model.arch: {arch} needs trust_remote_code (code from the hub), which dnnprobe "
@@ -94,7 +95,9 @@ def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
             f"{arch}` on a machine with internet and copy its HF_HOME here, a weights file in models/external/, "
             "or model.weights=random")
     try:  # the library's loader maps a whole CLIP checkpoint onto its vision tower
-        model = type(skeleton).from_pretrained(arch, revision=revision, local_files_only=True, use_safetensors=found[0].endswith(".safetensors"))
+        with hub_offline():
+            model = type(skeleton).from_pretrained(arch, revision=revision, local_files_only=True,
+                                                   use_safetensors=found[0].endswith(".safetensors"))
     except (OSError, ValueError) as exc:
         raise DnnprobeError(f"model.weights={tag}: {arch}: {str(exc).splitlines()[0]}") from None
     return model.state_dict(), {"hub_id": arch, "revision": tag, "file": os.path.basename(found[0]), "path": found[0]}
@@ -104,7 +107,8 @@ def preprocessing(model, arch: str) -> Preprocess:
     from transformers import AutoImageProcessor
 
     try:
-        processor = AutoImageProcessor.from_pretrained(arch, local_files_only=True, backend="pil")
+        with hub_offline():
+            processor = AutoImageProcessor.from_pretrained(arch, local_files_only=True, backend="pil")
     except (OSError, ValueError):
         raise DnnprobeError(f"extract.preprocess=model: no image processor (preprocessor_config.json) for {arch}; "
                             "use extract.preprocess=dnnbrain") from None

@@ -19,6 +19,7 @@ import logging
 import os
 
 import open_clip
+from huggingface_hub import constants, try_to_load_from_cache
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.network.preprocess import Preprocess, shorter_side_then_crop
@@ -48,25 +49,37 @@ def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
     if not cfg:
         raise DnnprobeError(f"model.weights: OpenCLIP has no pretrained tag {tag!r} for {arch} "
                             f"(its tags: {', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'})")
-    saved = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"  # the cache only: nothing is downloaded
-    try:
-        path = open_clip.download_pretrained(cfg)
-    except Exception:  # noqa: BLE001 - hub and urllib errors of several kinds all mean "not cached"
-        path = ""
-    finally:
-        if saved is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved
-    if not path or not os.path.isfile(path):
-        where = cfg.get("hf_hub") or cfg.get("url")
+    path, model_id, names = _cached_checkpoint(cfg.get("hf_hub") or "")
+    if path is None:
         raise DnnprobeError(
-            f"model.weights={tag}: OpenCLIP's {arch} weights ({where}) are not in the local cache and nothing is "
-            "downloaded. Ways out: `dvc pull models/network.pt` from the team's remote, download them on a machine "
-            "with internet and copy its HF_HOME here, a weights file in models/external/, or model.weights=random")
+            f"model.weights={tag}: OpenCLIP's {arch} weights ({model_id}, file {' or '.join(names)}) are not in the "
+            f"local Hugging Face cache ({constants.HF_HUB_CACHE}) and nothing is downloaded. Ways out: `dvc pull "
+            f"models/network.pt` from the team's remote, `hf download {model_id} {names[-1]}` on a machine with internet "
+            "and copy its HF_HOME here, a weights file in models/external/, or model.weights=random")
     state = adapt_state(load_weights_file(path))
     return state, {"hub": str(cfg.get("hf_hub") or cfg.get("url")), "file": os.path.basename(path), "path": path}
+
+
+def _cached_checkpoint(hf_hub: str) -> tuple[str | None, str, list[str]]:
+    """Where ``open_clip.download_pretrained`` would find the tag's checkpoint in the local Hugging Face
+    cache (its safetensors alternative first), looked up without a request: (path or None, hub id, file names).
+
+    OpenCLIP itself asks the hub first (``hf_hub_download``), which makes requests unless
+    ``HF_HUB_OFFLINE`` was set before huggingface_hub was imported; every pretrained tag names an
+    ``hf_hub`` entry, ``org/model/`` (the default file name) or ``org/model/file``.
+    """
+    model_id, filename = os.path.split(hf_hub)
+    filename = filename or open_clip.constants.HF_WEIGHTS_NAME
+    names = [filename]
+    if filename == open_clip.constants.HF_WEIGHTS_NAME:
+        names.insert(0, open_clip.constants.HF_SAFE_WEIGHTS_NAME)
+    elif filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    for name in names if model_id else []:
+        path = try_to_load_from_cache(model_id, name)
+        if isinstance(path, str) and os.path.isfile(path):
+            return path, model_id, names
+    return None, model_id, names
 
 
 def adapt_state(state: dict) -> dict:

@@ -2,8 +2,8 @@
 
 - ``model.weights``: ``random`` (torchvision's initialisation from ``model.seed``, reproducible bit
   for bit on a CPU); ``imagenet`` (the arch's ``IMAGENET1K_V1``, as DNNBrain used) or any member of
-  the arch's weights enum (``IMAGENET1K_V2``, ``DEFAULT``), through torchvision's weights API and
-  cache (``$TORCH_HOME/hub/checkpoints``), checked against the hash in the file name; or a weights
+  the arch's weights enum (``IMAGENET1K_V2``, ``DEFAULT``), from torchvision's cache
+  (``$TORCH_HOME/hub/checkpoints``) only, checked against the hash in the file name; or a weights
   file in models/external/.
 - ``extract.preprocess: model``: the numbers of ``weights.transforms()`` (the arch's DEFAULT weights
   when the weights are random): resize the shorter side, centre crop, mean and std.
@@ -83,27 +83,23 @@ def imagenet_weights_url(arch: str, name: str = "IMAGENET1K_V1") -> str:
 
 
 def imagenet_state_dict(arch: str, name: str = "IMAGENET1K_V1", label: str = "imagenet") -> tuple[dict, str]:
-    """Download (or find in the torch cache) the arch's weights `name`; hash-checked."""
+    """The arch's weights `name` from torchvision's cache (``$TORCH_HOME/hub/checkpoints``), hash-checked.
+
+    Nothing is downloaded (no request at all): a file not in the cache is one line naming its URL and
+    the path to put it at. torchvision names each file with the start of its sha256
+    (alexnet-owt-7be5be79.pth); the cached file is checked against it.
+    """
     url = imagenet_weights_url(arch, name)
     file_name = os.path.basename(url)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-    try:
-        # check_hash: torchvision names each file with the start of its sha256 (alexnet-owt-7be5be79.pth);
-        # torch.hub checks it after a download. A file already in the cache is checked here.
-        if cached.is_file() and not file_sha256(cached).startswith(_hash_prefix(file_name)):
-            raise RuntimeError("invalid hash value")
-        state = torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True, weights_only=True)
-    except RuntimeError as exc:
-        if "invalid hash" in str(exc):
-            raise DnnprobeError(f"{cached}: sha256 does not match the hash in its name; delete it and retry") from None
-        raise
-    except OSError as exc:  # URLError is an OSError: offline, DNS failure, refused
+    if not cached.is_file():
         raise DnnprobeError(
-            f"model.weights={label}: {file_name} is not in the torch cache ({cached.parent}) and cannot be "
-            f"downloaded ({getattr(exc, 'reason', exc)}). Ways out: `dvc pull models/network.pt` from the "
-            f"team's remote, copy {file_name} into {cached.parent}, or use model.weights=random"
-        ) from None
-    return state, file_name
+            f"model.weights={label}: {file_name} is not in the torch cache ({cached.parent}) and nothing is "
+            f"downloaded. Ways out: `dvc pull models/network.pt` from the team's remote, put {url} at {cached} "
+            f"(`curl -L --create-dirs -o {cached} {url}` where there is internet), or model.weights=random")
+    if not file_sha256(cached).startswith(_hash_prefix(file_name)):
+        raise DnnprobeError(f"{cached}: sha256 does not match the hash in its name; replace it with {url}")
+    return torch.load(cached, map_location="cpu", weights_only=True), file_name
 
 
 def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
