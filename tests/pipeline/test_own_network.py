@@ -66,6 +66,8 @@ def test_editing_the_file_reruns_network_and_extract_and_another_file_reruns_not
     code = repo / "models" / "external" / "cornet_z.py"
     code.write_text(code.read_text() + "\n# a comment: the same network, a new file\n")
     assert changed_stages(repo) == {"network"}
-    assert {"network", "extract"} <= stages_run(dvc(repo, "repro"))
+    # The network stage's sidecar holds the file's sha256, so extraction reruns after it (the rest would
+    # follow in a full `dvc repro`; stopping at extract keeps the test short).
+    assert stages_run(dvc(repo, "repro", "extract")) == {"network", "extract"}
     sidecar = json.loads((repo / "models" / "network.pt.json").read_text())
     assert sidecar["extra"]["code_sha256"] == file_sha256(code)

@@ -36,7 +36,8 @@ def check_watched(params: Params) -> None:
 
     model = params.model
     watched = model.file
-    if not _inside(watched, EXTERNAL) or not os.path.exists(watched):
+    reads_files = model.source == "local" or is_weights_path(model.weights)
+    if not _inside(watched, EXTERNAL) or (reads_files and not os.path.exists(watched)):
         problem = "does not exist" if _inside(watched, EXTERNAL) else f"is outside {EXTERNAL}/"
         raise DnnprobeError(f"params.yaml: model.file {watched}{_link(watched)} {problem}; it names what the network "
                             f"stage watches: {EXTERNAL} (the default), or your network's file or folder inside it")
