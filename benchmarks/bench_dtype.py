@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="params.yaml override, e.g. stimuli.demo.n_per_class=50 (repeatable)")
     args = parser.parse_args(argv)
 
-    from dnnprobe.core.params import load_params
+    from dnnprobe.stages.params import load_params
     from dnnprobe.probe.decoders import ProbeSettings
     from dnnprobe.extract.forward import extract_activations
     from dnnprobe.gram.reader import GramFile

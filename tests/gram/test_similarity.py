@@ -12,20 +12,8 @@ from scipy.spatial.distance import pdist
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.gram.reader import GramFile
 from dnnprobe.gram.writer import write_gram_file
-from dnnprobe.gram.similarity import cross_cka, layer_cka, read_rdms
-
-
-def direct_linear_cka(X, Y):
-    """Kornblith et al. (2019), eq. 4 with explicit centring matrices, from the raw activations:
-    HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), HSIC(K, L) = tr(K H L H), K = X X^T."""
-    X, Y = X.astype(np.float64), Y.astype(np.float64)
-    H = np.eye(len(X)) - 1.0 / len(X)
-    K, L = X @ X.T, Y @ Y.T
-
-    def hsic(a, b):
-        return np.trace(a @ H @ b @ H)
-
-    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+from dnnprobe.gram.similarity import cross_cka, read_rdms
+from helpers import direct_linear_cka
 
 
 @pytest.fixture(scope="module")
@@ -123,15 +111,37 @@ def test_every_layer_is_in_the_cka_matrix_and_the_rdm_file(tmp_path, units):
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"cka.json", "cka.png", "cka.svg", "rdms.hdf5"}
 
 
-def test_rdms_streamed_in_slabs_equal_the_whole_matrix(monkeypatch):
-    """Slabs of a few rows (what a large n gets) give the same triangle, in the same order, as one slab."""
+def test_rdms_are_written_a_slab_of_rows_at_a_time(tmp_path, monkeypatch):
+    """write_rdms never reads a whole n x n Gram (memory stays a slab at any n) and the slabs give the
+    same triangle, in rsatoolbox's order, as a direct computation."""
     from dnnprobe.gram import similarity as sim
 
     x = np.random.default_rng(1).normal(size=(11, 4))
-    whole = sim.euclidean_rdm(x @ x.T, 4)
+    largest = []
+
+    class Rows:  # a stored Gram read by row slices, recording how many rows each read takes
+        shape = (11, 11)
+
+        def __getitem__(self, index):
+            block = (x @ x.T)[index]
+            largest.append(len(np.atleast_2d(block)))
+            return block
+
+    class Grams:
+        n_stim, layers = 11, ["layer"]
+
+        def route(self, layer):
+            return "gram"
+
+        def n_units(self, layer):
+            return 4
+
+        gram_rows = gram = lambda self, layer: Rows()
+
     monkeypatch.setattr(sim, "SLAB_BYTES", 8 * 11 * 3)  # three rows per slab
-    np.testing.assert_allclose(sim.euclidean_rdm(x @ x.T, 4), whole, rtol=0, atol=0)
-    np.testing.assert_allclose(whole, pdist(x, "sqeuclidean") / 4, rtol=1e-12)
+    sim.write_rdms(Grams(), [f"s{i}" for i in range(11)], tmp_path / "rdms.hdf5", dtype="float64")
+    assert max(largest) == 3
+    np.testing.assert_allclose(read_rdms(tmp_path / "rdms.hdf5")[1][0], pdist(x, "sqeuclidean") / 4, rtol=1e-12)
 
 
 def test_cka_against_another_run_has_this_runs_narrow_layers_as_rows(tmp_path):

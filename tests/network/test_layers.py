@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import Params
+from dnnprobe.stages.params import Params
 from dnnprobe.network.layers import TUTORIAL_LAYERS, check_layer_names, depth_groups, requested_layers
 
 

@@ -74,10 +74,14 @@ def test_bad_stimulus_table_is_one_line_and_writes_nothing(tmp_path, text, fragm
 
 
 def test_whole_params_file_is_checked_before_any_work(tmp_path):
-    """A bad probe setting stops even the stimuli stage, before it writes anything."""
+    """A bad probe setting is refused by the params stage (DVC runs it whenever params.yaml changes) and by
+    every stage that reads the probe's settings, before it writes anything; the stimuli stage reads only its
+    own section, so it neither checks nor depends on the probe's."""
+    result = cli("params", "--set", "probe.C=-1")
+    assert_one_line_error(result, "params", "params.yaml: probe.C must be > 0, got -1.0")
     out = tmp_path / "out"
-    result = cli("stimuli", "--set", "probe.C=-1", "--table", out / "s.stim.csv", "--images", out / "images")
-    assert_one_line_error(result, "stimuli", "params.yaml: probe.C must be > 0, got -1.0")
+    result = cli("check", "--set", "probe.C=-1", "--table", out / "s.stim.csv", "--out", out / "images.sha256")
+    assert_one_line_error(result, "check", "params.yaml: probe.C must be > 0, got -1.0")
     assert_nothing_written(out)
 
 
@@ -416,7 +420,7 @@ def pipeline(tmp_path_factory):
 def declared_code(deps: list[str]) -> set[str]:
     """The source files a stage's deps cover (a folder dep covers every .py file in it), with ``${model.source}``
     read from params.yaml as DVC interpolates it."""
-    from dnnprobe.core.params import load_params
+    from dnnprobe.stages.params import load_params
 
     source = load_params(REPO / "params.yaml").model.source
     files = set()

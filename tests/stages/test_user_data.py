@@ -14,7 +14,7 @@ import torch
 
 from helpers import REPO, assert_nothing_written, assert_one_line_error, cli, rgb_image
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import load_params
+from dnnprobe.stages.params import load_params
 from dnnprobe.stages.network import make_network
 from dnnprobe.stages.stimuli import make_stimuli
 from dnnprobe.stimuli.table import StimulusTable

@@ -1,7 +1,7 @@
-"""Layer similarity from the cached Gram matrices: linear CKA between layers and per-layer RDMs.
+"""Layer similarity from the Gram matrices: linear CKA between every pair of layers and per-layer RDMs.
 
-Both follow from a layer's centred Gram matrix K = Xc Xc^T (n x n, what the gram stage stores for
-layers with at least as many units as stimuli), without reading the activations again:
+Both follow from a layer's centred Gram matrix K = Xc Xc^T (n x n: what the gram stage stores for
+layers with at least as many units as stimuli; computed here for the others, below):
 
 - **linear CKA** (Kornblith et al. 2019, "Similarity of neural network representations revisited",
   ICML, eq. 4) between layers with Grams K and L::
@@ -15,7 +15,7 @@ layers with at least as many units as stimuli), without reading the activations 
 - **RDMs**: the squared Euclidean distance between two stimuli's activation patterns is
   ``K_ii + K_jj - 2 K_ij`` (centring does not change it), divided here by the layer's number of units,
   which is rsatoolbox's ``calc_rdm(..., method='euclidean')`` ("squared euclidean", the mean squared
-  difference per unit).
+  difference per unit); written a slab of rows at a time.
 
 Covariance-route layers (fewer units than stimuli: the gram stage keeps the d x d moments X^T X, from
 which no n x n Gram follows) get their centred Gram K = Xc Xc^T computed here from the activation file

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 import click
 
 from dnnprobe.core.command import stage_command
-from dnnprobe.core.params import Params
+from dnnprobe.core.params import schema
+from dnnprobe.extract.params import ExtractParams
+from dnnprobe.network.params import ModelParams
+
+Params = schema(ModelParams, ExtractParams)  # the sections of params.yaml this command reads
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ def format_rows(header: str, rows: list[LayerRow], friendly_only: bool = False) 
 
 @click.option("--named", is_flag=True, show_default="off: every recordable layer",
               help="Only the layers with a friendly name (conv1, block3, ...).")
-@stage_command("layers")
+@stage_command("layers", Params)
 def command(params, progress, named):
     """List the layers model.source/model.arch can record: shape per stimulus, units, figure pairing."""
     header, rows = list_layers(params)

@@ -18,9 +18,15 @@ from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.hashing import file_sha256, text_sha256
-from dnnprobe.core.params import Params
+from dnnprobe.core.params import schema
+from dnnprobe.network.params import ModelParams
+from dnnprobe.probe.params import FoldParams, ProbeParams
 from dnnprobe.probe.stats import attribute_summaries
 from dnnprobe.stimuli.table import StimulusTable
+from dnnprobe.track.params import TrackingParams
+
+# The sections of params.yaml this stage reads.
+Params = schema(FoldParams, ModelParams, ProbeParams, TrackingParams)
 
 # What this stage reads of params.yaml (its params in dvc.yaml), all logged to MLflow as dotted keys.
 PARAMS = ("pca", "cv", "probe", "tracking", "model")
@@ -316,7 +322,7 @@ def most_chosen(values: np.ndarray) -> float:
 @click.option("--details", default="reports/metrics_detail.json", show_default=True,
               help="Detail file beside the metrics (in git, not a DVC metric): SEM, p-values and Conv-vs-ReLU tests per layer.")
 @click.option("--models", default="models/probes", show_default=True, help="Folder for refit probes (probe.save_models).")
-@stage_command("probe")
+@stage_command("probe", Params)
 def command(params, progress, table, gram_path, activations, out, metrics, details, models):
     """Cross-validated PCA + decoding of probe.label per layer; logged to MLflow."""
     from dnnprobe.track.failures import shown
