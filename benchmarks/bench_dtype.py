@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     from dnnprobe.network.layers import resolve_layers
     from dnnprobe.network.build import load_network
     from dnnprobe.extract.actfile import ActivationFile
-    from dnnprobe.probe.crossval import cross_validate_layer, folds
+    from dnnprobe.probe.crossval import cross_validate_layer
+    from dnnprobe.probe.targets import folds
     from dnnprobe.stages.gram import gram
     from dnnprobe.stages.network import make_network
     from dnnprobe.stages.stimuli import make_stimuli

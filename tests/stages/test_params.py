@@ -11,7 +11,7 @@ import yaml
 from helpers import REPO
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.params import load
-from dnnprobe.network.layers import TUTORIAL_LAYERS
+from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS
 from dnnprobe.stages import check, extract, gram, network, probe, report, stimuli
 from dnnprobe.stages.params import Params, load_params
 

@@ -20,11 +20,18 @@ import math
 from dataclasses import dataclass
 
 import click
+import torch
 
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.params import schema
+from dnnprobe.extract.actfile import dnnbrain_shape
 from dnnprobe.extract.params import ExtractParams
+from dnnprobe.network.layers import LayerCall, default_layers
 from dnnprobe.network.params import ModelParams
+from dnnprobe.network.preprocess import DNNBRAIN
+from dnnprobe.network.registry import get_source
+from dnnprobe.network.tokens import hidden_state, reducer, token_layers
+from dnnprobe.probe.pairing import depth_groups
 
 Params = schema(ModelParams, ExtractParams)  # the sections of params.yaml this command reads
 
@@ -46,14 +53,6 @@ class LayerRow:
 
 def list_layers(params: Params) -> tuple[str, list[LayerRow]]:
     """A header line and one row per recordable layer, in the order the network runs them."""
-    import torch
-
-    from dnnprobe.extract.actfile import dnnbrain_shape
-    from dnnprobe.network.layers import LayerCall, default_layers, depth_groups
-    from dnnprobe.network.preprocess import DNNBRAIN
-    from dnnprobe.network.sources import get_source
-    from dnnprobe.network.tokens import hidden_state, reducer, token_layers
-
     source = get_source(params.model.source)
     arch = params.model.arch
     model = source.build(arch, params.model.seed).eval()

@@ -32,11 +32,11 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     """
     from dataclasses import replace
 
-    from dnnprobe.probe.decoders import check_targets, class_names, decoded_targets, group_column
-    from dnnprobe.network.layers import check_layer_names, requested_layers
+    from dnnprobe.probe.targets import check_targets, class_names, decoded_targets, group_column
+    from dnnprobe.track.keys import check_layer_names
 
     table = StimulusTable.read(table_path)
-    check_layer_names(requested_layers(params.extract.layers), "params.yaml: extract.layers")
+    check_layer_names(params.extract.layers, "params.yaml: extract.layers")  # empty: the probe checks the defaults
     groups = group_column(params, table)
     for target in decoded_targets(params, table):
         # Only what the checks use (dvc.yaml lists exactly these params for this stage).

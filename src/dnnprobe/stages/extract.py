@@ -57,7 +57,7 @@ class ExtractionSetup:
 def extraction_setup(params: Params, model) -> ExtractionSetup:
     """Resolve ``extract.layers`` (empty: the source's defaults), ``extract.preprocess`` and the token layout."""
     from dnnprobe.network.layers import default_layers, resolve_layers
-    from dnnprobe.network.sources import get_source
+    from dnnprobe.network.registry import get_source
 
     source, arch = params.model.source, params.model.arch
     layers = params.extract.layers or default_layers(model, arch, source)
