@@ -155,6 +155,16 @@ def test_cka_against_another_run_has_this_runs_narrow_layers_as_rows(tmp_path):
     assert other["rows"] == ["fc", "conv"] and other["columns"] == ["conv"] and other["left_out"] == ["fc"]
     assert other["cka"][0][0] == pytest.approx(direct_linear_cka(X["fc"], Y["conv"]), abs=2e-6)
     assert other["cka"][1][0] == pytest.approx(direct_linear_cka(X["conv"], Y["conv"]), abs=2e-6)
+    # with the other run's activation file, its narrow layers are compared too
+    result = similarity(tmp_path / "a" / "t.stim.csv", tmp_path / "a" / "gram.h5", tmp_path / "out",
+                        other_path=tmp_path / "b" / "gram.h5", activations_path=tmp_path / "a" / "act.h5",
+                        other_activations_path=tmp_path / "b" / "act.h5")
+    other = result["other"]
+    assert other["rows"] == other["columns"] == ["fc", "conv"] and other["left_out"] == []
+    for i, a in enumerate(["fc", "conv"]):
+        for j, b in enumerate(["fc", "conv"]):
+            assert other["cka"][i][j] == pytest.approx(direct_linear_cka(X[a], Y[b]), abs=2e-6)
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"cka.json", "cka.png", "cka.svg", "rdms.hdf5"}
 
 
 def test_narrow_layers_need_the_activation_file_the_grams_came_from(tmp_path):

@@ -60,11 +60,6 @@ def gram_layers(grams) -> tuple[list[str], list[str]]:
     return usable, [layer for layer in grams.layers if layer not in usable]
 
 
-def scratch_bytes(grams) -> int:
-    """Bytes of scratch disk :func:`layer_grams` writes: a float64 n x n Gram per covariance-route layer."""
-    return len(gram_layers(grams)[1]) * 8 * grams.n_stim ** 2
-
-
 def check_activations(grams, activations: ActivationFile) -> None:
     """Raise DnnprobeError (one line) unless `activations` is the file the Gram file was computed from: the
     same rows, every layer with the same number of units, the same recorded images and network, and the
@@ -139,11 +134,9 @@ def layer_cka(matrices: dict, n: int) -> tuple[list[str], np.ndarray]:
     return layers, cka_from_products(centred_inner_products([matrices[layer] for layer in layers], n))
 
 
-def cross_cka(grams_a, grams_b, matrices_a: dict | None = None) -> tuple[list[str], list[str], np.ndarray]:
-    """Linear CKA between every layer of one file (rows: those of `matrices_a`, from :func:`layer_grams`,
-    else its gram-route layers) and every gram-route layer of another (columns): two networks, or two
-    weights, on the same stimuli in the same order. Raises DnnprobeError when the files do not record
-    the same images (``images_sha256``) or the same number of stimuli."""
+def check_same_stimuli(grams_a, grams_b) -> None:
+    """Raise DnnprobeError unless two Gram files record the same number of stimuli and the same images in
+    the same order (``images_sha256``, when both record it)."""
     if grams_a.n_stim != grams_b.n_stim:
         raise DnnprobeError(f"{grams_a.path} has {grams_a.n_stim} stimuli, {grams_b.path} {grams_b.n_stim}: "
                             "CKA compares the same stimuli")
@@ -151,11 +144,21 @@ def cross_cka(grams_a, grams_b, matrices_a: dict | None = None) -> tuple[list[st
     if None not in images and str(images[0]) != str(images[1]):
         raise DnnprobeError(f"{grams_a.path} and {grams_b.path} were computed from other images, or the same "
                             "images in another order (images_sha256 differs)")
+
+
+def cross_cka(grams_a, grams_b, matrices_a: dict | None = None,
+              matrices_b: dict | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """Linear CKA between every layer of one file (rows) and of another (columns): two networks, or two
+    weights, on the same stimuli in the same order. A file's layers are those of its `matrices_*`
+    (:func:`layer_grams`: every layer), else its gram-route layers. Raises DnnprobeError as
+    :func:`check_same_stimuli`."""
+    check_same_stimuli(grams_a, grams_b)
     if matrices_a is None:
         matrices_a = {layer: grams_a.gram_rows(layer) for layer in gram_layers(grams_a)[0]}
-    rows = list(matrices_a)
-    cols, _ = gram_layers(grams_b)
-    matrices = [matrices_a[layer] for layer in rows] + [grams_b.gram_rows(layer) for layer in cols]
+    if matrices_b is None:
+        matrices_b = {layer: grams_b.gram_rows(layer) for layer in gram_layers(grams_b)[0]}
+    rows, cols = list(matrices_a), list(matrices_b)
+    matrices = [matrices_a[layer] for layer in rows] + [matrices_b[layer] for layer in cols]
     cka = cka_from_products(centred_inner_products(matrices, grams_a.n_stim))
     return rows, cols, cka[:len(rows), len(rows):]
 

@@ -6,6 +6,7 @@ same stimuli (say another network's) is compared layer by layer too."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -27,46 +28,55 @@ from dnnprobe.stimuli.table import StimulusTable
 
 def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_dir: str | os.PathLike,
                other_path: str | os.PathLike | None = None,
-               activations_path: str | os.PathLike | None = None) -> dict:
+               activations_path: str | os.PathLike | None = None,
+               other_activations_path: str | os.PathLike | None = None) -> dict:
     """Write cka.json (layers, the CKA matrix), the CKA figure and rdms.hdf5 in `out_dir`; returns
     cka.json's content. Every layer of the Gram file is in both; covariance-route layers are computed
-    from `activations_path`. Raises DnnprobeError (before any work) when the table's stimuli are not
-    the Gram file's, covariance-route layers have no activation file or not the Gram file's, the disk
-    or memory cannot hold their Grams, or (with `other_path`) the two Gram files are not of the same
-    stimuli."""
+    from `activations_path` (and the other file's from `other_activations_path`; without it they are
+    listed as left out of the comparison). Raises DnnprobeError (before any work) when the table's
+    stimuli are not the Gram file's, the disk or memory cannot hold the computed Grams, or (with
+    `other_path`) the two Gram files are not of the same stimuli; and when an activation file is
+    missing or not its Gram file's."""
     table = StimulusTable.read(table_path)
-    with claim(out_dir), GramFile(gram_path) as grams:
+    with claim(out_dir), contextlib.ExitStack() as stack:
+        grams = stack.enter_context(GramFile(gram_path))
         if grams.n_stim != len(table):
             raise DnnprobeError(f"{gram_path}: {grams.n_stim} stimuli, but {table_path} lists {len(table)}")
-        _, narrow = sim.gram_layers(grams)
-        for layer in narrow:  # the gram stage's own check, for an n x n matrix
+        other = stack.enter_context(GramFile(other_path)) if other_path else None
+        if other is not None:
+            sim.check_same_stimuli(grams, other)
+        narrow = sim.gram_layers(grams)[1]
+        other_narrow = sim.gram_layers(other)[1] if other is not None else []
+        computed = narrow + (other_narrow if other_activations_path else [])
+        for layer in computed:  # the gram stage's own check, for an n x n matrix
             check_gram_stage(grams.n_stim, grams.n_stim, layer, NUMPY)
         n_pairs = grams.n_stim * (grams.n_stim - 1) // 2
-        check_free_space(Path(out_dir), sim.scratch_bytes(grams) + 4 * n_pairs * len(grams.layers),
+        check_free_space(Path(out_dir), 8 * grams.n_stim ** 2 * len(computed) + 4 * n_pairs * len(grams.layers),
                          "the similarity stage's scratch Grams and rdms.hdf5; fewer extract.layers, or free some space")
-        with atomic_output(out_dir, directory=True) as temp, \
-                sim.layer_grams(grams, activations_path, temp / "scratch-grams.h5") as matrices:
-            layers, cka = sim.layer_cka(matrices, grams.n_stim)
-            result = {"measure": "linear CKA (Kornblith et al. 2019) of the centred Gram matrices",
-                      "layers": layers, "cka": [[round(float(v), 6) for v in row] for row in cka],
-                      "left_out": [],
-                      "from_activations": narrow,
-                      "from_activations_why": "fewer units than stimuli: data/gram.h5 holds X^T X (d x d), so "
-                                              "their n x n Grams were computed from the activation file" if narrow else "",
-                      "rdms": "rdms.hdf5: squared Euclidean distance per unit, rsatoolbox.rdm.load_rdm reads it"}
-            if other_path:
-                with GramFile(other_path) as other:
-                    rows, cols, cross = sim.cross_cka(grams, other, matrices)
-                    other_narrow = sim.gram_layers(other)[1]
-                result["other"] = {"gram": str(other_path), "rows": rows, "columns": cols,
-                                   "cka": [[round(float(v), 6) for v in row] for row in cross],
-                                   "left_out": other_narrow,
-                                   "left_out_why": "covariance route in the other Gram file: its activations "
-                                                   "are not read" if other_narrow else ""}
-            title = f"{table.header.get('title', Path(table_path).name)} (n={len(table)}): linear CKA between layers"
-            save_figure(cka_figure(layers, cka, [], title), temp / "cka")
-            sim.write_rdms(grams, table.stim_ids, temp / "rdms.hdf5", matrices=matrices)
-            (temp / "cka.json").write_text(json.dumps(result, indent=2) + "\n")
+        temp = stack.enter_context(atomic_output(out_dir, directory=True))
+        matrices = stack.enter_context(sim.layer_grams(grams, activations_path, temp / "scratch-grams.h5"))
+        layers, cka = sim.layer_cka(matrices, grams.n_stim)
+        result = {"measure": "linear CKA (Kornblith et al. 2019) of the centred Gram matrices",
+                  "layers": layers, "cka": [[round(float(v), 6) for v in row] for row in cka],
+                  "left_out": [],
+                  "from_activations": narrow,
+                  "from_activations_why": "fewer units than stimuli: data/gram.h5 holds X^T X (d x d), so "
+                                          "their n x n Grams were computed from the activation file" if narrow else "",
+                  "rdms": "rdms.hdf5: squared Euclidean distance per unit, rsatoolbox.rdm.load_rdm reads it"}
+        if other is not None:
+            other_matrices = stack.enter_context(sim.layer_grams(other, other_activations_path, temp / "scratch-other.h5")) \
+                if other_activations_path else None
+            rows, cols, cross = sim.cross_cka(grams, other, matrices, other_matrices)
+            left_out = [layer for layer in other.layers if layer not in cols]
+            result["other"] = {"gram": str(other_path), "rows": rows, "columns": cols,
+                               "cka": [[round(float(v), 6) for v in row] for row in cross],
+                               "left_out": left_out,
+                               "left_out_why": "fewer units than stimuli in the other Gram file (d x d moments): "
+                                               "give its activation file (--other-activations)" if left_out else ""}
+        title = f"{table.header.get('title', Path(table_path).name)} (n={len(table)}): linear CKA between layers"
+        save_figure(cka_figure(layers, cka, [], title), temp / "cka")
+        sim.write_rdms(grams, table.stim_ids, temp / "rdms.hdf5", matrices=matrices)
+        (temp / "cka.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -77,10 +87,13 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
 @click.option("--out", default="reports/similarity", show_default=True, help="Folder for cka.json, the figure and rdms.hdf5.")
 @click.option("--other", default=None, show_default="none: this file's layers only",
               help="Another Gram file of the same stimuli (another network) to compare with.")
+@click.option("--other-activations", "other_activations_path", default=None,
+              show_default="none: the other file's layers with fewer units than stimuli are left out",
+              help="The activation file the --other Gram file was computed from.")
 @stage_command("similarity")
-def command(params, progress, table, gram_path, activations_path, out, other):
+def command(params, progress, table, gram_path, activations_path, out, other, other_activations_path):
     """Linear CKA between layers and per-layer RDMs, from the Gram file (and the activation file for narrow layers)."""
-    result = similarity(table, gram_path, out, other, activations_path)
+    result = similarity(table, gram_path, out, other, activations_path, other_activations_path)
     computed = f"; from the activations (fewer units than stimuli): {', '.join(result['from_activations'])}" \
         if result["from_activations"] else ""
     click.echo(f"similarity: CKA of {len(result['layers'])} layers -> {out}{computed}")
