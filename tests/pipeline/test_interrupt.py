@@ -83,12 +83,14 @@ def test_ctrl_c_leaves_the_previous_results_as_they_were_and_a_rerun_completes(f
 
     for _ in range(3):
         status, log, during = interrupt(repo, stage, tmp_path / "dvc.log")
-        if status != 0 or "Aborted!" in log:
+        if status != 0:
             break
         # Python drops a KeyboardInterrupt raised inside a finaliser ("Exception ignored in: <function
         # WeakValueDictionary...>"), and the stage runs to its end, as after a missed Ctrl-C: try again.
         assert files_of(repo, RESULTS[stage]) == before, log
-    assert status != 0 and "Aborted!" in log, log
+    # Usually `Aborted!`; a signal that lands while a C extension is imported is a traceback ending in
+    # "ImportError: initialization failed": either way the stage fails, and the results must stay.
+    assert status != 0 and "failed to reproduce" in log, log
     assert during == before  # DVC deleted nothing before the stage ran
     assert files_of(repo, RESULTS[stage]) == before  # nor did the interrupted stage: byte-identical
     assert temporaries(repo) == []  # nothing half-written left behind
