@@ -19,8 +19,6 @@ Ends with one line ``labels5_ratio=<5 labels time / 1 label time> c_auto_ratio=<
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -28,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+from _common import machine
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,11 +40,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from dnnprobe.extract.actfile import ActivationFile
     from dnnprobe.probe.decoders import AUTO_C, ProbeSettings, Target
-    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.gram.reader import GramFile
+    from dnnprobe.gram.writer import write_gram_file
     from dnnprobe.probe.crossval import cross_validate_targets, layer_fold_pcas
     from dnnprobe.stimuli.table import StimulusTable
 
-    sys.path.insert(0, str(HERE))
     from make_synthetic import benchmark_data
 
     layers = args.layers.split(",")
@@ -59,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     five = one + [Target(f"class{i}", rng.permutation(np.arange(len(y)) % 2), base) for i in (1, 2)] + \
         [Target(f"value{i}", rng.normal(size=len(y)), regression) for i in (1, 2)]
     auto = [Target("label", y, replace(base, C_grid=AUTO_C))]
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}; {act.name}, n={len(y)}, "
+    print(f"machine: {machine()}; {act.name}, n={len(y)}, "
           f"pca={args.pca}, cv={args.cv}; C auto: {len(AUTO_C)} candidates, 5 inner folds")
     print(f"{'layer':12s} {'route':>10s} {'1 label s':>10s} {'5 labels s':>11s} {'C auto s':>9s}")
     totals = {"one": 0.0, "five": 0.0, "auto": 0.0}

@@ -14,13 +14,12 @@ stimuli: the built-in demo set (real images through a real network; random weigh
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+from _common import REPO, machine
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     from dnnprobe.core.params import load_params
     from dnnprobe.probe.decoders import ProbeSettings
     from dnnprobe.extract.forward import extract_activations
-    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.gram.reader import GramFile
     from dnnprobe.network.layers import resolve_layers
     from dnnprobe.network.build import load_network
     from dnnprobe.extract.actfile import ActivationFile
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     from dnnprobe.stimuli.table import StimulusTable
 
     overrides = (f"model.weights={args.weights}", *args.set)
-    params = load_params(HERE.parent / "params.yaml", overrides)
+    params = load_params(REPO / "params.yaml", overrides)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         table_path = Path(args.table) if args.table else folder / "stimuli.stim.csv"
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                 scores[dtype] = {layer: cross_validate_layer(grams, layer, y, settings, activations).score
                                  for layer in grams.layers}
 
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}; "
+    print(f"machine: {machine()}; "
           f"{len(y)} stimuli, {params.model.arch} ({args.weights}), pca={args.pca}, cv={args.cv}")
     print(f"{'layer':12s} {'float32':>8s} {'float16':>8s} {'max fold diff (samples)':>24s}")
     worst, differences = 0.0, []

@@ -21,25 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cpu_seconds() -> float:
-    """CPU time (user + system) of this process and of its finished children (decoding workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+from _common import HERE, cpu_seconds, machine, peak_rss_mb, run_worker
 
 
 def time_forward(model, n: int, batch_size: int, target) -> float:
@@ -133,13 +120,6 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def run_worker(*args: str) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"benchmark worker failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=512, help="number of images")
@@ -166,19 +146,18 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(out))
         return
 
-    sys.path.insert(0, str(HERE))
     from make_images import write_images
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
     table = write_images(args.n, args.size, args.data_dir)
-    forward = run_worker("forward", str(args.n), str(args.batch_size), args.device)
-    ours = run_worker("extract", str(table), str(args.batch_size), args.device, args.dtype, args.compression,
+    forward = run_worker(__file__, "forward", str(args.n), str(args.batch_size), args.device)
+    ours = run_worker(__file__, "extract", str(table), str(args.batch_size), args.device, args.dtype, args.compression,
                       str(args.workers))
     peer = None
     if args.thingsvision:
-        peer = run_worker("thingsvision", args.thingsvision, str(table), str(args.batch_size), args.device)
+        peer = run_worker(__file__, "thingsvision", args.thingsvision, str(table), str(args.batch_size), args.device)
     ratio = ours["images_per_second"] / forward["images_per_second"]
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, device {ours['device']}, "
+    print(f"machine: {machine()}, device {ours['device']}, "
           f"{os.cpu_count()} CPUs, torch threads {torch_threads()}")
     print(f"{args.n} JPEGs of {args.size} px, batch {args.batch_size}, {args.dtype}, compression {args.compression}, "
           f"{args.workers} decoding worker(s)")

@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _common import HERE
+
 # What the pipeline's stage commands need but this benchmark must not: the GPU machines lack them.
 NOT_NEEDED = ("click", "mlflow", "dvc", "yaml")
 
@@ -39,12 +40,12 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
         cv: int = 10) -> dict[str, float]:
     import numpy as np
 
-    sys.path.insert(0, str(HERE))
     from make_images import write_images
 
     from dnnprobe.probe.decoders import ProbeSettings
     from dnnprobe.extract.forward import extract_activations
-    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.gram.reader import GramFile
+    from dnnprobe.gram.writer import write_gram_file
     from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
     from dnnprobe.network.build import random_network
     from dnnprobe.extract.actfile import ActivationFile

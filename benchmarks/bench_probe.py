@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+from _common import machine, peak_rss_mb, run_worker
+
 ALL_LAYERS = ("conv1,conv1_relu,conv2,conv2_relu,conv3,conv3_relu,conv4,conv4_relu,"
               "conv5,conv5_relu,fc1,fc1_relu,fc2,fc2_relu")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def labels(table: str) -> np.ndarray:
@@ -62,7 +55,8 @@ def dnnprobe_probe(act: str, table: str, layer: str, pca: int, cv: int) -> dict:
     """dnnprobe's gram stage (streamed) and probe stage for one layer."""
     from dnnprobe.extract.actfile import ActivationFile
     from dnnprobe.probe.decoders import ProbeSettings
-    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.gram.reader import GramFile
+    from dnnprobe.gram.writer import write_gram_file
     from dnnprobe.probe.crossval import cross_validate_layer
 
     y = labels(table)
@@ -75,13 +69,6 @@ def dnnprobe_probe(act: str, table: str, layer: str, pca: int, cv: int) -> dict:
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "gram_seconds": gram_seconds, "peak_rss_mb": peak_rss_mb(),
             "scores": result.score.tolist()}
-
-
-def run_worker(*args: str) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"benchmark worker failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def fold_sizes(table: str, cv: int) -> np.ndarray:
@@ -111,12 +98,11 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     layers = args.layers.split(",")
-    sys.path.insert(0, str(HERE))
     from make_synthetic import benchmark_data
 
     act, table = benchmark_data(args.n, layers, args.data)
     sizes = fold_sizes(str(table), args.cv)
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}; {act.name}, "
+    print(f"machine: {machine()}; {act.name}, "
           f"n={args.n}, pca={args.pca}, cv={args.cv}")
     header = f"{'layer':12s} {'ref s':>8s} {'ref MB':>8s} {'ours s':>8s} {'(gram s)':>9s} {'ours MB':>8s} {'ratio':>6s} {'diff vs full':>12s} {'diff vs ref':>11s}"
     print(header)
@@ -124,13 +110,13 @@ def main(argv: list[str] | None = None) -> None:
     peak, worst = 0.0, 0.0
     for layer in layers:
         common = (str(act), str(table), layer, str(args.pca), str(args.cv))
-        ref = run_worker("reference", *common, "auto")
-        ours = run_worker("dnnprobe", *common)
+        ref = run_worker(__file__, "reference", *common, "auto")
+        ours = run_worker(__file__, "dnnprobe", *common)
         ours_scores = np.array(ours["scores"])
         vs_ref = float(np.max(np.abs(ours_scores - np.array(ref["scores"])) * sizes))
         vs_full = "-"
         if not args.no_full_check:
-            full = run_worker("reference", *common, "full")
+            full = run_worker(__file__, "reference", *common, "full")
             diff = float(np.max(np.abs(ours_scores - np.array(full["scores"])) * sizes))
             worst = max(worst, diff)
             vs_full = f"{diff:.0f}"

@@ -23,10 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from _common import REPO
 from dnnprobe.stimuli.table import StimulusTable
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 
 
 def run(repo: Path, *command: str) -> tuple[float, str]:
@@ -82,7 +80,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", default="", help="comma-separated subset of the 14 layers (tests)")
     parser.add_argument("--base-pca", type=int, help="pca of the first run (default: params.yaml's; tests)")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(HERE))
     from make_synthetic import benchmark_data
 
     layers = args.layers.split(",") if args.layers else None

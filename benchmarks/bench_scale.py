@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import gpu_peak_gib, peak_rss_gib, run_worker
 
 LATENT = 200  # latent factors behind the synthetic activations (a power-law spectrum)
 WRITE_ROWS = 512  # rows generated and written at a time
@@ -49,7 +49,7 @@ def layer_shape(units: int) -> tuple[str, tuple[int, int, int]]:
 def write_activations(path: Path, n: int, units: int, seed: int = 0) -> np.ndarray:
     """One layer of synthetic activations (low-rank signal + noise, a weak label effect, ReLU'd);
     returns the labels (balanced, shuffled)."""
-    from dnnprobe.extract.actfile import ActivationWriter
+    from dnnprobe.extract.writer import ActivationWriter
 
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 2
@@ -69,20 +69,9 @@ def write_activations(path: Path, n: int, units: int, seed: int = 0) -> np.ndarr
     return labels
 
 
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
-
-
-def gpu_peak_gib(device: str) -> float | None:
-    if not device.startswith("cuda"):
-        return None
-    import torch
-
-    return torch.cuda.max_memory_allocated() / 2**30
-
-
 def worker_gram(act: str, out: str, dtype: str, device: str) -> dict:
-    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.gram.reader import GramFile
+    from dnnprobe.gram.writer import write_gram_file
 
     started = time.perf_counter()
     layers = write_gram_file(act, out, progress=False, dtype=dtype, device=device)
@@ -96,7 +85,7 @@ def worker_probe(act: str, gram: str, labels: str, pca: int, cv: int, device: st
     from dnnprobe.probe import budget
     from dnnprobe.extract.actfile import ActivationFile
     from dnnprobe.probe.decoders import ProbeSettings
-    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.gram.reader import GramFile
     from dnnprobe.compute.arrays import resolve_device
     from dnnprobe.probe.crossval import cross_validate_layer
 
@@ -109,14 +98,6 @@ def worker_probe(act: str, gram: str, labels: str, pca: int, cv: int, device: st
         result = cross_validate_layer(grams, layer, y, ProbeSettings(n_components=pca, cv=cv), activations, ops)
     return {"seconds": time.perf_counter() - started, "peak_gib": peak_rss_gib(), "gpu_gib": gpu_peak_gib(device),
             "scores": result.score.tolist(), "mean": result.mean}
-
-
-def run_worker(*args: str) -> dict:
-    """One stage in a fresh process (its peak RSS is its own); exits with the worker's error if it fails."""
-    result = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"bench_scale: {args[0]} worker failed:\n{result.stderr.strip()}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def point(n: int, units: int, args) -> dict:
@@ -132,14 +113,15 @@ def point(n: int, units: int, args) -> dict:
         started = time.perf_counter()
         np.save(labels, write_activations(act, n, units, args.seed))
         generate_s = time.perf_counter() - started
-        gram_out = run_worker("gram", str(act), str(gram), args.dtype, args.device)
-        probe_out = run_worker("probe", str(act), str(gram), str(labels), str(args.pca), str(args.cv), args.device)
+        gram_out = run_worker(__file__, "gram", str(act), str(gram), args.dtype, args.device)
+        probe_out = run_worker(__file__, "probe", str(act), str(gram), str(labels), str(args.pca), str(args.cv),
+                               args.device)
         if args.compare_device:  # gram and probe again on the other device, from the same activations
             other_gram = folder / "g_other.h5"
-            run_worker("gram", str(act), str(other_gram), args.dtype, args.compare_device)
+            run_worker(__file__, "gram", str(act), str(other_gram), args.dtype, args.compare_device)
             probe_out["products_rel_diff"] = matrix_rel_diff(gram, other_gram)
-            other = run_worker("probe", str(act), str(other_gram), str(labels), str(args.pca), str(args.cv),
-                               args.compare_device)
+            other = run_worker(__file__, "probe", str(act), str(other_gram), str(labels), str(args.pca),
+                               str(args.cv), args.compare_device)
             probe_out["device_diff"] = fold_diff_samples(np.load(labels), args.cv, probe_out["scores"], other["scores"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -1,14 +1,14 @@
 """How long a probe takes to fail when its MLflow tracking server stops answering mid-run.
 
 Starts a real `mlflow server` on 127.0.0.1 (SQLite backend, in a temporary folder), opens a probe run
-as the probe stage does (`dnnprobe.track.tracking.probe_run`), logs one layer, then stops the server and
+as the probe stage does (`dnnprobe.track.runs.probe_run`), logs one layer, then stops the server and
 logs the next layer, timing from the stop to dnnprobe's one-line error:
 
 - ``killed``: SIGKILL to the server's processes (a crash, a restart): connections are refused.
 - ``frozen``: SIGSTOP (a hung server, a network that drops packets): the kernel still accepts
   connections, but nothing answers; each request waits for MLFLOW_HTTP_REQUEST_TIMEOUT.
 
-Both with the stages' bounds on MLflow's HTTP retries (`dnnprobe.track.tracking.HTTP_LIMITS`), or with
+Both with the stages' bounds on MLflow's HTTP retries (`dnnprobe.track.store.HTTP_LIMITS`), or with
 MLflow's own defaults (--mlflow-defaults: 7 retries, 120 s timeout; expect minutes). Prints each
 case's error and ends with one line ``killed_s=<seconds> frozen_s=<seconds>`` (``-`` for a case not run).
 
@@ -57,13 +57,13 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
 
 def time_failure(case: str, folder: Path) -> float:
     """Seconds from stopping the server to dnnprobe's error, for `case` killed or frozen."""
-    from dnnprobe.track import tracking
+    from dnnprobe.track.runs import probe_run
     from dnnprobe.core.errors import DnnprobeError
 
     server, url = start_server(folder)
     os.environ["MLFLOW_TRACKING_URI"] = url
     try:
-        with tracking.probe_run("bench", f"{case} server", {"pca": 4}, "accuracy") as run:
+        with probe_run("bench", f"{case} server", {"pca": 4}, "accuracy") as run:
             run.log_layer("conv1", [0.5, 0.6, 0.7], 0.6, 0.05)
             os.killpg(server.pid, signal.SIGKILL if case == "killed" else signal.SIGSTOP)
             stopped = time.perf_counter()
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave MLflow's own retries and timeout (7 retries, 120 s) in place")
     args = parser.parse_args(argv)
     if args.mlflow_defaults:
-        from dnnprobe.track import tracking
+        from dnnprobe.track.store import HTTP_LIMITS
 
-        tracking.HTTP_LIMITS.clear()
+        HTTP_LIMITS.clear()
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}")
     times = {}
     for case in args.cases.split(","):

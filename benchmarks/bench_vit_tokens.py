@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _common import HERE, machine
+
 BOLD5000_IMAGES = 4916
 
 
@@ -49,7 +48,6 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    sys.path.insert(0, str(HERE))
     from make_images import write_images
 
     from dnnprobe.compute.device import pick_device
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = resolve_layers(model, "vit_b_16", layers)
     layout = source.token_layout(model, (224, 224))
     forward = forward_only(model.to(target), args.n, args.batch_size, target)
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, device {target}, "
+    print(f"machine: {machine()}, device {target}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, torch threads {torch.get_num_threads()}")
     print(f"vit_b_16 (random weights), 12 blocks, {args.n} JPEGs of {args.size} px, batch {args.batch_size}, "
           f"float32, {args.workers} decoding worker(s)")

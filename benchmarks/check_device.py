@@ -21,20 +21,26 @@ computed on the GPU and on the CPU: the two must be identical (``inputs_identica
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _common import HERE
 
 
 def plain_forward_pass(model, module_paths, paths, batch_size, device):
     import numpy as np
     import torch
 
-    from dnnprobe.extract.forward import LayerRecorder, load_rgb, preprocess
-    from dnnprobe.compute.device import full_float32
+    from torchvision import transforms
 
+    from dnnprobe.extract.forward import LayerRecorder
+    from dnnprobe.compute.device import full_float32
+    from dnnprobe.network.preprocess import DNNBRAIN, IMAGENET_MEAN, IMAGENET_STD
+    from dnnprobe.stimuli.images import load_rgb
+
+    # torchvision's own transform per image, the reference (not dnnprobe's batched route being checked)
+    preprocess = transforms.Compose([transforms.Resize(DNNBRAIN.input_size), transforms.ToTensor(),
+                                     transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
     recorded = {layer: [] for layer in module_paths}
     recorder = LayerRecorder(model, module_paths)
     try:
@@ -66,7 +72,6 @@ def main(argv: list[str] | None = None) -> None:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return
-    sys.path.insert(0, str(HERE))
     from make_images import write_images
 
     from dnnprobe.extract.forward import extract_activations

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dnnprobe.extract.actfile import ActivationWriter
+from dnnprobe.extract.writer import ActivationWriter
 from dnnprobe.stimuli.table import StimulusTable
 
 LAYER_SHAPES = {

@@ -19,12 +19,11 @@ them (for the threaded steps CPU time exceeds wall time). A shared machine makes
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _common import HERE
 
 
 class Clock:
@@ -46,9 +45,10 @@ def profile(table_path: Path, batch_size: int) -> dict[str, Clock]:
     import numpy as np
     import torch
 
-    from dnnprobe.extract.actfile import ActivationWriter
-    from dnnprobe.extract.forward import (BatchBuffers, LayerRecorder, layer_unit_shapes, load_rgb, resized_pixels,
-                                     to_model_input)
+    from dnnprobe.extract.buffers import BatchBuffers
+    from dnnprobe.extract.forward import LayerRecorder, layer_unit_shapes, resized_pixels, to_model_input
+    from dnnprobe.extract.writer import ActivationWriter
+    from dnnprobe.stimuli.images import load_rgb
     from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
     from dnnprobe.network.build import random_network
     from dnnprobe.stimuli.table import StimulusTable
@@ -101,7 +101,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--data-dir", type=Path, default=HERE / "data")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(HERE))
     from make_images import write_images
 
     args.data_dir.mkdir(parents=True, exist_ok=True)

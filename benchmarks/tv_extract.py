@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 
-
-def cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+from _common import cpu_seconds, peak_rss_mb
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.perf_counter() - started
     result = {
         "images_per_second": len(dataset) / seconds, "seconds": seconds, "cpu_seconds": cpu_seconds() - started_cpu,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "thingsvision": thingsvision.__version__, "torch": torch.__version__, "n": len(dataset),
     }
     sys.stdout.flush()

@@ -26,8 +26,8 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
-    # The stages bound MLflow's HTTP retries in os.environ (tracking.HTTP_LIMITS): undone after each test.
-    from dnnprobe.track.tracking import HTTP_LIMITS
+    # The stages bound MLflow's HTTP retries in os.environ (store.HTTP_LIMITS): undone after each test.
+    from dnnprobe.track.store import HTTP_LIMITS
 
     for name in HTTP_LIMITS:
         monkeypatch.delenv(name, raising=False)

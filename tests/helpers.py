@@ -106,6 +106,45 @@ def latest_probe_run():
     return parents[0]
 
 
+def run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **overrides):
+    """The probe stage on the tiny data, its outputs under `tmp_path`; returns its summary."""
+    from dnnprobe.stages.probe import probe
+
+    return probe(tiny_params(**overrides), tiny_stimuli, tiny_gram, tiny_activations, tmp_path / "probe",
+                 tmp_path / "metrics.json", tmp_path / "probes", progress=False)
+
+
+def runs_by_name() -> dict:
+    """Every run in the test's MLflow store, by name."""
+    import mlflow
+
+    return {r.info.run_name: r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")}
+
+
+def run_statuses() -> dict[str, tuple[str, str | None]]:
+    """Run name -> (status, its dnnprobe.orphaned tag)."""
+    from dnnprobe.track.tags import ORPHANED_TAG
+
+    return {name: (r.info.status, r.data.tags.get(ORPHANED_TAG)) for name, r in runs_by_name().items()}
+
+
+def database_full_error():
+    """SQLAlchemy's error for a full disk under an SQLite store."""
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("INSERT INTO metrics ...", {}, sqlite3.OperationalError("database or disk is full"))
+
+
+def mlflow_database_full_error():
+    """What MLflow's SQLAlchemy store raises: its exception, caused by SQLAlchemy's."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        raise MlflowException(str(database_full_error()), error_code="TEMPORARILY_UNAVAILABLE") from database_full_error()
+    except MlflowException as exc:
+        return exc
+
+
 def low_rank_data(n: int, d: int, seed: int = 0, signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Activations-like data: a decaying spectrum plus noise, and a weakly encoded binary label."""
     rng = np.random.default_rng(seed)

@@ -67,3 +67,13 @@ def test_readme_is_a_short_front_page_linking_every_docs_page():
     linked = {(REPO / link.partition("#")[0]).resolve() for link in relative_links(REPO / "README.md")}
     for page in sorted((REPO / "docs").glob("*.md")):
         assert page.resolve() in linked, f"README.md does not link {page.relative_to(REPO)}"
+
+
+def test_development_page_is_the_generated_map_of_the_tree():
+    """docs/development.md's module map and rerun table are what tests/make_development_map.py writes from the
+    package's docstrings and dvc.yaml; after moving a module or editing dvc.yaml, run it with --write."""
+    from make_development_map import PAGE, render, sections
+
+    page = PAGE.read_text()
+    assert page == render(page, sections()), (
+        "docs/development.md is out of date: run `python tests/make_development_map.py --write`")

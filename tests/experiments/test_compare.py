@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from dnnprobe.experiments.compare import compare_table
-from dnnprobe.experiments.sweep import Experiment
+from dnnprobe.experiments.exp_show import Experiment
 
 LAYERS = ["conv1", "conv1_relu", "conv2", "conv2_relu", "fc1", "fc1_relu"]
 
@@ -35,26 +35,3 @@ def test_every_layer_and_every_differing_setting_is_shown_within_the_width():
                 assert rows["pca"][column] == str(10 * (i + 1))
                 assert rows["fc1_relu"][column] == f"{0.5 + i / 100 + 5 / 100:.3f}"
         assert shown == [e.name for e in experiments]  # each experiment once, in order
-
-
-def _entry(rev: str, pca: int, name: str | None = None) -> dict:
-    data = {"params": {"params.yaml": {"data": {"pca": pca, "cv": 10}}},
-            "metrics": {"reports/metrics.json": {"data": {layer: 0.6 for layer in LAYERS}}}}
-    return {"rev": rev, "name": name, "data": data}
-
-
-def test_a_named_experiment_with_the_same_numbers_as_another_can_still_be_asked_for():
-    """Two experiments may give the same settings and scores (the same -S run twice): `dnnprobe compare
-    NAME...` still finds each by its name (the workspace and commits that only repeat one are left out),
-    while the sweep figure draws such a repeat once."""
-    from dnnprobe.experiments.sweep import experiments_from_exp_show
-
-    exp_show = [
-        {**_entry("workspace", 50)},
-        {**_entry("a" * 40, 100, "main"),
-         "experiments": [{"revs": [_entry("b" * 40, 50, "pca50")]}, {"revs": [_entry("c" * 40, 50, "adept-wide")]}]},
-        {**_entry("d" * 40, 100)},  # an earlier commit with the same numbers as main
-    ]
-    names = [experiment.name for experiment in experiments_from_exp_show(exp_show, keep_named_repeats=True)]
-    assert names == ["main", "pca50", "adept-wide"]
-    assert [experiment.name for experiment in experiments_from_exp_show(exp_show)] == ["main", "pca50"]

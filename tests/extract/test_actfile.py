@@ -1,4 +1,4 @@
-"""The .act.h5 writer and reader: DNNBrain layout both ways, streaming, validation, atomicity."""
+"""The .act.h5 reader: DNNBrain-written files, layout validation, damaged and linked files, locks."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import pytest
 
 from helpers import one_line_error
 
-from dnnprobe.extract.actfile import ActivationFile, ActivationWriter
+from dnnprobe.extract.actfile import ActivationFile
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.gram.writer import GramFile, write_gram_file
+from dnnprobe.extract.writer import ActivationWriter
+from dnnprobe.gram.reader import GramFile
+from dnnprobe.gram.writer import write_gram_file
 
 
 def write_dnnbrain_style(path, layers):
@@ -39,7 +41,7 @@ def test_reads_a_dnnbrain_written_file_and_computes_its_gram(tmp_path):
 
 
 def test_gram_of_a_float16_file_uses_the_stored_values(tmp_path, monkeypatch):
-    monkeypatch.setattr("dnnprobe.extract.actfile.CHUNK_BYTES", 8 * 9 * 2 * 2)  # several blocks
+    monkeypatch.setattr("dnnprobe.extract.writer.CHUNK_BYTES", 8 * 9 * 2 * 2)  # several blocks
     data = np.random.default_rng(4).standard_normal((20, 12 * 3 * 3)).astype(np.float16)
     with ActivationWriter(tmp_path / "h.act.h5", 20, {"conv": (12, 3, 3)}, dtype="float16", rows_per_chunk=8) as writer:
         writer.write({"conv": data})
@@ -50,21 +52,8 @@ def test_gram_of_a_float16_file_uses_the_stored_values(tmp_path, monkeypatch):
         np.testing.assert_allclose(grams.gram("conv"), x @ x.T, rtol=1e-5, atol=1e-4)
 
 
-def test_written_file_is_readable_by_dnnbrain_rules(tmp_path):
-    """DNNBrain's Activation.load: every root dataset is a layer, read as an (n_stim, ...) array."""
-    rng = np.random.default_rng(1)
-    data = rng.standard_normal((10, 24)).astype(np.float32)
-    with ActivationWriter(tmp_path / "a.act.h5", 10, {"fc1": (24, 1, 1)}, rows_per_chunk=4) as writer:
-        writer.write({"fc1": data[:4]})
-        writer.write({"fc1": data[4:]})
-    with h5py.File(tmp_path / "a.act.h5", "r") as f:
-        loaded = {key: np.asarray(f[key]) for key in f.keys()}
-    assert list(loaded) == ["fc1"]
-    np.testing.assert_array_equal(loaded["fc1"][:, :, 0, 0], data)
-
-
 def test_column_blocks_cover_every_unit_once_with_a_small_budget(tmp_path, monkeypatch):
-    monkeypatch.setattr("dnnprobe.extract.actfile.CHUNK_BYTES", 8 * 25 * 4 * 2)  # two channels per chunk
+    monkeypatch.setattr("dnnprobe.extract.writer.CHUNK_BYTES", 8 * 25 * 4 * 2)  # two channels per chunk
     data = np.random.default_rng(2).standard_normal((30, 16 * 5 * 5)).astype(np.float32)
     with ActivationWriter(tmp_path / "a.act.h5", 30, {"conv": (16, 5, 5)}, rows_per_chunk=8) as writer:
         writer.write({"conv": data})
@@ -112,28 +101,6 @@ def test_non_finite_values_are_reported_with_their_row(tmp_path):
     write_dnnbrain_style(tmp_path / "d.h5", {"fc1": data})
     with ActivationFile(tmp_path / "d.h5") as acts, pytest.raises(DnnprobeError, match="non-finite values .*row 5, unit 1"):
         acts.read_layer("fc1")
-
-
-def test_writer_failure_leaves_no_file(tmp_path):
-    target = tmp_path / "a.act.h5"
-    with pytest.raises(RuntimeError, match="only 4 of 10 rows"):
-        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}) as writer:
-            writer.write({"fc1": np.zeros((4, 3))})
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_disk_full_while_writing_gives_a_clear_error_and_no_file(tmp_path, monkeypatch):
-    target = tmp_path / "a.act.h5"
-
-    def full(self, *args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    with pytest.raises(DnnprobeError, match="writing activations failed .*No space left on device"):
-        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}, rows_per_chunk=2) as writer:
-            monkeypatch.setattr(h5py.Dataset, "__setitem__", full)
-            for start in range(0, 10, 2):
-                writer.write({"fc1": np.zeros((2, 3))})
-    assert list(tmp_path.iterdir()) == []
 
 
 # ---- files whose layers are not plain datasets stored in the file, and damaged files -----------
@@ -213,66 +180,6 @@ def test_a_damaged_compressed_chunk_is_one_line_naming_the_layer(tmp_path):
     with ActivationFile(tmp_path / "a.act.h5") as acts:
         one_line_error(lambda: acts.read_layer("fc1"),
                        "a.act.h5: layer fc1 cannot be read \\(.+\\); the file is damaged: rerun the extract stage$")
-
-
-# ---- batches handed over in chunk layout (the extractor's route) ------------------------------
-
-
-def as_blocks(rows: np.ndarray, shape) -> np.ndarray:
-    """(count, n_chn, n_row, n_col) rows in the writer's chunk layout, zero-padded."""
-    n_blocks, per, channels = shape[:3]
-    blocks = np.zeros(shape, dtype=rows.dtype)
-    for block in range(n_blocks):
-        part = rows[:, block * channels:(block + 1) * channels]
-        blocks[block, :len(rows), :part.shape[1]] = part
-    return blocks
-
-
-@pytest.mark.parametrize("compression", ["none", "gzip"])
-def test_blocks_in_chunk_layout_land_in_the_right_rows_and_channels(tmp_path, monkeypatch, compression):
-    monkeypatch.setattr("dnnprobe.extract.actfile.CHUNK_BYTES", 4 * 3 * 2 * 2 * 4)  # 3 channels per chunk: 7 = 3 + 3 + 1
-    data = np.random.default_rng(5).standard_normal((10, 7, 2, 2)).astype(np.float32)
-    released = []
-    with ActivationWriter(tmp_path / "b.act.h5", 10, {"conv": (7, 2, 2)}, rows_per_chunk=4, compression=compression) as writer:
-        shape = writer.block_shape("conv")
-        assert shape == (3, 4, 3, 2, 2)
-        for start in (0, 4, 8):  # the last batch has 2 rows
-            rows = data[start:start + 4]
-            writer.write_blocks({"conv": as_blocks(rows, shape)}, len(rows), release=lambda s=start: released.append(s))
-    with h5py.File(tmp_path / "b.act.h5", "r") as f:
-        np.testing.assert_array_equal(f["conv"][:], data)
-    assert released == [0, 4, 8]
-
-
-def test_blocks_that_do_not_fill_whole_chunks_are_refused(tmp_path):
-    with ActivationWriter(tmp_path / "b.act.h5", 10, {"fc1": (3, 1, 1)}, rows_per_chunk=4) as writer:
-        shape = writer.block_shape("fc1")
-        with pytest.raises(ValueError, match="do not fill whole chunks of 4 rows"):
-            writer.write_blocks({"fc1": np.zeros(shape, np.float32)}, 3)  # a short batch that is not the last
-        with pytest.raises(ValueError, match=r"expected C-contiguous \(1, 4, 3, 1, 1\) float32"):
-            writer.write_blocks({"fc1": np.zeros(shape, np.float64)}, 4)
-        for _ in range(2):
-            writer.write_blocks({"fc1": np.ones(shape, np.float32)}, 4)
-        writer.write_blocks({"fc1": np.ones(shape, np.float32)}, 2)
-    with h5py.File(tmp_path / "b.act.h5", "r") as f:
-        assert f["fc1"].shape == (10, 3, 1, 1) and (f["fc1"][:] == 1).all()
-
-
-def test_disk_full_while_writing_blocks_releases_the_buffers_and_leaves_no_file(tmp_path, monkeypatch):
-    target = tmp_path / "a.act.h5"
-
-    def full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    released = []
-    monkeypatch.setattr("dnnprobe.extract.actfile.write_chunk", full)
-    with pytest.raises(DnnprobeError, match="writing activations failed .*No space left on device"):
-        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}, rows_per_chunk=2) as writer:
-            blocks = {"fc1": np.zeros(writer.block_shape("fc1"), np.float32)}
-            for _ in range(5):
-                writer.write_blocks(blocks, 2, release=lambda: released.append(1))
-    assert released  # a producer recycling buffers is never left waiting for them
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_file_another_process_holds_open_for_writing_is_named_as_locked(tmp_path):

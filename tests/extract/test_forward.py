@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -18,7 +19,8 @@ from dnnprobe.extract.forward import LayerRecorder, extract_activations, layer_u
 from dnnprobe.network.layers import resolve_layers
 from dnnprobe.network.build import load_network, random_network
 from dnnprobe.network.layers import TUTORIAL_LAYERS
-from dnnprobe.extract.forward import load_rgb, preprocess
+from dnnprobe.network.preprocess import DNNBRAIN, IMAGENET_MEAN, IMAGENET_STD
+from dnnprobe.stimuli.images import load_rgb
 from dnnprobe.stimuli.table import StimulusTable
 
 PRE_ACTIVATION = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2")
@@ -26,6 +28,21 @@ SHAPES = {
     "conv1": (64, 55, 55), "conv2": (192, 27, 27), "conv3": (384, 13, 13), "conv4": (256, 13, 13),
     "conv5": (256, 13, 13), "fc1": (4096, 1, 1), "fc2": (4096, 1, 1),
 }
+
+
+@functools.lru_cache(maxsize=1)
+def _transform():
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize(DNNBRAIN.input_size), transforms.ToTensor(),
+                               transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+
+
+def preprocess(image):
+    """DNNBrain's AlexNet test transform as torchvision composes it, a (3, 224, 224) float32 tensor: the
+    reference for the extractor's own route (``resized_pixels`` in the decoding workers, then
+    ``to_model_input`` per batch), which must give the same values bit for bit."""
+    return _transform()(image)
 
 
 def test_layout_is_dnnbrain(tiny_activations, tiny_stimuli):
@@ -295,7 +312,7 @@ def test_activations_equal_a_plain_forward_pass_bit_for_bit(tiny_stimuli, tmp_pa
     Small chunks (3 float32 or 6 float16 channels of conv1 per chunk: 64 is a multiple of neither)
     make the last chunk of several layers hold padding channels, and batches of 10 for 24 images make
     the last batch short."""
-    monkeypatch.setattr("dnnprobe.extract.actfile.CHUNK_BYTES", 3 * 10 * 55 * 55 * 4)
+    monkeypatch.setattr("dnnprobe.extract.writer.CHUNK_BYTES", 3 * 10 * 55 * 55 * 4)
     table = StimulusTable.read(tiny_stimuli)
     model = random_network("alexnet", 0).eval()
     module_paths = resolve_layers(model, "alexnet", TUTORIAL_LAYERS)
@@ -380,7 +397,7 @@ def test_a_batch_a_worker_cannot_hand_over_times_out_in_one_line(tiny_stimuli, t
 SMALL_SHM_SCRIPT = """
 import sys
 import dnnprobe.extract.forward as extraction
-from dnnprobe.compute import memory
+from dnnprobe.extract import budget
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.network.layers import resolve_layers
 from dnnprobe.network.build import random_network
@@ -389,7 +406,7 @@ from dnnprobe.stimuli.table import StimulusTable
 model = random_network("alexnet", 0).eval()
 paths = resolve_layers(model, "alexnet", ["fc2"])
 if sys.argv[2] == "unchecked":  # as before the pre-check: the timeout must still end the wait
-    memory.check_shared_memory = lambda *args: None
+    budget.check_shared_memory = lambda *args: None
     extraction.WORKER_TIMEOUT_S = 10
 try:
     extraction.extract_activations(StimulusTable.read(sys.argv[1]), model, paths, sys.argv[3], batch_size=24,
@@ -412,7 +429,7 @@ def test_a_small_dev_shm_never_hangs_extraction(tiny_stimuli, tmp_path, check):
     command = (f"mount -t tmpfs -o size=2m tmpfs /dev/shm && "
                f"{sys.executable} {script} {tiny_stimuli} {check} {tmp_path / 'a.act.h5'}")
     result = subprocess.run(["unshare", "-r", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=240,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")})
     message = result.stdout.strip()
     if check == "checked":
         assert re.fullmatch(r"1 image-decoding worker needs 17 MB of shared memory in /dev/shm, 2 MB free; "

@@ -8,7 +8,7 @@ import pytest
 from helpers import low_rank_data, one_line_error
 from dnnprobe.compute import memory
 from dnnprobe.compute.arrays import NUMPY
-from dnnprobe.extract.actfile import ActivationWriter
+from dnnprobe.extract.writer import ActivationWriter
 from dnnprobe.gram import budget
 from dnnprobe.gram.writer import write_gram_file
 

@@ -10,7 +10,8 @@ import pytest
 from scipy.spatial.distance import pdist
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.gram.writer import GramFile, write_gram_file
+from dnnprobe.gram.reader import GramFile
+from dnnprobe.gram.writer import write_gram_file
 from dnnprobe.gram.similarity import cross_cka, layer_cka, read_rdms
 
 
@@ -77,7 +78,7 @@ def test_cka_between_two_gram_files_of_the_same_stimuli(grams, tiny_activations,
 
 def test_covariance_route_layers_are_left_out_and_named(tmp_path):
     """A layer with fewer units than stimuli holds X^T X, from which no n x n Gram follows."""
-    from dnnprobe.probe.covpca import LayerMoments  # noqa: F401 - the route's stored form
+    from dnnprobe.gram.moments import LayerMoments  # noqa: F401 - the route's stored form
 
     rng = np.random.default_rng(0)
     path = tmp_path / "g.h5"

@@ -79,6 +79,28 @@ def test_bench_permutations_tiny(tmp_path):
     assert 1 / 20 <= float(match.group(2)) <= 1  # (count + 1) / (permutations + 1)
 
 
+def test_bench_permutations_memory_tiny(tmp_path):
+    last = run("bench_permutations.py", "--memory", "--permutations", "200", "--n", "40", "--pca", "4", cwd=tmp_path)
+    assert re.fullmatch(r"P=200 n=40 k=4: measured -?\d+ MiB, estimate \d+ MiB", last), last
+
+
+def test_bench_tracking_killed_server(tmp_path):
+    """A real `mlflow server` stopped mid-run: the probe's one-line error comes within the stages' HTTP bounds."""
+    last = run("bench_tracking.py", "--cases", "killed", cwd=tmp_path)
+    match = re.fullmatch(r"killed_s=([\d.]+) frozen_s=-", last)
+    assert match, last
+
+
+def test_check_rsatoolbox(tmp_path):
+    """rsatoolbox (not a dependency: skipped unless installed) reads the RDM file and agrees with its own RDMs."""
+    import pytest
+
+    pytest.importorskip("rsatoolbox")
+    last = run("check_rsatoolbox.py", cwd=tmp_path)
+    match = re.fullmatch(r"max_abs_diff=([\d.e+-]+) measure=\w+", last)
+    assert match and float(match.group(1)) < 1e-5, last
+
+
 def test_bench_reprobe_tiny(tmp_path):
     from helpers import synthetic
 

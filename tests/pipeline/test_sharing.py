@@ -306,8 +306,8 @@ def test_mlproject_parameters_match_params_yaml_and_reach_the_commands(tmp_path)
 
 
 def open_probe_run(tmp_path, monkeypatch, launching_run_id: str) -> str:
-    """tracking.probe_run as the probe stage uses it, with $MLFLOW_RUN_ID set as `mlflow run` sets it."""
-    from dnnprobe.track.tracking import probe_run
+    """runs.probe_run as the probe stage uses it, with $MLFLOW_RUN_ID set as `mlflow run` sets it."""
+    from dnnprobe.track.runs import probe_run
 
     monkeypatch.chdir(tmp_path)  # a local store's artifacts go under the current repo: not this checkout
     monkeypatch.setenv("MLFLOW_RUN_ID", launching_run_id)
@@ -334,7 +334,7 @@ def test_launching_run_in_another_experiment_is_cross_linked(tmp_path, monkeypat
 
 
 def test_launching_run_in_the_dnnprobe_experiment_becomes_the_parent(tmp_path, monkeypatch):
-    from dnnprobe.track.tracking import ensure_experiment
+    from dnnprobe.track.store import ensure_experiment
 
     monkeypatch.chdir(tmp_path)
     client = mlflow.tracking.MlflowClient()
@@ -372,7 +372,8 @@ def exp_entry(name, rev, pca, scores, C=1.0, nested=False):
 
 def test_sweep_figure_has_one_line_per_experiment(tmp_path):
     from dnnprobe.cli import main
-    from dnnprobe.experiments.sweep import experiments_from_exp_show, varying_params, write_sweep
+    from dnnprobe.experiments.exp_show import experiments_from_exp_show, varying_params
+    from dnnprobe.experiments.sweep import write_sweep
     from click.testing import CliRunner
 
     baseline = exp_entry("main", "a" * 40, 100, {"conv1": 0.6, "fc1": 0.8}, C=1, nested=True)  # 1 and 1.0: the same C
@@ -417,7 +418,7 @@ def test_sweep_never_plots_a_failed_experiment_or_an_unread_key(tmp_path):
     from click.testing import CliRunner
 
     from dnnprobe.cli import main
-    from dnnprobe.experiments.sweep import experiments_from_exp_show, varying_params
+    from dnnprobe.experiments.exp_show import experiments_from_exp_show, varying_params
 
     scores = {"conv1": 0.6, "fc1": 0.8}
     baseline = exp_entry("main", "a" * 40, 100, scores)

@@ -228,8 +228,9 @@ def test_batched_null_scores_match_sklearn_scorers(scoring):
 
 
 def test_refit_model_predicts_like_sklearn_pipeline_fit_on_all(tmp_path):
-    from dnnprobe.extract.actfile import ActivationWriter
-    from dnnprobe.gram.writer import GramFile, write_gram_file
+    from dnnprobe.extract.writer import ActivationWriter
+    from dnnprobe.gram.reader import GramFile
+    from dnnprobe.gram.writer import write_gram_file
     from dnnprobe.probe.crossval import save_refit_models
 
     X, y = low_rank_data(50, 60, seed=13)

@@ -220,7 +220,7 @@ def test_nested_C_matches_gridsearchcv_per_fold(grouped):
 
 def test_nested_C_for_a_continuous_target_and_the_covariance_route():
     """Ridge's alpha = 1 / C; the d x d route refits the inner PCAs from the moments and held-out rows."""
-    from dnnprobe.probe.covpca import LayerMoments
+    from dnnprobe.gram.moments import LayerMoments
 
     X, _ = low_rank_data(90, 30, seed=4)
     target = X[:, :3].sum(axis=1).astype(np.float64) + np.random.default_rng(0).normal(0, 2.0, 90)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from helpers import tiny_params
-from dnnprobe.report.figure import plot_rows
+from dnnprobe.report.plots import plot_rows
 from dnnprobe.stages.probe import probe
 from dnnprobe.stages.report import report
 
@@ -165,7 +164,7 @@ def test_layers_without_relu_partners_get_one_bar_each_in_depth_order_readably(n
     """A ViT's blocks: one series, one bar per layer, tick labels that do not collide (12 to 48 layers)."""
     import matplotlib.pyplot as plt
 
-    from dnnprobe.report.figure import plot_rows
+    from dnnprobe.report.plots import plot_rows
 
     order = [f"block{i}" for i in range(1, n_layers + 1)]
     layers = {layer: {"mean": 0.6 + 0.005 * i, "sem": 0.01, "scores": [0.6] * 10} for i, layer in enumerate(order)}
@@ -180,44 +179,3 @@ def test_layers_without_relu_partners_get_one_bar_each_in_depth_order_readably(n
     assert figure.get_size_inches()[0] <= 0.35 * 48 + 1.5 + 1.6 + 1e-9  # 48 layers stay within ~20 inches
     assert "layer" in [t.get_text() for t in axes.get_legend().get_texts()] and "ReLU" not in str(axes.get_legend().get_texts())
     plt.close(figure)
-
-
-def test_sweep_figure_of_48_layers_stays_readable():
-    """A 48-block transformer across three experiments: vertical, non-colliding layer names, within ~22 inches."""
-    import matplotlib.pyplot as plt
-
-    from dnnprobe.experiments.sweep import Experiment, sweep_figure
-
-    layers = [f"block{i}" for i in range(1, 49)]
-    experiments = [Experiment(f"exp-{pca}", {"pca": pca}, "accuracy", {layer: (0.6, 0.01) for layer in layers})
-                   for pca in (10, 50, 100)]
-    figure = sweep_figure(experiments, "pca")
-    figure.canvas.draw()
-    axes = figure.axes[0]
-    renderer = figure.canvas.get_renderer()
-    ticks = [label.get_window_extent(renderer) for label in axes.get_xticklabels()]
-    assert [label.get_text() for label in axes.get_xticklabels()] == layers
-    assert not any(a.overlaps(b) for a, b in zip(ticks, ticks[1:])), "layer names collide"
-    assert figure.get_size_inches()[0] <= 0.3 * 48 + 7 + 1e-9
-    plt.close(figure)
-
-
-def test_the_confusion_figure_is_readable_at_any_class_count(tmp_path):
-    """150 classes drew a 13,800 px square PNG that PIL refuses to open (and past ~725 matplotlib failed):
-    beyond 30 classes the matrix is drawn without cell text, beside the most frequent confusions."""
-    from PIL import Image
-
-    from dnnprobe.report.figure import confusion_figure, save_figure
-
-    n = 150
-    conf_m = np.zeros((3, n, n), dtype=np.int64)
-    conf_m[:, range(n), range(n)] = 8
-    conf_m[0, 7, 42] = 5  # the most frequent confusion: 5 of class 7's 29 stimuli taken for class 42
-    names = [f"class {i}" for i in range(n)]
-    png, svg = save_figure(confusion_figure(conf_m, names, "fc2"), tmp_path / "confusion")
-    with Image.open(png) as image:
-        assert image.size[0] <= 2000 and image.size[1] <= 1200
-        image.load()
-    text = svg.read_text()
-    assert "class 7 \u2192 class 42 (5)" in text and "150 classes" in text
-    assert svg.stat().st_size < 1_000_000

@@ -34,7 +34,7 @@ def test_template_draws_the_report_stage_columns():
     template = json.loads((PLOTS / "layer_scores.json").read_text())
     assert template["data"] == {"values": "<DVC_METRIC_DATA>"}
     fields = set(re.findall(r'"field": "(\w+)"', json.dumps(template)))
-    from dnnprobe.report.figure import plot_rows
+    from dnnprobe.report.plots import plot_rows
 
     summary = {"scoring": "accuracy", "layer_order": ["conv1", "conv1_relu", "fc1"],
                "layers": {name: {"mean": 0.6, "sem": 0.01} for name in ("conv1", "conv1_relu", "fc1")}}
@@ -47,7 +47,7 @@ def test_template_draws_the_report_stage_columns():
 
 def test_dvc_plots_diff_labels_each_line_with_the_settings_that_differ():
     """Not only DVC's random experiment name (`risky-nosh`): what the probe's summary says differs."""
-    from dnnprobe.report.figure import plot_rows
+    from dnnprobe.report.plots import plot_rows
 
     template = json.loads((PLOTS / "layer_scores.json").read_text())
     summary = {"scoring": "accuracy", "layer_order": ["conv1", "conv1_relu"], "settings": "pca=50 classifier=ridge",

@@ -19,6 +19,7 @@ import re
 import numpy as np
 import scipy.linalg
 
+from dnnprobe.compute import memory
 from dnnprobe.compute.device import DEVICE_PATTERN, check_cuda_device, full_float32, nvidia_driver_present
 from dnnprobe.core.errors import DnnprobeError
 
@@ -172,9 +173,6 @@ class TorchOps(NumpyOps):
         :data:`DEVICE_EIGH_LIMIT` rows, above it on the host (top k only), after a host memory check."""
         size = matrix.shape[0]
         if size > DEVICE_EIGH_LIMIT:
-            # Here, not at the top: the similarity stage uses these ops and not the memory checks (dvc.yaml).
-            from dnnprobe.compute import memory
-
             memory.check_host_eigh(size)
             return NUMPY.dense_top(self.numpy(matrix).astype(np.float64, copy=False), k)
         values, vectors = self.torch.linalg.eigh(matrix.to(self.torch.float64))

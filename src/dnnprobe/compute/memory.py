@@ -4,9 +4,8 @@ what the kernel can reclaim, also inside a memory cgroup (containers, SLURM jobs
 a CUDA device's free memory: :func:`device_available_bytes`; /dev/shm's: :func:`shm_free_bytes`.
 
 The stages' own estimates live with their stage: :mod:`dnnprobe.gram.budget`,
-:mod:`dnnprobe.probe.budget`, and the extract stage's batch buffers and decoding workers' shared
-memory below (:func:`extraction_bytes`, :func:`check_shared_memory`). This module imports no other
-part of dnnprobe beyond the core.
+:mod:`dnnprobe.probe.budget` and :mod:`dnnprobe.extract.budget`. This module imports no other part of
+dnnprobe beyond the core.
 """
 
 from __future__ import annotations
@@ -163,39 +162,7 @@ def check_host_eigh(size: int) -> None:
             "or leave the layer out of extract.layers")
 
 
-# ---- the extract stage ---------------------------------------------------------------------
-
-# Room beyond the estimate for extraction: the network and the libraries are already loaded when it
-# checks (so already counted as used), this is for what the forward pass allocates besides.
-EXTRACTION_ROOM = 256 << 20
-PIXEL_BYTES = 224 * 224 * 3  # one resized uint8 image, as decoding workers ship it
-
-
-def extraction_bytes(n_stim: int, batch_size: int, padded_units: int, itemsize: int, buffer_sets: int,
-                     largest_output: int, batches_in_flight: int) -> int:
-    """Peak host bytes of the extract stage beyond the loaded network.
-
-    `padded_units`: the units of every recorded layer together, per stimulus, as laid out in the
-    file's chunks; `itemsize`: bytes per stored value (extract.dtype); `buffer_sets`: batch buffers in
-    turn (every recorded layer at batch size, each); `largest_output`: the most values one module
-    outputs per stimulus (its input and output are alive together, in float32);
-    `batches_in_flight`: decoded batches the loader holds.
-    """
-    rows = max(1, min(batch_size, n_stim))
-    buffers = buffer_sets * rows * padded_units * itemsize
-    forward = 2 * rows * largest_output * 4
-    return buffers + forward + batches_in_flight * rows * PIXEL_BYTES + EXTRACTION_ROOM
-
-
-def check_extraction(needed: int, n_layers: int, batch_size: int) -> None:
-    """Raise DnnprobeError (one line) if extraction's buffers (:func:`extraction_bytes`) do not fit."""
-    available = available_bytes()
-    if needed > available:
-        raise DnnprobeError(
-            f"extraction needs {needed / GIB:.1f} GiB of host memory ({n_layers} layers at extract.batch_size "
-            f"{batch_size}), {available / GIB:.1f} GiB available; lower extract.batch_size, record fewer "
-            "extract.layers, or use extract.dtype: float16")
-
+# ---- shared memory (/dev/shm) -------------------------------------------------------------
 
 SHM_PATH = Path("/dev/shm")
 
@@ -207,26 +174,3 @@ def shm_free_bytes(path: Path = SHM_PATH) -> int | None:
     except OSError:
         return None
     return stat.f_bavail * stat.f_frsize
-
-
-def check_shared_memory(num_workers: int, batch_size: int, n_stim: int, prefetch: int) -> None:
-    """Raise DnnprobeError (one line) if /dev/shm cannot hold the batches the decoding workers prepare.
-
-    Each of `num_workers` keeps up to `prefetch` decoded batches (rows x 224 x 224 x 3 bytes) in
-    /dev/shm, and the main process holds one more. A worker that cannot place a batch there does not
-    fail: PyTorch's queue drops the batch and the main process would wait for it forever (Docker gives
-    a container 64 MB of /dev/shm unless told ``--shm-size``).
-    """
-    if num_workers == 0:
-        return
-    free = shm_free_bytes()
-    batch = max(1, min(batch_size, n_stim)) * PIXEL_BYTES
-    needed = (num_workers * prefetch + 1) * batch
-    if free is not None and needed > free:
-        fit = max(0, (free // batch - 1) // prefetch)
-        workers = "1 image-decoding worker needs" if num_workers == 1 else f"{num_workers} image-decoding workers need"
-        fewer = f"{fit} (fits) or " if fit else ""
-        raise DnnprobeError(
-            f"{workers} {needed / (1 << 20):,.0f} MB of shared memory in {SHM_PATH}, {free / (1 << 20):,.0f} MB free; "
-            f"set extract.num_workers: {fewer}0 (decode in the main process), lower extract.batch_size, "
-            "or give the container more (docker run --shm-size=1g)")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from dnnprobe.core.paths import dvc_root
 
 
 class DnnprobeError(Exception):
@@ -13,8 +14,8 @@ class DnnprobeError(Exception):
 def in_temporary_experiment() -> bool:
     """True inside `dvc exp run --temp` or a queued experiment: DVC runs those in a temporary copy of the
     repository (under .dvc/tmp/exps) and sets $DVC_ROOT to the real one."""
-    root = os.environ.get("DVC_ROOT")
-    return bool(root) and Path.cwd().resolve().is_relative_to(Path(root).resolve() / ".dvc" / "tmp" / "exps")
+    root = dvc_root()
+    return root is not None and Path.cwd().resolve().is_relative_to(root.resolve() / ".dvc" / "tmp" / "exps")
 
 
 def missing_file_hint() -> str:

@@ -8,7 +8,7 @@ score, ``reports/metrics.json``), and one column per experiment. When the column
 terminal, the experiments are shown in several tables one under the other, each with every row.
 
 The experiments are those ``dvc exp show`` lists (the workspace, HEAD and its experiments; every
-commit's with ``--all-commits``), read the way ``dnnprobe sweep`` reads them (:mod:`dnnprobe.experiments.sweep`):
+commit's with ``--all-commits``), read the way ``dnnprobe sweep`` reads them (:mod:`dnnprobe.experiments.exp_show`):
 queued, running and failed experiments are left out, and exact repeats are shown once.
 """
 
@@ -20,7 +20,7 @@ import sys
 import click
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.experiments.sweep import Experiment, experiments_from_exp_show, layer_order, load_exp_show, run_exp_show, varying_params
+from dnnprobe.experiments.exp_show import Experiment, experiments_from_exp_show, layer_order, load_exp_show, run_exp_show, varying_params
 
 MAX_VALUE = 24  # characters of a setting's value (a changed layer list is long), then "…"
 

@@ -25,7 +25,6 @@ import contextlib
 import functools
 import queue
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -35,13 +34,18 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from dnnprobe.extract.actfile import ActivationWriter, dnnbrain_shape
+from dnnprobe.extract.actfile import dnnbrain_shape
+from dnnprobe.extract.budget import check_memory
+from dnnprobe.extract.buffers import BUFFER_SETS, BatchBuffers
+from dnnprobe.extract.writer import ActivationWriter
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.progress import progress_bar
-from dnnprobe.core.hashing import file_sha256
 from dnnprobe.network.layers import LayerCall, fx_call_names, parse_layer_call
 from dnnprobe.compute.device import full_float32, pick_device
+from dnnprobe.compute.disk import size_line
+from dnnprobe.compute.memory import SHM_PATH, shm_free_bytes
 from dnnprobe.network.preprocess import DNNBRAIN, IMAGENET_MEAN, IMAGENET_STD, Preprocess, pil_transform
+from dnnprobe.stimuli.images import load_rgb
 from dnnprobe.stimuli.table import ImageList, StimulusTable
 from dnnprobe.network.tokens import TokenLayout, hidden_state, reducer, token_layers
 
@@ -50,127 +54,12 @@ from dnnprobe.network.tokens import TokenLayout, hidden_state, reducer, token_la
 INPUT_SIZE = DNNBRAIN.input_size
 
 
-# ---- images ------------------------------------------------------------------------------
-
-
-def load_rgb(path: Path, expected_sha256: str | None = None, notes: list[str] | None = None) -> Image.Image:
-    """Open an image as 8-bit RGB, as DNNBrain does (``.convert('RGB')``), with clear errors.
-
-    Pixels of more than 8 bits are scaled to 8 bits first, since PIL's own conversion clips them
-    (:func:`eight_bit`). With `expected_sha256`, the bytes must have that hash (the image is the one the
-    image list names). With `notes` (a list), one line naming the file is added for each thing that is
-    decoded but worth knowing: an animated or multi-page file (its first frame is used), a JPEG whose
-    scan data libjpeg reports as corrupt (PIL decodes it without a word), a warning of PIL's own.
-    Transparent pixels keep the colour stored under them, as in DNNBrain (``convert('RGB')``).
-    """
-    if not path.is_file():
-        raise DnnprobeError(f"{path}: image not found")
-    if expected_sha256 is not None and file_sha256(path) != expected_sha256:
-        raise DnnprobeError(
-            f"{path}: its bytes differ from those the image list recorded; rerun the stimuli and check stages")
-    notes = [] if notes is None else notes
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with Image.open(path) as image:
-                frames = getattr(image, "n_frames", 1)  # before load(): counting frames seeks through the file
-                image.seek(0)
-                image.load()
-                rgb = eight_bit(image, path).convert("RGB")
-                if image.format in ("JPEG", "MPO"):
-                    notes.extend(f"{path}: {problem}; decoded as PIL decodes it" for problem in jpeg_problems(path, image.mode))
-        for warning in caught:
-            # PIL only warns between its pixel limit and twice that; treat both as an error.
-            if issubclass(warning.category, Image.DecompressionBombWarning):
-                raise warning.message
-            if not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
-                notes.append(f"{path}: {warning.message}")  # about the file, not about library versions
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DnnprobeError(f"{path}: image too large to decode safely ({exc})") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        reason = "empty file" if path.stat().st_size == 0 else str(exc) or exc.__class__.__name__
-        raise DnnprobeError(f"{path}: cannot read image ({reason})") from None
-    if frames > 1:
-        notes.append(f"{path}: {frames} frames (animated or multi-page); the first is used")
-    return rgb
-
-
-def eight_bit(image: Image.Image, path: Path) -> Image.Image:
-    """`image` with 8 bits per channel; modes that already have them are returned as they are.
-
-    16-bit modes (``I;16`` and its byte orders) are scaled by 255 / 65535; 32-bit integers (``I``) the
-    same when a value exceeds 255 (else they are 8-bit values); floats (``F``) by 255 when every value
-    lies in 0..1 (the float convention), else taken as 0..255. Values outside 0..65535 (``I``) or
-    0..255 (``F``), and NaN or infinity, are refused: no scale would be more than a guess.
-    """
-    if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
-        return image
-    array = np.asarray(image, dtype=np.float64)
-    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-    if image.mode == "F":
-        if not np.isfinite(array).all() or low < 0 or high > 255:
-            shown = "NaN or infinite values" if not np.isfinite(array).all() else f"values from {low:g} to {high:g}"
-            raise DnnprobeError(f"{path}: float pixels ({shown}); only 0..1 or 0..255 can be read as an image: "
-                                "save it with 8 or 16 bits per channel")
-        if high > 1:
-            return image  # 0..255 already: PIL's conversion rounds it as before
-        peak = 1.0
-    elif image.mode == "I" and (low < 0 or high > 65535):
-        raise DnnprobeError(f"{path}: 32-bit integer pixels from {low:g} to {high:g}; only 0..65535 can be read "
-                            "as an image: save it with 8 or 16 bits per channel")
-    else:
-        peak = 65535.0 if image.mode.startswith("I;16") or high > 255 else 255.0
-    return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
-
-
-def jpeg_problems(path: Path, mode: str) -> list[str]:
-    """What libjpeg warns of while decoding the JPEG at `path` (``Corrupt JPEG data: ...``): PIL silences
-    its warnings and decodes such a file into pixels that can be far off. Checked with simplejpeg's strict
-    mode at an eighth of the size (the whole scan is still read)."""
-    import simplejpeg
-
-    data = path.read_bytes()
-    colorspace = {"CMYK": "CMYK", "L": "GRAY"}.get(mode, "RGB")
-    options = dict(colorspace=colorspace, fastdct=True, fastupsample=True, min_factor=8)
-    try:
-        simplejpeg.decode_jpeg(data, strict=True, **options)
-    except ValueError as warning:
-        try:
-            simplejpeg.decode_jpeg(data, strict=False, **options)
-        except ValueError:
-            return []  # a JPEG variant libjpeg-turbo cannot decode, but PIL could: nothing to report
-        return [str(warning).strip().rstrip(".")]
-    return []
-
-
-@functools.lru_cache(maxsize=1)
-def _transform():
-    from torchvision import transforms
-
-    return transforms.Compose(
-        [
-            transforms.Resize(INPUT_SIZE),
-            transforms.ToTensor(),
-            transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        ]
-    )
-
-
-def preprocess(image: Image.Image):
-    """DNNBrain's AlexNet test transform, as a (3, 224, 224) float32 tensor.
-
-    The reference for the extractor's own route (:func:`resized_pixels` in the decoding workers,
-    then :func:`to_model_input` per batch), which gives the same values bit for bit (tested).
-    """
-    return _transform()(image)
-
-
 _resize = functools.lru_cache(maxsize=4)(pil_transform)
 
 
 def resized_pixels(image: Image.Image, prep: Preprocess = DNNBRAIN) -> np.ndarray:
-    """The PIL steps of the transform (:func:`preprocess` for DNNBrain's: squashed to 224 x 224; else
-    `prep`'s resize and centre crop), as (height, width, 3) uint8."""
+    """The PIL steps of the transform (DNNBrain's: squashed to 224 x 224; else `prep`'s resize and centre
+    crop), as (height, width, 3) uint8."""
     return np.asarray(_resize(prep)(image))
 
 
@@ -209,9 +98,9 @@ class StimulusImages(Dataset):
     Items are (224, 224, 3) uint8 arrays (:func:`resized_pixels`); :func:`to_model_input` finishes
     the preprocessing per batch. With `checksums`, each image's bytes must have its listed sha256
     (checked as it is read, so the activations are of exactly the images the image list names).
-    Errors and notes (:func:`load_rgb`) travel back as values because DataLoader workers would wrap a
-    raised error in a multi-line traceback, and print warnings under no file's name; :func:`_collate`
-    gathers them.
+    Errors and notes (:func:`dnnprobe.stimuli.images.load_rgb`) travel back as values because DataLoader
+    workers would wrap a raised error in a multi-line traceback, and print warnings under no file's name;
+    :func:`_collate` gathers them.
     """
 
     def __init__(self, paths: list[Path], checksums: list[str] | None = None, prep: Preprocess = DNNBRAIN) -> None:
@@ -348,7 +237,7 @@ def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], d
     `tokens` choice, and ``token_layers`` lists them; shapes are those stored, after that choice.
     """
     recorder = LayerRecorder(model, module_paths)
-    largest = [0]  # the most values any module outputs (memory.extraction_bytes)
+    largest = [0]  # the most values any module outputs (dnnprobe.extract.budget.extraction_bytes)
 
     def measure(module, inputs, output):
         if isinstance(output, torch.Tensor):
@@ -389,91 +278,6 @@ def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], d
     return shapes
 
 
-def copy_into_blocks(blocks: torch.Tensor, output: torch.Tensor) -> None:
-    """Copy a layer's output (B, n_chn, n_row, n_col) into chunk layout (n_blocks, rows, channels, n_row, n_col).
-
-    Block j receives channels ``j * channels`` onward of the B rows; see
-    :meth:`dnnprobe.extract.actfile.ActivationWriter.block_shape`. One strided copy for the whole blocks, one
-    for a last, partial block; a dtype change (float16 files) happens in the same copy.
-    """
-    channels = blocks.shape[2]
-    count, n_chn = output.shape[:2]
-    whole = n_chn // channels
-    if whole:
-        split = output[:, :whole * channels].unflatten(1, (whole, channels))  # (B, whole, channels, row, col)
-        blocks[:whole, :count].copy_(split.transpose(0, 1))
-    if n_chn > whole * channels:
-        blocks[whole, :count, :n_chn - whole * channels].copy_(output[:, whole * channels:])
-
-
-class BatchBuffers:
-    """One batch of every layer in host memory, laid out as the activation file's chunks.
-
-    The hooks fill it (:meth:`store`), the writer thread writes it, and the extractor reuses a few
-    such sets in turn, so no batch allocates (and page-faults in) fresh memory. On the CPU the hooks
-    copy straight into these arrays. On a GPU the buffers are pinned; each layer is copied into chunk
-    layout in device memory, then to the host on `copy_stream` while the network computes on; the
-    ``ready`` function of :meth:`finish` waits for those copies.
-    """
-
-    def __init__(self, block_shapes: Mapping[str, tuple[int, ...]], dtype: torch.dtype, device: torch.device,
-                 copy_stream=None) -> None:
-        self.device = device
-        self.dtype = dtype
-        self.copy_stream = copy_stream
-        cuda = device.type == "cuda"
-        # Zeros: the padding channels of a last block are never written and must be deterministic.
-        self.host = {layer: torch.zeros(shape, dtype=dtype, pin_memory=cuda) for layer, shape in block_shapes.items()}
-        self.arrays = {layer: tensor.numpy() for layer, tensor in self.host.items()}  # the same memory
-        self.peaks: dict[str, torch.Tensor] = {}  # float16 files: each layer's largest |value| in this batch
-
-    def store(self, layer: str, output: torch.Tensor) -> torch.Tensor:
-        host = self.host[layer]
-        output = output.detach().reshape(output.shape[0], *dnnbrain_shape(tuple(output.shape[1:])))
-        if self.dtype == torch.float16:  # a value beyond float16's range would be stored as inf
-            self.peaks[layer] = output.abs().amax()
-        if self.device.type != "cuda":
-            copy_into_blocks(host, output)
-            return host
-        staged = torch.zeros(host.shape, dtype=self.dtype, device=output.device)
-        copy_into_blocks(staged, output)
-        self.copy_stream.wait_stream(torch.cuda.current_stream(output.device))
-        with torch.cuda.stream(self.copy_stream):
-            host.copy_(staged, non_blocking=True)
-        staged.record_stream(self.copy_stream)  # not reused by the allocator before the copy is done
-        return host
-
-    def check_range(self) -> None:
-        """Raise DnnprobeError (one line) if a layer of this batch holds a value float16 cannot store."""
-        for layer, peak in self.peaks.items():
-            if float(peak) > FLOAT16_MAX:
-                raise DnnprobeError(
-                    f"layer {layer}: activations reach {float(peak):,.0f}, beyond float16's largest value "
-                    f"({FLOAT16_MAX:,.0f}), and would be stored as inf; use extract.dtype: float32")
-        self.peaks = {}
-
-    def finish(self, count: int):
-        """Call after the forward pass of a batch of `count` rows; returns the writer's ``ready`` (or None)."""
-        if self.device.type == "cuda":
-            # A blocking event: the writer thread sleeps until the copies are done instead of spinning
-            # on a core the decoding workers need.
-            done = torch.cuda.Event(blocking=True)
-            done.record(self.copy_stream)
-            return done.synchronize
-        rows = next(iter(self.host.values())).shape[1]
-        if count < rows:  # a last, short batch: rows left over from the previous batch become zeros
-            for tensor in self.host.values():
-                tensor[:, count:].zero_()
-        return None
-
-
-FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65,504
-
-# Buffer sets in flight: one filled by the network while the writer stores the other. Writing a batch
-# takes a fraction of its forward pass, so a third set (256 MB more at batch 64) would rarely be used.
-BUFFER_SETS = 2
-
-
 # Decoded batches each worker prepares ahead, and how long the extractor waits for the next one: far
 # longer than any batch takes to decode, but not forever (a worker that cannot place its batch in
 # /dev/shm does not fail: PyTorch's queue drops the batch, and the wait would never end).
@@ -483,8 +287,6 @@ WORKER_TIMEOUT_S = 300
 
 def _from_workers(loader: DataLoader, num_workers: int):
     """The loader's batches; a decoding worker that dies, fails or hangs is one line naming what to change."""
-    from dnnprobe.compute.memory import SHM_PATH, shm_free_bytes
-
     batches = iter(loader)
     while True:
         try:
@@ -503,26 +305,6 @@ def _from_workers(loader: DataLoader, num_workers: int):
                 f"{what}; {shm}: set extract.num_workers: 0 (decode in the main process), "
                 "or give the container more shared memory (docker run --shm-size=1g)") from None
         yield batch
-
-
-def check_memory(unit_shapes: LayerShapes, n_stim: int, batch_size: int, dtype: str, num_workers: int,
-                 device: torch.device) -> None:
-    """Refuse, in one line and before any work, an extraction whose batch buffers do not fit in host
-    memory, or whose decoding workers do not fit in /dev/shm (:mod:`dnnprobe.compute.memory`)."""
-    from dnnprobe.compute import memory
-    from dnnprobe.extract.actfile import chunk_shape
-
-    itemsize = np.dtype(dtype).itemsize
-    padded = 0
-    for n_chn, n_row, n_col in unit_shapes.values():
-        channels = chunk_shape(n_stim, (n_chn, n_row, n_col), batch_size, itemsize)[1]
-        padded += -(-n_chn // channels) * channels * n_row * n_col
-    sets = min(BUFFER_SETS, -(-n_stim // batch_size))
-    # The forward pass runs on the GPU there; the host then holds the (pinned) buffers only.
-    largest = unit_shapes.largest_output if device.type == "cpu" else 0
-    needed = memory.extraction_bytes(n_stim, batch_size, padded, itemsize, sets, largest, num_workers * PREFETCH + 1)
-    memory.check_extraction(needed, len(unit_shapes), batch_size)
-    memory.check_shared_memory(num_workers, batch_size, n_stim, PREFETCH)
 
 
 @dataclass
@@ -579,10 +361,9 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
     checksums = images.checksums if isinstance(images, ImageList) else None
     model = model.eval().to(target)
     unit_shapes = layer_unit_shapes(model, module_paths, target, prep.input_size, tokens, token_layout)
-    check_memory(unit_shapes, len(images), batch_size, dtype, num_workers, target)
+    check_memory(unit_shapes, unit_shapes.largest_output, len(images), batch_size, dtype, num_workers, target.type,
+                 BUFFER_SETS, PREFETCH)
     if announce:  # the writer refuses, before the first batch, a file the disk cannot hold
-        from dnnprobe.compute.disk import size_line
-
         announce(size_line(out_path, unit_shapes, len(images), dtype, compression))
     loader = DataLoader(
         StimulusImages(images.image_paths(), checksums, prep),

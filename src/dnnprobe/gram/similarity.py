@@ -46,7 +46,7 @@ RSATOOLBOX_VERSION = "dnnprobe (rsatoolbox RDMs HDF5 layout)"  # rsatoolbox stor
 
 
 def gram_layers(grams) -> tuple[list[str], list[str]]:
-    """(layers with an n x n Gram, covariance-route layers: not derivable) of a :class:`dnnprobe.gram.writer.GramFile`."""
+    """(layers with an n x n Gram, covariance-route layers: not derivable) of a :class:`dnnprobe.gram.reader.GramFile`."""
     usable = [layer for layer in grams.layers if grams.route(layer) == "gram"]
     return usable, [layer for layer in grams.layers if layer not in usable]
 
@@ -136,26 +136,3 @@ def read_rdms(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     with h5py.File(Path(path), "r") as file:
         layers = [name.decode() for name in file["rdm_descriptors"]["layer"][()]]
         return layers, file["dissimilarities"][()]
-
-
-def cka_figure(layers: list[str], cka: np.ndarray, left_out: list[str], title: str):
-    """The layer x layer CKA matrix as a heatmap (values printed when it is small enough to read)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = max(4.0, 0.45 * len(layers) + 2.0)
-    figure, axes = plt.subplots(figsize=(size + 1.0, size))
-    image = axes.imshow(cka, vmin=0, vmax=1, cmap="viridis")
-    if len(layers) <= 16:
-        for (row, col), value in np.ndenumerate(cka):
-            axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                      color="black" if value > 0.6 else "white")
-    axes.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
-    axes.set_yticks(range(len(layers)), layers, fontsize=7)
-    note = f"\nnot derivable from the stored d x d moments: {', '.join(left_out)}" if left_out else ""
-    axes.set_title(title + note, fontsize=8)
-    figure.colorbar(image, ax=axes, fraction=0.046, label="linear CKA")
-    figure.tight_layout()
-    return figure

@@ -32,24 +32,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from dnnprobe.probe.foldpca import OVERSAMPLE, has_variance, top_eigenpairs_of, uses_iterative_solver
 from dnnprobe.compute.arrays import NUMPY, NumpyOps
-
-BAND_BYTES = 64 << 20  # float32 product temporaries: (band, d) at a time
-
-
-@dataclass
-class LayerMoments:
-    """What the gram stage stores for the covariance route (see the module docstring)."""
-
-    moments: object  # (d, d) M: an array, or an h5py dataset (read in row slabs)
-    sums: np.ndarray  # (d,) float64, s
-    shift: np.ndarray  # (d,) float32, c
-    n_stim: int
-
-    @property
-    def n_units(self) -> int:
-        return len(self.sums)
+from dnnprobe.gram.moments import BAND_BYTES, LayerMoments, add_outer_products
+from dnnprobe.probe.foldpca import OVERSAMPLE, has_variance, top_eigenpairs_of, uses_iterative_solver
 
 
 @dataclass
@@ -70,22 +55,6 @@ class CovariancePCA:
     def offset(self) -> np.ndarray:
         """(k,) (m_t - c) V: subtracted from (x - c) V to give the scores (x - m_t) V."""
         return self.shifted_mean @ self.components
-
-
-def add_outer_products(accumulator, rows, ops: NumpyOps = NUMPY, sign: float = 1.0) -> None:
-    """accumulator += sign * rows^T rows, in place, for (r, d) float32 `rows` into a (d, d) float64 array.
-
-    Products run in float32 (BLAS/cuBLAS speed) one band of `accumulator`'s rows at a time, so the
-    only temporary is a (band, d) float32 block, and are added in float64.
-    """
-    d = accumulator.shape[0]
-    band = max(1, BAND_BYTES // max(1, 4 * d))
-    for lo in range(0, d, band):
-        product = rows[:, lo:lo + band].T @ rows
-        if sign > 0:
-            accumulator[lo:lo + band] += product
-        else:
-            accumulator[lo:lo + band] -= product
 
 
 class CovariancePCASolver:

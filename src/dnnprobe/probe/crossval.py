@@ -28,7 +28,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import confusion_matrix
 from sklearn.preprocessing import StandardScaler
 
-from dnnprobe.probe.covpca import CovariancePCASolver, LayerMoments, covariance_fold_scores
+from dnnprobe.gram.moments import LayerMoments
+from dnnprobe.probe.covpca import CovariancePCASolver, covariance_fold_scores
 from dnnprobe.probe.decoders import INNER_CV, ProbeSettings, Target, make_estimator, score
 from dnnprobe.probe.foldpca import GramPCASolver
 from dnnprobe.compute.arrays import NUMPY, NumpyOps
@@ -418,7 +419,7 @@ def covariance_fold_pcas(moments: LayerMoments, read_rows, row_blocks, k: int, o
 def cross_validate_gram(gram, y: np.ndarray, settings: ProbeSettings, ops: NumpyOps = NUMPY,
                         groups: np.ndarray | None = None) -> LayerResult:
     """DNNBrain's cross-validated PCA + decoder for one layer, from its (n, n) Gram matrix (an array, or
-    row-sliceable like :meth:`dnnprobe.gram.writer.GramFile.gram_rows`)."""
+    row-sliceable like :meth:`dnnprobe.gram.reader.GramFile.gram_rows`)."""
     target = Target("", y, settings)
     return cross_validate_targets(gram_fold_pcas(gram, settings.n_components, ops), [target], groups)[""]
 
@@ -432,7 +433,7 @@ def cross_validate_covariance(moments: LayerMoments, read_rows, row_blocks, y: n
 
 
 def layer_fold_pcas(grams, layer: str, k: int, activations=None, ops: NumpyOps = NUMPY):
-    """`fold_pcas` for one layer of a :class:`dnnprobe.gram.writer.GramFile`, by the route its matrix was stored
+    """`fold_pcas` for one layer of a :class:`dnnprobe.gram.reader.GramFile`, by the route its matrix was stored
     for; `activations` (an open :class:`dnnprobe.extract.actfile.ActivationFile`, the one the matrices came from)
     is read for covariance-route layers."""
     if grams.route(layer) == "gram":
@@ -443,7 +444,7 @@ def layer_fold_pcas(grams, layer: str, k: int, activations=None, ops: NumpyOps =
 
 def cross_validate_layer(grams, layer: str, y: np.ndarray, settings: ProbeSettings, activations=None,
                          ops: NumpyOps = NUMPY, groups: np.ndarray | None = None) -> LayerResult:
-    """One layer of a :class:`dnnprobe.gram.writer.GramFile`, one target (see :func:`layer_fold_pcas`)."""
+    """One layer of a :class:`dnnprobe.gram.reader.GramFile`, one target (see :func:`layer_fold_pcas`)."""
     fold_pcas = layer_fold_pcas(grams, layer, settings.n_components, activations, ops)
     return cross_validate_targets(fold_pcas, [Target("", y, settings)], groups)[""]
 

@@ -1,4 +1,4 @@
-"""The report: DNNBrain's Figure 1 (decoding score per depth, a Conv and a ReLU bar each) and DVC plot data.
+"""The report's main figure: DNNBrain's Figure 1 (decoding score per depth, a Conv and a ReLU bar each).
 
 Layers are grouped by depth: ``conv1`` and ``conv1_relu`` share a group (the Conv bar and the ReLU
 bar); a layer without a ``_relu`` partner gets a group of its own. Error bars are the SEM over
@@ -12,10 +12,7 @@ deficiency; the legend sits right of the axes, so no bar, mark or bracket can hi
 
 from __future__ import annotations
 
-import csv
-import io
 import textwrap
-from pathlib import Path
 
 import matplotlib
 
@@ -25,72 +22,21 @@ import numpy as np  # noqa: E402
 from matplotlib.transforms import Affine2D, ScaledTranslation, blended_transform_factory  # noqa: E402
 
 from dnnprobe.network.layers import depth_groups  # noqa: E402
+from dnnprobe.report.dnnbrain import DNNBRAIN_PUBLISHED, is_tutorial_run  # noqa: E402
 
-# DNNBrain's published values (read off its Figure 1, +-0.005): AlexNet, ImageNet weights,
-# BOLD5000 animate vs inanimate, PCA 100, 10-fold CV.
-DNNBRAIN_PUBLISHED = {
-    "conv1": 0.61, "conv2": 0.71, "conv3": 0.765, "conv4": 0.815, "conv5": 0.85, "fc1": 0.88, "fc2": 0.885,
-    "conv1_relu": 0.705, "conv2_relu": 0.77, "conv3_relu": 0.81, "conv4_relu": 0.845, "conv5_relu": 0.865,
-    "fc1_relu": 0.89, "fc2_relu": 0.90,
-}
-# The run those values come from; only such a run is drawn against them.
-TUTORIAL_RUN = {"arch": "alexnet", "weights": "imagenet", "source": "bold5000", "pca": 100, "cv": 10,
-                "classifier": "logistic", "scoring": "accuracy"}
 # Okabe and Ito's (2008, "Color Universal Design") orange and blue, in place of DNNBrain's lime and
 # dodgerblue, which deuteranopes and protanopes confuse.
 CONV_COLOUR, RELU_COLOUR = "#E69F00", "#0072B2"
 MANY_DEPTHS = 12  # above this many depths on the x axis, the figure packs them tighter
+BAR_WIDTH = 0.43  # a Conv and a ReLU bar side by side in a depth's slot
+SINGLE_BAR_WIDTH = 0.8  # one bar per depth (no _relu partners)
 STAR_KEY = {"*": "* p < .05", "**": "** p < .01", "***": "*** p < .001", "n.s.": "n.s. p >= .05"}
-
-
-def is_tutorial_run(summary: dict) -> bool:
-    """Whether a probe summary is of DNNBrain's tutorial setting, the one its published values are for."""
-    return all(summary.get(key) == value for key, value in TUTORIAL_RUN.items())
 
 
 def _stars(p: float | None) -> str:
     if p is None or not np.isfinite(p):
         return ""
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "n.s."
-
-
-def plot_rows(summary: dict) -> list[dict]:
-    """The DVC plot table: one row per layer, in depth order, Conv before ReLU.
-
-    ``depth`` is the x axis label (Conv1..FC2), ``type`` the series (Conv: the layer's output before
-    the ReLU; ReLU: after it), ``score`` the mean fold score and ``sem`` its SEM over folds; ``layer``
-    is the layer's own name (conv1_relu), ``scoring`` what the score is (accuracy, r2, ...) and
-    ``settings`` what differs from the defaults (``pca=50 classifier=ridge``), which labels the line in
-    ``dvc plots diff`` beside DVC's name for the experiment.
-    """
-    metrics = summary["layers"]
-    rows = []
-    groups = depth_groups(summary["layer_order"])
-    single = not any(g.conv and g.relu for g in groups)  # no _relu partners (a ViT's blocks): one series
-    for group in groups:
-        for kind, layer in (("layer" if single else "Conv", group.conv), ("ReLU", group.relu)):
-            if layer:
-                rows.append({"depth": group.label, "type": kind, "layer": layer, "score": round(metrics[layer]["mean"], 6),
-                             "sem": round(metrics[layer]["sem"], 6), "scoring": summary["scoring"],
-                             "settings": summary.get("settings", "")})
-    return rows
-
-
-def write_plot_csv(attributes: dict | list[tuple[str | None, dict]], path: Path) -> None:
-    """The DVC plot table of a summary, or of each attribute's (``(name, summary)`` pairs, from
-    :func:`dnnprobe.probe.stats.attribute_summaries`): then ``scoring`` also names the attribute, ``accuracy
-    (animacy)``, so that ``dvc plots show`` draws one series per attribute."""
-    if isinstance(attributes, dict):
-        attributes = [(None, attributes)]
-    rows = []
-    for name, summary in attributes:
-        for row in plot_rows(summary):
-            rows.append({**row, "scoring": f"{row['scoring']} ({name})"} if name else row)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_text(buffer.getvalue())
 
 
 def decoded_attribute(summary: dict) -> str:
@@ -166,8 +112,6 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
     all); the y-axis keeps a fifth of its height free above the highest bar for them.
     """
     groups = depth_groups(summary["layer_order"])
-    metrics = summary["layers"]
-    scoring = summary["scoring"]
     # Layers without _relu partners (a ViT's blocks, ConvNeXt's stages): one bar per layer, in depth order.
     single = not any(g.conv and g.relu for g in groups)
     many = len(groups) > MANY_DEPTHS  # 12-48 layers: narrower slots and vertical tick labels
@@ -175,12 +119,29 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
     width_in, height_in = max(6.0, slot * len(groups) + 1.5) + 1.6, 4.8  # + room for the legend at the right
     figure, axes = plt.subplots(figsize=(width_in, height_in))
     x = np.arange(len(groups))
-    width = 0.43
     drawn = {"layer_marks": False, "brackets": False, "published": False, "marks": set()}
+    _draw_bars(figure, axes, summary, groups, x, single, drawn)
+    chance = summary["chance"]
+    axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({summary['chance_source']})")
+    _draw_brackets(figure, axes, summary, groups, x, BAR_WIDTH, drawn)
+    _set_y_range(axes, summary, chance)
+    axes.spines["top"].set_visible(False)
+    axes.spines["right"].set_visible(False)
+    axes.set_xticks(x, [g.label for g in groups], **({"rotation": 90, "fontsize": 7} if many else {}))
+    axes.set_ylabel(summary["scoring"].replace("_", " "))
+    axes.set_title(figure_title(summary), fontsize=9)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+    _draw_footnote(figure, summary, drawn, width_in, height_in)
+    return figure
+
+
+def _draw_bars(figure: plt.Figure, axes, summary: dict, groups, x: np.ndarray, single: bool, drawn: dict) -> None:
+    """The Conv and ReLU bars (or one series), each layer's permutation mark, and DNNBrain's values as
+    black ticks where the run is of its setting; records what was drawn in `drawn`."""
+    metrics = summary["layers"]
     series = (((0.0, "conv", CONV_COLOUR, "layer"),) if single else
-              ((-width / 2, "conv", CONV_COLOUR, "Conv"), (width / 2, "relu", RELU_COLOUR, "ReLU")))
-    if single:
-        width = 0.8
+              ((-BAR_WIDTH / 2, "conv", CONV_COLOUR, "Conv"), (BAR_WIDTH / 2, "relu", RELU_COLOUR, "ReLU")))
+    width = SINGLE_BAR_WIDTH if single else BAR_WIDTH
     for offset, kind, colour, name in series:
         layers = [getattr(g, kind) for g in groups]
         present = [i for i, layer in enumerate(layers) if layer]
@@ -206,9 +167,11 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
                 label="DNNBrain published" if kind == "conv" else None,
             )
             drawn["published"] = True
-    chance = summary["chance"]
-    axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({summary['chance_source']})")
-    # Conv vs ReLU per depth (Holm-corrected corrected resampled t-test), a bracket over the two bars.
+
+
+def _draw_brackets(figure: plt.Figure, axes, summary: dict, groups, x: np.ndarray, width: float, drawn: dict) -> None:
+    """Conv vs ReLU per depth (Holm-corrected corrected resampled t-test), a bracket over the two bars."""
+    metrics = summary["layers"]
     for i, group in enumerate(groups):
         p = _bracket_p(summary, group)
         if p is None:
@@ -221,6 +184,12 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
         axes.text(x[i], 15, _stars(p), ha="center", va="bottom", fontsize=7, transform=above, **MARK_STYLE)
         drawn["brackets"] = True
         drawn["marks"].add(_stars(p))
+
+
+def _set_y_range(axes, summary: dict, chance: float) -> None:
+    """Every bar, error bar and the chance line in range, a fifth of the axis free above the highest bar
+    for the marks; from 0 and no tick above 1 unless the score is r2 (which can be negative)."""
+    metrics, scoring = summary["layers"], summary["scoring"]
     lows = [metrics[layer]["mean"] - metrics[layer]["sem"] for layer in summary["layer_order"]]
     highest = max(max(metrics[layer]["mean"] + metrics[layer]["sem"] for layer in summary["layer_order"]), chance)
     low = min(min(lows), chance) - 0.05
@@ -232,101 +201,12 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
     axes.set_ylim(low, high)
     if scoring != "r2":  # no tick above a perfect score
         axes.set_yticks([t for t in axes.get_yticks() if low - 1e-9 <= t <= 1.0 + 1e-9])
-    axes.spines["top"].set_visible(False)
-    axes.spines["right"].set_visible(False)
-    axes.set_xticks(x, [g.label for g in groups], **({"rotation": 90, "fontsize": 7} if many else {}))
-    axes.set_ylabel(scoring.replace("_", " "))
-    axes.set_title(figure_title(summary), fontsize=9)
-    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
-    # Footnote below everything: wrapped to the figure's width; the layout leaves its height free.
+
+
+def _draw_footnote(figure: plt.Figure, summary: dict, drawn: dict, width_in: float, height_in: float) -> None:
+    """The footnote below everything, wrapped to the figure's width; the layout leaves its height free."""
     lines = [wrapped for line in footnote(summary, drawn)
              for wrapped in textwrap.wrap(line, width=int(width_in * 72 / (6 * 0.52)))]
     figure.text(0.01, 0.01, "\n".join(lines), fontsize=6, color="dimgrey", va="bottom", linespacing=1.3)
     footnote_height = (len(lines) * 6 * 1.3 + 6) / 72.0 / height_in
     figure.tight_layout(rect=(0, footnote_height + 0.01, 1, 1))
-    return figure
-
-
-# Up to this many classes every cell is drawn with its rate and count (the figure grows with the classes,
-# to 20 inches at 30). Beyond, cells would be unreadable and the figure too large to open (13,800 px
-# square at 150 classes; matplotlib fails past ~725): the whole matrix is drawn without cell text in a
-# figure of fixed size, beside the most frequent confusions named.
-ANNOTATED_CLASSES = 30
-NAMED_CONFUSIONS = 20
-# Tick labels are drawn for at most this many classes; beyond, every n-th.
-MAX_TICK_LABELS = 40
-
-
-def confusion_figure(conf_m: np.ndarray, classes: list[str], layer: str) -> plt.Figure:
-    """Confusion matrix of one layer, summed over folds and normalised by true class.
-
-    `conf_m`: (folds, classes, classes) counts, true class by row. Up to `ANNOTATED_CLASSES` classes,
-    each cell shows its rate and count; beyond, see `_many_class_confusion_figure` (any class count
-    gives a figure of at most 13 x 7.5 inches).
-    """
-    total = conf_m.sum(axis=0).astype(float)
-    rates = total / np.maximum(total.sum(axis=1, keepdims=True), 1)
-    if len(rates) > ANNOTATED_CLASSES:
-        return _many_class_confusion_figure(rates, total, classes, layer)
-    size = max(3.2, 0.6 * len(classes) + 2)
-    figure, axes = plt.subplots(figsize=(size, size))
-    image = axes.imshow(rates, vmin=0, vmax=1, cmap="Blues")
-    for (row, col), value in np.ndenumerate(rates):
-        axes.text(col, row, f"{value:.2f}\n({int(total[row, col])})", ha="center", va="center",
-                  color="white" if value > 0.6 else "black", fontsize=7)
-    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axes.set_yticks(range(len(classes)), classes)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(f"{layer}: confusion over all folds", fontsize=9)
-    figure.colorbar(image, ax=axes, fraction=0.046)
-    figure.tight_layout()
-    return figure
-
-
-def _many_class_confusion_figure(rates: np.ndarray, total: np.ndarray, classes: list[str], layer: str) -> plt.Figure:
-    """Left: the whole matrix of rates, no cell text (labels on every n-th class). Right: the
-    `NAMED_CONFUSIONS` most frequent confusions (true -> predicted), by rate of the true class."""
-    n = len(rates)
-    names = [str(c) for c in classes] if len(classes) == n else [str(i) for i in range(n)]
-    figure, (matrix, bars) = plt.subplots(1, 2, figsize=(13, 7.5), gridspec_kw={"width_ratios": [1.15, 1]})
-    image = matrix.imshow(rates, vmin=0, vmax=1, cmap="Blues")
-    step = int(np.ceil(n / MAX_TICK_LABELS))
-    ticks = range(0, n, step)
-    matrix.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=5)
-    matrix.set_yticks(ticks, [names[i] for i in ticks], fontsize=5)
-    every = f" (one class in {step} named)" if step > 1 else ""
-    matrix.set_xlabel(f"predicted{every}")
-    matrix.set_ylabel("true")
-    matrix.set_title(f"{layer}: confusion over all folds, {n} classes", fontsize=9)
-    figure.colorbar(image, ax=matrix, fraction=0.046, label="rate (of the true class)")
-
-    off_diagonal = rates.copy()
-    np.fill_diagonal(off_diagonal, 0)
-    order = np.argsort(-off_diagonal, axis=None, kind="stable")[:NAMED_CONFUSIONS]
-    pairs = [np.unravel_index(i, rates.shape) for i in order]
-    pairs = [(row, col) for row, col in pairs if off_diagonal[row, col] > 0]
-    labels = [f"{_short(names[row])} \u2192 {_short(names[col])} ({int(total[row, col])})" for row, col in pairs]
-    bars.barh(range(len(pairs)), [off_diagonal[row, col] for row, col in pairs], color="#0072B2")
-    bars.set_yticks(range(len(pairs)), labels, fontsize=7)
-    bars.invert_yaxis()
-    bars.set_xlim(0, max([off_diagonal[row, col] for row, col in pairs], default=1) * 1.15)
-    bars.set_xlabel("rate: share of the true class predicted as the other (count)")
-    bars.set_title(f"the {len(pairs)} most frequent confusions (true \u2192 predicted)" if pairs
-                   else "no confusions", fontsize=9)
-    figure.tight_layout()
-    return figure
-
-
-def _short(name: str, limit: int = 24) -> str:
-    return name if len(name) <= limit else name[:limit - 1] + "\u2026"
-
-
-def save_figure(figure: plt.Figure, stem: Path) -> list[Path]:
-    """PNG and SVG, byte-reproducible (no dates, fixed SVG ids)."""
-    plt.rcParams["svg.hashsalt"] = "dnnprobe"
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    figure.savefig(paths[0], dpi=150, metadata={"Software": None})
-    figure.savefig(paths[1], metadata={"Date": None, "Creator": None})
-    plt.close(figure)
-    return paths

@@ -9,13 +9,13 @@ import os
 import click
 
 from dnnprobe.core.command import stage_command
+from dnnprobe.gram.reader import GramFile
+from dnnprobe.gram.writer import write_gram_file
 
 
 def gram(activations_path: str | os.PathLike, out_path: str | os.PathLike, progress: bool = True,
          dtype: str = "float32", device: str = "cpu") -> list[str]:
     """Write the Gram file of an activation file; returns its layers. See :mod:`dnnprobe.gram.writer`."""
-    from dnnprobe.gram.writer import write_gram_file
-
     return write_gram_file(activations_path, out_path, progress=progress, dtype=dtype, device=device)
 
 
@@ -24,8 +24,6 @@ def gram(activations_path: str | os.PathLike, out_path: str | os.PathLike, progr
 @stage_command("gram")
 def command(params, progress, activations, out):
     """Per-layer Gram or covariance matrices of the activations (the probe's cache)."""
-    from dnnprobe.gram.writer import GramFile
-
     layers = gram(activations, out, progress=progress, dtype=params.gram.dtype, device=params.probe.device)
     with GramFile(out) as grams:  # which matrix each layer got: the smaller one
         routes = {route: [layer for layer in layers if grams.route(layer) == route] for route in ("gram", "covariance")}

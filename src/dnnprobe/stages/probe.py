@@ -97,10 +97,10 @@ def probe(
 
     from dnnprobe.probe import stats
 
-    from dnnprobe.track import tracking
+    from dnnprobe.track import naming, runs
     from dnnprobe.extract.actfile import ActivationFile
     from dnnprobe.probe.decoders import check_targets, class_names, decoded_targets, group_column
-    from dnnprobe.gram.writer import GramFile
+    from dnnprobe.gram.reader import GramFile
     from dnnprobe.network.layers import check_layer_names
     from dnnprobe.compute.arrays import resolve_device
     from dnnprobe.probe.crossval import cross_validate_targets, layer_fold_pcas, save_layer_result
@@ -173,13 +173,13 @@ def probe(
         defaults_named = Params().flat(("pca", "cv", "probe"))
         if summary["weights"] == "random":
             settings_named["weights_seed"], defaults_named["weights_seed"] = provenance.get("network_seed", params.model.seed), 0
-        run_name = tracking.run_name(str(summary["arch"]), str(summary["weights"]), settings_named, defaults_named,
-                                     always=("n", "pca", "cv"))
+        run_name = naming.run_name(str(summary["arch"]), str(summary["weights"]), settings_named, defaults_named,
+                                   always=("n", "pca", "cv"))
         # What differs from the defaults, as the run name begins: `dvc plots diff` labels each experiment with it.
-        summary["settings"] = " ".join(tracking.changed_settings(str(summary["arch"]), str(summary["weights"]),
-                                                                 settings_named, defaults_named)) or "defaults"
+        summary["settings"] = " ".join(naming.changed_settings(str(summary["arch"]), str(summary["weights"]),
+                                                               settings_named, defaults_named)) or "defaults"
         results: dict[str, dict] = {target.name: {} for target in attributes}
-        with tracking.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
+        with runs.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
             first = summary["attributes"][attributes[0].name] if several else summary
             counts = None if attributes[0].settings.is_regression else dict(zip(
                 first["class_names"], np.unique(attributes[0].y, return_counts=True)[1].tolist()))
@@ -319,7 +319,8 @@ def most_chosen(values: np.ndarray) -> float:
 @stage_command("probe")
 def command(params, progress, table, gram_path, activations, out, metrics, details, models):
     """Cross-validated PCA + decoding of probe.label per layer; logged to MLflow."""
-    from dnnprobe.track.tracking import shown, tracking_uri
+    from dnnprobe.track.failures import shown
+    from dnnprobe.track.store import tracking_uri
 
     summary = probe(params, table, gram_path, activations, out, metrics, models, progress=progress, details_path=details)
     best = []

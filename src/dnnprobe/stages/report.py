@@ -16,6 +16,10 @@ from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import text_sha256
 from dnnprobe.core.params import Params
 from dnnprobe.probe.stats import attribute_summaries
+from dnnprobe.report.confusion import confusion_figure
+from dnnprobe.report.figure import conv_vs_relu_figure
+from dnnprobe.report.plots import write_plot_csv
+from dnnprobe.report.save import save_figure
 
 
 def _read_summary(probe_dir: Path) -> tuple[dict, str]:
@@ -46,12 +50,11 @@ def report(
     of summary.json in ``tracking.experiment``); without such a run they are only written, with a warning.
     A store or artifact location that cannot take them is refused before anything is written.
     """
-    from dnnprobe.report import figure as figures
-    from dnnprobe.track import tracking
+    from dnnprobe.track import lookup, store
 
     probe_dir = Path(probe_dir)
     summary, summary_sha256 = _read_summary(probe_dir)
-    tracking.check_store(params.tracking.experiment)  # before any figure is drawn
+    store.check_store(params.tracking.experiment)  # before any figure is drawn
     layer = params.report.confusion_layer or summary["layer_order"][-1]
     if layer not in summary["layer_order"]:
         raise DnnprobeError(
@@ -65,19 +68,19 @@ def report(
             suffix = f"_{name}" if name else ""
             folder = probe_dir / name if name else probe_dir
             try:
-                paths += figures.save_figure(figures.conv_vs_relu_figure(part), temp / f"conv_vs_relu{suffix}")
+                paths += save_figure(conv_vs_relu_figure(part), temp / f"conv_vs_relu{suffix}")
             except KeyError as exc:  # valid JSON, but not what the probe writes
                 raise DnnprobeError(f"{probe_dir / 'summary.json'}: not a probe summary (no {exc}); rerun the probe stage") from None
             conf_path = folder / layer / "conf_m.npy"
             if conf_path.is_file():
                 conf_m = np.load(conf_path, allow_pickle=False)
-                paths += figures.save_figure(
-                    figures.confusion_figure(conf_m, part.get("class_names", []), layer), temp / f"confusion{suffix}")
+                paths += save_figure(
+                    confusion_figure(conf_m, part.get("class_names", []), layer), temp / f"confusion{suffix}")
     with atomic_output(plot_path) as temp_plot:
-        figures.write_plot_csv(attributes, temp_plot)
+        write_plot_csv(attributes, temp_plot)
     final = [Path(figures_dir) / p.name for p in paths]
-    warning = tracking.log_artifacts_to_probe_run(params.tracking.experiment, summary_sha256,
-                                                  final + [Path(plot_path)], "report")
+    warning = lookup.log_artifacts_to_probe_run(params.tracking.experiment, summary_sha256,
+                                                final + [Path(plot_path)], "report")
     if warning:
         print(f"dnnprobe report: warning: {warning}")
     return final

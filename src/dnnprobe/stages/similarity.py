@@ -14,6 +14,10 @@ import click
 from dnnprobe.core.atomic import atomic_output, claim
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.gram import similarity as sim
+from dnnprobe.gram.reader import GramFile
+from dnnprobe.report.cka import cka_figure
+from dnnprobe.report.save import save_figure
 from dnnprobe.stimuli.table import StimulusTable
 
 
@@ -22,10 +26,6 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
     """Write cka.json (layers, the CKA matrix, the layers left out and why), the CKA figure and rdms.hdf5
     in `out_dir`; returns cka.json's content. Raises DnnprobeError when the table's stimuli are not the
     Gram file's, or (with `other_path`) the two Gram files are not of the same stimuli."""
-    from dnnprobe.report import figure as report
-    from dnnprobe.gram import similarity as sim
-    from dnnprobe.gram.writer import GramFile
-
     table = StimulusTable.read(table_path)
     with claim(out_dir), GramFile(gram_path) as grams, atomic_output(out_dir, directory=True) as temp:
         if grams.n_stim != len(table):
@@ -42,7 +42,7 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
             result["other"] = {"gram": str(other_path), "rows": rows, "columns": cols,
                                "cka": [[round(float(v), 6) for v in row] for row in cross]}
         title = f"{table.header.get('title', Path(table_path).name)} (n={len(table)}): linear CKA between layers"
-        report.save_figure(sim.cka_figure(layers, cka, left_out, title), temp / "cka")
+        save_figure(cka_figure(layers, cka, left_out, title), temp / "cka")
         sim.write_rdms(grams, table.stim_ids, temp / "rdms.hdf5")
         (temp / "cka.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -19,14 +19,8 @@ from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError, missing_file_hint
 from dnnprobe.core.hashing import text_sha256
 from dnnprobe.core.params import Params
-from dnnprobe.stimuli.table import (
-    IMAGE_EXTENSIONS,
-    StimulusTable,
-    check_image,
-    image_checksums,
-    is_stimulus_file,
-    table_from_classes,
-)
+from dnnprobe.stimuli.images import IMAGE_EXTENSIONS, check_image, is_stimulus_file
+from dnnprobe.stimuli.table import StimulusTable, image_checksums, table_from_classes
 
 
 def _resolved(path: Path) -> Path:

@@ -13,7 +13,6 @@ holds every image; any other ambiguity is refused, never resolved by the order o
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import zipfile
@@ -22,8 +21,10 @@ from pathlib import Path, PurePosixPath
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.params import Bold5000Params
+from dnnprobe.core.paths import dvc_root
 from dnnprobe.stimuli.download import download, expect_text, expect_zip
-from dnnprobe.stimuli.table import StimulusTable, check_image
+from dnnprobe.stimuli.images import check_image
+from dnnprobe.stimuli.table import StimulusTable
 
 CHUNK = 1 << 20
 TUTORIAL_CLASS_NAMES = {2547: "animate", 2369: "inanimate"}  # class sizes given in DNNBrain's tutorial
@@ -116,8 +117,8 @@ def download_folder(setting: str) -> Path:
     (``$DVC_ROOT`` when DVC sets it): `dvc exp run --temp` and queued experiments run in a temporary copy,
     and would otherwise each download the 4 GB zip again into a folder deleted afterwards."""
     folder = Path(setting)
-    root = os.environ.get("DVC_ROOT")
-    return folder if folder.is_absolute() or not root else Path(root) / folder
+    root = dvc_root()  # not repo_root(): outside DVC a relative folder stays in the user's working folder
+    return folder if folder.is_absolute() or root is None else root / folder
 
 
 def fetch_bold5000(params: Bold5000Params, images: Path, progress: bool = True) -> StimulusTable:

@@ -19,21 +19,17 @@ folder. Columns other than ``stimID``, ``condition`` and ``label`` are read as n
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 import numpy as np
-from PIL import Image
 
 from dnnprobe.core.atomic import atomic_output
 from dnnprobe.core.errors import DnnprobeError, missing_file_hint
 from dnnprobe.core.hashing import file_sha256
 
-TEXT_COLUMNS = ("stimID", "condition")
 MAX_TITLE_LENGTH = 500  # the probe logs title= as its MLflow run's dataset name, which MLflow limits to 500
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def class_label(text: str) -> int:
@@ -258,35 +254,6 @@ def refuse_missing_images(where, stim_ids: list[str], paths: list[Path], folder:
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise DnnprobeError(f"{where}: {len(missing)} of {len(stim_ids)} images missing under {folder}: {shown}")
-
-
-def is_stimulus_file(name: str) -> bool:
-    """Whether a file in a user's image folder is a stimulus: an image, and not hidden.
-
-    Hidden files include the macOS Finder's ``.DS_Store`` and its ``._photo.jpg`` resource forks, which
-    carry an image's extension but hold no image; Windows' ``Thumbs.db`` has no image extension.
-    """
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def check_image(path: Path) -> None:
-    """Fail unless `path` is an image PIL can open (format header, size, pixel limit); no full decode.
-
-    A cheap test at the stimuli stage, so that a file that is not an image stops the pipeline before
-    the network and extraction run; extraction still decodes every pixel and reports damage there.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.verify()  # PNG: checks every chunk's CRC; JPEG and others: the header
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DnnprobeError(f"{path}: image too large to decode safely ({exc})") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        size = path.stat().st_size if path.is_file() else 0
-        reason = "empty file" if size == 0 else str(exc).strip().splitlines()[0] if str(exc).strip() \
-            else exc.__class__.__name__
-        raise DnnprobeError(f"{path}: not a readable image ({reason})") from None
 
 
 # ---- the images a table lists, with their sha256 -----------------------------------------

@@ -1,1 +1,2 @@
-"""MLflow tracking: the store, the probe run, its name and what it records."""
+"""MLflow tracking: the store (store, failures), the probe run (runs, naming, dataset, owners, tags) and
+finding it again for the report (lookup)."""

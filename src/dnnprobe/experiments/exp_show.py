@@ -1,0 +1,169 @@
+"""Experiments as ``dvc exp show --json`` lists them: their params and their per-layer scores.
+
+For every commit and each of its experiments DVC prints the params.yaml values and
+reports/metrics.json (the mean score per layer); the SEM per layer comes from each one's
+reports/metrics_detail.json (``git show``). Experiments that did not compute their own metrics are
+skipped: queued, running and failed ones (DVC shows its baseline's metrics under a failed experiment's
+name and params, treeverse/dvc#9787), and so are exact repeats (the workspace repeats the commit or
+experiment last run there). Only keys dnnprobe reads count as settings: a key it does not know
+(``classifier: ridge`` at the top level) is no setting, since no stage read it.
+
+Read by ``dnnprobe sweep`` (:mod:`dnnprobe.experiments.sweep`) and ``dnnprobe compare``
+(:mod:`dnnprobe.experiments.compare`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.core.params import Params, comparable, flatten
+
+METRICS_FILE = "reports/metrics.json"  # layer -> mean fold score
+DETAILS_FILE = "reports/metrics_detail.json"  # "sem" -> layer -> SEM over folds; in git, read with `git show`
+PARAMS_FILE = "params.yaml"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str  # DVC experiment name, branch or short commit, or "workspace"
+    params: dict[str, object]  # params.yaml flattened to dotted keys ("probe.C": 1.0)
+    scoring: str  # probe.scoring: what the per-layer means are
+    scores: dict[str, tuple[float, float]]  # layer -> (mean, SEM over folds), in layer order
+
+
+KNOWN_PARAMS = frozenset(Params().flat())  # the params.yaml keys dnnprobe reads, dotted
+
+
+def _experiment(entry: dict, name: str, repo: str | os.PathLike | None) -> Experiment | None:
+    # Only finished results: a queued or running experiment's entry shows its baseline's metrics (stale
+    # numbers under its name), and so does a failed one (marked by "error"; treeverse/dvc#9787).
+    state = (entry.get("executor") or {}).get("state")
+    if state not in (None, "success") or entry.get("error"):
+        return None
+    data = entry.get("data") or {}
+    metrics = ((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data")
+    details = _details(repo, str(entry.get("rev", ""))) if metrics and repo is not None else {}
+    params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data")
+    if not metrics or not params:
+        return None
+    params = {key: value for key, value in flatten(params).items() if key in KNOWN_PARAMS}
+    scoring = str(params.get("probe.scoring", "accuracy"))
+    sems = details.get("sem") or {}
+    scores = {}
+    for layer, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            scores[layer] = (float(value), float(sems.get(layer, np.nan)))
+        elif isinstance(value, dict) and f"{scoring}_mean" in value:  # the nested metrics.json of earlier commits
+            scores[layer] = (float(value[f"{scoring}_mean"]), float(value.get(f"{scoring}_sem", np.nan)))
+    return Experiment(name, params, scoring, scores) if scores else None
+
+
+def _details(repo: str | os.PathLike, rev: str) -> dict:
+    """metrics_detail.json of a commit or experiment (``git show``), or of the workspace; {} if absent.
+
+    It is a git-tracked output rather than a DVC metric (which keeps `dvc exp show` to one column per
+    layer), so `dvc exp show --json` does not carry it.
+    """
+    try:
+        if rev == "workspace":
+            text = (Path(repo) / DETAILS_FILE).read_text()
+        else:
+            result = subprocess.run(["git", "show", f"{rev}:{DETAILS_FILE}"], cwd=repo, capture_output=True, text=True)
+            if result.returncode != 0:
+                return {}
+            text = result.stdout
+        details = json.loads(text)
+    except (OSError, ValueError):
+        return {}
+    return details if isinstance(details, dict) else {}
+
+
+def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | None = None,
+                              skipped: list[str] | None = None, keep_named_repeats: bool = False) -> list[Experiment]:
+    """Every commit and experiment in `dvc exp show --json` output that computed probe metrics.
+
+    With `repo` (the repository the output is of), each one's SEM comes from its metrics_detail.json;
+    without it the SEM is NaN (no band in the figure). The names of experiments left out because they
+    did not finish (queued, running, failed) are appended to `skipped`. One that repeats an earlier
+    one's settings and scores is left out (one line per result in a figure), unless it is a named
+    experiment and `keep_named_repeats` is set (for a user who asks for it by name).
+    """
+    _check_exp_show(exp_show, "dvc exp show --json")
+    entries = []
+    for commit in exp_show:
+        entries.append((commit, _name(commit)))
+        for experiment in commit.get("experiments") or []:
+            entries += [(rev, _name(rev)) for rev in experiment.get("revs") or []]
+    # The workspace last: when it repeats a commit or an experiment, that one's name is kept.
+    entries.sort(key=lambda pair: pair[1] == "workspace")
+    found, seen = [], set()
+    for entry, name in entries:
+        experiment = _experiment(entry, name, repo)
+        if experiment is None:
+            unfinished = entry.get("error") or (entry.get("executor") or {}).get("state") not in (None, "success")
+            if skipped is not None and unfinished:
+                skipped.append(name)
+            continue
+        params = {key: comparable(value) for key, value in experiment.params.items()}
+        key = json.dumps([params, experiment.scores], sort_keys=True)
+        if key not in seen or (keep_named_repeats and entry.get("name")):
+            seen.add(key)
+            found.append(experiment)
+    return found
+
+
+def _name(entry: dict) -> str:
+    rev = str(entry.get("rev", ""))
+    return entry.get("name") or (rev if rev == "workspace" else rev[:7])
+
+
+def run_exp_show(repo: str | os.PathLike = ".", all_commits: bool = False) -> list[dict]:
+    """`dvc exp show --json` in `repo`, parsed."""
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        raise DnnprobeError("dvc: not on PATH (activate .venv, or pass --exp-show with saved `dvc exp show --json` output)")
+    command = [dvc, "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise DnnprobeError(f"dvc exp show --json in {Path(repo).resolve()} failed: {message}")
+    return json.loads(result.stdout)
+
+
+def load_exp_show(path: str | os.PathLike) -> list[dict]:
+    try:
+        exp_show = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DnnprobeError(f"{path}: not readable `dvc exp show --json` output ({exc})") from None
+    _check_exp_show(exp_show, str(path))
+    return exp_show
+
+
+def _check_exp_show(exp_show: object, where: str) -> None:
+    """`dvc exp show --json` prints a JSON list with one object per commit; refuse anything else in one line."""
+    if isinstance(exp_show, list) and all(isinstance(commit, dict) for commit in exp_show):
+        return
+    kinds = {dict: "an object", list: "a list of other values", str: "a string"}
+    got = kinds.get(type(exp_show), "a number or null")
+    raise DnnprobeError(f"{where}: not `dvc exp show --json` output (a JSON list of commits; this is {got})")
+
+
+def varying_params(experiments: list[Experiment]) -> list[str]:
+    """The params.yaml keys whose value differs between the experiments (what the sweep changed)."""
+    keys = sorted({key for experiment in experiments for key in experiment.params})
+    return [key for key in keys if len({comparable(e.params.get(key)) for e in experiments}) > 1]
+
+
+def layer_order(experiments: list[Experiment]) -> list[str]:
+    layers: list[str] = []
+    for experiment in experiments:
+        layers += [layer for layer in experiment.scores if layer not in layers]
+    return layers

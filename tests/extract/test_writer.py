@@ -1,0 +1,105 @@
+"""The .act.h5 writer: DNNBrain layout, streamed row blocks and chunk-layout batches, atomic on failure."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.extract.writer import ActivationWriter
+
+
+def test_written_file_is_readable_by_dnnbrain_rules(tmp_path):
+    """DNNBrain's Activation.load: every root dataset is a layer, read as an (n_stim, ...) array."""
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal((10, 24)).astype(np.float32)
+    with ActivationWriter(tmp_path / "a.act.h5", 10, {"fc1": (24, 1, 1)}, rows_per_chunk=4) as writer:
+        writer.write({"fc1": data[:4]})
+        writer.write({"fc1": data[4:]})
+    with h5py.File(tmp_path / "a.act.h5", "r") as f:
+        loaded = {key: np.asarray(f[key]) for key in f.keys()}
+    assert list(loaded) == ["fc1"]
+    np.testing.assert_array_equal(loaded["fc1"][:, :, 0, 0], data)
+
+
+def test_writer_failure_leaves_no_file(tmp_path):
+    target = tmp_path / "a.act.h5"
+    with pytest.raises(RuntimeError, match="only 4 of 10 rows"):
+        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}) as writer:
+            writer.write({"fc1": np.zeros((4, 3))})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_while_writing_gives_a_clear_error_and_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.act.h5"
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DnnprobeError, match="writing activations failed .*No space left on device"):
+        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}, rows_per_chunk=2) as writer:
+            monkeypatch.setattr(h5py.Dataset, "__setitem__", full)
+            for start in range(0, 10, 2):
+                writer.write({"fc1": np.zeros((2, 3))})
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- batches handed over in chunk layout (the extractor's route) ------------------------------
+
+
+def as_blocks(rows: np.ndarray, shape) -> np.ndarray:
+    """(count, n_chn, n_row, n_col) rows in the writer's chunk layout, zero-padded."""
+    n_blocks, per, channels = shape[:3]
+    blocks = np.zeros(shape, dtype=rows.dtype)
+    for block in range(n_blocks):
+        part = rows[:, block * channels:(block + 1) * channels]
+        blocks[block, :len(rows), :part.shape[1]] = part
+    return blocks
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_blocks_in_chunk_layout_land_in_the_right_rows_and_channels(tmp_path, monkeypatch, compression):
+    monkeypatch.setattr("dnnprobe.extract.writer.CHUNK_BYTES", 4 * 3 * 2 * 2 * 4)  # 3 channels per chunk: 7 = 3 + 3 + 1
+    data = np.random.default_rng(5).standard_normal((10, 7, 2, 2)).astype(np.float32)
+    released = []
+    with ActivationWriter(tmp_path / "b.act.h5", 10, {"conv": (7, 2, 2)}, rows_per_chunk=4, compression=compression) as writer:
+        shape = writer.block_shape("conv")
+        assert shape == (3, 4, 3, 2, 2)
+        for start in (0, 4, 8):  # the last batch has 2 rows
+            rows = data[start:start + 4]
+            writer.write_blocks({"conv": as_blocks(rows, shape)}, len(rows), release=lambda s=start: released.append(s))
+    with h5py.File(tmp_path / "b.act.h5", "r") as f:
+        np.testing.assert_array_equal(f["conv"][:], data)
+    assert released == [0, 4, 8]
+
+
+def test_blocks_that_do_not_fill_whole_chunks_are_refused(tmp_path):
+    with ActivationWriter(tmp_path / "b.act.h5", 10, {"fc1": (3, 1, 1)}, rows_per_chunk=4) as writer:
+        shape = writer.block_shape("fc1")
+        with pytest.raises(ValueError, match="do not fill whole chunks of 4 rows"):
+            writer.write_blocks({"fc1": np.zeros(shape, np.float32)}, 3)  # a short batch that is not the last
+        with pytest.raises(ValueError, match=r"expected C-contiguous \(1, 4, 3, 1, 1\) float32"):
+            writer.write_blocks({"fc1": np.zeros(shape, np.float64)}, 4)
+        for _ in range(2):
+            writer.write_blocks({"fc1": np.ones(shape, np.float32)}, 4)
+        writer.write_blocks({"fc1": np.ones(shape, np.float32)}, 2)
+    with h5py.File(tmp_path / "b.act.h5", "r") as f:
+        assert f["fc1"].shape == (10, 3, 1, 1) and (f["fc1"][:] == 1).all()
+
+
+def test_disk_full_while_writing_blocks_releases_the_buffers_and_leaves_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.act.h5"
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    released = []
+    monkeypatch.setattr("dnnprobe.extract.writer.write_chunk", full)
+    with pytest.raises(DnnprobeError, match="writing activations failed .*No space left on device"):
+        with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}, rows_per_chunk=2) as writer:
+            blocks = {"fc1": np.zeros(writer.block_shape("fc1"), np.float32)}
+            for _ in range(5):
+                writer.write_blocks(blocks, 2, release=lambda: released.append(1))
+    assert released  # a producer recycling buffers is never left waiting for them
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,144 @@
+"""Image files: every mode and pixel format to 8-bit RGB, unreadable files named in one line, what decodes
+but is worth knowing, and the stimuli stage's cheap check (dnnprobe.stimuli.images)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import corrupt_jpeg, one_line_error, rgb_image
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.stimuli.images import check_image, is_stimulus_file, load_rgb
+
+
+@pytest.mark.parametrize(
+    "mode, make",
+    [
+        ("L", lambda: Image.fromarray(np.full((20, 30), 77, np.uint8), "L")),
+        ("RGBA", lambda: Image.new("RGBA", (30, 20), (10, 20, 30, 100))),
+        ("P", lambda: Image.new("RGB", (30, 20), (200, 10, 10)).convert("P")),
+        ("CMYK", lambda: Image.new("CMYK", (30, 20), (0, 255, 255, 0))),
+    ],
+)
+def test_image_modes_become_rgb(tmp_path, mode, make):
+    image = make()
+    assert image.mode == mode
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
+    image.save(path)
+    converted = load_rgb(path)
+    assert converted.mode == "RGB" and converted.size == (30, 20)
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    array = np.linspace(0, 65535, 20 * 30).reshape(20, 30).astype(np.uint16)
+    Image.fromarray(array).save(tmp_path / "deep.png")
+    rgb = np.asarray(load_rgb(tmp_path / "deep.png"))
+    assert rgb.min() == 0 and rgb.max() == 255
+    assert 100 < rgb.mean() < 155  # a ramp, not a white image
+
+
+def test_unreadable_images_give_one_clear_line(tmp_path):
+    (tmp_path / "zero.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "full.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:300])
+    for name, reason in (("zero.png", "empty file"), ("text.jpg", "cannot read image"), ("cut.jpg", "cannot read image")):
+        with pytest.raises(DnnprobeError, match=reason) as caught:
+            load_rgb(tmp_path / name)
+        assert name in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    Image.new("L", (200, 200)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # PIL's limit, scaled down for the test
+    with pytest.raises(DnnprobeError, match="too large to decode safely"):
+        load_rgb(tmp_path / "big.png")
+
+
+# ---- every pixel format to 8-bit RGB, and what decodes but is worth knowing -------------------------
+
+
+def _ramp(dtype, high: float) -> np.ndarray:
+    return np.linspace(0, high, 20 * 30).reshape(20, 30).astype(dtype)
+
+
+@pytest.mark.parametrize("name, array, expected", [
+    ("unit.tiff", _ramp(np.float32, 1.0), _ramp(np.float64, 255.0)),          # float 0..1: was black
+    ("bytes.tiff", _ramp(np.float32, 255.0), _ramp(np.float64, 255.0)),       # float 0..255: as before
+    ("deep.tiff", _ramp(np.uint16, 65535), _ramp(np.float64, 255.0)),         # I;16 TIFF
+    ("deep32.tiff", _ramp(np.int32, 65535), _ramp(np.float64, 255.0)),        # I with 16-bit values
+    ("small32.tiff", _ramp(np.int32, 255), _ramp(np.float64, 255.0)),         # I with 8-bit values
+])
+def test_every_pixel_format_is_scaled_to_8_bits_not_clipped(tmp_path, name, array, expected):
+    Image.fromarray(array).save(tmp_path / name)
+    rgb = np.asarray(load_rgb(tmp_path / name)).astype(np.float64)
+    assert np.abs(rgb[..., 0] - expected).max() <= 1  # the ramp, to rounding
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+@pytest.mark.parametrize("array, shown", [
+    (_ramp(np.float32, 2.0) - 1.0, "values from -1 to 1"),
+    (np.full((20, 30), np.nan, np.float32), "NaN or infinite values"),
+    (_ramp(np.float32, 1000.0), "values from 0 to 1000"),
+])
+def test_float_pixels_no_scale_fits_are_refused_naming_the_file(tmp_path, array, shown):
+    Image.fromarray(array).save(tmp_path / "odd.tiff")
+    one_line_error(lambda: load_rgb(tmp_path / "odd.tiff"), rf"odd\.tiff: float pixels \({shown}\); only 0\.\.1 or 0\.\.255")
+
+
+def test_32_bit_integer_pixels_beyond_16_bits_are_refused(tmp_path):
+    Image.fromarray(_ramp(np.int32, 1_000_000)).save(tmp_path / "wide.tiff")
+    one_line_error(lambda: load_rgb(tmp_path / "wide.tiff"), r"wide\.tiff: 32-bit integer pixels from 0 to 1e\+06")
+
+
+def test_corrupt_jpeg_data_is_named(tmp_path):
+    notes = []
+    load_rgb(corrupt_jpeg(tmp_path / "bad.jpg"), notes=notes)
+    assert notes == [f"{tmp_path / 'bad.jpg'}: Corrupt JPEG data: 2507 extraneous bytes before marker 0xd9; "
+                     "decoded as PIL decodes it"]
+    rgb_image(tmp_path / "good.jpg")
+    Image.new("CMYK", (30, 20), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    Image.new("L", (30, 20), 90).save(tmp_path / "grey.jpg", progressive=True)
+    for name in ("good.jpg", "cmyk.jpg", "grey.jpg"):
+        notes = []
+        load_rgb(tmp_path / name, notes=notes)
+        assert notes == [], name
+
+
+def test_animated_and_multi_page_files_are_named_and_their_first_frame_used(tmp_path):
+    frames = [Image.new("RGB", (16, 16), (value, value, value)) for value in (10, 200, 90)]
+    for name in ("moving.gif", "moving.webp", "pages.tiff"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], lossless=True)
+        notes = []
+        rgb = np.asarray(load_rgb(tmp_path / name, notes=notes))
+        assert notes == [f"{tmp_path / name}: 3 frames (animated or multi-page); the first is used"]
+        assert np.abs(rgb.astype(int) - 10).max() <= 2, name
+
+
+def test_pil_warnings_are_named_with_the_file(tmp_path):
+    """A palette image with transparency: PIL's warning, with the file's name (its transparent pixels keep
+    their stored colour, as DNNBrain's convert('RGB') gives)."""
+    image = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).convert("P")
+    image.info["transparency"] = bytes([0] * 10 + [255] * 246)
+    image.save(tmp_path / "clear.png")
+    notes = []
+    rgb = load_rgb(tmp_path / "clear.png", notes=notes)
+    assert notes == [f"{tmp_path / 'clear.png'}: Palette images with Transparency expressed in bytes should be "
+                     "converted to RGBA images"]
+    with pytest.warns(UserWarning):
+        assert np.asarray(rgb).tobytes() == Image.open(tmp_path / "clear.png").convert("RGB").tobytes()
+
+
+def test_check_image_names_a_file_that_is_not_an_image_in_one_line(tmp_path):
+    """The stimuli stage's check: the same reasons as decoding, under its own words."""
+    (tmp_path / "zero.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    one_line_error(lambda: check_image(tmp_path / "zero.png"), r"zero\.png: not a readable image \(empty file\)$")
+    one_line_error(lambda: check_image(tmp_path / "text.jpg"), r"text\.jpg: not a readable image \(cannot identify")
+    check_image(rgb_image(tmp_path / "good.png"))
+
+
+def test_hidden_files_and_other_extensions_are_not_stimuli():
+    assert is_stimulus_file("a.JPG") and is_stimulus_file("b.webp")
+    assert not any(is_stimulus_file(name) for name in (".DS_Store", "._photo.jpg", "Thumbs.db", "notes.txt"))
