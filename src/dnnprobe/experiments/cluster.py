@@ -110,6 +110,7 @@ def _submit(repo: Path, planned: list[Planned], settings: slurm.Settings, tracki
     check_clean(repo)
     check_names(repo, planned)
     uri = check_tracking(tracking_uri)
+    slurm.check_settings(settings)
     if not dry_run:
         slurm.check_cluster(settings)
     folder = new_sweep_dir(repo)
@@ -261,6 +262,7 @@ def resubmit(sweep, tracking_uri, dry_run, **resources):
     settings = dataclasses.replace(slurm.Settings(**record["settings"]),
                                    **{k: v for k, v in resources.items() if v not in (None, ())})
     record["tracking_uri"] = check_tracking(tracking_uri or record["tracking_uri"])
+    slurm.check_settings(settings)
     if not dry_run:
         slurm.check_cluster(settings)
     record["settings"] = dataclasses.asdict(settings)

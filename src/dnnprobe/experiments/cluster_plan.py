@@ -41,7 +41,10 @@ class Planned:
 
 
 def git(repo: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    try:
+        result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    except OSError as exc:
+        raise DnnprobeError(f"cannot run git ({exc.strerror}): a sweep runs the commits of a git repository") from exc
     if result.returncode != 0:
         raise DnnprobeError(f"`git {' '.join(args)}` failed in {repo}: "
                             f"{(result.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -88,7 +91,7 @@ def overrides(baseline: dict, experiment: dict) -> list[str]:
     """The `-S` overrides that turn the baseline's params.yaml into the experiment's."""
     base, new = flatten(baseline), flatten(experiment)
     sets = [f"{'' if key in base else '+'}{key}={hydra_value(value)}"
-            for key, value in new.items() if key not in base or base[key] != value]
+            for key, value in new.items() if key not in base or (type(base[key]), base[key]) != (type(value), value)]
     return sets + [f"~{key}" for key in base if key not in new]
 
 
@@ -150,10 +153,10 @@ def grid(repo: Path, settings: tuple[str, ...]) -> list[Planned]:
     head = git(repo, "rev-parse", "HEAD").strip()
     planned = []
     for combination in itertools.product(*axes):
-        varying = [(key, value) for (key, value), axis in zip(combination, axes) if len(axis) > 1]
-        name = "-".join(f"{key.lstrip('+~').split('.')[-1]}{'' if value[:1].isdigit() else '_'}{value}"
-                        for key, value in varying) or "grid"
-        planned.append(Planned(re.sub(r"[^\w.-]+", "_", name), head, [f"{k}={v}" for k, v in combination]))
+        varying = [(key, value) for (key, value), axis in zip(combination, axes) if len(axis) > 1] or combination
+        parts = [(key.lstrip("+~").split(".")[-1], re.sub(r"[^\w.-]+", "_", value).strip("_")) for key, value in varying]
+        name = "-".join(f"{key}{'' if value[:1].isdigit() else '_'}{value}" for key, value in parts) or "grid"
+        planned.append(Planned(name, head, [f"{k}={v}" for k, v in combination]))
     return planned
 
 

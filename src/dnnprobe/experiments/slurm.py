@@ -95,11 +95,8 @@ def _run(command: list[str], what: str) -> str:
     return result.stdout
 
 
-def check_cluster(settings: Settings) -> None:
-    """Refuse, in one line and before anything is submitted, what SLURM would refuse or kill later."""
-    if shutil.which("sbatch") is None:
-        raise DnnprobeError("no `sbatch` on PATH: submit from a SLURM login node (there, `module load slurm` "
-                            "or your site's equivalent may be needed)")
+def check_settings(settings: Settings) -> None:
+    """Refuse settings no job could run with (a time limit below the floor, no CPU), without asking SLURM."""
     seconds = time_seconds(settings.time)
     if seconds < MIN_TIME_S:
         raise DnnprobeError(f"time limit {settings.time!r} is too short: a job needs at least {MIN_TIME_S // 60} "
@@ -107,6 +104,14 @@ def check_cluster(settings: Settings) -> None:
                             "set `time:` in .dnnprobe/cluster.yaml or --time")
     if not isinstance(settings.cpus, int) or settings.cpus < 1:
         raise DnnprobeError(f"cpus {settings.cpus!r} must be a whole number of at least 1")
+
+
+def check_cluster(settings: Settings) -> None:
+    """Refuse, in one line and before anything is submitted, what SLURM would refuse or kill later."""
+    check_settings(settings)
+    if shutil.which("sbatch") is None:
+        raise DnnprobeError("no `sbatch` on PATH: submit from a SLURM login node (there, `module load slurm` "
+                            "or your site's equivalent may be needed)")
     partitions = partition_names()
     if settings.partition is not None and settings.partition not in partitions:
         raise DnnprobeError(f"unknown partition {settings.partition!r}: this cluster has "
@@ -114,7 +119,7 @@ def check_cluster(settings: Settings) -> None:
 
 
 def partition_names() -> set[str]:
-    output = _run(["sinfo", "--noheader", "--format=%R"], "cannot ask SLURM for its partitions")
+    output = _run(["sinfo", "--noheader", "--format=%R"], "cannot reach SLURM (is it configured here: SLURM_CONF, slurmctld up?)")
     return {line.strip() for line in output.splitlines() if line.strip()}
 
 
@@ -142,25 +147,27 @@ STATES = {
 def job_states(job_ids: list[str]) -> dict[str, str]:
     """State of each array task (``123_4``): pending, running, completed, failed, cancelled or timeout.
 
-    ``sacct`` (accounting) knows finished jobs; where it is not set up, ``squeue`` knows only the jobs
-    still queued or running, and a task it no longer lists is ``unknown``.
+    ``sacct`` (accounting) knows finished jobs, and knows a new job only a moment after ``sbatch``;
+    ``squeue`` knows the jobs still queued or running. A task neither lists is ``unknown``.
     """
-    jobs = sorted({job.split("_")[0] for job in job_ids})
+    jobs = ",".join(sorted({job.split("_")[0] for job in job_ids}))
     states: dict[str, str] = {}
     if not jobs:
         return states
-    try:
-        output = _run(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State",
-                       f"--jobs={','.join(jobs)}"], "sacct")
-    except DnnprobeError:
-        output = _run(["squeue", "--noheader", "--array", "--format=%i|%T", f"--jobs={','.join(jobs)}"], "squeue")
-    for line in output.splitlines():
-        if "|" not in line:
-            continue
-        job, state = line.split("|")[:2]
-        state = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
-        for task in _expand(job.strip()):
-            states[task] = STATES.get(state, state.lower())
+    queries = ([["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T", f"--jobs={jobs}"], "squeue"],
+               [["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State", f"--jobs={jobs}"],
+                "sacct"])
+    for command, what in queries:  # sacct last: its word on a finished job is final
+        try:
+            output = _run(command, what)
+        except DnnprobeError:
+            continue  # no accounting (sacct), or the jobs have left the queue (squeue)
+        for line in output.splitlines():
+            if "|" in line:
+                job, state = line.split("|")[:2]
+                state = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
+                for task in _expand(job.strip()):
+                    states[task] = STATES.get(state, state.lower())
     return {job: states.get(job, "unknown") for job in job_ids}
 
 
