@@ -183,8 +183,12 @@ def _resource_options(function):
             ("time", str, "time limit per experiment (HH:MM:SS)"), ("cpus", int, "CPUs per experiment"),
             ("mem", str, "memory per experiment (4G)"), ("gpus", str, "GPUs per experiment (1, a100:1)"),
             ("cache", str, "the shared DVC cache folder"), ("scratch", str, "where jobs copy the repository")]):
-        function = click.option(f"--{name}", type=kind, default=None, help=f"{text}; default: {slurm.SETTINGS_FILE}")(function)
-    return click.option("--sbatch-option", "sbatch", multiple=True, help="another sbatch option, as written")(function)
+        default = {"cache": "this repository's (dvc cache dir)", "scratch": "the node's $TMPDIR, else /tmp",
+                   "partition": "the cluster's default"}.get(name, getattr(slurm.Settings(), name))
+        shown = f"{slurm.SETTINGS_FILE}'s, else {default if default is not None else 'none'}"
+        function = click.option(f"--{name}", type=kind, default=None, show_default=shown, help=text)(function)
+    return click.option("--sbatch-option", "sbatch", multiple=True, show_default=f"{slurm.SETTINGS_FILE}'s sbatch:",
+                        help="another sbatch option, as written (repeatable)")(function)
 
 
 @click.group("cluster")
@@ -193,11 +197,13 @@ def command():
 
 
 @command.command("submit")
-@click.option("-S", "--set-param", "grid_sets", multiple=True, help="key=v1,v2: a grid axis (every combination)")
-@click.option("--queued/--no-queued", default=True, help="include the experiments in DVC's queue (default: yes)")
-@click.option("--lead/--no-lead", default=True, help="run the first experiment alone first, to fill the shared cache")
-@click.option("--tracking-uri", default=None, help="MLflow server the jobs log to; default: $MLFLOW_TRACKING_URI")
-@click.option("--dry-run", is_flag=True, help="print the jobs and their sbatch settings; submit nothing")
+@click.option("-S", "--set-param", "grid_sets", multiple=True, show_default="no grid",
+              help="key=v1,v2: a grid axis (every combination)")
+@click.option("--queued/--no-queued", default=True, show_default=True, help="include the experiments in DVC's queue")
+@click.option("--lead/--no-lead", default=True, show_default=True,
+              help="run the first experiment alone first, to fill the shared cache")
+@click.option("--tracking-uri", default=None, show_default="$MLFLOW_TRACKING_URI", help="MLflow server the jobs log to")
+@click.option("--dry-run", is_flag=True, show_default="off", help="print the jobs and their sbatch settings; submit nothing")
 @_resource_options
 @_one_line_errors("submit")
 def submit(grid_sets, queued, lead, tracking_uri, dry_run, **resources):
@@ -218,7 +224,7 @@ def submit(grid_sets, queued, lead, tracking_uri, dry_run, **resources):
 
 
 @command.command("status")
-@click.option("--sweep", default=None, help="a sweep's id (default: the latest)")
+@click.option("--sweep", default=None, show_default="the latest", help="a sweep's id")
 @_one_line_errors("status")
 def status(sweep):
     """Each experiment of the sweep, its SLURM job and state; the log tail of each failure."""
@@ -228,7 +234,7 @@ def status(sweep):
 
 @command.command("cancel")
 @click.argument("names", nargs=-1)
-@click.option("--sweep", default=None, help="a sweep's id (default: the latest)")
+@click.option("--sweep", default=None, show_default="the latest", help="a sweep's id")
 @_one_line_errors("cancel")
 def cancel(names, sweep):
     """Cancel the named experiments' jobs (default: every unfinished one of the sweep)."""
@@ -244,9 +250,9 @@ def cancel(names, sweep):
 
 
 @command.command("resubmit")
-@click.option("--sweep", default=None, help="a sweep's id (default: the latest)")
-@click.option("--tracking-uri", default=None, help="MLflow server; default: the sweep's")
-@click.option("--dry-run", is_flag=True, help="print the jobs; submit nothing")
+@click.option("--sweep", default=None, show_default="the latest", help="a sweep's id")
+@click.option("--tracking-uri", default=None, show_default="the sweep's", help="MLflow server the jobs log to")
+@click.option("--dry-run", is_flag=True, show_default="off", help="print the jobs; submit nothing")
 @_resource_options
 @_one_line_errors("resubmit")
 def resubmit(sweep, tracking_uri, dry_run, **resources):
