@@ -114,7 +114,8 @@ def test_slurm_sweep_matches_local_runs_computes_extraction_once_and_resubmits_a
     # The extraction ran once for all four (the first experiment's job); the others restored it from the cache.
     logs = "".join(path.read_text() for path in (sweep / "logs").glob("*.log"))
     assert logs.count("Running stage 'extract'") == 1, logs.count("Running stage 'extract'")
-    completed_others = [path for path in (sweep / "logs").glob("*.log") if "done in" in path.read_text()
+    completed_others = [path for path in (sweep / "logs").glob("*.log")
+                        if re.search(r"^dnnprobe cluster: experiment \S+ done in", path.read_text(), re.M)
                         and "Running stage 'extract'" not in path.read_text()]
     assert len(completed_others) == 3  # two at once, then the third or the resubmitted one
     assert all("Stage 'extract' is cached" in path.read_text() for path in completed_others)
