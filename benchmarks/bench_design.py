@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from dnnprobe.extract.actfile import ActivationFile
-    from dnnprobe.probe.decoders import AUTO_C, ProbeSettings, Target
+    from dnnprobe.probe.decoders import AUTO_C, ProbeSettings
+    from dnnprobe.probe.targets import Target
     from dnnprobe.gram.reader import GramFile
     from dnnprobe.gram.writer import write_gram_file
     from dnnprobe.probe.crossval import cross_validate_targets, layer_fold_pcas

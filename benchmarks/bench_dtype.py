@@ -32,14 +32,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="params.yaml override, e.g. stimuli.demo.n_per_class=50 (repeatable)")
     args = parser.parse_args(argv)
 
-    from dnnprobe.core.params import load_params
+    from dnnprobe.stages.params import load_params
     from dnnprobe.probe.decoders import ProbeSettings
     from dnnprobe.extract.forward import extract_activations
     from dnnprobe.gram.reader import GramFile
     from dnnprobe.network.layers import resolve_layers
     from dnnprobe.network.build import load_network
     from dnnprobe.extract.actfile import ActivationFile
-    from dnnprobe.probe.crossval import cross_validate_layer, folds
+    from dnnprobe.probe.crossval import cross_validate_layer
+    from dnnprobe.probe.targets import folds
     from dnnprobe.stages.gram import gram
     from dnnprobe.stages.network import make_network
     from dnnprobe.stages.stimuli import make_stimuli

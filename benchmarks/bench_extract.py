@@ -54,7 +54,7 @@ def time_forward(model, n: int, batch_size: int, target) -> float:
 
 def forward_only(n: int, batch_size: int, device: str) -> dict:
     from dnnprobe.compute.device import pick_device
-    from dnnprobe.network.build import random_network
+    from dnnprobe.network.sources.torchvision import random_network
 
     target = pick_device(device)
     model = random_network("alexnet", 0).eval().to(target)
@@ -67,8 +67,8 @@ def forward_only(n: int, batch_size: int, device: str) -> dict:
 def extract(table_path: str, batch_size: int, device: str, dtype: str, compression: str, workers: int) -> dict:
     """The real extraction of all 14 tutorial layers into a temporary .act.h5 beside the images."""
     from dnnprobe.extract.forward import extract_activations
-    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network.build import random_network
+    from dnnprobe.network.layers import resolve_layers
+    from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
     from dnnprobe.stimuli.table import StimulusTable
 
     table = StimulusTable.read(table_path)
@@ -90,8 +90,8 @@ def thingsvision(python: str, table_path: str, batch_size: int, device: str) -> 
     import torch
 
     from dnnprobe.compute.device import pick_device
-    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network.build import random_network
+    from dnnprobe.network.layers import resolve_layers
+    from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
     from dnnprobe.stimuli.table import StimulusTable
 
     table = StimulusTable.read(table_path)

@@ -29,8 +29,9 @@ def null_memory(permutations: int, n: int, pca: int) -> str:
     """The permutation null's peak memory (MiB above what the process held before) and its estimate."""
     import numpy as np
 
-    from dnnprobe.compute.memory import permutation_bytes
-    from dnnprobe.probe.crossval import folds, null_distribution
+    from dnnprobe.probe.budget import permutation_bytes
+    from dnnprobe.probe.permutation import null_distribution
+    from dnnprobe.probe.targets import folds
     from dnnprobe.probe.decoders import ProbeSettings
 
     rng = np.random.default_rng(0)

@@ -46,8 +46,8 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
     from dnnprobe.extract.forward import extract_activations
     from dnnprobe.gram.reader import GramFile
     from dnnprobe.gram.writer import write_gram_file
-    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network.build import random_network
+    from dnnprobe.network.layers import resolve_layers
+    from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
     from dnnprobe.extract.actfile import ActivationFile
     from dnnprobe.compute.arrays import resolve_device
     from dnnprobe.probe.crossval import cross_validate_layer

@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     from dnnprobe.compute.device import pick_device
     from dnnprobe.extract.forward import extract_activations
     from dnnprobe.network.layers import resolve_layers
-    from dnnprobe.network.build import random_network
     from dnnprobe.network.sources import torchvision as source
+    from dnnprobe.network.sources.torchvision import random_network
     from dnnprobe.stimuli.table import StimulusTable
 
     args.data_dir.mkdir(parents=True, exist_ok=True)

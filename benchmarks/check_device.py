@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     from make_images import write_images
 
     from dnnprobe.extract.forward import extract_activations
-    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network.build import random_network
+    from dnnprobe.network.layers import resolve_layers
+    from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
     from dnnprobe.stimuli.table import StimulusTable
 
     from dnnprobe.extract.forward import to_model_input

@@ -49,8 +49,8 @@ def profile(table_path: Path, batch_size: int) -> dict[str, Clock]:
     from dnnprobe.extract.forward import LayerRecorder, layer_unit_shapes, resized_pixels, to_model_input
     from dnnprobe.extract.writer import ActivationWriter
     from dnnprobe.stimuli.images import load_rgb
-    from dnnprobe.network.layers import TUTORIAL_LAYERS, resolve_layers
-    from dnnprobe.network.build import random_network
+    from dnnprobe.network.layers import resolve_layers
+    from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
     from dnnprobe.stimuli.table import StimulusTable
 
     paths = StimulusTable.read(table_path).image_paths()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dnnprobe.core.params import Params, load_params
+from dnnprobe.stages.params import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,11 +9,11 @@ from dnnprobe.cli import main
 
 
 def test_bad_parameter_is_one_line_and_exit_1(tmp_path):
-    result = CliRunner().invoke(main, ["network", "--params", str(REPO / "params.yaml"), "--set", "probe.C=-2",
+    result = CliRunner().invoke(main, ["network", "--params", str(REPO / "params.yaml"), "--set", "model.seed=-2",
                                        "--out", str(tmp_path / "n.pt")])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines == ["dnnprobe network: error: " + f"{REPO / 'params.yaml'}: probe.C must be > 0, got -2.0"]
+    assert lines == ["dnnprobe network: error: " + f"{REPO / 'params.yaml'}: model.seed must be between 0 and 2**63 - 1, got -2"]
     assert not (tmp_path / "n.pt").exists()
 
 

@@ -5,7 +5,7 @@ subpackage ``__init__.py`` a docstring only, and each stage's dvc.yaml deps exac
 The import graph counts what can run: top-level and function-level imports (not those under
 ``if TYPE_CHECKING:``), ``from dnnprobe.x import y`` where ``y`` is a module, importing a module's
 packages' ``__init__.py``, and the by-name imports of the model-source registry (the module paths in
-``network/sources/__init__.py`` ``SOURCES``) and of ``cli.py`` (``COMMANDS``). tests/pipeline checks the
+``network/registry.py`` ``SOURCES``) and of ``cli.py`` (``COMMANDS``). tests/pipeline checks the
 same deps against what a real `dvc repro` imports.
 """
 
@@ -27,8 +27,7 @@ FLAT_ALLOWED = {"__init__.py", "__main__.py", "cli.py"}
 MAX_CODE_LINES = 450
 MAX_FUNCTION_LINES = 100
 # Modules that import others by name, from a dict of module paths: (module, the dict's name).
-BY_NAME = {"dnnprobe.network.sources": "SOURCES", "dnnprobe.cli": "COMMANDS"}
-REGISTRY = PACKAGE / "network" / "sources" / "__init__.py"  # the model sources' registry: SOURCES, get_source
+BY_NAME = {"dnnprobe.network.registry": "SOURCES", "dnnprobe.cli": "COMMANDS"}
 
 
 def module_name(path: Path) -> str:
@@ -199,7 +198,7 @@ def test_the_graph_sees_function_level_and_by_name_imports():
     graph = import_graph()
     assert "dnnprobe.stages.probe" in graph["dnnprobe.cli"]
     assert {f"dnnprobe.network.sources.{s}" for s in ("torchvision", "timm", "open_clip", "hf")} <= graph[
-        "dnnprobe.network.sources"]
+        "dnnprobe.network.registry"]
     assert "dnnprobe.stimuli.bold5000" in graph["dnnprobe.stages.stimuli"]  # imported inside a function
 
 
@@ -226,20 +225,14 @@ def test_no_function_over_100_lines():
 
 def test_every_subpackage_init_is_a_docstring_only():
     """No re-exports: a stage's dvc.yaml deps are the files it imports, so an ``__init__`` importing its
-    submodules would make every stage depend on the whole subpackage. The one exception is the model-source
-    registry, which imports no source at the top (each is imported by name when chosen)."""
+    submodules would make every stage depend on the whole subpackage."""
     offenders = []
     for path in sorted(PACKAGE.rglob("__init__.py")):
         if path.parent == PACKAGE:
             continue
         body = ast.parse(path.read_text()).body
         docstring = body[:1] if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else []
-        if path == REGISTRY:
-            name = module_name(path)
-            inside = [m for m in _top_level_imports(body) if m.startswith(name + ".")]
-            if not docstring or inside:
-                offenders.append(f"{rel(path)} (imports {inside})")
-        elif not docstring or len(body) > 1:
+        if not docstring or len(body) > 1:
             offenders.append(rel(path))
     assert not offenders, f"subpackage __init__.py files that are more than a docstring: {offenders}"
 
@@ -259,7 +252,7 @@ def _top_level_imports(body: list[ast.stmt]) -> list[str]:
 
 @cache
 def source_names() -> tuple[str, ...]:
-    tree = ast.parse(modules()["dnnprobe.network.sources"].read_text())
+    tree = ast.parse(modules()["dnnprobe.network.registry"].read_text())
     return tuple(m.rpartition(".")[2] for m in sorted(_by_name_targets(tree, "SOURCES")))
 
 

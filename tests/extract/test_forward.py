@@ -17,8 +17,8 @@ from dnnprobe.extract.actfile import ActivationFile
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.extract.forward import LayerRecorder, extract_activations, layer_unit_shapes
 from dnnprobe.network.layers import resolve_layers
-from dnnprobe.network.build import load_network, random_network
-from dnnprobe.network.layers import TUTORIAL_LAYERS
+from dnnprobe.network.build import load_network
+from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
 from dnnprobe.network.preprocess import DNNBRAIN, IMAGENET_MEAN, IMAGENET_STD
 from dnnprobe.stimuli.images import load_rgb
 from dnnprobe.stimuli.table import StimulusTable
@@ -141,7 +141,7 @@ def test_unknown_layer_fails_before_work_listing_valid_names():
 
 
 def test_dnnbrain_alexnet_layer_names():
-    from dnnprobe.network.layers import friendly_layer_names
+    from dnnprobe.network.sources.torchvision import friendly_layer_names
 
     expected = {
         "conv1": "features.0", "conv1_relu": "features.1", "conv1_maxpool": "features.2",
@@ -400,7 +400,7 @@ import dnnprobe.extract.forward as extraction
 from dnnprobe.extract import budget
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.network.layers import resolve_layers
-from dnnprobe.network.build import random_network
+from dnnprobe.network.sources.torchvision import random_network
 from dnnprobe.stimuli.table import StimulusTable
 
 model = random_network("alexnet", 0).eval()

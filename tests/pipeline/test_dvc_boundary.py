@@ -18,7 +18,7 @@ import torch
 
 from helpers import TINY, changed_stages, copy_repo, dvc, env_without_tracking_uri, merge, set_param, stages_run
 from dnnprobe.stimuli.demo import write_demo_set
-from dnnprobe.network.build import random_network
+from dnnprobe.network.sources.torchvision import random_network
 
 
 def snapshot(folder: Path) -> dict[str, tuple]:

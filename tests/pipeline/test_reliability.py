@@ -74,10 +74,14 @@ def test_bad_stimulus_table_is_one_line_and_writes_nothing(tmp_path, text, fragm
 
 
 def test_whole_params_file_is_checked_before_any_work(tmp_path):
-    """A bad probe setting stops even the stimuli stage, before it writes anything."""
+    """A bad probe setting is refused by the params stage (DVC runs it whenever params.yaml changes) and by
+    every stage that reads the probe's settings, before it writes anything; the stimuli stage reads only its
+    own section, so it neither checks nor depends on the probe's."""
+    result = cli("params", "--set", "probe.C=-1")
+    assert_one_line_error(result, "params", "params.yaml: probe.C must be > 0, got -1.0")
     out = tmp_path / "out"
-    result = cli("stimuli", "--set", "probe.C=-1", "--table", out / "s.stim.csv", "--images", out / "images")
-    assert_one_line_error(result, "stimuli", "params.yaml: probe.C must be > 0, got -1.0")
+    result = cli("check", "--set", "probe.C=-1", "--table", out / "s.stim.csv", "--out", out / "images.sha256")
+    assert_one_line_error(result, "check", "params.yaml: probe.C must be > 0, got -1.0")
     assert_nothing_written(out)
 
 
@@ -315,7 +319,7 @@ def test_probe_failing_at_its_last_step_leaves_no_outputs_and_a_failed_run(tmp_p
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("dnnprobe.probe.crossval.save_refit_models", disk_full)
+    monkeypatch.setattr("dnnprobe.probe.refit.save_refit_models", disk_full)
     with pytest.raises(DnnprobeError, match=r"out/probes: writing failed \(No space left on device\)"):
         probe(tiny_params(**{"probe.save_models": "true"}), tiny_stimuli, tiny_gram, tiny_activations,
               tmp_path / "out" / "probe", tmp_path / "out" / "metrics.json", tmp_path / "out" / "probes",
@@ -416,7 +420,7 @@ def pipeline(tmp_path_factory):
 def declared_code(deps: list[str]) -> set[str]:
     """The source files a stage's deps cover (a folder dep covers every .py file in it), with ``${model.source}``
     read from params.yaml as DVC interpolates it."""
-    from dnnprobe.core.params import load_params
+    from dnnprobe.stages.params import load_params
 
     source = load_params(REPO / "params.yaml").model.source
     files = set()
@@ -468,7 +472,10 @@ def test_each_stage_runs_exactly_the_code_it_declares(pipeline):
 
 # The code that reads a stage's params: its stage module, and the functions it hands `params` to.
 PARAM_READERS = {stage: [f"dnnprobe.stages.{stage}"] for stage in STAGES}
-PARAM_READERS["probe"].append("dnnprobe.probe.decoders:ProbeSettings.from_params")
+PARAM_READERS["probe"] += ["dnnprobe.probe.decoders:ProbeSettings.from_params", "dnnprobe.probe.summary:run_summary",
+                           "dnnprobe.probe.refit:save_probe_models"]
+for _stage in ("check", "probe"):
+    PARAM_READERS[_stage] += ["dnnprobe.probe.targets:decoded_targets", "dnnprobe.probe.targets:group_column"]
 
 
 def test_every_parameter_a_stage_reads_is_declared():
@@ -608,7 +615,9 @@ def applied(repo: Path, change: tuple):
         (("param", "tracking.experiment", "other"), {"params", "probe", "report"}),  # the report attaches figures to the probe's run
         (("param", "report.confusion_layer", "conv1"), {"params", "report"}),
         (("code", "src/dnnprobe/gram/writer.py"), {"gram", "probe", "similarity"}),  # the gram stage has no params
-        (("code", "src/dnnprobe/network/layers.py"), {"check", "extract", "probe", "report", "similarity"}),
+        (("code", "src/dnnprobe/network/layers.py"), {"extract"}),  # layer naming: only extraction resolves names
+        (("code", "src/dnnprobe/probe/pairing.py"), {"probe", "report"}),  # the figure edits no check, extract or similarity
+        (("code", "src/dnnprobe/track/keys.py"), {"check", "probe"}),
         (("code", "src/dnnprobe/report/figure.py"), {"report", "similarity"}),  # a figure change never reruns the probe
         (("code", "src/dnnprobe/core/params.py"), set(STAGES)),
         (("code", "src/dnnprobe/cli.py"), set()),  # the command for people: no stage runs it

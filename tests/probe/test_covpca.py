@@ -21,7 +21,8 @@ from dnnprobe.probe.foldpca import GramPCASolver
 from dnnprobe.gram.reader import GramFile
 from dnnprobe.gram.writer import write_gram_file
 from dnnprobe.compute.arrays import NUMPY, TorchOps
-from dnnprobe.probe.crossval import cross_validate_covariance, cross_validate_layer, folds
+from dnnprobe.probe.crossval import cross_validate_covariance, cross_validate_layer
+from dnnprobe.probe.targets import folds
 
 
 def moments_of(X: np.ndarray, shift_rows: int = 16) -> LayerMoments:

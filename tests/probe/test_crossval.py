@@ -7,7 +7,7 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score, permutation_test_score
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
@@ -15,12 +15,8 @@ from sklearn.svm import LinearSVC
 from helpers import low_rank_data, exactly_low_rank
 from dnnprobe.probe.foldpca import fold_pca_scores
 from dnnprobe.probe.decoders import ProbeSettings
-from dnnprobe.probe.crossval import (
-    cross_validate_gram,
-    folds,
-    load_refit_model,
-    refit_decision_function,
-)
+from dnnprobe.probe.crossval import cross_validate_gram
+from dnnprobe.probe.targets import folds
 
 
 def reference_fold_accuracies(X, y, pca, cv, decoder=None):
@@ -115,137 +111,6 @@ def test_continuous_target_ridge_regression_r2_matches_sklearn():
     assert ours.conf_m is None
 
 
-def sklearn_permutation_test(X, y, settings: ProbeSettings, scoring: str = "accuracy"):
-    """scikit-learn's permutation_test_score of PCA + the decoder on the probe's folds: classes shuffled
-    within each test fold (groups), as the probe does; all values shuffled under KFold (regression)."""
-    from dnnprobe.probe.decoders import make_estimator
-    from dnnprobe.probe.crossval import fold_of_each_stimulus
-
-    splits = folds(y, settings)
-    groups = None if settings.is_regression else fold_of_each_stimulus(splits, len(y))
-    # A StratifiedKFold object would re-stratify every shuffle; the probe keeps the observed folds.
-    cv = KFold(settings.cv) if settings.is_regression else splits
-    pipeline = make_pipeline(PCA(settings.n_components, svd_solver="full"), make_estimator(settings))
-    return permutation_test_score(pipeline, X.astype(np.float64), y, cv=cv, groups=groups,
-                                  n_permutations=settings.permutations, random_state=settings.seed, scoring=scoring)
-
-
-def weak_task(kind: str, seed: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """64 stimuli, 30 features: a binary, a three-class or a continuous target, weakly encoded (so p is not minimal)."""
-    X, y = low_rank_data(64, 30, seed=seed, signal=0.4)
-    if kind == "multiclass":
-        y = np.arange(64) % 3
-        X = X + 0.15 * np.outer(y, np.ones(30)).astype(np.float32) * (np.arange(30) < 3)
-    elif kind == "regression":
-        y = X[:, :3].sum(axis=1).astype(np.float64) + np.random.default_rng(seed).normal(0, 3.0, 64)
-    return X, y
-
-
-@pytest.mark.parametrize(
-    "classifier, standardize, scoring, kind",
-    [
-        ("logistic", False, "accuracy", "multiclass"),  # multi-class logistic: refit per shuffle
-        ("logistic", True, "accuracy", "multiclass"),
-        ("linear_svm", False, "accuracy", "binary"),
-        ("linear_svm", True, "balanced_accuracy", "multiclass"),
-        ("ridge", False, "accuracy", "multiclass"),
-        ("ridge", True, "balanced_accuracy", "binary"),
-        ("lda", False, "accuracy", "binary"),
-        ("lda", True, "roc_auc", "binary"),
-        ("ridge_regression", False, "r2", "regression"),
-        ("ridge_regression", True, "r2", "regression"),
-    ],
-)
-def test_permutation_null_equals_sklearn_permutation_test_score(classifier, standardize, scoring, kind):
-    """Every decoder fitted one shuffle at a time: the same shuffles, folds and fits as scikit-learn's, so
-    the same null distribution and p-value (to floating-point rounding)."""
-    X, y = weak_task(kind)
-    settings = ProbeSettings(n_components=5, cv=4, permutations=12, seed=4, classifier=classifier, C=0.5,
-                             standardize=standardize, scoring=scoring)
-    ours = cross_validate_gram(gram_of(X), y, settings)
-    observed, null, p_value = sklearn_permutation_test(X, y, settings, scoring)
-    assert ours.mean == pytest.approx(observed, abs=1e-12)
-    np.testing.assert_allclose(ours.null, null, rtol=0, atol=1e-12)
-    assert ours.p_value == pytest.approx(p_value, abs=1e-12)
-    assert np.ptp(null) > 0  # the shuffles are distinct draws, not one repeated
-
-
-@pytest.mark.parametrize("standardize", [False, True])
-def test_batched_binary_logistic_null_matches_sklearn_permutation_test_score(standardize):
-    """All shuffles fitted at once (Boehning's bound): the same optimum as scikit-learn's L-BFGS, so the
-    null agrees but for a test item on a decision boundary."""
-    X, y = low_rank_data(60, 80, seed=12)
-    settings = ProbeSettings(n_components=5, cv=3, permutations=40, seed=4, standardize=standardize)
-    ours = cross_validate_gram(gram_of(X), y, settings)
-    observed, null, p_value = sklearn_permutation_test(X, y, settings)
-    assert ours.mean == pytest.approx(observed)
-    assert np.abs(ours.null - null).max() <= 1 / 20 + 1e-9  # at most one test item per fold
-    assert np.mean(np.isclose(ours.null, null)) >= 0.9
-    assert abs(ours.p_value - p_value) <= 3 / 41
-
-
-def test_null_shuffles_keep_each_folds_classes_and_regression_shuffles_all():
-    from dnnprobe.probe.crossval import null_shuffles
-
-    y = np.array([0] * 13 + [1] * 8 + [2] * 9)
-    settings = ProbeSettings(cv=3, permutations=25, seed=2)
-    splits = folds(y, settings)
-    shuffles = null_shuffles(y, splits, settings)
-    assert shuffles.shape == (25, 30)
-    for _, test in splits:
-        for shuffled in shuffles:
-            assert sorted(shuffled[test]) == sorted(y[test])  # each test fold keeps its class counts
-    assert len({tuple(s) for s in shuffles}) == 25
-    target = np.linspace(0, 1, 30)
-    regression = ProbeSettings(cv=3, permutations=25, seed=2, classifier="ridge_regression", scoring="r2")
-    moved = null_shuffles(target, folds(target, regression), regression)
-    first_fold = folds(target, regression)[0][1]
-    assert any(sorted(s[first_fold]) != sorted(target[first_fold]) for s in moved)  # values cross folds
-
-
-def test_batched_logistic_matches_sklearn_fits():
-    from dnnprobe.probe.crossval import batched_logistic
-
-    rng = np.random.default_rng(5)
-    z = rng.standard_normal((300, 10)) * np.linspace(3, 0.3, 10)
-    targets = rng.integers(0, 2, size=(300, 6)).astype(float)
-    targets[:, 0] = (z[:, 0] + rng.normal(0, 1, 300) > 0)  # one column with signal
-    weights, intercepts = batched_logistic(z, targets, C=0.7)
-    for column in range(6):
-        reference = LogisticRegression(C=0.7, tol=1e-10, max_iter=10000).fit(z, targets[:, column])
-        np.testing.assert_allclose(weights[:, column], reference.coef_[0], atol=1e-5)
-        assert intercepts[column] == pytest.approx(reference.intercept_[0], abs=1e-5)
-
-
-@pytest.mark.parametrize("scoring", ["balanced_accuracy", "roc_auc"])
-def test_batched_null_scores_match_sklearn_scorers(scoring):
-    X, y = low_rank_data(60, 80, seed=14)
-    settings = ProbeSettings(n_components=5, cv=3, permutations=20, seed=1, scoring=scoring)
-    ours = cross_validate_gram(gram_of(X), y, settings)
-    _, null, _ = sklearn_permutation_test(X, y, settings, scoring)
-    tolerance = 1 / 10 if scoring == "balanced_accuracy" else 0.02  # one boundary item per fold
-    assert np.abs(ours.null - null).max() <= tolerance
-
-
-def test_refit_model_predicts_like_sklearn_pipeline_fit_on_all(tmp_path):
-    from dnnprobe.extract.writer import ActivationWriter
-    from dnnprobe.gram.reader import GramFile
-    from dnnprobe.gram.writer import write_gram_file
-    from dnnprobe.probe.crossval import save_refit_models
-
-    X, y = low_rank_data(50, 60, seed=13)
-    acts = tmp_path / "a.act.h5"
-    with ActivationWriter(acts, 50, {"layer": (15, 2, 2)}, rows_per_chunk=16) as writer:
-        writer.write({"layer": X})
-    write_gram_file(acts, tmp_path / "g.h5", progress=False)
-    with GramFile(tmp_path / "g.h5") as grams:
-        assert save_refit_models(grams, acts, y, ProbeSettings(n_components=6, cv=3), tmp_path) == ["layer"]
-    model = load_refit_model(tmp_path / "layer.npz")
-    ours = refit_decision_function(model, X.astype(np.float64))
-    reference = make_pipeline(PCA(6, svd_solver="full"), LogisticRegression()).fit(X.astype(np.float64), y)
-    np.testing.assert_allclose(ours, reference.decision_function(X.astype(np.float64)), rtol=1e-4, atol=1e-4)
-
-
 def test_rank_deficient_layer_gives_no_nan():
     X = np.repeat(np.random.default_rng(0).standard_normal((3, 20)), 10, axis=0).astype(np.float32)
     y = np.arange(30) % 2
@@ -280,7 +145,8 @@ def test_pca_within_the_rank_reports_no_rank():
 
 def test_the_probe_stage_says_when_pca_exceeds_a_layers_rank(tmp_path):
     from dnnprobe.probe import stats
-    from dnnprobe.stages.probe import rank_warning, score_details
+    from dnnprobe.probe.summary import score_details
+    from dnnprobe.stages.probe import rank_warning
 
     X, y = exactly_low_rank(60, 80, 5, seed=0)
     centred = X.astype(np.float64) - X.astype(np.float64).mean(axis=0)

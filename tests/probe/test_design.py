@@ -16,17 +16,11 @@ from sklearn.pipeline import make_pipeline
 
 from helpers import low_rank_data, tiny_params
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.probe.decoders import ProbeSettings, Target, check_targets, make_estimator
-from dnnprobe.probe.crossval import (
-    cross_validate_covariance,
-    cross_validate_gram,
-    cross_validate_targets,
-    fold_of_each_stimulus,
-    folds,
-    gram_fold_pcas,
-    null_shuffles,
-)
+from dnnprobe.probe.crossval import cross_validate_covariance, cross_validate_gram, cross_validate_targets, gram_fold_pcas
+from dnnprobe.probe.decoders import ProbeSettings, make_estimator
+from dnnprobe.probe.permutation import fold_of_each_stimulus, null_shuffles
 from dnnprobe.probe.splits import make_splits
+from dnnprobe.probe.targets import Target, folds
 
 
 def gram_of(X):
@@ -141,19 +135,6 @@ def test_grouped_null_is_wider_than_a_stimulus_shuffle_on_concept_level_labels()
     grouped = cross_validate_gram(gram_of(X), y, settings, groups=groups).null
     stimulus = cross_validate_gram(gram_of(X), y, settings).null
     assert np.std(grouped) > np.std(stimulus)
-
-
-def test_check_refuses_groups_that_make_a_fold_impossible():
-    y = np.array([0, 1] * 10)
-    settings = ProbeSettings(n_components=2, cv=5)
-    few = np.array([f"g{i % 4}" for i in range(20)])
-    with pytest.raises(DnnprobeError, match="probe.groups column 'concept' has 4 groups, fewer than cv=5 folds"):
-        check_targets(y, settings, groups=few, groups_name="concept")
-    lonely = np.array([f"g{i}" for i in range(20)])
-    lonely[y == 1] = "cat"  # every stimulus of class 1 in one group
-    with pytest.raises(DnnprobeError, match="every stimulus of class 1 is in one group, 'cat'"):
-        check_targets(y, settings, groups=lonely, groups_name="concept")
-    check_targets(y, settings, groups=np.array([f"g{i // 2}" for i in range(20)]), groups_name="concept")
 
 
 def test_check_stage_refuses_bad_groups_in_seconds(tiny_stimuli, tmp_path):
@@ -328,7 +309,7 @@ def test_probe_stage_decodes_several_attributes_as_single_runs_do(tiny_stimuli, 
 
 
 def test_several_labels_are_refused_when_listed_twice_or_unloggable(tiny_stimuli, tmp_path):
-    from dnnprobe.probe.decoders import decoded_targets
+    from dnnprobe.probe.targets import decoded_targets
     from dnnprobe.stimuli.table import StimulusTable
 
     table = StimulusTable.read(table_with_columns(tiny_stimuli, tmp_path, **{"odd+": lambda i, label: i % 2}))

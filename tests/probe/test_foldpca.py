@@ -13,7 +13,8 @@ from helpers import low_rank_data
 from dnnprobe.probe import foldpca
 from dnnprobe.probe.foldpca import GramPCASolver, _dense_top, centre_gram, top_eigenpairs
 from dnnprobe.probe.decoders import ProbeSettings
-from dnnprobe.probe.crossval import cross_validate_gram, folds
+from dnnprobe.probe.crossval import cross_validate_gram
+from dnnprobe.probe.targets import folds
 
 
 @pytest.fixture

@@ -126,7 +126,7 @@ def test_summary_and_metrics_pair_layers_by_depth():
     summary = summarise(results, ["conv1", "conv1_relu", "fc3"], ProbeSettings())
     assert list(summary["conv_vs_relu"]) == ["Conv1"]
     summary["layer_order"] = ["conv1", "conv1_relu", "fc3"]
-    from dnnprobe.stages.probe import layer_means, score_details
+    from dnnprobe.probe.summary import layer_means, score_details
 
     assert layer_means(summary) == {"conv1": pytest.approx(0.61), "conv1_relu": pytest.approx(0.695), "fc3": pytest.approx(0.805)}
     details = score_details(summary)

@@ -14,7 +14,7 @@ import torch
 
 from helpers import REPO, assert_nothing_written, assert_one_line_error, cli, rgb_image
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import load_params
+from dnnprobe.stages.params import load_params
 from dnnprobe.stages.network import make_network
 from dnnprobe.stages.stimuli import make_stimuli
 from dnnprobe.stimuli.table import StimulusTable
@@ -158,7 +158,7 @@ def test_stimcsv_files_outside_the_watched_folder_are_refused(tmp_path, layout, 
 
 
 def test_a_weights_file_must_be_in_models_external(tmp_path, monkeypatch):
-    from dnnprobe.network.build import random_network
+    from dnnprobe.network.sources.torchvision import random_network
 
     monkeypatch.chdir(tmp_path)
     inside = tmp_path / "models" / "external" / "mine.pt"

@@ -13,7 +13,7 @@ from PIL import Image
 from helpers import (REPO, assert_nothing_written, assert_one_line_error, cli, closed_port_url, one_line_error,
                       rgb_image, write_table)
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import load_params
+from dnnprobe.stages.params import load_params
 from dnnprobe.stages.stimuli import make_stimuli
 from dnnprobe.stimuli.table import StimulusTable
 

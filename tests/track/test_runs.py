@@ -80,7 +80,7 @@ def test_dvc_experiment_name_is_a_tag_and_ends_the_run_name(tmp_path, tiny_stimu
 
 
 def test_save_models_writes_npz_that_loads_without_pickle(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
-    from dnnprobe.probe.crossval import load_refit_model
+    from dnnprobe.probe.refit import load_refit_model
 
     run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **{"probe.save_models": "true"})
     model = load_refit_model(tmp_path / "probes" / "conv5.npz")

@@ -17,7 +17,7 @@ import click
 
 from dnnprobe.core.atomic import remove_orphaned_temporaries
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import load_params
+from dnnprobe.core.params import load
 
 
 def _terminate(signum, frame):
@@ -41,12 +41,14 @@ def output_folders(dvc_yaml: Path = Path("dvc.yaml")) -> list[Path]:
     return sorted(folders)
 
 
-def stage_command(name: str, reads_params: bool = True):
+def stage_command(name: str, params_schema: type | None = None, every_key: bool = False):
     """Decorator: a click command named `name` that runs ``function(params, progress=..., **options)``.
 
-    Option --quiet is added, and --params and --set for a stage that reads parameters; one that does
-    not (`reads_params` False) gets ``params=None`` and needs no file. SIGTERM and Ctrl-C end the stage
-    with its temporaries removed; a DnnprobeError becomes ``dnnprobe <name>: error: <message>`` and exit 1.
+    `params` holds the params.yaml sections the stage reads, `params_schema` (made by
+    :func:`dnnprobe.core.params.schema`); other sections' keys are left to the params stage, which checks
+    the whole file (`every_key`). Option --quiet is added, and --params and --set for a stage that reads
+    parameters; one that does not (no `params_schema`) gets ``params=None`` and needs no file. SIGTERM
+    and Ctrl-C end the stage with its temporaries removed; a DnnprobeError becomes ``dnnprobe <name>: error: <message>`` and exit 1.
     """
 
     def decorate(function):
@@ -58,7 +60,7 @@ def stage_command(name: str, reads_params: bool = True):
                 # A stage killed earlier (SIGKILL, out of memory) left its temporary; DVC may never rerun
                 # that stage (its run cache restores it), so every stage cleans up after any dead one.
                 remove_orphaned_temporaries(output_folders())
-                params = load_params(params_path, overrides) if reads_params else None
+                params = load(params_schema, params_path, overrides, every_key) if params_schema else None
                 function(params, progress=not quiet, **options)
             except DnnprobeError as exc:
                 click.echo(f"dnnprobe {name}: error: {exc}", err=True)
@@ -66,7 +68,7 @@ def stage_command(name: str, reads_params: bool = True):
             click.echo(f"dnnprobe {name}: done in {time.perf_counter() - started:.1f} s", err=True)
 
         command = click.option("--quiet", is_flag=True, show_default="off", help="No progress bars.")(command)
-        if reads_params:
+        if params_schema:
             command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", show_default="none",
                                    help="Override a parameter, e.g. --set pca=50 (repeatable).")(command)
             command = click.option("--params", "params_path", default="params.yaml", show_default=True,

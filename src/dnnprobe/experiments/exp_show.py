@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import Params, comparable, flatten
+from dnnprobe.core.params import comparable, flatten
+from dnnprobe.stages.params import Params
 
 METRICS_FILE = "reports/metrics.json"  # layer -> mean fold score
 DETAILS_FILE = "reports/metrics_detail.json"  # "sem" -> layer -> SEM over folds; in git, read with `git show`

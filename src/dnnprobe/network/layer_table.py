@@ -20,9 +20,20 @@ import math
 from dataclasses import dataclass
 
 import click
+import torch
 
 from dnnprobe.core.command import stage_command
-from dnnprobe.core.params import Params
+from dnnprobe.core.params import schema
+from dnnprobe.extract.actfile import dnnbrain_shape
+from dnnprobe.extract.params import ExtractParams
+from dnnprobe.network.layers import LayerCall, default_layers
+from dnnprobe.network.params import ModelParams
+from dnnprobe.network.preprocess import DNNBRAIN
+from dnnprobe.network.registry import get_source
+from dnnprobe.network.tokens import hidden_state, reducer, token_layers
+from dnnprobe.probe.pairing import depth_groups
+
+Params = schema(ModelParams, ExtractParams)  # the sections of params.yaml this command reads
 
 
 @dataclass(frozen=True)
@@ -42,14 +53,6 @@ class LayerRow:
 
 def list_layers(params: Params) -> tuple[str, list[LayerRow]]:
     """A header line and one row per recordable layer, in the order the network runs them."""
-    import torch
-
-    from dnnprobe.extract.actfile import dnnbrain_shape
-    from dnnprobe.network.layers import LayerCall, default_layers, depth_groups
-    from dnnprobe.network.preprocess import DNNBRAIN
-    from dnnprobe.network.sources import get_source
-    from dnnprobe.network.tokens import hidden_state, reducer, token_layers
-
     source = get_source(params.model.source)
     arch = params.model.arch
     model = source.build(arch, params.model.seed).eval()
@@ -122,7 +125,7 @@ def format_rows(header: str, rows: list[LayerRow], friendly_only: bool = False) 
 
 @click.option("--named", is_flag=True, show_default="off: every recordable layer",
               help="Only the layers with a friendly name (conv1, block3, ...).")
-@stage_command("layers")
+@stage_command("layers", Params)
 def command(params, progress, named):
     """List the layers model.source/model.arch can record: shape per stimulus, units, figure pairing."""
     header, rows = list_layers(params)

@@ -23,8 +23,7 @@ from typing import Callable
 import torch
 
 from dnnprobe.core.errors import DnnprobeError
-
-TOKEN_CHOICES = ("all", "cls", "mean", "cls+mean")
+from dnnprobe.network.params import TOKEN_CHOICES
 
 
 @dataclass(frozen=True)

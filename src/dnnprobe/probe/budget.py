@@ -53,7 +53,7 @@ def permutation_bytes(permutations: int, n_stim: int, k: int, batched: bool) -> 
     the (P, n) int64 stack. Binary logistic decoders fit every shuffle at once: float64 copies of the
     labels (the 0/1 targets, their training columns), three (n_train, P) products and the (k + 1, P)
     weights, step and gradient with their temporaries: about eight (n,)- and eight (k + 1,)-long float64
-    vectors per shuffle, which bounds the peak measured by benchmarks/bench_permutation_memory.py.
+    vectors per shuffle, which bounds the peak measured by benchmarks/bench_permutations.py --memory.
     """
     P, n = permutations, n_stim
     if P == 0:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats as scipy_stats
 
-from dnnprobe.network.layers import depth_groups
+from dnnprobe.probe.pairing import depth_groups
 
 if TYPE_CHECKING:  # only for annotations
     from dnnprobe.probe.decoders import ProbeSettings

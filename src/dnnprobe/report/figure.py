@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.transforms import Affine2D, ScaledTranslation, blended_transform_factory  # noqa: E402
 
-from dnnprobe.network.layers import depth_groups  # noqa: E402
+from dnnprobe.probe.pairing import depth_groups  # noqa: E402
 from dnnprobe.report.dnnbrain import DNNBRAIN_PUBLISHED, is_tutorial_run  # noqa: E402
 
 # Okabe and Ito's (2008, "Color Universal Design") orange and blue, in place of DNNBrain's lime and

@@ -8,7 +8,7 @@ import csv
 import io
 from pathlib import Path
 
-from dnnprobe.network.layers import depth_groups
+from dnnprobe.probe.pairing import depth_groups
 
 
 def plot_rows(summary: dict) -> list[dict]:

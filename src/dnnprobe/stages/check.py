@@ -12,8 +12,12 @@ from dnnprobe.core.atomic import atomic_output
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import text_sha256
-from dnnprobe.core.params import Params
+from dnnprobe.core.params import schema
+from dnnprobe.extract.params import ExtractParams
+from dnnprobe.probe.params import FoldParams, ProbeParams
 from dnnprobe.stimuli.table import ImageList, StimulusTable
+
+Params = schema(FoldParams, ExtractParams, ProbeParams)  # the sections of params.yaml this stage reads
 
 
 def check(params: Params, table_path: str | os.PathLike, image_list_path: str | os.PathLike) -> ImageList:
@@ -28,11 +32,11 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     """
     from dataclasses import replace
 
-    from dnnprobe.probe.decoders import check_targets, class_names, decoded_targets, group_column
-    from dnnprobe.network.layers import check_layer_names, requested_layers
+    from dnnprobe.probe.targets import check_targets, class_names, decoded_targets, group_column
+    from dnnprobe.track.keys import check_layer_names
 
     table = StimulusTable.read(table_path)
-    check_layer_names(requested_layers(params.extract.layers), "params.yaml: extract.layers")
+    check_layer_names(params.extract.layers, "params.yaml: extract.layers")  # empty: the probe checks the defaults
     groups = group_column(params, table)
     for target in decoded_targets(params, table):
         # Only what the checks use (dvc.yaml lists exactly these params for this stage).
@@ -57,7 +61,7 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
 @click.option("--table", default="data/stimuli.stim.csv", show_default=True, help="Stimulus table to check.")
 @click.option("--out", default="data/images.sha256", show_default=True,
               help="Image list to write (sha256 of each image, in table order), next to the image folder.")
-@stage_command("check")
+@stage_command("check", Params)
 def command(params, progress, table, out):
     """Check the table against the probe's settings before any expensive stage; write the image list."""
     images = check(params, table, out)

@@ -9,9 +9,13 @@ from dataclasses import dataclass
 import click
 
 from dnnprobe.core.command import stage_command
-from dnnprobe.core.params import Params
+from dnnprobe.core.params import schema
+from dnnprobe.extract.params import ExtractParams
+from dnnprobe.network.params import ModelParams
 from dnnprobe.network.preprocess import DNNBRAIN, Preprocess
 from dnnprobe.stimuli.table import ImageList
+
+Params = schema(ModelParams, ExtractParams)  # the sections of params.yaml this stage reads
 
 
 def extract(
@@ -53,7 +57,7 @@ class ExtractionSetup:
 def extraction_setup(params: Params, model) -> ExtractionSetup:
     """Resolve ``extract.layers`` (empty: the source's defaults), ``extract.preprocess`` and the token layout."""
     from dnnprobe.network.layers import default_layers, resolve_layers
-    from dnnprobe.network.sources import get_source
+    from dnnprobe.network.registry import get_source
 
     source, arch = params.model.source, params.model.arch
     layers = params.extract.layers or default_layers(model, arch, source)
@@ -75,7 +79,7 @@ def extraction_setup(params: Params, model) -> ExtractionSetup:
 @click.option("--network", "network_path", default="models/network.pt", show_default=True,
               help="Weights from the network stage.")
 @click.option("--out", default="data/activations.act.h5", show_default=True, help="Activation file to write.")
-@stage_command("extract")
+@stage_command("extract", Params)
 def command(params, progress, image_list, network_path, out):
     """One forward pass; every layer in extract.layers to one DNNBrain .act.h5."""
     summary = extract(params, image_list, network_path, out, progress=progress)

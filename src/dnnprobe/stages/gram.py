@@ -11,6 +11,11 @@ import click
 from dnnprobe.core.command import stage_command
 from dnnprobe.gram.reader import GramFile
 from dnnprobe.gram.writer import write_gram_file
+from dnnprobe.core.params import schema
+from dnnprobe.gram.params import GramParams
+from dnnprobe.probe.params import ProbeParams
+
+Params = schema(GramParams, ProbeParams)  # the sections of params.yaml this stage reads
 
 
 def gram(activations_path: str | os.PathLike, out_path: str | os.PathLike, progress: bool = True,
@@ -21,7 +26,7 @@ def gram(activations_path: str | os.PathLike, out_path: str | os.PathLike, progr
 
 @click.option("--activations", default="data/activations.act.h5", show_default=True, help="Activation file to read.")
 @click.option("--out", default="data/gram.h5", show_default=True, help="Gram file to write.")
-@stage_command("gram")
+@stage_command("gram", Params)
 def command(params, progress, activations, out):
     """Per-layer Gram or covariance matrices of the activations (the probe's cache)."""
     layers = gram(activations, out, progress=progress, dtype=params.gram.dtype, device=params.probe.device)

@@ -11,7 +11,10 @@ import click
 from dnnprobe.core.atomic import claim
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import Params
+from dnnprobe.core.params import schema
+from dnnprobe.network.params import ModelParams
+
+Params = schema(ModelParams)  # the sections of params.yaml this stage reads
 
 EXTERNAL_WEIGHTS = Path("models/external")  # a weights file must be here: dvc.yaml's network stage watches it
 
@@ -36,7 +39,7 @@ def make_network(params: Params, out_path: str | os.PathLike):
 
 
 @click.option("--out", default="models/network.pt", show_default=True, help="state_dict to write (+ .json sidecar).")
-@stage_command("network")
+@stage_command("network", Params)
 def command(params, progress, out):
     """Save the network's weights (model.arch, model.weights, model.seed) under models/."""
     info = make_network(params, out)

@@ -10,17 +10,39 @@ import json
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
 import numpy as np
 
+from dnnprobe.compute.arrays import resolve_device
 from dnnprobe.core.atomic import atomic_output, claim
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.progress import progress_bar
 from dnnprobe.core.hashing import file_sha256, text_sha256
-from dnnprobe.core.params import Params
+from dnnprobe.core.params import schema
+from dnnprobe.core.progress import progress_bar
+from dnnprobe.network.params import ModelParams
+from dnnprobe.probe import budget
+from dnnprobe.probe import stats
+from dnnprobe.probe.params import FoldParams, ProbeParams
 from dnnprobe.probe.stats import attribute_summaries
+from dnnprobe.probe.summary import add_statistics, attribute_part, layer_means, run_summary, score_details
 from dnnprobe.stimuli.table import StimulusTable
+from dnnprobe.track import naming, runs
+from dnnprobe.track.failures import shown
+from dnnprobe.track.keys import check_layer_names
+from dnnprobe.track.params import TrackingParams
+from dnnprobe.track.store import tracking_uri
+
+if TYPE_CHECKING:
+    from dnnprobe.probe.targets import Target
+
+# The sections of params.yaml this stage reads.
+Params = schema(FoldParams, ModelParams, ProbeParams, TrackingParams)
+
+# scikit-learn and h5py (the decoders, targets, cross-validation, refits and the HDF5 files) are imported
+# inside the functions that use them: `dnnprobe --help` imports every stage module and stays quick.
 
 # What this stage reads of params.yaml (its params in dvc.yaml), all logged to MLflow as dotted keys.
 PARAMS = ("pca", "cv", "probe", "tracking", "model")
@@ -49,7 +71,7 @@ def _check_activations_match(activations_path, grams, n_stim: int, table_path, r
     and compared with the sha256 the gram stage recorded only when the probe reads its data
     (``probe.save_models``), since hashing a BOLD5000-sized file takes a while.
     """
-    from dnnprobe.extract.actfile import ActivationFile
+    from dnnprobe.extract.actfile import ActivationFile  # h5py: see the note on imports above
 
     recorded = grams.activations_sha256
     with ActivationFile(activations_path) as activations:
@@ -92,128 +114,40 @@ def probe(
     Refuses, before any work, a table, Gram file and activation file that do not come from each other,
     and any setting the data cannot support. Every hash logged to MLflow is of a file as it was read.
     """
-
-    from dnnprobe.probe import budget
-
-    from dnnprobe.probe import stats
-
-    from dnnprobe.track import naming, runs
-    from dnnprobe.extract.actfile import ActivationFile
-    from dnnprobe.probe.decoders import check_targets, class_names, decoded_targets, group_column
+    from dnnprobe.extract.actfile import ActivationFile  # scikit-learn, h5py: see the note on imports above
     from dnnprobe.gram.reader import GramFile
-    from dnnprobe.network.layers import check_layer_names
-    from dnnprobe.compute.arrays import resolve_device
-    from dnnprobe.probe.crossval import cross_validate_targets, layer_fold_pcas, save_layer_result
+    from dnnprobe.probe.refit import save_probe_models
+    from dnnprobe.probe.targets import decoded_targets, group_column
 
     table = StimulusTable.read(table_path)
     attributes = decoded_targets(params, table)
-    several = len(attributes) > 1
     groups = group_column(params, table)
     details_path = details_path or Path(metrics_path).with_name("metrics_detail.json")
     outputs = (out_dir, metrics_path, details_path, models_dir)
     ops = resolve_device(params.probe.device)
     with claim(*outputs), GramFile(gram_path) as grams:
-        _check_same_stimuli(table_path, table, grams)
-        # Covariance-route layers read the activations themselves: their bytes must be the Gram file's.
-        reads_activations = params.probe.save_models or any(grams.route(layer) == "covariance" for layer in grams.layers)
-        activations_sha256 = _check_activations_match(activations_path, grams, len(table), table_path,
-                                                      read_data=reads_activations)
-        check_layer_names(grams.layers, str(gram_path))
-        for layer in grams.layers:  # every check before any work
-            for target in attributes:
-                check_targets(target.y, target.settings, grams.n_units(layer), target.name, layer=layer,
-                              table=str(table_path), groups=groups, groups_name=params.probe.groups,
-                              names=class_names(table, target.name))
-            budget.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
-        for target in attributes:
-            settings = target.settings
-            batched_null = settings.decoder.batched_null and not settings.is_regression and len(np.unique(target.y)) == 2
-            budget.check_permutations(settings.permutations, grams.n_stim, params.pca, batched_null)
+        activations_sha256 = _check_inputs(params, table_path, table, gram_path, grams, activations_path, attributes,
+                                           groups, ops)
         provenance = {k: (v.item() if hasattr(v, "item") else v) for k, v in grams.attrs.items()
                       if k.startswith(("network_", "stimuli_"))}
-        summary = {
-            "arch": provenance.get("network_arch", params.model.arch),
-            "weights": provenance.get("network_weights", params.model.weights),
-            "weights_sha256": provenance.get("network_sha256", ""),
-            "stimulus_set": table.header.get("title", Path(table_path).name),
-            "is_demo": table.header.get("source") == "demo",
-            "source": table.header.get("source", ""),
-            "n_stimuli": len(table), "pca": params.pca, "cv": params.cv,
-            "label": [target.name for target in attributes] if several else attributes[0].name,
-            "classifier": params.probe.classifier, "C": params.probe.C, "scoring": params.probe.scoring,
-            "standardize": params.probe.standardize, "permutations": params.probe.permutations,
-            "layer_order": grams.layers,
-        }
-        if groups is not None or params.probe.shuffle:  # only then: DNNBrain's summary keeps its keys
-            summary.update({"groups": params.probe.groups, "shuffle": params.probe.shuffle})
-        for target in attributes:
-            part = summary if not several else {"label": target.name, "classifier": target.settings.classifier,
-                                                 "scoring": target.settings.scoring}
-            part.update(class_description(table, target))
-            if several:
-                summary.setdefault("attributes", {})[target.name] = part
-        # Every params.yaml key this stage reads (dotted, as `dvc params diff` shows them), the network the
-        # activations record, and the input files: each hash is of a file as it was read, the activation
-        # file's by the gram stage that read it (and again here when the probe reads it).
-        run_params = {
-            **params.flat(PARAMS),
-            **{key: value for key, value in provenance.items() if key.startswith("network_")},
-            "n_stimuli": len(table), "layers": grams.layers,
-            # what the stimulus table says of itself (the stimuli stage wrote it from params.yaml's stimuli.*)
-            "stimulus_set": summary["stimulus_set"], "stimuli_source": summary["source"],
-            "stimuli_sha256": file_sha256(table_path), "images_sha256": grams.attrs.get("images_sha256", ""),
-            "gram_sha256": file_sha256(gram_path), "activations_sha256": activations_sha256,
-        }
-        if several:  # each attribute's decoder and scoring, as params of the one run
-            for target in attributes:
-                run_params[f"attribute.{target.name}"] = f"{target.settings.classifier} ({target.settings.scoring})"
-        # Named by what tells it apart from other runs: the network (and its seed when the weights are random
-        # and it is not 0), the number of stimuli, pca, cv and any probe setting off its default.
-        settings_named = {"n": len(table), **params.flat(("pca", "cv", "probe"))}
-        defaults_named = Params().flat(("pca", "cv", "probe"))
-        if summary["weights"] == "random":
-            settings_named["weights_seed"], defaults_named["weights_seed"] = provenance.get("network_seed", params.model.seed), 0
-        run_name = naming.run_name(str(summary["arch"]), str(summary["weights"]), settings_named, defaults_named,
-                                   always=("n", "pca", "cv"))
-        # What differs from the defaults, as the run name begins: `dvc plots diff` labels each experiment with it.
-        summary["settings"] = " ".join(naming.changed_settings(str(summary["arch"]), str(summary["weights"]),
-                                                               settings_named, defaults_named)) or "defaults"
-        results: dict[str, dict] = {target.name: {} for target in attributes}
+        summary = run_summary(params, table_path, table, attributes, groups, grams.layers, provenance)
+        run_params = _run_params(params, table_path, table, gram_path, grams, attributes, summary, provenance,
+                                 activations_sha256)
+        run_name = _run_name(params, len(table), summary, provenance)
         with runs.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
-            first = summary["attributes"][attributes[0].name] if several else summary
-            counts = None if attributes[0].settings.is_regression else dict(zip(
-                first["class_names"], np.unique(attributes[0].y, return_counts=True)[1].tolist()))
-            run.log_stimuli(table_path, run_params["stimuli_sha256"], summary["stimulus_set"], list(table.columns),
-                            len(table), ",".join(target.name for target in attributes), counts, summary["source"])
+            _log_stimuli(run, table_path, table, attributes, summary, run_params["stimuli_sha256"])
             # Scores, metrics and refit models are renamed into place together, once all are written:
             # a failure anywhere leaves none of them (and the MLflow run FAILED).
             with atomic_output(out_dir, directory=True) as temp_dir, atomic_output(metrics_path) as temp_metrics, \
                     atomic_output(details_path) as temp_details, atomic_output(models_dir, directory=True) as temp_models, \
                     ActivationFile(activations_path) as acts, ops.precision():
-                for layer in progress_bar(grams.layers, desc="probe", unit="layer", enabled=progress):
-                    # Each fold's PCA once for every attribute that shares the folds.
-                    fold_pcas = layer_fold_pcas(grams, layer, params.pca, acts, ops)
-                    layer_results = cross_validate_targets(fold_pcas, attributes, groups)
-                    for target in attributes:
-                        result = layer_results[target.name]
-                        results[target.name][layer] = result
-                        if result.pca_rank is not None and target is attributes[0]:  # one line per layer
-                            click.echo(rank_warning(layer, params.pca, result.pca_rank), err=True)
-                        name = f"{target.name}/{layer}" if several else layer
-                        save_layer_result(result, temp_dir / name)
-                        run.log_layer(name, result.score, result.mean, result.sem, stats.layer_extras(result),
-                                      scoring=target.settings.scoring,
-                                      per_fold=None if result.C is None else {"C": result.C})
-                for target in attributes:
-                    part = summary["attributes"][target.name] if several else summary
-                    part.update(stats.summarise(results[target.name], summary["layer_order"], target.settings))
-                    part["chance"], part["chance_source"] = stats.chance_level(results[target.name], target.y,
-                                                                               target.settings.scoring)
+                results = _decode_layers(params, grams, acts, ops, attributes, groups, run, temp_dir, progress)
+                add_statistics(summary, attributes, results)
                 summary_text = json.dumps(summary, indent=2) + "\n"
                 (temp_dir / "summary.json").write_text(summary_text)
                 temp_metrics.write_text(json.dumps(layer_means(summary), indent=2) + "\n")
                 temp_details.write_text(json.dumps(score_details(summary), indent=2) + "\n")
-                _save_probe_models(params, attributes, results, grams, activations_path, temp_models)
+                save_probe_models(params, attributes, results, grams, activations_path, temp_models)
                 # Logged before the outputs are renamed into place: a store failing here leaves them as they were.
                 run.log_artifact(temp_metrics, name=Path(metrics_path).name)
                 run.log_artifact(temp_details, name=Path(details_path).name)
@@ -223,87 +157,106 @@ def probe(
     return summary
 
 
-def class_description(table: StimulusTable, target) -> dict:
-    """``classes`` and ``class_names`` of a class target (nothing for a continuous one)."""
-    if target.settings.is_regression:
-        return {}
-    classes = [str(c) for c in np.unique(target.y)]
-    # DNNBrain's tables name the classes of `label` in `condition`; any other column's values are the names.
-    # Keyed by the class as decoded: a label written 1.0 is class 1.
-    names = dict(zip(map(str, target.y), table.columns.get("condition", []))) if target.name == "label" else {}
-    return {"classes": classes, "class_names": [names.get(c, c) for c in classes]}
+def _check_inputs(params: Params, table_path, table: StimulusTable, gram_path, grams, activations_path, attributes: list[Target],
+                  groups: np.ndarray | None, ops) -> str:
+    """Every check before any work: the inputs come from each other, the layer names, each target against
+    each layer, and the memory the layers and the permutation nulls need. Returns the activation file's
+    sha256 (:func:`_check_activations_match`)."""
+    from dnnprobe.probe.targets import check_targets, class_names  # scikit-learn: see the note on imports above
+
+    _check_same_stimuli(table_path, table, grams)
+    # Covariance-route layers read the activations themselves: their bytes must be the Gram file's.
+    reads_activations = params.probe.save_models or any(grams.route(layer) == "covariance" for layer in grams.layers)
+    activations_sha256 = _check_activations_match(activations_path, grams, len(table), table_path,
+                                                  read_data=reads_activations)
+    check_layer_names(grams.layers, str(gram_path))
+    for layer in grams.layers:
+        for target in attributes:
+            check_targets(target.y, target.settings, grams.n_units(layer), target.name, layer=layer,
+                          table=str(table_path), groups=groups, groups_name=params.probe.groups,
+                          names=class_names(table, target.name))
+        budget.check_probe_stage(grams.n_stim, grams.n_units(layer), params.pca, params.cv, layer, ops)
+    for target in attributes:
+        settings = target.settings
+        batched_null = settings.decoder.batched_null and not settings.is_regression and len(np.unique(target.y)) == 2
+        budget.check_permutations(settings.permutations, grams.n_stim, params.pca, batched_null)
+    return activations_sha256
+
+
+def _run_params(params: Params, table_path, table: StimulusTable, gram_path, grams, attributes: list[Target],
+                summary: dict, provenance: dict, activations_sha256: str) -> dict:
+    """The MLflow run's params: every params.yaml key this stage reads (dotted, as `dvc params diff` shows
+    them), the network the activations record, and the input files. Each hash is of a file as it was read,
+    the activation file's by the gram stage that read it (and again here when the probe reads it)."""
+    run_params = {
+        **params.flat(PARAMS),
+        **{key: value for key, value in provenance.items() if key.startswith("network_")},
+        "n_stimuli": len(table), "layers": grams.layers,
+        # what the stimulus table says of itself (the stimuli stage wrote it from params.yaml's stimuli.*)
+        "stimulus_set": summary["stimulus_set"], "stimuli_source": summary["source"],
+        "stimuli_sha256": file_sha256(table_path), "images_sha256": grams.attrs.get("images_sha256", ""),
+        "gram_sha256": file_sha256(gram_path), "activations_sha256": activations_sha256,
+    }
+    if len(attributes) > 1:  # each attribute's decoder and scoring, as params of the one run
+        for target in attributes:
+            run_params[f"attribute.{target.name}"] = f"{target.settings.classifier} ({target.settings.scoring})"
+    return run_params
+
+
+def _run_name(params: Params, n_stimuli: int, summary: dict, provenance: dict) -> str:
+    """The MLflow run's name: what tells it apart from other runs, the network (and its seed when the weights
+    are random and it is not 0), the number of stimuli, pca, cv and any probe setting off its default.
+    Also sets ``summary["settings"]``: what differs from the defaults, as the run name begins (`dvc plots
+    diff` labels each experiment with it)."""
+    settings_named = {"n": n_stimuli, **params.flat(("pca", "cv", "probe"))}
+    defaults_named = Params().flat(("pca", "cv", "probe"))
+    if summary["weights"] == "random":
+        settings_named["weights_seed"], defaults_named["weights_seed"] = provenance.get("network_seed", params.model.seed), 0
+    arch, weights = str(summary["arch"]), str(summary["weights"])
+    name = naming.run_name(arch, weights, settings_named, defaults_named, always=("n", "pca", "cv"))
+    summary["settings"] = " ".join(naming.changed_settings(arch, weights, settings_named, defaults_named)) or "defaults"
+    return name
+
+
+def _log_stimuli(run, table_path, table: StimulusTable, attributes: list[Target], summary: dict,
+                 stimuli_sha256: str) -> None:
+    """The stimulus table as the run's dataset, with the first attribute's class counts (none for a
+    continuous one)."""
+    first = attribute_part(summary, attributes[0].name)
+    counts = None if attributes[0].settings.is_regression else dict(zip(
+        first["class_names"], np.unique(attributes[0].y, return_counts=True)[1].tolist()))
+    run.log_stimuli(table_path, stimuli_sha256, summary["stimulus_set"], list(table.columns),
+                    len(table), ",".join(target.name for target in attributes), counts, summary["source"])
+
+
+def _decode_layers(params: Params, grams, acts, ops, attributes: list[Target], groups: np.ndarray | None, run,
+                   out_dir: Path, progress: bool) -> dict[str, dict]:
+    """Every attribute decoded from every layer: DNNBrain's per-layer files in `out_dir` and each layer's
+    scores logged to the run. Returns attribute -> layer -> :class:`dnnprobe.probe.crossval.LayerResult`."""
+    from dnnprobe.probe import crossval  # scikit-learn: see the note on imports above
+
+    several = len(attributes) > 1
+    results: dict[str, dict] = {target.name: {} for target in attributes}
+    for layer in progress_bar(grams.layers, desc="probe", unit="layer", enabled=progress):
+        # Each fold's PCA once for every attribute that shares the folds.
+        fold_pcas = crossval.layer_fold_pcas(grams, layer, params.pca, acts, ops)
+        layer_results = crossval.cross_validate_targets(fold_pcas, attributes, groups)
+        for target in attributes:
+            result = layer_results[target.name]
+            results[target.name][layer] = result
+            if result.pca_rank is not None and target is attributes[0]:  # one line per layer
+                click.echo(rank_warning(layer, params.pca, result.pca_rank), err=True)
+            name = f"{target.name}/{layer}" if several else layer
+            crossval.save_layer_result(result, out_dir / name)
+            run.log_layer(name, result.score, result.mean, result.sem, stats.layer_extras(result),
+                          scoring=target.settings.scoring, per_fold=None if result.C is None else {"C": result.C})
+    return results
 
 
 def rank_warning(layer: str, pca: int, rank: int) -> str:
     """The line the probe prints when ``pca`` exceeds a layer's rank (:attr:`dnnprobe.probe.crossval.LayerResult.pca_rank`)."""
     return (f"probe: warning: layer {layer}: pca {pca} exceeds its rank: a training fold has variance in {rank} "
             f"directions only; the others score 0 (pca_rank in metrics_detail.json)")
-
-
-def layer_means(summary: dict) -> dict[str, float]:
-    """reports/metrics.json: one number per layer, the mean fold score (``probe.scoring``), in layer order.
-
-    Flat on purpose: ``dvc exp show`` and ``dvc metrics show`` give one short column per layer. With
-    several attributes the keys are ``<label>/<layer>``, attribute after attribute.
-    """
-    means = {}
-    for name, part in attribute_summaries(summary):
-        prefix = f"{name}/" if name else ""
-        means.update({prefix + layer: round(part["layers"][layer]["mean"], 6) for layer in summary["layer_order"]})
-    return means
-
-
-def score_details(summary: dict) -> dict:
-    """reports/metrics_detail.json: what qualifies the means, statistic first, then layer (``<label>/<layer>``
-    with several attributes).
-
-    ``sem`` always; ``p_value``, ``null_mean`` and ``null_p95`` when permutations ran; ``C_median`` when C
-    was searched; ``conv_vs_relu`` per depth (the test the figure's brackets show). Non-numbers are left
-    out (DVC shows numbers).
-    """
-    details: dict = {}
-    for name, part in attribute_summaries(summary):
-        prefix = f"{name}/" if name else ""
-        layers = part["layers"]
-        details.setdefault("sem", {}).update({prefix + layer: round(layers[layer]["sem"], 6)
-                                             for layer in summary["layer_order"]})
-        for key in ("p_value", "null_mean", "null_p95", "pca_rank", "C_median"):
-            values = {prefix + layer: round(layers[layer][key], 6) for layer in summary["layer_order"] if key in layers[layer]}
-            if values:
-                details.setdefault(key, {}).update(values)
-        tests = {prefix + label: {key: round(value, 6) for key, value in test.items()
-                                  if isinstance(value, (int, float)) and not isinstance(value, bool)}
-                 for label, test in part.get("conv_vs_relu", {}).items()}
-        if tests:
-            details.setdefault("conv_vs_relu", {}).update(tests)
-    return details
-
-
-def _save_probe_models(params, attributes, results, grams, activations_path, folder: Path) -> None:
-    """models/probes: each layer's PCA + decoder refit on all stimuli, as .npz (loads without pickle); with
-    several attributes one subfolder per attribute. A searched C is refit with the C chosen in most folds
-    (the smaller of equals)."""
-    from dnnprobe.probe.crossval import save_refit_models
-
-    saved = []
-    if params.probe.save_models:
-        for target in attributes:
-            where = folder / target.name if len(attributes) > 1 else folder
-            where.mkdir(parents=True, exist_ok=True)
-            chosen = {layer: result.C for layer, result in results[target.name].items() if result.C is not None}
-            saved = save_refit_models(grams, activations_path, target.y, target.settings, where,
-                                      C_per_layer={layer: most_chosen(C) for layer, C in chosen.items()})
-    index = {"save_models": params.probe.save_models, "layers": saved,
-             "format": "numpy .npz, np.load(path, allow_pickle=False); see dnnprobe.probe.crossval.load_refit_model"}
-    if len(attributes) > 1:
-        index["attributes"] = [target.name for target in attributes]
-    (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
-
-
-def most_chosen(values: np.ndarray) -> float:
-    """The value chosen in most folds; the smallest of equally frequent ones (stronger regularisation)."""
-    candidates, counts = np.unique(values, return_counts=True)
-    return float(candidates[np.argmax(counts)])
 
 
 @click.option("--table", default="data/stimuli.stim.csv", show_default=True, help="Stimulus table (the labels).")
@@ -316,12 +269,9 @@ def most_chosen(values: np.ndarray) -> float:
 @click.option("--details", default="reports/metrics_detail.json", show_default=True,
               help="Detail file beside the metrics (in git, not a DVC metric): SEM, p-values and Conv-vs-ReLU tests per layer.")
 @click.option("--models", default="models/probes", show_default=True, help="Folder for refit probes (probe.save_models).")
-@stage_command("probe")
+@stage_command("probe", Params)
 def command(params, progress, table, gram_path, activations, out, metrics, details, models):
     """Cross-validated PCA + decoding of probe.label per layer; logged to MLflow."""
-    from dnnprobe.track.failures import shown
-    from dnnprobe.track.store import tracking_uri
-
     summary = probe(params, table, gram_path, activations, out, metrics, models, progress=progress, details_path=details)
     best = []
     for name, part in attribute_summaries(summary):

@@ -14,12 +14,16 @@ from dnnprobe.core.atomic import atomic_output, claim
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import text_sha256
-from dnnprobe.core.params import Params
+from dnnprobe.core.params import schema
 from dnnprobe.probe.stats import attribute_summaries
 from dnnprobe.report.confusion import confusion_figure
 from dnnprobe.report.figure import conv_vs_relu_figure
 from dnnprobe.report.plots import write_plot_csv
 from dnnprobe.report.save import save_figure
+from dnnprobe.report.params import ReportParams
+from dnnprobe.track.params import TrackingParams
+
+Params = schema(ReportParams, TrackingParams)  # the sections of params.yaml this stage reads
 
 
 def _read_summary(probe_dir: Path) -> tuple[dict, str]:
@@ -89,7 +93,7 @@ def report(
 @click.option("--probe", "probe_dir", default="reports/probe", show_default=True, help="The probe stage's results.")
 @click.option("--figures", default="reports/figures", show_default=True, help="Folder for the figures.")
 @click.option("--plot", default="reports/plots/layer_scores.csv", show_default=True, help="DVC plot table to write.")
-@stage_command("report")
+@stage_command("report", Params)
 def command(params, progress, probe_dir, figures, plot):
     """The Conv-vs-ReLU figure (PNG, SVG), a confusion figure and DVC plot data."""
     paths = report(params, probe_dir, figures, plot)

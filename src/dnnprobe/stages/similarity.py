@@ -53,7 +53,7 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
 @click.option("--out", default="reports/similarity", show_default=True, help="Folder for cka.json, the figure and rdms.hdf5.")
 @click.option("--other", default=None, show_default="none: this file's layers only",
               help="Another Gram file of the same stimuli (another network) to compare with.")
-@stage_command("similarity", reads_params=False)
+@stage_command("similarity")
 def command(params, progress, table, gram_path, out, other):
     """Linear CKA between layers and per-layer RDMs, from the Gram file only."""
     result = similarity(table, gram_path, out, other)

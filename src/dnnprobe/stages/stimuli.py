@@ -18,9 +18,12 @@ from dnnprobe.core.atomic import atomic_output, claim, disk_error
 from dnnprobe.core.command import stage_command
 from dnnprobe.core.errors import DnnprobeError, missing_file_hint
 from dnnprobe.core.hashing import text_sha256
-from dnnprobe.core.params import Params
+from dnnprobe.core.params import schema
 from dnnprobe.stimuli.images import IMAGE_EXTENSIONS, check_image, is_stimulus_file
+from dnnprobe.stimuli.params import StimuliParams
 from dnnprobe.stimuli.table import StimulusTable, image_checksums, table_from_classes
+
+Params = schema(StimuliParams)  # the sections of params.yaml this stage reads
 
 
 def _resolved(path: Path) -> Path:
@@ -201,7 +204,7 @@ def make_stimuli(params: Params, table_path: str | os.PathLike, image_folder: st
 
 @click.option("--table", default="data/stimuli.stim.csv", show_default=True, help="Stimulus table to write.")
 @click.option("--images", default="data/images", show_default=True, help="Image folder to write.")
-@stage_command("stimuli")
+@stage_command("stimuli", Params)
 def command(params, progress, table, images):
     """Write the stimulus table (.stim.csv) and its images, from stimuli.source."""
     written = make_stimuli(params, table, images, progress)

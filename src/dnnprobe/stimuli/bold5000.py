@@ -20,10 +20,10 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import Bold5000Params
 from dnnprobe.core.paths import dvc_root
 from dnnprobe.stimuli.download import download, expect_text, expect_zip
 from dnnprobe.stimuli.images import check_image
+from dnnprobe.stimuli.params import Bold5000Params
 from dnnprobe.stimuli.table import StimulusTable
 
 CHUNK = 1 << 20

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from dnnprobe.core.params import ModelParams, comparable
+from dnnprobe.core.params import comparable
+from dnnprobe.network.params import ModelParams
 
 
 def changed_settings(arch: str, weights: str, settings: Mapping[str, object], defaults: Mapping[str, object]) -> list[str]:

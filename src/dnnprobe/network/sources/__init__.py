@@ -1,8 +1,9 @@
 """Model sources (``model.source``): the libraries a network can come from, one module each.
 
-``SOURCES`` maps each name to its module path; a module (and its library) is imported only when
+:data:`dnnprobe.network.registry.SOURCES` names them; a module (and its library) is imported only when
 chosen, so the default AlexNet run never imports timm or transformers. Adding a source is one module
-here, one entry below, one section in docs/models.md and one test with a tiny random-weight model.
+here, one entry in ``SOURCES``, one section in docs/models.md and one test with a tiny random-weight
+model. What the sources share (seeding, block names) is :mod:`dnnprobe.network.sources.common`.
 
 What a source module provides (plain functions; ``arch`` is ``model.arch``):
 
@@ -23,50 +24,3 @@ What a source module provides (plain functions; ``arch`` is ``model.arch``):
 Module outputs that are tuples or model-output objects record their hidden state
 (:func:`dnnprobe.network.tokens.hidden_state`).
 """
-
-from __future__ import annotations
-
-import contextlib
-import sys
-from types import ModuleType
-
-from dnnprobe.core.errors import DnnprobeError
-
-SOURCES = {
-    "torchvision": "dnnprobe.network.sources.torchvision",
-    "timm": "dnnprobe.network.sources.timm",
-    "open_clip": "dnnprobe.network.sources.open_clip",
-    "hf": "dnnprobe.network.sources.hf",
-}
-DEFAULT_SOURCE = "torchvision"
-
-
-def get_source(name: str) -> ModuleType:
-    """The module of model source `name`; an unknown name lists the known ones."""
-    if name not in SOURCES:
-        raise DnnprobeError(f"model.source: unknown source {name!r}; known: {', '.join(SOURCES)}")
-    try:
-        # __import__ rather than importlib.import_module: the same import, but through the interpreter's
-        # own import statement path, which `python -X importtime` reports (tests/pipeline check a stage's
-        # declared code against that report).
-        __import__(SOURCES[name])
-        return sys.modules[SOURCES[name]]
-    except ImportError as exc:
-        raise DnnprobeError(
-            f"model.source={name}: its library is not installed ({exc}); run `make venv` "
-            "(requirements.txt pins it)") from None
-
-
-@contextlib.contextmanager
-def seeded(seed: int):
-    """Draw a network's initialisation from `seed` without touching the caller's random state."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def blocks_as_friendly(prefix: str, paths: list[str]) -> dict[str, str]:
-    """``block1``.. ``blockN`` (or another `prefix`) for a list of module paths, numbered from 1."""
-    return {f"{prefix}{i}": path for i, path in enumerate(paths, start=1)}

@@ -27,7 +27,7 @@ import transformers
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.network.preprocess import Preprocess
-from dnnprobe.network.sources import blocks_as_friendly, seeded
+from dnnprobe.network.sources.common import blocks_as_friendly, seeded
 from dnnprobe.network.tokens import TokenLayout
 
 TOWERS = {"clip": "vision_config", "siglip": "vision_config", "siglip2": "vision_config", "blip": "vision_config"}

@@ -16,13 +16,15 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import open_clip
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.network.preprocess import Preprocess, shorter_side_then_crop
-from dnnprobe.network.sources import blocks_as_friendly, seeded
+from dnnprobe.network.sources.common import blocks_as_friendly, seeded
 from dnnprobe.network.tokens import TokenLayout
+from dnnprobe.network.weights import load_weights_file
 
 
 def archs() -> list[str]:
@@ -42,10 +44,6 @@ def build(arch: str, seed: int):
 
 def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
     """The tag's checkpoint from the local cache; its image-tower weights (``visual.*``)."""
-    import os
-
-    from dnnprobe.network.build import load_weights_file
-
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:
         raise DnnprobeError(f"model.weights: OpenCLIP has no pretrained tag {tag!r} for {arch} "

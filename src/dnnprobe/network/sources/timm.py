@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import timm
 import torch
+from huggingface_hub import try_to_load_from_cache
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.network.preprocess import Preprocess, shorter_side_then_crop
-from dnnprobe.network.sources import blocks_as_friendly, seeded
+from dnnprobe.network.sources.common import blocks_as_friendly, seeded
 from dnnprobe.network.tokens import TokenLayout
+from dnnprobe.network.weights import load_weights_file
 
 
 def archs() -> list[str]:
@@ -40,10 +42,6 @@ def build(arch: str, seed: int):
 
 def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
     """The tag's weights file from the local Hugging Face cache (timm publishes on the hub)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    from dnnprobe.network.build import load_weights_file
-
     name = arch if tag == "default" else f"{arch}.{tag}"
     try:
         cfg = timm.models.get_pretrained_cfg(name)
