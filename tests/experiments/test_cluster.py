@@ -171,3 +171,15 @@ def test_slurm_local_script_stops_every_daemon_it_started(tmp_path, slurm_cluste
 
     alive = [name for name, pid in pids.items() if running(pid)]
     assert alive == [] and not list((tmp_path / "c" / "run").glob("*.pid"))
+
+
+def test_slurm_sbatch_refusal_leaves_no_sweep_behind(tmp_path, slurm_cluster):
+    repo = copy_repo(tmp_path / "repo")
+    env = slurm_env(slurm_cluster, "http://127.0.0.1:5000")
+    result = cluster(repo, env, "submit", "-S", "pca=4,8", "--mem", "100000G")  # more than any node has
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "dnnprobe cluster submit: error: sbatch refused the job: " in result.stderr
+    assert not list((repo / ".dvc" / "tmp" / "cluster").iterdir())
+    queue = subprocess.run(["squeue", "--noheader"], env=env, capture_output=True, text=True)
+    assert queue.stdout.strip() == ""

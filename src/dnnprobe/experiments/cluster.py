@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,7 +122,12 @@ def _submit(repo: Path, planned: list[Planned], settings: slurm.Settings, tracki
     folder.mkdir(parents=True)
     write_record(folder / "sweep.json", record, planned)
     job_script(folder)
-    commands = submit_batches(folder, record, planned, [p.name for p in planned], settings, lead, False)
+    try:
+        commands = submit_batches(folder, record, planned, [p.name for p in planned], settings, lead, False)
+    except DnnprobeError:  # sbatch refused (an account, a QOS): no half-submitted sweep is left behind
+        slurm.cancel([item.job.split("_")[0] for item in planned if item.job])
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     queued = [item.name for item in planned if item.queued]
     if queued:  # they run on the cluster now; left in DVC's queue, `dvc queue start` would run them again
         subprocess.run([str(Path(sys.executable).parent / "dvc"), "queue", "remove", *queued], cwd=repo,
