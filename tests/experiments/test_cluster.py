@@ -158,7 +158,8 @@ def test_slurm_local_script_stops_every_daemon_it_started(tmp_path, slurm_cluste
         assert started.returncode == 0, started.stderr
         assert started.stdout.strip() == f"export SLURM_CONF={tmp_path / 'c' / 'slurm.conf'}"
         assert set(pids) == {"munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"}
-        job = subprocess.run(["sbatch", "--parsable", "--wait", "--wrap", "true"], capture_output=True, text=True,
+        job = subprocess.run(["sbatch", "--parsable", "--wait", f"--output={tmp_path / 'job.out'}", "--wrap", "true"],
+                             capture_output=True, text=True, cwd=tmp_path,
                              env={**env, "SLURM_CONF": str(tmp_path / "c" / "slurm.conf")}, timeout=120)
         assert job.returncode == 0, job.stderr
     finally:
