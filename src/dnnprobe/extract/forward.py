@@ -206,6 +206,8 @@ class LayerShapes(dict):
         self.largest_output = largest_output
         self.reducers: dict = {}  # token layer -> the extract.tokens reduction (dnnprobe.network.tokens)
         self.token_layers: list[str] = []
+        self.tokens = "all"  # extract.tokens
+        self.stored_whole: list[str] = []  # with tokens other than all: the layers it does not apply to (no tokens)
 
     @property
     def notes(self) -> list[str]:
@@ -217,6 +219,9 @@ class LayerShapes(dict):
                 f"extract: {subject} runs {len(names)} times per forward pass; {layer} records its first call, "
                 f"{later} the {'next' if len(names) == 2 else 'next ones'} (torchvision FX names)"
             )
+        if self.stored_whole:  # said once, for every layer at once
+            notes.append(f"extract: extract.tokens={self.tokens} does not apply to {', '.join(self.stored_whole)} "
+                         "(not transformer token layers); stored whole (recorded in the file: tokens_not_applied)")
         return notes
 
 
@@ -274,8 +279,17 @@ def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], d
     reducers = {layer: reducer(tokens, token_layout) for layer in tokenised}
     stored = {layer: tuple(reducers[layer](outputs[layer]).shape[1:]) if layer in reducers else raw[layer] for layer in targets}
     shapes = LayerShapes({layer: dnnbrain_shape(stored[layer]) for layer in targets}, repeated, largest[0])
-    shapes.reducers, shapes.token_layers = reducers, tokenised
+    shapes.reducers, shapes.token_layers, shapes.tokens = reducers, tokenised, tokens
+    shapes.stored_whole = [layer for layer in targets if layer not in tokenised] if tokens != "all" else []
     return shapes
+
+
+def _tokens_attr(layer: str, shapes: LayerShapes) -> dict:
+    """A layer's ``tokens`` attribute: the choice applied to a token layer, ``not applicable`` for a layer
+    extract.tokens (other than all) could not apply to; none otherwise (the default's bytes stay)."""
+    if layer in shapes.token_layers:
+        return {"tokens": shapes.tokens}
+    return {"tokens": "not applicable"} if layer in shapes.stored_whole else {}
 
 
 # Decoded batches each worker prepares ahead, and how long the extractor waits for the next one: far
@@ -378,6 +392,8 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
     image_notes: list[str] = []
     attrs = {"preprocessing": prep.describe()}
     attrs.update(file_attrs or {})
+    if unit_shapes.stored_whole:  # extract.tokens that did not apply to these layers (a CNN's, patch_embed)
+        attrs["tokens_not_applied"] = ",".join(unit_shapes.stored_whole)
     started = time.perf_counter()
     current: list[BatchBuffers] = []  # the set the hooks fill during this forward pass
     recorder = LayerRecorder(model, module_paths, store=lambda layer, output: current[0].store(layer, output),
@@ -390,8 +406,7 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
             dtype=dtype,
             compression=compression,
             rows_per_chunk=batch_size,
-            layer_attrs={layer: {"module": str(path), **({"tokens": tokens} if layer in unit_shapes.token_layers else {})}
-                         for layer, path in module_paths.items()},
+            layer_attrs={layer: {"module": str(path), **_tokens_attr(layer, unit_shapes)} for layer, path in module_paths.items()},
             file_attrs=attrs,
         ) as writer, torch.inference_mode(), full_float32():
             shapes = {layer: writer.block_shape(layer) for layer in module_paths}
