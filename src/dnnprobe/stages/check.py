@@ -25,7 +25,8 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
 
     Everything the table and params.yaml reveal is checked here, before extraction and the Gram
     matrices (minutes to hours): the label columns, their classes against ``cv``, ``pca`` against the
-    smallest training fold, the groups against the folds (``probe.groups``), the layer names MLflow must
+    smallest training fold, the inner folds of a search of C (``probe.C: auto``), the groups against the
+    folds (``probe.groups``: every stimulus has one), the layer names MLflow must
     accept. The image list written
     (``data/images.sha256``: each image's sha256 in table order) is what extraction reads: it depends
     on the images and their order, not on the labels, so editing labels never reruns extraction.
