@@ -145,3 +145,32 @@ def test_folds_that_hold_the_search_pass_the_check(tmp_path, tiny_stimuli):
         settings = [arg for s in sets for arg in ("--set", s)]
         result = cli("check", *settings, "--table", table, "--out", tmp_path / "data" / "images.sha256")
         assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "sets, fragments",
+    [
+        # a tiny timm ViT, pretrained weights named but not cached: the check reads no weights, only the modules
+        (["model.source=timm", "model.arch=vit_tiny_patch16_224", "model.weights=default", "extract.layers=[block1, blok4]"],
+         ["extract.layers: unknown layer 'blok4' for vit_tiny_patch16_224; valid names: patch_embed, block1, block2,",
+          "block12, norm, head (or any module path, e.g. patch_embed.proj); extract.layers: [] records timm's default layers"]),
+        (["extract.layers=[conv1, conv9]"], ["extract.layers: unknown layer 'conv9' for alexnet; valid names: conv1, "]),
+    ],
+    ids=["timm-vit-typo", "alexnet-typo"],
+)
+def test_a_layer_name_the_network_lacks_fails_at_the_check_stage(tmp_path, tiny_stimuli, sets, fragments):
+    """Checked on the architecture alone, before the network stage loads weights and extraction starts."""
+    table = own_copy(tiny_stimuli, tmp_path / "data")
+    settings = [arg for s in sets for arg in ("--set", s)]
+    result = cli("check", *settings, "--table", table, "--out", tmp_path / "data" / "images.sha256")
+    assert_one_line_error(result, "check", *fragments)
+    assert not (tmp_path / "data" / "images.sha256").exists()
+
+
+def test_layer_names_the_network_has_pass_the_check(tmp_path, tiny_stimuli):
+    table = own_copy(tiny_stimuli, tmp_path / "data")
+    for sets in (["model.source=timm", "model.arch=vit_tiny_patch16_224", "extract.layers=[block1, blocks.0.attn, head]"],
+                 ["extract.layers=[conv1, features.1, classifier.6]"]):
+        settings = [arg for s in sets for arg in ("--set", s)]
+        result = cli("check", *settings, "--table", table, "--out", tmp_path / "data" / "images.sha256")
+        assert result.exit_code == 0, result.output

@@ -14,10 +14,11 @@ from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import text_sha256
 from dnnprobe.core.params import schema
 from dnnprobe.extract.params import ExtractParams
+from dnnprobe.network.params import ModelParams
 from dnnprobe.probe.params import FoldParams, ProbeParams
 from dnnprobe.stimuli.table import ImageList, StimulusTable
 
-Params = schema(FoldParams, ExtractParams, ProbeParams)  # the sections of params.yaml this stage reads
+Params = schema(FoldParams, ExtractParams, ProbeParams, ModelParams)  # the sections of params.yaml this stage reads
 
 
 def check(params: Params, table_path: str | os.PathLike, image_list_path: str | os.PathLike) -> ImageList:
@@ -38,6 +39,7 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
 
     table = StimulusTable.read(table_path)
     check_layer_names(params.extract.layers, "params.yaml: extract.layers")  # empty: the probe checks the defaults
+    check_layers_exist(params)
     groups = group_column(params, table)
     for target in decoded_targets(params, table):
         # Only what the checks use (dvc.yaml lists exactly these params for this stage).
@@ -57,6 +59,31 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     with atomic_output(image_list_path) as temp:
         temp.write_text(checksums, encoding="utf-8")
     return ImageList.read(image_list_path)
+
+
+def check_layers_exist(params: Params) -> None:
+    """Each name in ``extract.layers`` against the network's modules (friendly names, module paths), before the
+    network stage loads any weights: on the architecture alone (``model.source``, ``model.arch``), built on
+    PyTorch's meta device (no memory, no initialisation; where a library cannot build there, with random
+    weights on the CPU). Whether a later call of a module (``layer1.0.relu_1``) happens needs a forward
+    pass: extraction checks that.
+    """
+    if not params.extract.layers:
+        return
+    import torch
+
+    from dnnprobe.network.layers import resolve_layers
+    from dnnprobe.network.registry import get_source
+
+    source = get_source(params.model.source)
+    try:
+        with torch.device("meta"):
+            model = source.build(params.model.arch, 0)
+    except DnnprobeError:
+        raise
+    except Exception:  # noqa: BLE001 - a library whose initialisation reads values (.item()) on the meta device
+        model = source.build(params.model.arch, 0)
+    resolve_layers(model, params.model.arch, params.extract.layers, params.model.source)
 
 
 @click.option("--table", default="data/stimuli.stim.csv", show_default=True, help="Stimulus table to check.")
