@@ -103,3 +103,54 @@ def test_disk_full_while_writing_blocks_releases_the_buffers_and_leaves_no_file(
                 writer.write_blocks(blocks, 2, release=lambda: released.append(1))
     assert released  # a producer recycling buffers is never left waiting for them
     assert list(tmp_path.iterdir()) == []
+
+
+def _layer_shapes(path) -> dict[str, tuple[int, int, int]]:
+    with h5py.File(path, "r") as f:
+        return {name: f[name].shape[1:] for name in f.attrs["layer_order"]}
+
+
+def test_the_size_estimate_bounds_the_tiny_alexnet_file(tiny_activations):
+    """AlexNet's 14 tutorial layers, 24 stimuli, batches of 8: the file (padded chunks and HDF5's metadata)."""
+    from dnnprobe.extract.writer import stored_bytes
+
+    real = tiny_activations.stat().st_size
+    estimate = stored_bytes(24, _layer_shapes(tiny_activations), "float32", 8)
+    assert real <= estimate <= real * 1.02, (estimate, real)
+
+
+@pytest.mark.parametrize(
+    "n_stim, shapes, rows, dtype",
+    [
+        (24, {"conv1": (64, 55, 55), "fc": (4096, 1, 1), "head": (3, 1, 1)}, 8, "float32"),  # 64 channels in chunks of 43
+        (30, {"conv": (96, 27, 27), "narrow": (7, 3, 3)}, 7, "float16"),  # edge chunks in rows and channels
+        (200, {f"l{i}": (5, 1, 1) for i in range(20)}, 8, "float32"),  # metadata-heavy: 20 layers, 25 chunks each
+    ],
+    ids=["alexnet-conv1-pads", "rows-and-channels-pad", "many-small-layers"],
+)
+def test_the_size_estimate_counts_padded_chunks_and_metadata(tmp_path, monkeypatch, n_stim, shapes, rows, dtype):
+    """HDF5 stores edge chunks whole: the estimate is the file's size from above, within 2 %, and it is what the
+    free-space refusal compares (a disk holding only the activations' own bytes is refused)."""
+    import math
+    import shutil
+
+    from dnnprobe.extract.writer import stored_bytes
+
+    path = tmp_path / "a.act.h5"
+    with ActivationWriter(path, n_stim, shapes, dtype=dtype, rows_per_chunk=rows,
+                          layer_attrs={layer: {"module": "features.0"} for layer in shapes},
+                          file_attrs={"preprocessing": "resize 224x224 bilinear, mean 0.485 0.456 0.406"}) as writer:
+        for start in range(0, n_stim, rows):
+            count = min(rows, n_stim - start)
+            writer.write({layer: np.ones((count, *shape), dtype) for layer, shape in shapes.items()})
+    real, estimate = path.stat().st_size, stored_bytes(n_stim, shapes, dtype, rows)
+    assert real <= estimate <= real * 1.02 + 16384, (estimate, real)
+
+    data = n_stim * sum(math.prod(shape) for shape in shapes.values()) * np.dtype(dtype).itemsize
+    assert data < real  # the activations alone would not fit
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=data))
+    with pytest.raises(DnnprobeError, match=f"needs {estimate / 1e6:,.0f} MB but its disk has {data / 1e6:,.0f} MB free"):
+        with ActivationWriter(tmp_path / "b.act.h5", n_stim, shapes, dtype=dtype, rows_per_chunk=rows):
+            pass
+    assert not (tmp_path / "b.act.h5").exists()

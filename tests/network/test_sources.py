@@ -5,8 +5,10 @@ and own transform."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,6 +349,22 @@ def test_pretrained_tags_offline_with_nothing_cached_name_the_ways_out(tmp_path,
         with pytest.raises(DnnprobeError, match="Ways out") as error:
             build_from_source(source, arch, tag, 0)
         assert "\n" not in str(error.value)
+        for command in re.findall(r"`(\S+) download ", str(error.value)):  # a command huggingface_hub installed
+            assert (Path(sys.executable).parent / command).is_file(), (command, str(error.value))
+
+
+def test_hf_pretrained_on_a_folder_without_weights_says_where_they_go(tmp_path):
+    """A local model folder is not in the cache: no hub download is suggested, the folder is named."""
+    from dnnprobe.network.build import build_from_source
+
+    folder = hf_folder(tmp_path, "dinov2")
+    with pytest.raises(DnnprobeError) as error:
+        build_from_source("hf", str(folder), "pretrained", 0)
+    message = str(error.value)
+    assert message == (
+        f"model.weights=pretrained: {folder} has no model.safetensors or pytorch_model.bin beside its config.json. Ways "
+        f"out: copy the model's weights file (model.safetensors from its hub page, or what save_pretrained wrote) into "
+        f"{folder}, set model.weights to a weights file in models/external/, or model.weights=random")
 
 
 # ---- dnnprobe layers ------------------------------------------------------------------------------

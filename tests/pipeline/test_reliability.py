@@ -446,8 +446,10 @@ def test_a_stage_runs_the_code_of_the_checkout_it_runs_in(tmp_path):
     assert Path(result.stdout.strip()).resolve() == (copy / "src/dnnprobe/stages/gram.py").resolve()
 
 
-# Declared code that this test's params (the demo source) do not reach: stimuli.source=bold5000 runs it.
-RUN_FOR_OTHER_PARAMS = {"src/dnnprobe/stimuli/bold5000.py", "src/dnnprobe/stimuli/download.py"}
+# Declared code that this test's params (the demo source, torchvision) do not reach: stimuli.source=bold5000
+# runs the first two; the check stage builds model.source's architecture, and timm, open_clip, hf read weights.py.
+RUN_FOR_OTHER_PARAMS = {"src/dnnprobe/stimuli/bold5000.py", "src/dnnprobe/stimuli/download.py",
+                        "src/dnnprobe/network/weights.py"}
 
 
 def test_each_stage_runs_exactly_the_code_it_declares(pipeline):

@@ -137,3 +137,92 @@ def test_the_check_stage_records_and_prints_each_images_notes_once_for_extractio
     assert result.stderr.splitlines()[:-1] == expected  # then 'dnnprobe check: done in ... s'
     assert read_image_notes(out, images.sha256, images.stim_ids) == expected
     assert (tmp_path / "data" / "images.notes.json").is_file()
+
+
+def table_with_groups(tiny_stimuli: Path, folder: Path, labels: list[str], groups: list[str]) -> Path:
+    """The tiny demo table with other labels and a ``concept`` column of groups."""
+    table_path = own_copy(tiny_stimuli, folder, labels)
+    table = StimulusTable.read(table_path)
+    table.columns["concept"] = groups
+    table.write(table_path)
+    return table_path
+
+
+PAIRS = [f"g{i // 2}" for i in range(24)]  # 12 groups of two stimuli, each of one class (labels 0, 1, 0, 1 ... by pair)
+PAIRED = [str((i // 2) % 2) for i in range(24)]
+
+
+@pytest.mark.parametrize(
+    "labels, groups, sets, fragments",
+    [
+        # probe.C: auto (or a list) splits each training fold into 5 inner folds: checked as the outer folds are
+        (["0"] * 18 + ["1"] * 6, None, ["probe.C=auto"],
+         ["column 'label': class 1 has 4 stimuli in training fold 1 (cv=3), fewer than the 5 inner folds of probe.C's "
+          "search (auto or a list): set probe.C to a number, or add stimuli to that class"]),
+        (BALANCED, None, ["probe.C=[0.1, 1]", "cv=2", "pca=10"],
+         ["pca=10 is larger than the smallest inner training fold (9 stimuli, in the 5 inner folds"]),
+        (BALANCED, None, ["probe.C=auto", "pca=14"],
+         ["pca=14 is larger than the smallest inner training fold (12 stimuli, in the 5 inner folds of probe.C's "
+          "search (auto or a list)): set pca <= 12, or probe.C to a number"]),
+        (["0"] * 18 + ["1"] * 6, PAIRS, ["probe.groups=concept", "probe.C=auto"],
+         ["class 1 has 4 stimuli in training fold 1 (cv=3), fewer than the 5 inner folds"]),
+        # grouped folds: a class smaller than cv is refused as without groups
+        (["0"] * 22 + ["1"] * 2, [f"g{i}" for i in range(24)], ["probe.groups=concept"],
+         ["column 'label': class 1 has 2 stimuli, fewer than cv=3 folds (set cv <= 2, or add stimuli to that class)"]),
+        (["0"] * 2 + ["1"] * 2 + ["2"] * 20, [f"g{i}" for i in range(24)], ["probe.groups=concept", "pca=2"],
+         ["column 'label': class 0 has 2 stimuli, fewer than cv=3 folds"]),
+        # a missing group would make every such stimulus one group
+        (PAIRED, PAIRS[:3] + [""] + PAIRS[4:9] + ["nan"] + PAIRS[10:20] + ["NA"] + PAIRS[21:],
+         ["probe.groups=concept"],
+         ["stimuli.stim.csv: probe.groups column 'concept' has no group at stimulus rows 4 (", ": ''), 10 (",
+          ": 'nan'), 21 (", ": 'NA'): give every stimulus its group"]),
+    ],
+    ids=["auto-class-below-inner-cv", "list-pca-above-inner-fold", "auto-pca-above-inner-fold", "grouped-auto-class",
+         "grouped-class-below-cv", "grouped-small-classes", "missing-groups"],
+)
+def test_what_the_folds_cannot_hold_fails_at_the_check_stage(tmp_path, tiny_stimuli, labels, groups, sets, fragments):
+    """The probe's inner folds and grouped folds, checked before any work: one line saying what to set."""
+    table = (own_copy(tiny_stimuli, tmp_path / "data", labels) if groups is None
+             else table_with_groups(tiny_stimuli, tmp_path / "data", labels, groups))
+    settings = [arg for s in sets for arg in ("--set", s)]
+    result = cli("check", *settings, "--table", table, "--out", tmp_path / "data" / "images.sha256")
+    assert_one_line_error(result, "check", *fragments)
+    assert not (tmp_path / "data" / "images.sha256").exists()
+
+
+def test_folds_that_hold_the_search_pass_the_check(tmp_path, tiny_stimuli):
+    """probe.C: auto with classes large enough for the inner folds, grouped, passes (and pca at the limit)."""
+    table = table_with_groups(tiny_stimuli, tmp_path / "data", PAIRED, PAIRS)
+    for sets in (["probe.C=auto", "pca=12"], ["probe.C=auto", "probe.groups=concept"]):
+        settings = [arg for s in sets for arg in ("--set", s)]
+        result = cli("check", *settings, "--table", table, "--out", tmp_path / "data" / "images.sha256")
+        assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "sets, fragments",
+    [
+        # a tiny timm ViT, pretrained weights named but not cached: the check reads no weights, only the modules
+        (["model.source=timm", "model.arch=vit_tiny_patch16_224", "model.weights=default", "extract.layers=[block1, blok4]"],
+         ["extract.layers: unknown layer 'blok4' for vit_tiny_patch16_224; valid names: patch_embed, block1, block2,",
+          "block12, norm, head (or any module path, e.g. patch_embed.proj); extract.layers: [] records timm's default layers"]),
+        (["extract.layers=[conv1, conv9]"], ["extract.layers: unknown layer 'conv9' for alexnet; valid names: conv1, "]),
+    ],
+    ids=["timm-vit-typo", "alexnet-typo"],
+)
+def test_a_layer_name_the_network_lacks_fails_at_the_check_stage(tmp_path, tiny_stimuli, sets, fragments):
+    """Checked on the architecture alone, before the network stage loads weights and extraction starts."""
+    table = own_copy(tiny_stimuli, tmp_path / "data")
+    settings = [arg for s in sets for arg in ("--set", s)]
+    result = cli("check", *settings, "--table", table, "--out", tmp_path / "data" / "images.sha256")
+    assert_one_line_error(result, "check", *fragments)
+    assert not (tmp_path / "data" / "images.sha256").exists()
+
+
+def test_layer_names_the_network_has_pass_the_check(tmp_path, tiny_stimuli):
+    table = own_copy(tiny_stimuli, tmp_path / "data")
+    for sets in (["model.source=timm", "model.arch=vit_tiny_patch16_224", "extract.layers=[block1, blocks.0.attn, head]"],
+                 ["extract.layers=[conv1, features.1, classifier.6]"]):
+        settings = [arg for s in sets for arg in ("--set", s)]
+        result = cli("check", *settings, "--table", table, "--out", tmp_path / "data" / "images.sha256")
+        assert result.exit_code == 0, result.output

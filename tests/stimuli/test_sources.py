@@ -102,8 +102,10 @@ def test_truncated_download_is_rejected_by_size(bold5000_server, tmp_path):
     size = (folder / "stimuli.zip").stat().st_size
     (folder / "stimuli.zip").write_bytes((folder / "stimuli.zip").read_bytes()[: size // 2])
     settings = {**settings, "stimuli.bold5000.images_sha256": "", "stimuli.bold5000.images_size": size}
-    with pytest.raises(DnnprobeError, match=r"it is a damaged or truncated zip \(no central directory\), not a zip"):
+    with pytest.raises(DnnprobeError, match=r"it is a damaged or truncated zip \(no central directory\), not a zip") as error:
         make_stimuli(params_with(settings), tmp_path / "t.stim.csv", tmp_path / "images")
+    assert "browser" not in str(error.value)  # a cut-short transfer, not a page served instead of the file
+    assert "the download was cut short (a zip without its end); delete " in str(error.value)
     (tmp_path / "downloads" / "BOLD5000_Stimuli.zip.rejected").unlink()
     (folder / "stimuli.zip").write_bytes(zip_of({"BOLD5000_Stimuli/other.txt": b"a smaller zip"}))
     with pytest.raises(DnnprobeError, match=rf"download rejected: \d+ bytes, expected {size}"):

@@ -262,3 +262,13 @@ def test_a_relative_store_uri_is_anchored_on_the_repository_not_a_temporary_copy
 def tracking_runs_in(database: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(database) as db:
         return list(db.execute("SELECT name, status FROM runs"))
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:9", "localhost:5000", "mlflow.lab.org:443/"])
+def test_a_server_address_without_http_names_the_scheme(tmp_path, monkeypatch, address):
+    """Not a "file store" problem: the address lacks http://."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", address)
+    message = one_line_error(lambda: check_store("dnnprobe", create=True), "scheme")
+    assert message == (f"MLFLOW_TRACKING_URI={address}: a tracking server's address needs its scheme: "
+                       f"MLFLOW_TRACKING_URI=http://{address} (or https://)")
+    assert not (tmp_path / address).exists()

@@ -3,16 +3,14 @@ its disk cannot hold (:func:`check_free_space`: the activation writer's, before 
 the gram stage's, before any work).
 
 A BOLD5000 run of a wide model writes tens of GB (every token of ViT-B/16's 12 blocks in float32 is
-about 36 GB); the size is known exactly from the layer shapes of the dry run.
+about 36 GB); the size is known from the layer shapes of the dry run and the file's chunks.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from pathlib import Path
-from typing import Mapping
 
 from dnnprobe.core.errors import DnnprobeError
 
@@ -42,16 +40,10 @@ def check_free_space(path: str | os.PathLike, needed: int, advice: str) -> None:
         raise DnnprobeError(f"{path}: needs {needed / 1e6:,.0f} MB but its disk has {free / 1e6:,.0f} MB free ({advice})")
 
 
-def activation_bytes(unit_shapes: Mapping[str, tuple[int, ...]], n_stim: int, dtype: str) -> int:
-    """Bytes of the layers' data, uncompressed: n_stim x units x item size, summed over layers."""
-    itemsize = 2 if dtype == "float16" else 4
-    return sum(n_stim * math.prod(shape) * itemsize for shape in unit_shapes.values())
-
-
-def size_line(out_path: str | os.PathLike, unit_shapes: Mapping[str, tuple[int, ...]], n_stim: int, dtype: str,
-              compression: str) -> str:
-    """``extract: the activation file will hold 1.2 GB (14 layers x 4916 stimuli in float32); 40.1 GB free``."""
-    needed, free = activation_bytes(unit_shapes, n_stim, dtype), shutil.disk_usage(_existing_folder(out_path)).free
+def size_line(out_path: str | os.PathLike, needed: int, n_layers: int, n_stim: int, dtype: str, compression: str) -> str:
+    """``extract: the activation file will hold 1.2 GB (14 layers x 4916 stimuli in float32); 40.1 GB free``:
+    `needed` is the file's size as HDF5 writes it (:func:`dnnprobe.extract.writer.stored_bytes`)."""
+    free = shutil.disk_usage(_existing_folder(out_path)).free
     before = f", before {compression} compression" if compression != "none" else ""
-    return (f"extract: the activation file will hold {human_bytes(needed)} ({len(unit_shapes)} layers x {n_stim} "
+    return (f"extract: the activation file will hold {human_bytes(needed)} ({n_layers} layers x {n_stim} "
             f"stimuli in {dtype}{before}); {human_bytes(free)} free on its disk")

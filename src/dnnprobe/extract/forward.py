@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from dnnprobe.extract.actfile import dnnbrain_shape
 from dnnprobe.extract.budget import check_memory
 from dnnprobe.extract.buffers import BUFFER_SETS, BatchBuffers
-from dnnprobe.extract.writer import ActivationWriter
+from dnnprobe.extract.writer import ActivationWriter, stored_bytes
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.progress import progress_bar
 from dnnprobe.network.layers import LayerCall, fx_call_names, parse_layer_call
@@ -406,7 +406,8 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
     check_memory(unit_shapes, unit_shapes.largest_output, len(images), batch_size, dtype, num_workers, target.type,
                  BUFFER_SETS, PREFETCH)
     if announce:  # the writer refuses, before the first batch, a file the disk cannot hold
-        announce(size_line(out_path, unit_shapes, len(images), dtype, compression))
+        announce(size_line(out_path, stored_bytes(len(images), unit_shapes, dtype, batch_size), len(unit_shapes),
+                           len(images), dtype, compression))
     loader = DataLoader(
         StimulusImages(images.image_paths(), checksums, prep, checked=recorded is not None),
         batch_size=batch_size,

@@ -39,6 +39,29 @@ def chunk_shape(n_stim: int, unit_shape: tuple[int, int, int], rows: int, itemsi
     return (rows, max(1, min(n_chn, channels)), n_row, n_col)
 
 
+# HDF5's own bytes, measured (h5py 3, default file format, uncompressed), rounded up so that the estimate
+# bounds the file from above: the superblock, root group and attributes; each dataset's object header and
+# its chunk index's first B-tree node (room for 32 chunks, about 4 KB); about 70 B per further chunk.
+FILE_OVERHEAD = 16 << 10
+DATASET_OVERHEAD = 4300
+CHUNK_OVERHEAD = 72
+CHUNKS_IN_FIRST_NODE = 32
+
+
+def stored_bytes(n_stim: int, unit_shapes: Mapping[str, tuple[int, int, int]], dtype: str, rows_per_chunk: int) -> int:
+    """The size of the uncompressed ``.act.h5`` :class:`ActivationWriter` writes, from above (within a few
+    kB): HDF5 stores every chunk whole, edge chunks padded to the full chunk shape (a layer of 64 channels in
+    chunks of 43 stores 86), plus its metadata (:data:`FILE_OVERHEAD` and the others)."""
+    itemsize = np.dtype(dtype).itemsize
+    total = FILE_OVERHEAD
+    for unit_shape in unit_shapes.values():
+        rows, channels, n_row, n_col = chunk_shape(n_stim, unit_shape, rows_per_chunk, itemsize)
+        n_chunks = -(-n_stim // rows) * -(-unit_shape[0] // channels)
+        total += (DATASET_OVERHEAD + CHUNK_OVERHEAD * max(0, n_chunks - CHUNKS_IN_FIRST_NODE)
+                  + n_chunks * rows * channels * n_row * n_col * itemsize)
+    return total
+
+
 class ActivationWriter:
     """Stream activations into a new ``.act.h5``; the file appears only when all rows are written.
 
@@ -161,7 +184,7 @@ class ActivationWriter:
         """Refuse to start when the disk cannot hold the file (uncompressed sizes are known in advance)."""
         if self.compression is not None:
             return
-        needed = self.n_stim * sum(int(np.prod(shape)) for shape in self.unit_shapes.values()) * self.dtype.itemsize
+        needed = stored_bytes(self.n_stim, self.unit_shapes, self.dtype.name, self.rows_per_chunk)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         check_free_space(self.path, needed, "extract.dtype=float16 halves the file; extract.compression=gzip shrinks "
                          "it; extract.tokens=cls or mean stores one vector per transformer layer")

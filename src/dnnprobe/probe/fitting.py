@@ -5,6 +5,8 @@ that the observed labels and every shuffle of the permutation null share.
 
 from __future__ import annotations
 
+import contextlib
+
 import warnings
 
 import numpy as np
@@ -53,12 +55,31 @@ def choose_C(inner_scores: FoldScores, inner: Splits, labellings: np.ndarray, se
                 weights, intercepts = batched_logistic(z_train, positive[:, train].T, C)
                 means[c] += batched_scores(settings.scoring, positive[:, test].T, z_test @ weights + intercepts)
         else:
-            for c, C in enumerate(grid):
-                estimator = make_estimator(settings, C)
-                for index, y in enumerate(labellings):
-                    fitted = fit_counting(estimator, z_train, y[train], warned)
-                    means[c, index] += score(settings.scoring, y[test], fitted, z_test)
+            with one_blas_thread():
+                for c, C in enumerate(grid):
+                    estimator = make_estimator(settings, C)
+                    for index, y in enumerate(labellings):
+                        fitted = fit_counting(estimator, z_train, y[train], warned)
+                        means[c, index] += score(settings.scoring, y[test], fitted, z_test)
     return grid[np.argmax(means / len(inner), axis=0)]
+
+
+_controller = None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS on one thread for scikit-learn's many small fits (a training fold's n x pca scores, one per
+    labelling and C): at that size threads gain nothing, and on a shared machine their spin-waits
+    dominate (measured, 2 busy cores: a 3-class ``C: auto`` probe of 24 stimuli with 5 permutations
+    took 49.9 s on one BLAS thread and did not finish in 200 s on two)."""
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController  # installed with scikit-learn
+
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 def is_batched(settings: ProbeSettings, classes: np.ndarray) -> bool:

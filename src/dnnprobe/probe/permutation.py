@@ -10,7 +10,7 @@ import numpy as np
 
 from dnnprobe.probe.decoders import ProbeSettings, make_estimator, score
 from dnnprobe.probe.fitting import (FoldScores, batched_logistic, batched_scores, choose_C, fit_counting, is_batched,
-                                    standardized)
+                                    one_blas_thread, standardized)
 from dnnprobe.probe.splits import Splits
 
 
@@ -142,7 +142,8 @@ def null_distribution(
                 decision = z_test @ weights + intercepts  # (n_test, shuffles with this C)
                 per_fold[fold, these] = batched_scores(settings.scoring, positive[these][:, test].T, decision)
         else:
-            for index, shuffled in enumerate(shuffles):
-                fitted = fit_counting(make_estimator(settings, chosen[index]), z_train, shuffled[train], warned)
-                per_fold[fold, index] = score(settings.scoring, shuffled[test], fitted, z_test)
+            with one_blas_thread():  # many small fits: see one_blas_thread
+                for index, shuffled in enumerate(shuffles):
+                    fitted = fit_counting(make_estimator(settings, chosen[index]), z_train, shuffled[train], warned)
+                    per_fold[fold, index] = score(settings.scoring, shuffled[test], fitted, z_test)
     return per_fold.mean(axis=0)

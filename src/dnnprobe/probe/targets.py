@@ -11,7 +11,7 @@ import numpy as np
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.probe.decoders import INNER_CV, ProbeSettings, entry_column, label_entries
-from dnnprobe.probe.splits import Splits, make_splits
+from dnnprobe.probe.splits import Splits, inner_splits, make_splits
 from dnnprobe.track.keys import MAX_LAYER_NAME, MLFLOW_KEY
 from dnnprobe.stimuli.table import class_label  # how the table's labels are read: 1 and 1.0 are class 1
 
@@ -106,7 +106,7 @@ def check_targets(
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
             raise DnnprobeError(f"{column} has a single class ({named(classes[0])}); nothing to decode")
-        if counts.min() < settings.cv and groups is None:
+        if counts.min() < settings.cv:  # grouped folds too: scikit-learn's splitters refuse or leave the class out
             small = classes[np.argmin(counts)]
             raise DnnprobeError(
                 f"{column}: class {named(small)} has {counts.min()} stimuli, fewer than cv={settings.cv} folds "
@@ -124,9 +124,37 @@ def check_targets(
             f"set pca <= {smallest_train} (at cv={settings.cv} a training fold holds {smallest_train} of the "
             f"{n} stimuli; more folds or more stimuli hold more)"
         )
+    if settings.C_grid is not None:
+        check_inner_folds(y, settings, groups, column, named)
     if n_units is not None and settings.n_components > n_units:
         what = f"layer {layer}'s" if layer else "the layer's"
         raise DnnprobeError(f"pca={settings.n_components} is larger than {what} {n_units} units")
+
+
+def check_inner_folds(y: np.ndarray, settings: ProbeSettings, groups: np.ndarray | None, column: str,
+                      named: Callable[[Any], str]) -> None:
+    """The checks of the outer folds, on the inner folds a search of C (``probe.C: auto`` or a list) splits
+    each training fold into (:data:`dnnprobe.probe.decoders.INNER_CV` folds of the same scheme)."""
+    search = f"the {INNER_CV} inner folds of probe.C's search (auto or a list)"
+    outer = folds(y, settings, groups)
+    if not settings.is_regression:
+        classes = np.unique(y)
+        for fold, (train, _) in enumerate(outer, 1):
+            counts = np.array([np.count_nonzero(y[train] == value) for value in classes])
+            if counts.min() < INNER_CV:
+                raise DnnprobeError(
+                    f"{column}: class {named(classes[np.argmin(counts)])} has {counts.min()} stimuli in training fold "
+                    f"{fold} (cv={settings.cv}), fewer than {search}: set probe.C to a number, "
+                    "or add stimuli to that class")
+    elif min(len(train) for train, _ in outer) < INNER_CV:
+        raise DnnprobeError(f"a training fold holds {min(len(train) for train, _ in outer)} stimuli, fewer than "
+                            f"{search}: set probe.C to a number, or add stimuli")
+    inner = inner_splits(outer, y, INNER_CV, settings.is_regression, groups, settings.shuffle, settings.seed)
+    smallest = min(len(train) for fold in inner for train, _ in fold)
+    if settings.n_components > smallest:
+        raise DnnprobeError(
+            f"pca={settings.n_components} is larger than the smallest inner training fold ({smallest} stimuli, in "
+            f"{search}): set pca <= {smallest}, or probe.C to a number")
 
 
 def decoded_targets(params, table) -> list[Target]:
@@ -147,11 +175,28 @@ def decoded_targets(params, table) -> list[Target]:
     return found
 
 
+# What a table writes for a missing value (pandas' default na_values, compared case-insensitively): as a group,
+# it would make every such stimulus one group.
+MISSING = {"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan", "<na>", "n/a", "na",
+           "null", "nan", "none"}
+
+
 def group_column(params, table) -> np.ndarray | None:
-    """(n,) the probe.groups column's values (strings), or None without groups."""
+    """(n,) the probe.groups column's values (strings), or None without groups.
+
+    Raises DnnprobeError naming the rows whose group is missing (empty, ``nan``, ``NA``, ...).
+    """
     if not params.probe.groups:
         return None
-    return np.asarray([value.strip() for value in table.column(params.probe.groups)], dtype=str)
+    values = [value.strip() for value in table.column(params.probe.groups)]
+    missing = [row for row, value in enumerate(values) if value.lower() in MISSING]
+    if missing:
+        shown = ", ".join(f"{row + 1} ({table.stim_ids[row]}: {values[row]!r})" for row in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DnnprobeError(
+            f"{table.location}: probe.groups column {params.probe.groups!r} has no group at stimulus row{'s' if len(missing) > 1 else ''} "
+            f"{shown}{more}: give every stimulus its group (a missing value would make all of them one group)")
+    return np.asarray(values, dtype=str)
 
 
 def check_groups(y: np.ndarray, groups: np.ndarray, settings: ProbeSettings, label: str, column: str,

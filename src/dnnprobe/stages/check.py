@@ -15,11 +15,12 @@ from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import text_sha256
 from dnnprobe.core.params import schema
 from dnnprobe.extract.params import ExtractParams
+from dnnprobe.network.params import ModelParams
 from dnnprobe.probe.params import FoldParams, ProbeParams
 from dnnprobe.stimuli.images import check_images, read_image_notes, write_image_notes
 from dnnprobe.stimuli.table import ImageList, StimulusTable
 
-Params = schema(FoldParams, ExtractParams, ProbeParams)  # the sections of params.yaml this stage reads
+Params = schema(FoldParams, ExtractParams, ProbeParams, ModelParams)  # the sections of params.yaml this stage reads
 
 
 def check(params: Params, table_path: str | os.PathLike, image_list_path: str | os.PathLike) -> ImageList:
@@ -27,14 +28,16 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
 
     Everything the table and params.yaml reveal is checked here, before extraction and the Gram
     matrices (minutes to hours): the label columns, their classes against ``cv``, ``pca`` against the
-    smallest training fold, the groups against the folds (``probe.groups``), the layer names MLflow must
-    accept; and every image, as extraction would decode it (:func:`dnnprobe.stimuli.images.check_images`:
-    bit depth, pixel format, a JPEG's whole scan, frames), once per stimulus set instead of at every
-    extraction. The image list written (``data/images.sha256``: each image's sha256 in table order) is
-    what extraction reads: it depends on the images and their order, not on the labels, so editing
-    labels never reruns extraction. Beside it, ``data/images.notes.json`` records what is decoded but
-    worth knowing of each image (a corrupt JPEG scan, an animated file, PIL's warnings), which
-    extraction prints as its own (:func:`dnnprobe.stimuli.images.read_image_notes`).
+    smallest training fold, the inner folds of a search of C (``probe.C: auto``), the groups against the
+    folds (``probe.groups``: every stimulus has one), the layer names MLflow must accept and the network
+    has (:func:`check_layers_exist`); and every image, as extraction would decode it
+    (:func:`dnnprobe.stimuli.images.check_images`: bit depth, pixel format, a JPEG's whole scan, frames),
+    once per stimulus set instead of at every extraction. The image list written (``data/images.sha256``:
+    each image's sha256 in table order) is what extraction reads: it depends on the images and their
+    order, not on the labels, so editing labels never reruns extraction. Beside it,
+    ``data/images.notes.json`` records what is decoded but worth knowing of each image (a corrupt JPEG
+    scan, an animated file, PIL's warnings), which extraction prints as its own
+    (:func:`dnnprobe.stimuli.images.read_image_notes`).
     """
     from dataclasses import replace
 
@@ -43,6 +46,7 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
 
     table = StimulusTable.read(table_path)
     check_layer_names(params.extract.layers, "params.yaml: extract.layers")  # empty: the probe checks the defaults
+    check_layers_exist(params)
     groups = group_column(params, table)
     for target in decoded_targets(params, table):
         # Only what the checks use (dvc.yaml lists exactly these params for this stage).
@@ -65,6 +69,32 @@ def check(params: Params, table_path: str | os.PathLike, image_list_path: str | 
     images = ImageList.read(image_list_path)
     write_image_notes(image_list_path, images.stim_ids, problems)
     return images
+
+
+def check_layers_exist(params: Params) -> None:
+    """Each name in ``extract.layers`` against the network's modules (friendly names, module paths), before the
+    network stage loads any weights: on the architecture alone (``model.source``, ``model.arch``), built on
+    PyTorch's meta device (no memory, no initialisation; where a library cannot build there, with random
+    weights on the CPU). Whether a later call of a module (``layer1.0.relu_1``) happens needs a forward
+    pass: extraction checks that. Not for ``model.source: local``: building runs the researcher's own file,
+    which the network stage watches (``model.file``) and this stage does not; extraction checks its names.
+    """
+    if not params.extract.layers or params.model.source == "local":
+        return
+    import torch
+
+    from dnnprobe.network.layers import resolve_layers
+    from dnnprobe.network.registry import get_source
+
+    source = get_source(params.model.source)
+    try:
+        with torch.device("meta"):
+            model = source.build(params.model.arch, 0)
+    except DnnprobeError:
+        raise
+    except Exception:  # noqa: BLE001 - a library whose initialisation reads values (.item()) on the meta device
+        model = source.build(params.model.arch, 0)
+    resolve_layers(model, params.model.arch, params.extract.layers, params.model.source)
 
 
 @click.option("--table", default="data/stimuli.stim.csv", show_default=True, help="Stimulus table to check.")

@@ -65,6 +65,7 @@ _MAGIC = [
     (b"%PDF", "a PDF document"),
     (b"PK\x03\x04", "a damaged or truncated zip (no central directory)"),
 ]
+TRUNCATED_ZIP = _MAGIC[-1][1]
 
 
 def describe(path: Path) -> str:
@@ -161,10 +162,17 @@ def _download(url: str, target: Path, sha256: str, size: int, expect: Callable[[
     if problem:
         partial.replace(rejected)
         _validator_file(partial).unlink(missing_ok=True)
-        advice = (f"read it: a link that needs a browser (a login, a confirmation) or has moved serves a page "
-                  f"instead; download it by hand from a browser and put it at {target}, or delete {rejected} to download again"
-                  ) if kind else (f"if the file on the server has changed, check it and pin its new size and sha256; "
-                                  f"delete {rejected} to download again")
+        if kind == TRUNCATED_ZIP:
+            advice = (f"the download was cut short (a zip without its end); delete {rejected} and rerun to download "
+                      f"it again; if it stops short again, the file on the server is damaged: download it by hand and "
+                      f"put it at {target}")
+        elif kind:
+            advice = (f"read it: a link that needs a browser (a login, a confirmation) or has moved serves a page "
+                      f"instead; download it by hand from a browser and put it at {target}, or delete {rejected} to "
+                      "download again")
+        else:
+            advice = (f"if the file on the server has changed, check it and pin its new size and sha256; "
+                      f"delete {rejected} to download again")
         begins = f", begins {first_bytes(rejected)}" if kind else ""
         raise DnnprobeError(
             f"{url}: download rejected: {problem} (Content-Type {content_type or 'not given'}, "

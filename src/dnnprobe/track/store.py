@@ -39,9 +39,20 @@ from dnnprobe.track.failures import failure_reason, shown, store_errors
 STORE_LOCK = "mlflow.db.lock"
 
 
+# A server's address without its scheme (127.0.0.1:5000, localhost:5000/, mlflow.lab.org:443): MLflow would
+# read it as a path (a file store) or as an unknown scheme.
+SERVER_ADDRESS = re.compile(r"(?:localhost|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):[0-9]+/?")
+
+
 def tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI with a relative path anchored on the repository root, or the default store."""
+    """$MLFLOW_TRACKING_URI with a relative path anchored on the repository root, or the default store.
+
+    Raises DnnprobeError for a server's address without ``http://``.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and SERVER_ADDRESS.fullmatch(uri.strip()):
+        raise DnnprobeError(f"MLFLOW_TRACKING_URI={uri}: a tracking server's address needs its scheme: "
+                            f"MLFLOW_TRACKING_URI=http://{uri.strip()} (or https://)")
     return anchored_uri(uri) if uri else f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 

@@ -56,8 +56,8 @@ def _config(arch: str, revision: str | None = None):
             raise DnnprobeError(
                 f"model.arch: {arch} is neither a folder with config.json, nor a model id in the local Hugging Face "
                 f"cache (HF_HOME), nor a model_type name (dinov2, vit, clip_vision_model, ...). Ways out: "
-                f"`huggingface-cli download {arch}` on a machine with internet and copy its HF_HOME here, or "
-                "put its config.json in a folder under models/external/") from None
+                f"`hf download {arch}` (huggingface_hub's command) on a machine with internet and copy its HF_HOME "
+                "here, or put its config.json in a folder under models/external/") from None
     if getattr(config, "auto_map", None):
         raise DnnprobeError(f"model.arch: {arch} needs trust_remote_code (code from the hub), which dnnprobe never runs")
     if config.model_type in TOWERS:
@@ -88,12 +88,17 @@ def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
     else:
         found = [path for name in ("model.safetensors", "pytorch_model.bin")
                  if isinstance(path := try_to_load_from_cache(arch, name, revision=revision), str)]
+    if not found and Path(arch).is_dir():  # a local folder: its weights file belongs beside its config.json
+        raise DnnprobeError(
+            f"model.weights={tag}: {arch} has no model.safetensors or pytorch_model.bin beside its config.json. Ways out: "
+            f"copy the model's weights file (model.safetensors from its hub page, or what save_pretrained wrote) into "
+            f"{arch}, set model.weights to a weights file in models/external/, or model.weights=random")
     if not found:
         raise DnnprobeError(
             f"model.weights={tag}: {arch} has no weights in the local Hugging Face cache (HF_HOME) and nothing is "
-            f"downloaded. Ways out: `dvc pull models/network.pt` from the team's remote, `huggingface-cli download "
-            f"{arch}` on a machine with internet and copy its HF_HOME here, a weights file in models/external/, "
-            "or model.weights=random")
+            f"downloaded. Ways out: `dvc pull models/network.pt` from the team's remote, `hf download {arch}` "
+            "(huggingface_hub's command) on a machine with internet and copy its HF_HOME here, a weights file in "
+            "models/external/, or model.weights=random")
     try:  # the library's loader maps a whole CLIP checkpoint onto its vision tower
         with hub_offline():
             model = type(skeleton).from_pretrained(arch, revision=revision, local_files_only=True,

@@ -57,8 +57,9 @@ def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
             return state, {"hub_id": cfg.hf_hub_id, "file": file_name, "path": path}
     raise DnnprobeError(
         f"model.weights={tag}: {cfg.hf_hub_id} is not in the local Hugging Face cache and nothing is downloaded. "
-        f"Ways out: `dvc pull models/network.pt` from the team's remote, `huggingface-cli download {cfg.hf_hub_id}` "
-        "on a machine with internet and copy its HF_HOME here, a weights file in models/external/, or model.weights=random")
+        f"Ways out: `dvc pull models/network.pt` from the team's remote, `hf download {cfg.hf_hub_id}` "
+        "(huggingface_hub's command) on a machine with internet and copy its HF_HOME here, a weights file in "
+        "models/external/, or model.weights=random")
 
 
 def preprocessing(model, arch: str) -> Preprocess:
