@@ -10,7 +10,7 @@ from dnnprobe.compute import device
 from dnnprobe.compute.arrays import TorchOps, resolve_device
 from dnnprobe.compute.device import full_float32, pick_device
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import load_params
+from dnnprobe.stages.params import load_params
 
 
 def _switch_values():

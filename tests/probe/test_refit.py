@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from helpers import low_rank_data
-from dnnprobe.extract.actfile import ActivationWriter
+from dnnprobe.extract.writer import ActivationWriter
 from dnnprobe.gram.reader import GramFile
 from dnnprobe.gram.writer import write_gram_file
 from dnnprobe.probe.decoders import ProbeSettings
