@@ -37,6 +37,10 @@ def test_report_writes_figures_and_plot_table_reproducibly(probed):
     svg = (folder / "figures" / "conv_vs_relu.svg").read_text()
     for text in ("alexnet", "random weights", "PCA 4", "3-fold", "pipeline check"):
         assert text in svg, text
+    # what ran, in full (issue 27): source, preprocessing, the folds and how C was set
+    for text in ("torchvision alexnet (random weights), dnnbrain preprocessing", "3-fold CV (StratifiedKFold), not grouped",
+                 "not shuffled", "C = 1 (fixed)"):
+        assert text in svg, text
     # the demo table's title and its classes' names (its condition column)
     assert summary["stimulus_set"] in svg and f"decoding {' vs '.join(summary['class_names'])}" in svg
     assert summary["conv_vs_relu_test"]["correction"] == "Holm over 7 depths"
@@ -179,3 +183,17 @@ def test_layers_without_relu_partners_get_one_bar_each_in_depth_order_readably(n
     assert figure.get_size_inches()[0] <= 0.35 * 48 + 1.5 + 1.6 + 1e-9  # 48 layers stay within ~20 inches
     assert "layer" in [t.get_text() for t in axes.get_legend().get_texts()] and "ReLU" not in str(axes.get_legend().get_texts())
     plt.close(figure)
+
+
+def test_title_names_tokens_preprocessing_folds_and_C_and_wraps_to_the_figure():
+    from dnnprobe.report.figure import figure_title
+
+    summary = made_summary(n=40, network_source="timm", arch="vit_small_patch16_224", preprocess="model", tokens="cls",
+                           folds="10-fold CV (StratifiedGroupKFold), grouped by 'concept', not shuffled",
+                           C_choice="C chosen per training fold by 5-fold inner CV from 7 values 0.001 .. 1000")
+    title = figure_title(summary, width=70)
+    joined = " ".join(title.split())
+    for text in ("timm vit_small_patch16_224 (random weights), model preprocessing, cls tokens",
+                 "grouped by 'concept'", "C chosen per training fold"):
+        assert text in joined, text
+    assert max(len(line) for line in title.splitlines()) <= 70 and len(title.splitlines()) >= 4

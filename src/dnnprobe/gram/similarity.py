@@ -26,7 +26,9 @@ over its units, which the Gram centred over stimuli has lost; only the Euclidean
 RDM file (``rdms.hdf5``) is rsatoolbox's own HDF5 layout of an ``RDMs`` object, read back by
 ``rsatoolbox.rdm.load_rdm(path)``: root attributes ``rsatoolbox_version`` and ``dissimilarity_measure``
 ("squared euclidean"); dataset ``dissimilarities`` (n_layers, n (n - 1) / 2), each row the upper triangle
-of one layer's RDM in row-major order (scipy's ``squareform``); groups ``descriptors`` (empty),
+of one layer's RDM in row-major order (scipy's ``squareform``); groups ``descriptors`` (what ran, as
+string attributes, rsatoolbox's form of an RDMs object's general descriptors: ``network_source``,
+``network_arch``, ``network_weights``, ``network_preprocess``, ``network_tokens``, ``stimulus_set``),
 ``rdm_descriptors`` (``layer``: the layer names, ``index``) and ``pattern_descriptors`` (``stimID``,
 ``index``).
 """
@@ -109,9 +111,11 @@ def euclidean_rdm(gram: np.ndarray, n_units: int) -> np.ndarray:
     return (diagonal[rows] + diagonal[cols] - 2.0 * gram[rows, cols]) / n_units
 
 
-def write_rdms(grams, stim_ids: list[str], path: str | os.PathLike, dtype: str = "float32") -> list[str]:
+def write_rdms(grams, stim_ids: list[str], path: str | os.PathLike, dtype: str = "float32",
+               descriptors: dict[str, str] | None = None) -> list[str]:
     """Every Gram-route layer's Euclidean RDM in rsatoolbox's HDF5 layout (module docstring); returns the
-    layers written. `stim_ids` name the stimuli (pattern descriptor ``stimID``), in the Gram file's order."""
+    layers written. `stim_ids` name the stimuli (pattern descriptor ``stimID``), in the Gram file's order;
+    `descriptors` (what ran) become the ``descriptors`` group's attributes."""
     layers, _ = gram_layers(grams)
     n = grams.n_stim
     with h5py.File(path, "w") as file:
@@ -121,7 +125,7 @@ def write_rdms(grams, stim_ids: list[str], path: str | os.PathLike, dtype: str =
                                               track_times=False)
         for index, layer in enumerate(layers):
             dissimilarities[index] = euclidean_rdm(grams.gram(layer), grams.n_units(layer)).astype(dtype)
-        file.create_group("descriptors")
+        file.create_group("descriptors").attrs.update({key: str(value) for key, value in (descriptors or {}).items()})
         rdm_descriptors = file.create_group("rdm_descriptors")
         rdm_descriptors["layer"] = np.array(layers, dtype="S")
         rdm_descriptors["index"] = np.arange(len(layers))

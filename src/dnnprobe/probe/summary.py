@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dnnprobe.network.provenance import network_record
 from dnnprobe.probe import stats
+from dnnprobe.probe.decoders import INNER_CV
 from dnnprobe.probe.stats import attribute_summaries
 
 if TYPE_CHECKING:
@@ -20,13 +22,16 @@ if TYPE_CHECKING:
 
 
 def run_summary(params, table_path, table: StimulusTable, attributes, groups, layers: list[str], provenance: dict) -> dict:
-    """summary.json before any layer is decoded: the network (as the activations record it, `provenance`),
-    the stimulus set, the settings and, per attribute, its classes (:func:`class_description`)."""
+    """summary.json before any layer is decoded: the network (as the activations record it, `provenance`:
+    source, arch, weights, preprocessing, tokens), the stimulus set, the settings (the folds and how C is
+    set, in words) and, per attribute, its classes (:func:`class_description`)."""
     several = len(attributes) > 1
+    network = network_record(provenance, params.model.source, params.model.arch, params.model.weights)
     summary = {
         "arch": provenance.get("network_arch", params.model.arch),
         "weights": provenance.get("network_weights", params.model.weights),
         "weights_sha256": provenance.get("network_sha256", ""),
+        "network_source": network["source"], "preprocess": network["preprocess"], "tokens": network["tokens"],
         "stimulus_set": table.header.get("title", Path(table_path).name),
         "is_demo": table.header.get("source") == "demo",
         "source": table.header.get("source", ""),
@@ -35,6 +40,8 @@ def run_summary(params, table_path, table: StimulusTable, attributes, groups, la
         "classifier": params.probe.classifier, "C": params.probe.C, "scoring": params.probe.scoring,
         "standardize": params.probe.standardize, "permutations": params.probe.permutations,
         "layer_order": layers,
+        "folds": fold_words(params, groups, attributes[0].settings.is_regression),
+        "C_choice": c_words(attributes[0].settings),
     }
     if groups is not None or params.probe.shuffle:  # only then: DNNBrain's summary keeps its keys
         summary.update({"groups": params.probe.groups, "shuffle": params.probe.shuffle})
@@ -45,6 +52,27 @@ def run_summary(params, table_path, table: StimulusTable, attributes, groups, la
         if several:
             summary.setdefault("attributes", {})[target.name] = part
     return summary
+
+
+def fold_words(params, groups, regression: bool) -> str:
+    """The outer folds in words: ``10-fold CV (StratifiedKFold), not grouped, not shuffled``."""
+    if groups is not None:
+        kind, grouped = ("GroupKFold" if regression else "StratifiedGroupKFold"), f"grouped by '{params.probe.groups}'"
+    else:
+        kind, grouped = ("KFold" if regression else "StratifiedKFold"), "not grouped"
+    order = f"shuffled (seed {params.probe.seed})" if params.probe.shuffle else "not shuffled"
+    return f"{params.cv}-fold CV ({kind}), {grouped}, {order}"
+
+
+def c_words(settings) -> str:
+    """How the decoder's C was set, in words: fixed, or chosen per training fold from a grid."""
+    if settings.classifier == "lda":
+        return "no C (lda)"
+    if settings.C_grid is None:
+        return f"C = {settings.C:g} (fixed)"
+    grid = settings.C_grid
+    return (f"C chosen per training fold by {INNER_CV}-fold inner CV from {len(grid)} values "
+            f"{min(grid):g} .. {max(grid):g}")
 
 
 def attribute_part(summary: dict, name: str) -> dict:

@@ -51,16 +51,22 @@ def decoded_attribute(summary: dict) -> str:
     return f"decoding {len(names)} classes: {', '.join(names[:3])}, ... ({column})"
 
 
-def figure_title(summary: dict) -> str:
-    """Stimulus set and what was decoded, then network and probe settings (and the demo warning)."""
-    line = (
-        f"{summary['stimulus_set']} (n={summary['n_stimuli']}): {decoded_attribute(summary)}\n"
-        f"{summary['arch']} ({summary['weights']} weights), PCA {summary['pca']}, {summary['cv']}-fold CV, "
-        f"{summary['classifier']} decoder"
-    )
+def figure_title(summary: dict, width: int = 110) -> str:
+    """What ran, each part on its own line and wrapped at `width` characters: the stimulus set and what was
+    decoded; the network (source, arch, weights, preprocessing, tokens); the probe (PCA, folds, decoder, C);
+    and the demo warning. A summary from before these were recorded says less."""
+    network = f"{summary.get('network_source', '')} {summary['arch']}".strip() + f" ({summary['weights']} weights)"
+    if "preprocess" in summary:
+        network += f", {summary['preprocess']} preprocessing"
+    if summary.get("tokens", "n/a") != "n/a":
+        network += f", {summary['tokens']} tokens"
+    probe = [f"PCA {summary['pca']}", summary.get("folds", f"{summary['cv']}-fold CV"),
+             f"{summary['classifier']} decoder", summary.get("C_choice", "")]
+    lines = [f"{summary['stimulus_set']} (n={summary['n_stimuli']}): {decoded_attribute(summary)}",
+             network, ", ".join(part for part in probe if part)]
     if summary.get("is_demo"):
-        line += "\nbuilt-in demo stimuli: a pipeline check, not a scientific finding"
-    return line
+        lines.append("built-in demo stimuli: a pipeline check, not a scientific finding")
+    return "\n".join(wrapped for line in lines for wrapped in textwrap.wrap(line, width=width))
 
 
 # Marks stay legible where the chance line runs through them.
@@ -129,7 +135,7 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
     axes.spines["right"].set_visible(False)
     axes.set_xticks(x, [g.label for g in groups], **({"rotation": 90, "fontsize": 7} if many else {}))
     axes.set_ylabel(summary["scoring"].replace("_", " "))
-    axes.set_title(figure_title(summary), fontsize=9)
+    axes.set_title(figure_title(summary, width=int((width_in - 1.0) * 72 / (9 * 0.55))), fontsize=9)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     _draw_footnote(figure, summary, drawn, width_in, height_in)
     return figure

@@ -23,6 +23,7 @@ from dnnprobe.core.hashing import file_sha256, text_sha256
 from dnnprobe.core.params import schema
 from dnnprobe.core.progress import progress_bar
 from dnnprobe.network.params import ModelParams
+from dnnprobe.network.provenance import NO_TOKENS
 from dnnprobe.probe import budget
 from dnnprobe.probe import stats
 from dnnprobe.probe.params import FoldParams, ProbeParams
@@ -191,6 +192,9 @@ def _run_params(params: Params, table_path, table: StimulusTable, gram_path, gra
     run_params = {
         **params.flat(PARAMS),
         **{key: value for key, value in provenance.items() if key.startswith("network_")},
+        # what the summary says of the network, for every choice (an absent key is the extract stage's default)
+        "network_source": summary["network_source"], "network_preprocess": summary["preprocess"],
+        "network_tokens": summary["tokens"],
         "n_stimuli": len(table), "layers": grams.layers,
         # what the stimulus table says of itself (the stimuli stage wrote it from params.yaml's stimuli.*)
         "stimulus_set": summary["stimulus_set"], "stimuli_source": summary["source"],
@@ -205,15 +209,18 @@ def _run_params(params: Params, table_path, table: StimulusTable, gram_path, gra
 
 def _run_name(params: Params, n_stimuli: int, summary: dict, provenance: dict) -> str:
     """The MLflow run's name: what tells it apart from other runs, the network (and its seed when the weights
-    are random and it is not 0), the number of stimuli, pca, cv and any probe setting off its default.
+    are random and it is not 0), its preprocessing and tokens, the number of stimuli, pca, cv and any probe
+    setting off its default.
     Also sets ``summary["settings"]``: what differs from the defaults, as the run name begins (`dvc plots
     diff` labels each experiment with it)."""
-    settings_named = {"n": n_stimuli, **params.flat(("pca", "cv", "probe"))}
-    defaults_named = Params().flat(("pca", "cv", "probe"))
+    # the preprocessing always, the tokens of a network that has token layers (extract.tokens' default: all)
+    network = {"prep": summary["preprocess"], **({"tokens": summary["tokens"]} if summary["tokens"] != NO_TOKENS else {})}
+    settings_named = {"n": n_stimuli, **network, **params.flat(("pca", "cv", "probe"))}
+    defaults_named = {"prep": "dnnbrain", "tokens": "all", **Params().flat(("pca", "cv", "probe"))}
     if summary["weights"] == "random":
         settings_named["weights_seed"], defaults_named["weights_seed"] = provenance.get("network_seed", params.model.seed), 0
     arch, weights = str(summary["arch"]), str(summary["weights"])
-    name = naming.run_name(arch, weights, settings_named, defaults_named, always=("n", "pca", "cv"))
+    name = naming.run_name(arch, weights, settings_named, defaults_named, always=("prep", "tokens", "n", "pca", "cv"))
     summary["settings"] = " ".join(naming.changed_settings(arch, weights, settings_named, defaults_named)) or "defaults"
     return name
 
