@@ -128,7 +128,9 @@ def test_footnote_names_only_what_is_drawn():
     plt.close(figure)
     figure, axes, _ = drawn(made_summary(permutations=0))
     note = " ".join(figure.texts[0].get_text().split())
-    assert "permutation" not in note and "Nadeau-Bengio" in note
+    assert "Marks above bars" not in note and "Nadeau-Bengio" in note
+    # no test against chance ran: said, with how to run one (issue 27)
+    assert "No test against chance was run" in note and "dvc exp run -S probe.permutations=1000" in note
     plt.close(figure)
     # A summary without corrected tests (an older probe's): no brackets, and the footnote does not mention them.
     figure, axes, _ = drawn(made_summary(permutations=0, conv_vs_relu={}))
@@ -197,3 +199,18 @@ def test_title_names_tokens_preprocessing_folds_and_C_and_wraps_to_the_figure():
                  "grouped by 'concept'", "C chosen per training fold"):
         assert text in joined, text
     assert max(len(line) for line in title.splitlines()) <= 70 and len(title.splitlines()) >= 4
+
+
+def test_layers_that_do_not_beat_chance_are_hatched_and_the_footnote_says_so():
+    """With permutations, a layer whose permutation p >= .05 is drawn apart from the others (issue 27)."""
+    import matplotlib.pyplot as plt
+
+    summary = made_summary(permutations=1000)
+    for layer in summary["layers"].values():
+        layer["beats_chance"] = layer["p_value"] < 0.05
+    figure, axes, _ = drawn(summary)
+    hatched = [patch for patch in axes.patches if patch.get_hatch()]
+    assert len(hatched) == 2  # conv1 and conv1_relu: p = 0.3 in made_summary
+    note = " ".join(figure.texts[0].get_text().split())
+    assert "Hatched bars: not above chance (permutation p >= .05)" in note and "No test against chance" not in note
+    plt.close(figure)

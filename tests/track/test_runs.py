@@ -97,6 +97,23 @@ def test_run_name_and_params_say_the_preprocessing_and_tokens_the_activations_re
     assert summary["C_choice"] == "C chosen per training fold by 5-fold inner CV from 7 values 0.001 .. 1000"
 
 
+def test_C_chosen_at_an_edge_of_its_grid_is_warned_in_one_line_per_layer_and_recorded(tmp_path, tiny_stimuli, tiny_gram,
+                                                                                       tiny_activations, capsys):
+    """probe.C with two candidates: every layer's C is at an end of the grid (issue 27: C: auto chose the top of
+    its grid for every layer without a word)."""
+    from dnnprobe.track.tags import C_EDGE_TAG
+
+    summary = run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **{"probe.C": "[0.00001,0.0001]"})
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "of its grid" in line]
+    assert len(warnings) == len(summary["layer_order"]) == len(summary["C_at_grid_edge"])
+    for layer, line in zip(summary["layer_order"], warnings):
+        assert line.startswith(f"probe: warning: attribute label, layer {layer}: C = "), line
+        edge = summary["layers"][layer]["C_at_grid_edge"]
+        assert f"C = {edge['C']:g}, the {edge['edge']} of its grid, chosen in {edge['folds']} of 3 folds" in line
+        assert edge["C"] in (0.00001, 0.0001) and edge["folds"] >= 2
+    assert latest_probe_run().data.tags[C_EDGE_TAG] == "; ".join(summary["C_at_grid_edge"])
+
+
 def test_dvc_experiment_name_is_a_tag_and_ends_the_run_name(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "utile-sook")
     run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **{"probe.C": "0.5"})

@@ -88,6 +88,22 @@ def add_statistics(summary: dict, attributes, results: dict[str, dict]) -> None:
         part.update(stats.summarise(results[target.name], summary["layer_order"], target.settings))
         part["chance"], part["chance_source"] = stats.chance_level(results[target.name], target.y,
                                                                    target.settings.scoring)
+    edges = grid_edge_lines(summary)
+    if edges:  # C searched and chosen at an end of its grid: the best C may lie beyond it
+        summary["C_at_grid_edge"] = edges
+
+
+def grid_edge_lines(summary: dict) -> list[str]:
+    """One line per attribute and layer whose C, chosen per fold (``probe.C: auto`` or a list), sits at an
+    end of its grid (``C_at_grid_edge`` of :func:`dnnprobe.probe.stats.summarise`), naming both."""
+    lines = []
+    for name, part in attribute_summaries(summary):
+        for layer in summary["layer_order"]:
+            edge = part["layers"][layer].get("C_at_grid_edge")
+            if edge:
+                lines.append(f"attribute {name or part['label']}, layer {layer}: C = {edge['C']:g}, the {edge['edge']} "
+                             f"of its grid, chosen in {edge['folds']} of {edge['of']} folds")
+    return lines
 
 
 def class_description(table: StimulusTable, target) -> dict:

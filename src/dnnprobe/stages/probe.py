@@ -35,6 +35,7 @@ from dnnprobe.track.failures import shown
 from dnnprobe.track.keys import check_layer_names
 from dnnprobe.track.params import TrackingParams
 from dnnprobe.track.store import tracking_uri
+from dnnprobe.track.tags import C_EDGE_TAG
 
 if TYPE_CHECKING:
     from dnnprobe.probe.targets import Target
@@ -144,6 +145,11 @@ def probe(
                     ActivationFile(activations_path) as acts, ops.precision():
                 results = _decode_layers(params, grams, acts, ops, attributes, groups, run, temp_dir, progress)
                 add_statistics(summary, attributes, results)
+                for line in summary.get("C_at_grid_edge", []):  # one line each, naming attribute and layer
+                    click.echo(f"probe: warning: {line}; the best C may lie beyond it: widen the grid "
+                               "(probe.C: a list of candidates)", err=True)
+                if summary.get("C_at_grid_edge"):
+                    run.tag(C_EDGE_TAG, "; ".join(summary["C_at_grid_edge"]))
                 summary_text = json.dumps(summary, indent=2) + "\n"
                 (temp_dir / "summary.json").write_text(summary_text)
                 temp_metrics.write_text(json.dumps(layer_means(summary), indent=2) + "\n")
