@@ -332,3 +332,16 @@ def synthetic(folder: Path, n: int, layers: list[str]) -> Path:
 
     act, _ = write_synthetic(folder / "synthetic", n, layers=layers)
     return act
+
+
+def direct_linear_cka(X, Y):
+    """Kornblith et al. (2019), eq. 4 with explicit centring matrices, from the raw activations:
+    HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), HSIC(K, L) = tr(K H L H), K = X X^T."""
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    H = np.eye(len(X)) - 1.0 / len(X)
+    K, L = X @ X.T, Y @ Y.T
+
+    def hsic(a, b):
+        return np.trace(a @ H @ b @ H)
+
+    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))

@@ -12,20 +12,8 @@ from scipy.spatial.distance import pdist
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.gram.reader import GramFile
 from dnnprobe.gram.writer import write_gram_file
-from dnnprobe.gram.similarity import cross_cka, layer_cka, read_rdms
-
-
-def direct_linear_cka(X, Y):
-    """Kornblith et al. (2019), eq. 4 with explicit centring matrices, from the raw activations:
-    HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), HSIC(K, L) = tr(K H L H), K = X X^T."""
-    X, Y = X.astype(np.float64), Y.astype(np.float64)
-    H = np.eye(len(X)) - 1.0 / len(X)
-    K, L = X @ X.T, Y @ Y.T
-
-    def hsic(a, b):
-        return np.trace(a @ H @ b @ H)
-
-    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+from dnnprobe.gram.similarity import cross_cka, read_rdms
+from helpers import direct_linear_cka
 
 
 @pytest.fixture(scope="module")
@@ -108,24 +96,135 @@ def test_cka_between_two_gram_files_of_the_same_stimuli(grams, tiny_activations,
     assert cka[2, 1] == pytest.approx(expected, abs=2e-6)
 
 
-def test_covariance_route_layers_are_left_out_and_named(tmp_path):
-    """A layer with fewer units than stimuli holds X^T X, from which no n x n Gram follows."""
-    from dnnprobe.gram.moments import LayerMoments  # noqa: F401 - the route's stored form
+def narrow_and_wide(folder, n, units, seed=0):
+    """An activation file of made-up layers (their units by name; offset and rectified like ReLU layers,
+    so centring matters), its stimulus table and its Gram file from the gram stage's own writer: layers
+    with fewer units than `n` are stored as d x d moments (covariance route)."""
+    from dnnprobe.stimuli.table import StimulusTable
 
-    rng = np.random.default_rng(0)
-    path = tmp_path / "g.h5"
-    with h5py.File(path, "w") as file:
-        file.attrs.update({"gram_format": 2, "n_stim": 6, "layers": ["wide", "narrow"], "dtype": "float64"})
-        wide = rng.normal(size=(6, 9))
-        group = file.create_group("wide")
-        group.attrs.update({"route": "gram", "n_units": 9})
-        group["matrix"] = wide @ wide.T
-        group = file.create_group("narrow")
-        group.attrs.update({"route": "covariance", "n_units": 3})
-        group["matrix"], group["column_sums"], group["shift"] = np.eye(3), np.zeros(3), np.zeros(3, np.float32)
-    with GramFile(path) as grams:
-        layers, cka, left_out = layer_cka(grams)
-    assert layers == ["wide"] and left_out == ["narrow"] and cka.shape == (1, 1)
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=(n, 4))
+    X = {layer: np.maximum(shared @ rng.normal(size=(4, d)) + rng.normal(size=(n, d)) + 2.0, 0).astype(np.float32)
+         for layer, d in units.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    with h5py.File(folder / "act.h5", "w") as file:
+        for layer, x in X.items():
+            file[layer] = x.reshape(n, -1, 1, 1)
+    StimulusTable(header={"type": "image", "path": "images"},
+                  columns={"stimID": [f"s{i:03d}.png" for i in range(n)], "label": [str(i % 2) for i in range(n)]}
+                  ).write(folder / "t.stim.csv")
+    write_gram_file(folder / "act.h5", folder / "gram.h5", layers=list(units), dtype="float64", progress=False)
+    return X
+
+
+@pytest.mark.parametrize("units", [{"fc_a": 5, "fc_b": 9, "fc_c": 3},  # all narrow: crashed the stage
+                                   {"fc_a": 5, "conv": 30, "fc_c": 8, "conv_b": 14}],  # mixed: narrow ones were left out
+                         ids=["all-narrow", "mixed"])
+def test_every_layer_is_in_the_cka_matrix_and_the_rdm_file(tmp_path, units):
+    from dnnprobe.stages.similarity import similarity
+
+    n = 14
+    X = narrow_and_wide(tmp_path, n, units)
+    with GramFile(tmp_path / "gram.h5") as grams:
+        narrow = [layer for layer in grams.layers if grams.route(layer) == "covariance"]
+    assert narrow == [layer for layer, d in units.items() if d < n]
+    result = similarity(tmp_path / "t.stim.csv", tmp_path / "gram.h5", tmp_path / "out", activations_path=tmp_path / "act.h5")
+    layers = list(units)
+    assert result["layers"] == layers and result["left_out"] == [] and result["from_activations"] == narrow
+    for i, a in enumerate(layers):
+        for j, b in enumerate(layers):
+            assert result["cka"][i][j] == pytest.approx(direct_linear_cka(X[a], X[b]), abs=2e-6)
+    assert min(min(row) for row in result["cka"]) < 0.99  # not all ones: the check means something
+    names, dissimilarities = read_rdms(tmp_path / "out" / "rdms.hdf5")
+    assert names == layers
+    for index, layer in enumerate(layers):
+        direct = pdist(X[layer].astype(np.float64), "sqeuclidean") / X[layer].shape[1]
+        np.testing.assert_allclose(dissimilarities[index], direct, rtol=1e-5, atol=1e-6 * direct.max())
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"cka.json", "cka.png", "cka.svg", "rdms.hdf5"}
+
+
+def test_rdms_are_written_a_slab_of_rows_at_a_time(tmp_path, monkeypatch):
+    """write_rdms never reads a whole n x n Gram (memory stays a slab at any n) and the slabs give the
+    same triangle, in rsatoolbox's order, as a direct computation."""
+    from dnnprobe.gram import similarity as sim
+
+    x = np.random.default_rng(1).normal(size=(11, 4))
+    largest = []
+
+    class Rows:  # a stored Gram read by row slices, recording how many rows each read takes
+        shape = (11, 11)
+
+        def __getitem__(self, index):
+            block = (x @ x.T)[index]
+            largest.append(len(np.atleast_2d(block)))
+            return block
+
+    class Grams:
+        n_stim, layers = 11, ["layer"]
+
+        def route(self, layer):
+            return "gram"
+
+        def n_units(self, layer):
+            return 4
+
+        gram_rows = gram = lambda self, layer: Rows()
+
+    monkeypatch.setattr(sim, "SLAB_BYTES", 8 * 11 * 3)  # three rows per slab
+    sim.write_rdms(Grams(), [f"s{i}" for i in range(11)], tmp_path / "rdms.hdf5", dtype="float64")
+    assert max(largest) == 3
+    np.testing.assert_allclose(read_rdms(tmp_path / "rdms.hdf5")[1][0], pdist(x, "sqeuclidean") / 4, rtol=1e-12)
+
+
+def test_cka_against_another_run_has_this_runs_narrow_layers_as_rows(tmp_path):
+    from dnnprobe.stages.similarity import similarity
+
+    X = narrow_and_wide(tmp_path / "a", 12, {"fc": 4, "conv": 20})
+    Y = narrow_and_wide(tmp_path / "b", 12, {"fc": 6, "conv": 25}, seed=1)
+    result = similarity(tmp_path / "a" / "t.stim.csv", tmp_path / "a" / "gram.h5", tmp_path / "out",
+                        other_path=tmp_path / "b" / "gram.h5", activations_path=tmp_path / "a" / "act.h5")
+    other = result["other"]
+    assert other["rows"] == ["fc", "conv"] and other["columns"] == ["conv"] and other["left_out"] == ["fc"]
+    assert other["cka"][0][0] == pytest.approx(direct_linear_cka(X["fc"], Y["conv"]), abs=2e-6)
+    assert other["cka"][1][0] == pytest.approx(direct_linear_cka(X["conv"], Y["conv"]), abs=2e-6)
+    # with the other run's activation file, its narrow layers are compared too
+    result = similarity(tmp_path / "a" / "t.stim.csv", tmp_path / "a" / "gram.h5", tmp_path / "out",
+                        other_path=tmp_path / "b" / "gram.h5", activations_path=tmp_path / "a" / "act.h5",
+                        other_activations_path=tmp_path / "b" / "act.h5")
+    other = result["other"]
+    assert other["rows"] == other["columns"] == ["fc", "conv"] and other["left_out"] == []
+    for i, a in enumerate(["fc", "conv"]):
+        for j, b in enumerate(["fc", "conv"]):
+            assert other["cka"][i][j] == pytest.approx(direct_linear_cka(X[a], Y[b]), abs=2e-6)
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"cka.json", "cka.png", "cka.svg", "rdms.hdf5"}
+
+
+def test_narrow_layers_need_the_activation_file_the_grams_came_from(tmp_path):
+    from dnnprobe.stages.similarity import similarity
+
+    narrow_and_wide(tmp_path / "a", 12, {"fc": 4, "conv": 20})
+    narrow_and_wide(tmp_path / "b", 12, {"fc": 4, "conv": 20}, seed=1)  # same layers, other values
+    args = (tmp_path / "a" / "t.stim.csv", tmp_path / "a" / "gram.h5", tmp_path / "out")
+    with pytest.raises(DnnprobeError, match=r"layers fc have fewer units than stimuli .*\(--activations\)$"):
+        similarity(*args)
+    with pytest.raises(DnnprobeError, match=r"b/act.h5 is not the activation file .*a/gram.h5 was computed from "
+                                            r"\(its sha256 differs"):
+        similarity(*args, activations_path=tmp_path / "b" / "act.h5")
+    assert not (tmp_path / "out").exists() and list(tmp_path.glob("*dnnprobe*")) == []  # nothing half-written
+
+
+def test_the_stage_command_gives_cka_of_narrow_layers(tmp_path):
+    from click.testing import CliRunner
+
+    from dnnprobe.cli import main
+
+    narrow_and_wide(tmp_path, 10, {"fc1": 6, "fc2": 7})
+    result = CliRunner().invoke(main, ["similarity", "--quiet", *map(str, [
+        "--table", tmp_path / "t.stim.csv", "--gram", tmp_path / "gram.h5", "--activations", tmp_path / "act.h5",
+        "--out", tmp_path / "out"])])
+    assert result.exit_code == 0, result.output
+    assert "similarity: CKA of 2 layers" in result.output and "fc1, fc2" in result.output
+    assert json.loads((tmp_path / "out" / "cka.json").read_text())["layers"] == ["fc1", "fc2"]
 
 
 def test_other_stimuli_are_refused(grams, tmp_path):

@@ -172,3 +172,36 @@ def test_a_key_no_stage_reads_stops_dvc_repro_in_one_line(repo):
         assert re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr) == ["params"]
     finally:
         (repo / "params.yaml").write_text(original)
+
+
+def test_repro_gives_cka_and_rdms_of_layers_narrower_than_the_stimuli(tmp_path):
+    """ViT class tokens (64 units) on 80 stimuli: stored as d x d moments, which crashed the similarity stage
+    (all layers narrow) or left them out (mixed). Here two narrow blocks and the wide head (1000 units):
+    every layer is in cka.json and rdms.hdf5, equal to a direct computation from the activation file."""
+    from dnnprobe.extract.actfile import ActivationFile
+    from dnnprobe.gram.similarity import read_rdms
+    from scipy.spatial.distance import pdist
+
+    from helpers import TINY, direct_linear_cka, merge
+
+    params = merge(json.loads(json.dumps(TINY)), {
+        "stimuli": {"demo": {"n_per_class": 40}},
+        "model": {"source": "timm", "arch": "test_vit"},
+        "extract": {"layers": ["block1", "block2", "head"], "tokens": "cls", "preprocess": "model"}})
+    repo = copy_repo(tmp_path, params)
+    assert "Running stage 'similarity'" in dvc(repo, "repro")
+    result = json.loads((repo / "reports" / "similarity" / "cka.json").read_text())
+    layers = ["block1", "block2", "head"]
+    assert result["layers"] == layers and result["from_activations"] == ["block1", "block2"]
+    with ActivationFile(repo / "data" / "activations.act.h5") as acts:
+        X = {layer: acts.read_layer(layer) for layer in layers}
+    assert [X[layer].shape for layer in layers] == [(80, 64), (80, 64), (80, 1000)]
+    for i, a in enumerate(layers):
+        for j, b in enumerate(layers):
+            assert result["cka"][i][j] == pytest.approx(direct_linear_cka(X[a], X[b]), abs=1e-5)
+    names, dissimilarities = read_rdms(repo / "reports" / "similarity" / "rdms.hdf5")
+    assert names == layers
+    for index, layer in enumerate(layers):
+        direct = pdist(X[layer].astype(np.float64), "sqeuclidean") / X[layer].shape[1]
+        np.testing.assert_allclose(dissimilarities[index], direct, rtol=1e-4, atol=1e-5 * direct.max())
+    assert "Data and pipelines are up to date" in dvc(repo, "status")

@@ -614,7 +614,8 @@ def applied(repo: Path, change: tuple):
         (("param", "probe.label", "condition"), {"params", "check", "probe"}),
         (("param", "tracking.experiment", "other"), {"params", "probe", "report"}),  # the report attaches figures to the probe's run
         (("param", "report.confusion_layer", "conv1"), {"params", "report"}),
-        (("code", "src/dnnprobe/gram/writer.py"), {"gram", "probe", "similarity"}),  # the gram stage has no params
+        # the gram stage has no params; the probe only reads the Gram file; similarity computes narrow layers' Grams with it
+        (("code", "src/dnnprobe/gram/writer.py"), {"gram", "similarity"}),
         (("code", "src/dnnprobe/network/layers.py"), {"extract"}),  # layer naming: only extraction resolves names
         (("code", "src/dnnprobe/probe/pairing.py"), {"probe", "report"}),  # the figure edits no check, extract or similarity
         (("code", "src/dnnprobe/track/keys.py"), {"check", "probe"}),
