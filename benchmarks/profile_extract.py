@@ -3,7 +3,8 @@
 The extractor overlaps these steps (decoding in a worker process, writing in a thread); here they
 run one after the other in one process, so each one's cost is its own:
 
-- decode: open and decode the JPEG to RGB (``load_rgb``), one thread, as in a decoding worker;
+- decode: open and decode the JPEG to RGB once (``decode_rgb``: the check stage has checked the file),
+  one thread, as in a decoding worker;
 - resize: squash to 224 x 224 (PIL, one thread), as in a decoding worker;
 - to input: uint8 batch -> normalised float32 (``to_model_input``), torch's threads;
 - forward: the network alone (the benchmark's ceiling), torch's threads;
@@ -48,7 +49,7 @@ def profile(table_path: Path, batch_size: int) -> dict[str, Clock]:
     from dnnprobe.extract.buffers import BatchBuffers
     from dnnprobe.extract.forward import LayerRecorder, layer_unit_shapes, resized_pixels, to_model_input
     from dnnprobe.extract.writer import ActivationWriter
-    from dnnprobe.stimuli.images import load_rgb
+    from dnnprobe.stimuli.images import decode_rgb
     from dnnprobe.network.layers import resolve_layers
     from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, random_network
     from dnnprobe.stimuli.table import StimulusTable
@@ -69,7 +70,7 @@ def profile(table_path: Path, batch_size: int) -> dict[str, Clock]:
             images = []
             for path in paths[start:start + batch_size]:
                 with clocks["decode"]:
-                    image = load_rgb(path)
+                    image = decode_rgb(path)
                 with clocks["resize"]:
                     images.append(resized_pixels(image))
             torch.set_num_threads(threads)

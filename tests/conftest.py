@@ -165,3 +165,43 @@ def mlflow_server(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A SLURM cluster for `dnnprobe cluster`: the one configured here, else a one-node cluster started by
+    scripts/slurm-local (needs root and Debian's slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
+    and stopped, every daemon by its pid, at the end. Missing SLURM skips, or fails with
+    DNNPROBE_REQUIRE_SLURM=1 (CI). Yields the environment (SLURM_CONF) the clients need."""
+    import shutil
+    import socket
+
+    env = dict(os.environ)
+    if shutil.which("sinfo") and subprocess.run(["sinfo"], capture_output=True, env=env).returncode == 0:
+        yield env
+        return
+    daemons = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
+    missing = [name for name in (*daemons, "sbatch") if not (shutil.which(name) or Path(f"/usr/sbin/{name}").exists())]
+    reason = (f"no SLURM here: {', '.join(missing)} missing (apt-get install slurmctld slurmd slurm-client munge "
+              "slurmdbd mariadb-server)" if missing else "starting a local SLURM needs root" if os.geteuid() else "")
+    if reason:
+        if os.environ.get("DNNPROBE_REQUIRE_SLURM") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    ports = []
+    for _ in range(2):  # free ports: slurmctld (slurmd and slurmdbd take the next two) and mariadbd
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    base = 20000 + ports[0] % 20000
+    folder = tmp_path_factory.mktemp("slurm")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "slurm-local"
+    env.update(SLURM_LOCAL_PORT=str(base), SLURM_LOCAL_DB_PORT=str(ports[1]))
+    try:
+        started = subprocess.run([str(script), "start", str(folder)], env=env, capture_output=True, text=True)
+        assert started.returncode == 0, f"slurm-local start failed:\n{started.stdout}\n{started.stderr}"
+        env["SLURM_CONF"] = str(folder / "slurm.conf")
+        env["PATH"] = f"/usr/sbin{os.pathsep}{env['PATH']}"
+        yield env
+    finally:
+        subprocess.run([str(script), "stop", str(folder)], env=env, capture_output=True)

@@ -13,7 +13,8 @@ import click
 
 STAGES = ("params", "stimuli", "check", "network", "extract", "gram", "probe", "report", "similarity")
 COMMANDS = {**{stage: f"dnnprobe.stages.{stage}" for stage in STAGES}, "sweep": "dnnprobe.experiments.sweep",
-            "compare": "dnnprobe.experiments.compare", "layers": "dnnprobe.network.layer_table"}
+            "compare": "dnnprobe.experiments.compare", "layers": "dnnprobe.network.layer_table",
+            "cluster": "dnnprobe.experiments.cluster"}
 
 
 class _Commands(click.Group):

@@ -94,3 +94,18 @@ def test_set_values_yaml_cannot_read_fail_in_one_line_saying_how_to_quote(value)
     assert "not valid YAML (found character" in message and "to pass it as text, quote the value in YAML: " in message
     quoted = message.split("quote the value in YAML: ")[1]  # what the message says to pass
     assert load_params(REPO / "params.yaml", (quoted,)).stimuli.folder == value
+
+
+@pytest.mark.parametrize("override, message", [
+    ("probe.C=true", "probe.C must be a number > 0, auto, or a list of numbers > 0, not a boolean: got true"),
+    ("probe.C=[0.1,false]", "probe.C must be a number > 0, auto, or a list of numbers > 0, not a boolean: got [0.1, false]"),
+    ("pca=true", "pca must be an integer, not a boolean: got true"),
+    ("extract.batch_size=false", "extract.batch_size must be an integer, not a boolean: got false"),
+    ("stimuli.bold5000.expected_class_sizes=[2369,true]",
+     "stimuli.bold5000.expected_class_sizes must be a list of integers, not a boolean: got [2369, true]"),
+])
+def test_a_boolean_where_a_number_belongs_is_named_a_boolean(override, message):
+    """YAML reads true and false as booleans; a number key given one says so (not "finite number, got True")."""
+    with pytest.raises(DnnprobeError) as caught:
+        load_params(REPO / "params.yaml", (override,))
+    assert str(caught.value) == f"{REPO / 'params.yaml'}: {message}"

@@ -469,3 +469,51 @@ def test_image_notes_from_the_workers_reach_the_stage(tiny_stimuli, tmp_path):
                                   progress=False)
     assert summary.notes == [f"{bad}: Corrupt JPEG data: 2507 extraneous bytes before marker 0xd9; "
                              "decoded as PIL decodes it"]
+
+
+def test_from_the_check_stages_record_each_image_is_decoded_once_with_the_same_notes_and_values(
+        tiny_stimuli, tmp_path, monkeypatch):
+    """The corrupt-scan check, the frame count and PIL's warnings run once, in the check stage; extraction
+    decodes each image once and prints the recorded notes, as when it checked each image itself."""
+    import shutil
+
+    from PIL import Image
+
+    from helpers import corrupt_jpeg
+    from dnnprobe.stages.check import check
+    from dnnprobe.stimuli import images as image_module
+    from dnnprobe.stimuli.table import ImageList
+
+    folder = tmp_path / "data"
+    shutil.copytree(tiny_stimuli.parent / "images", folder / "images")
+    table = StimulusTable.read(tiny_stimuli)
+    del table.header["images_sha256"]
+    table.write(folder / "stimuli.stim.csv")
+    table = StimulusTable.read(folder / "stimuli.stim.csv")
+    bad = corrupt_jpeg(table.image_paths()[5])
+    moving = table.image_paths()[9]
+    frames = [Image.new("RGB", (16, 16), (value, value, value)) for value in (10, 200, 90)]
+    frames[0].save(moving, format="GIF", save_all=True, append_images=frames[1:])
+    expected = [f"{bad}: Corrupt JPEG data: 2507 extraneous bytes before marker 0xd9; decoded as PIL decodes it",
+                f"{moving}: 3 frames (animated or multi-page); the first is used"]
+    model, paths = _alexnet_fc2()
+    checked = check(tiny_params(), folder / "stimuli.stim.csv", folder / "images.sha256")
+    assert isinstance(checked, ImageList)
+    listed = ImageList.read(folder / "images.sha256")
+    expected = [note.replace(str(table.image_folder), str(listed.folder)) for note in expected]
+
+    def second_decode(*args):
+        raise AssertionError("extraction decoded a JPEG a second time")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(image_module, "jpeg_problems", second_decode)
+        summary = extract_activations(listed, model, paths, tmp_path / "once.act.h5", batch_size=8, num_workers=0,
+                                      progress=False)
+    assert summary.notes == expected
+    # Without the record (an older image list), each image is checked as it is decoded: the same notes, values.
+    image_module.image_notes_path(listed.path).unlink()
+    summary = extract_activations(listed, model, paths, tmp_path / "checked.act.h5", batch_size=8, num_workers=0,
+                                  progress=False)
+    assert summary.notes == expected
+    with h5py.File(tmp_path / "once.act.h5", "r") as once, h5py.File(tmp_path / "checked.act.h5", "r") as checked:
+        assert once["fc2"][:].tobytes() == checked["fc2"][:].tobytes()

@@ -55,3 +55,20 @@ def test_pre_activation_layers_keep_negative_values_in_every_arch(arch, pre_acti
         model(torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
     for layer, values in recorder.take().items():
         assert (values < 0).any(), f"{arch} {layer}: no negatives, an in-place op overwrote the recording"
+
+
+@pytest.mark.parametrize("source, arch, layers, first, second, module", [
+    ("torchvision", "alexnet", ["conv1", "fc1", "features.0"], "conv1", "features.0", "features.0"),
+    ("torchvision", "resnet18", ["conv1_relu", "relu"], "conv1_relu", "relu", "relu"),
+    ("torchvision", "resnet18", ["layer1.0.relu_1", "layer1.0.relu", "layer1.0.relu_1"], "layer1.0.relu_1",
+     "layer1.0.relu_1", "layer1.0.relu_1"),
+    ("timm", "vit_tiny_patch16_224", ["block1", "blocks.0"], "block1", "blocks.0", "blocks.0"),
+])
+def test_the_same_module_call_listed_twice_is_refused_naming_both(source, arch, layers, first, second, module):
+    from dnnprobe.network.registry import get_source
+
+    model = get_source(source).build(arch, 0)
+    with pytest.raises(DnnprobeError) as caught:
+        resolve_layers(model, arch, layers, source)
+    assert str(caught.value) == (f"extract.layers: {first!r} and {second!r} are the same layer (module {module}); "
+                                 "list it once")

@@ -16,7 +16,7 @@ from dnnprobe.network.params import ModelParams
     ("model.seed=true", "model.seed must be an integer"),
     ("model.seed=99999999999999999999", "model.seed must be between 0 and 2**63 - 1, got 99999999999999999999"),
     ("model.seed=-3", "model.seed must be between 0 and 2**63 - 1, got -3"),
-    ("model.source=keras", "model.source must be one of torchvision, timm, open_clip, hf, got 'keras'"),
+    ("model.source=keras", "model.source must be one of torchvision, timm, open_clip, hf, local, got 'keras'"),
 ])
 def test_bad_values_name_the_key_path(override, message):
     with pytest.raises(DnnprobeError, match=re.escape(message)):

@@ -15,7 +15,7 @@ def test_the_registry_imports_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False,
                             env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "('torchvision', 'timm', 'open_clip', 'hf') []"
+    assert result.stdout.strip() == "('torchvision', 'timm', 'open_clip', 'hf', 'local') []"
 
 
 def test_every_source_module_is_registered():

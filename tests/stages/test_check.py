@@ -85,3 +85,55 @@ def test_a_class_too_small_for_the_folds_is_named_by_its_condition(tmp_path, tin
     result = cli("check", "--table", table_path, "--out", tmp_path / "data" / "images.sha256")
     assert_one_line_error(result, "check", "column 'label': class 1 (cat) has 2 stimuli, fewer than cv=3 folds "
                           "(set cv <= 2, or add stimuli to that class)")
+
+
+def _with_images(tiny_stimuli: Path, folder: Path, replace: dict) -> Path:
+    """The tiny demo set with some images replaced (row -> a function writing the new file), its table no
+    longer pinning the images' sha256."""
+    table_path = own_copy(tiny_stimuli, folder)
+    table = StimulusTable.read(table_path)
+    for row, write in replace.items():
+        write(table.image_paths()[row - 1])
+    del table.header["images_sha256"]
+    table.write(table_path)
+    return table_path
+
+
+def _float_tiff(path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.linspace(-1, 1, 64 * 64, dtype=np.float32).reshape(64, 64)).save(path, format="TIFF")
+
+
+def test_an_image_extraction_could_not_decode_fails_at_the_check_stage_naming_its_row(tmp_path, tiny_stimuli):
+    """Bit depth and pixel format are checked once per stimulus set, here, with extraction's own words."""
+    table = _with_images(tiny_stimuli, tmp_path / "data", {6: _float_tiff})
+    result = cli("check", "--table", table, "--out", tmp_path / "data" / "images.sha256")
+    image = StimulusTable.read(table).image_paths()[5]
+    assert_one_line_error(result, "check", f"stimuli.stim.csv, stimulus row 6: {image}: float pixels (values from -1 "
+                          "to 1); only 0..1 or 0..255 can be read as an image: save it with 8 or 16 bits per channel")
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["images", "stimuli.stim.csv"]  # no list, no notes
+
+
+def test_the_check_stage_records_and_prints_each_images_notes_once_for_extraction(tmp_path, tiny_stimuli):
+    from PIL import Image
+
+    from helpers import corrupt_jpeg
+    from dnnprobe.stimuli.images import read_image_notes
+
+    def animated(path: Path) -> None:
+        frames = [Image.new("RGB", (16, 16), (value, value, value)) for value in (10, 200, 90)]
+        frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:])
+
+    table = _with_images(tiny_stimuli, tmp_path / "data", {3: corrupt_jpeg, 9: animated})
+    out = tmp_path / "data" / "images.sha256"
+    result = cli("check", "--table", table, "--out", out)
+    assert result.exit_code == 0, result.output
+    images = ImageList.read(out)
+    bad, moving = images.image_paths()[2], images.image_paths()[8]
+    expected = [f"{bad}: Corrupt JPEG data: 2507 extraneous bytes before marker 0xd9; decoded as PIL decodes it",
+                f"{moving}: 3 frames (animated or multi-page); the first is used"]
+    assert result.stderr.splitlines()[:-1] == expected  # then 'dnnprobe check: done in ... s'
+    assert read_image_notes(out, images.sha256, images.stim_ids) == expected
+    assert (tmp_path / "data" / "images.notes.json").is_file()

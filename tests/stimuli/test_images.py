@@ -142,3 +142,85 @@ def test_check_image_names_a_file_that_is_not_an_image_in_one_line(tmp_path):
 def test_hidden_files_and_other_extensions_are_not_stimuli():
     assert is_stimulus_file("a.JPG") and is_stimulus_file("b.webp")
     assert not any(is_stimulus_file(name) for name in (".DS_Store", "._photo.jpg", "Thumbs.db", "notes.txt"))
+
+
+# ---- the check stage's full check, once per stimulus set, and extraction's single decode --------------
+
+
+def _every_kind(folder):
+    """The files today's tests use, one of each kind: a corrupt JPEG scan, an animated GIF, a 16-bit PNG,
+    a float TIFF, a palette PNG PIL warns about, and a plain JPEG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    corrupt_jpeg(folder / "bad.jpg")
+    frames = [Image.new("RGB", (16, 16), (value, value, value)) for value in (10, 200, 90)]
+    frames[0].save(folder / "moving.gif", save_all=True, append_images=frames[1:])
+    Image.fromarray(_ramp(np.uint16, 65535)).save(folder / "deep.png")
+    Image.fromarray(_ramp(np.float32, 1.0)).save(folder / "unit.tiff")
+    palette = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).convert("P")
+    palette.info["transparency"] = bytes([0] * 10 + [255] * 246)
+    palette.save(folder / "clear.png")
+    rgb_image(folder / "good.jpg")
+    return [folder / name for name in ("bad.jpg", "moving.gif", "deep.png", "unit.tiff", "clear.png", "good.jpg")]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_check_images_records_the_notes_load_rgb_gives_and_decode_rgb_the_same_pixels(tmp_path, monkeypatch, processes):
+    from dnnprobe.stimuli import images
+
+    monkeypatch.setattr(images, "PARALLEL_FROM", 2)  # two processes for a handful of images
+    paths = _every_kind(tmp_path)
+    problems = images.check_images(paths, "t.stim.csv", processes=processes)
+    for path, recorded in zip(paths, problems):
+        notes = []
+        with __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            expected = load_rgb(path, notes=notes)
+        assert [f"{path}: {note}" for note in recorded] == notes
+        assert images.decode_rgb(path).tobytes() == expected.tobytes(), path.name
+    assert [len(notes) for notes in problems] == [1, 1, 0, 0, 1, 0]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("name, array, message", [
+    ("odd.tiff", _ramp(np.float32, 2.0) - 1.0, r"odd\.tiff: float pixels \(values from -1 to 1\); only 0\.\.1 or 0\.\.255"),
+    ("wide.tiff", _ramp(np.int32, 1_000_000), r"wide\.tiff: 32-bit integer pixels from 0 to 1e\+06"),
+    ("cut.jpg", None, r"cut\.jpg: cannot read image \("),
+])
+def test_check_images_refuses_the_first_unreadable_image_naming_its_row(tmp_path, monkeypatch, processes, name,
+                                                                       array, message):
+    from dnnprobe.stimuli import images
+
+    monkeypatch.setattr(images, "PARALLEL_FROM", 2)
+    paths = _every_kind(tmp_path)
+    if array is None:
+        (tmp_path / name).write_bytes((tmp_path / "good.jpg").read_bytes()[:300])
+    else:
+        Image.fromarray(array).save(tmp_path / name)
+    paths.insert(2, tmp_path / name)
+    one_line_error(lambda: images.check_images(paths, "t.stim.csv", processes=processes),
+                   rf"^t\.stim\.csv, stimulus row 3: .*{message}")
+    one_line_error(lambda: images.decode_rgb(tmp_path / name), message)  # extraction's decode says the same
+
+
+def test_image_notes_are_read_back_only_for_the_list_they_were_written_for(tmp_path):
+    from dnnprobe.core.hashing import file_sha256
+    from dnnprobe.stimuli.images import check_images, image_notes_path, read_image_notes, write_image_notes
+
+    paths = _every_kind(tmp_path / "images")
+    stim_ids = [path.name for path in paths]
+    image_list = tmp_path / "images.sha256"
+    image_list.write_text("".join(f"{file_sha256(path)}  {path.name}\n" for path in paths))
+    write_image_notes(image_list, stim_ids, check_images(paths, "t.stim.csv", processes=1))
+    notes = read_image_notes(image_list, file_sha256(image_list), stim_ids)
+    expected = []
+    for path in paths:
+        with __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            load_rgb(path, notes=expected)
+    assert notes == expected and len(notes) == 3
+    assert read_image_notes(image_list, "0" * 64, stim_ids) is None  # another list's record
+    assert read_image_notes(image_list, file_sha256(image_list), stim_ids[::-1]) is None
+    image_notes_path(image_list).write_text("{not json")
+    assert read_image_notes(image_list, file_sha256(image_list), stim_ids) is None
+    image_notes_path(image_list).unlink()
+    assert read_image_notes(image_list, file_sha256(image_list), stim_ids) is None

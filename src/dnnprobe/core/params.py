@@ -96,8 +96,26 @@ def _type_name(kind: Any) -> str:
     return names.get(kind, "a list of integers" if kind == tuple[int, ...] else "a list of strings")
 
 
+def boolean_in(value: Any) -> bool:
+    """Whether `value`, or an item of a list `value`, is a boolean."""
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
+
+
+def yaml_text(value: Any) -> str:
+    """`value` as params.yaml spells it: true / false, [0.1, true]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(yaml_text(v) for v in value) + "]"
+    return repr(value)
+
+
 def coerce(value: Any, kind: Any, where: str) -> Any:
-    """Check one leaf value against its declared type; ints are accepted where floats are."""
+    """Check one leaf value against its declared type; ints are accepted where floats are.
+
+    A boolean where a number belongs (``C: true``: YAML reads true, yes and on as booleans) is named as one."""
+    if kind in (int, float, tuple[int, ...]) and boolean_in(value):
+        raise DnnprobeError(f"{where} must be {_type_name(kind)}, not a boolean: got {yaml_text(value)}")
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:

@@ -32,10 +32,10 @@ def _text(value: object) -> str:
 
 def compare_rows(experiments: list[Experiment]) -> list[tuple[str, list[str]]]:
     """(row name, one cell per experiment): the header, the settings that differ, a rule, every layer."""
-    scorings = sorted({e.scoring for e in experiments})
+    scorings = list(dict.fromkeys(e.measure or e.scoring for e in experiments))  # scoring (decoder), as each ran
     rows = [("experiment", [e.name for e in experiments])]
     rows += [(key, [_text(e.params.get(key, "-")) for e in experiments]) for key in varying_params(experiments)]
-    rows.append((f"mean {'/'.join(scorings)}", [""] * len(experiments)))
+    rows.append((f"mean {' / '.join(scorings)}", [""] * len(experiments)))
     for layer in layer_order(experiments):
         rows.append((layer, [f"{e.scores[layer][0]:.3f}" if layer in e.scores else "-" for e in experiments]))
     return rows

@@ -36,8 +36,30 @@ PARAMS_FILE = "params.yaml"
 class Experiment:
     name: str  # DVC experiment name, branch or short commit, or "workspace"
     params: dict[str, object]  # params.yaml flattened to dotted keys ("probe.C": 1.0)
-    scoring: str  # probe.scoring: what the per-layer means are
+    scoring: str  # the scoring of the per-layer means (of probe.label's first column)
     scores: dict[str, tuple[float, float]]  # layer -> (mean, SEM over folds), in layer order
+    # What the means are, scoring and decoder as they ran: "r2 (ridge_regression)"; per column with several
+    # columns, "accuracy (label: logistic), r2 (size: ridge_regression)". Empty: `scoring` says it.
+    measure: str = ""
+
+
+def measure(params: dict[str, object]) -> tuple[str, str]:
+    """(scoring of the first column, what the means are: :attr:`Experiment.measure`) of an experiment's
+    params (dotted): a ``column:decoder`` entry of probe.label names its own decoder and scoring, the other
+    columns use probe.classifier and probe.scoring (:func:`dnnprobe.probe.decoders.entry_decoder`)."""
+    from dnnprobe.probe.decoders import entry_column, entry_decoder, label_entries  # scikit-learn: only when read
+
+    classifier, scoring = str(params.get("probe.classifier", "logistic")), str(params.get("probe.scoring", "accuracy"))
+    try:
+        ran = [(entry_column(str(entry)), *entry_decoder(str(entry), classifier, scoring))
+               for entry in label_entries(params.get("probe.label", "label"))]
+    except (DnnprobeError, TypeError):  # a label no probe ran (the probe refuses it): as params.yaml says
+        return scoring, f"{scoring} ({classifier})"
+    if not ran:
+        return scoring, f"{scoring} ({classifier})"
+    if len(ran) == 1:
+        return ran[0][2], f"{ran[0][2]} ({ran[0][1]})"
+    return ran[0][2], ", ".join(f"{scored} ({column}: {decoder})" for column, decoder, scored in ran)
 
 
 KNOWN_PARAMS = frozenset(Params().flat())  # the params.yaml keys dnnprobe reads, dotted
@@ -56,7 +78,7 @@ def _experiment(entry: dict, name: str, repo: str | os.PathLike | None) -> Exper
     if not metrics or not params:
         return None
     params = {key: value for key, value in flatten(params).items() if key in KNOWN_PARAMS}
-    scoring = str(params.get("probe.scoring", "accuracy"))
+    scoring, measured = measure(params)
     sems = details.get("sem") or {}
     scores = {}
     for layer, value in metrics.items():
@@ -64,7 +86,7 @@ def _experiment(entry: dict, name: str, repo: str | os.PathLike | None) -> Exper
             scores[layer] = (float(value), float(sems.get(layer, np.nan)))
         elif isinstance(value, dict) and f"{scoring}_mean" in value:  # the nested metrics.json of earlier commits
             scores[layer] = (float(value[f"{scoring}_mean"]), float(value.get(f"{scoring}_sem", np.nan)))
-    return Experiment(name, params, scoring, scores) if scores else None
+    return Experiment(name, params, scoring, scores, measured) if scores else None
 
 
 def _details(repo: str | os.PathLike, rev: str) -> dict:

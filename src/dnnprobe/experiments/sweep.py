@@ -73,7 +73,7 @@ def sweep_figure(experiments: list[Experiment], param: str = "pca") -> plt.Figur
         axes.plot(x, mean, marker="o", color=colour, label=line_label(experiment, param, varying))
         axes.fill_between(x, mean - sem, mean + sem, color=colour, alpha=0.15, linewidth=0)
     axes.set_xticks(x, layers, rotation=90 if many else 45, ha="center" if many else "right")
-    scorings = sorted({e.scoring for e in experiments})
+    scorings = list(dict.fromkeys(e.measure or e.scoring for e in experiments))  # scoring (decoder), as each ran
     axes.set_ylabel(" / ".join(scorings) + " (mean over folds, band: SEM)")
     def values(key: str) -> str:  # every experiment's value of a key, once each
         return ", ".join(dict.fromkeys(str(e.params.get(key)) for e in experiments))

@@ -45,7 +45,7 @@ from dnnprobe.compute.device import full_float32, pick_device
 from dnnprobe.compute.disk import size_line
 from dnnprobe.compute.memory import SHM_PATH, shm_free_bytes
 from dnnprobe.network.preprocess import DNNBRAIN, IMAGENET_MEAN, IMAGENET_STD, Preprocess, pil_transform
-from dnnprobe.stimuli.images import load_rgb
+from dnnprobe.stimuli.images import decode_rgb, load_rgb, read_image_notes
 from dnnprobe.stimuli.table import ImageList, StimulusTable
 from dnnprobe.network.tokens import TokenLayout, hidden_state, reducer, token_layers
 
@@ -85,11 +85,32 @@ def to_model_input(pixels: torch.Tensor, device: torch.device, prep: Preprocess 
     in a worker. The result is contiguous in the usual (N, C, H, W) order: a channels-last input
     would make the convolutions pick other kernels, and other last bits.
     """
+    if device.type == "cpu":
+        return _cpu_model_input(pixels, prep)
     pixels = pixels.to(device, non_blocking=True)
     batch = torch.empty((pixels.shape[0], 3, *pixels.shape[1:3]), dtype=torch.float32, device=device)
     batch.copy_(pixels.permute(0, 3, 1, 2))
     scale, mean, std = _normalisation(device, prep.mean, prep.std)
     return batch.div_(scale).sub_(mean).div_(std)
+
+
+@functools.lru_cache(maxsize=8)
+def _numpy_normalisation(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[np.ndarray, np.ndarray]:
+    return (np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1), np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1))
+
+
+def _cpu_model_input(pixels: torch.Tensor, prep: Preprocess) -> torch.Tensor:
+    """:func:`to_model_input` on the CPU, in numpy: the same float32 divisions and subtraction (each
+    rounded exactly, so the same bits; tested for every pixel value), in one thread and a quarter of the
+    CPU time torch's threaded element-wise kernels take on a busy machine (docs/performance.md)."""
+    array = pixels.numpy()
+    batch = np.empty((array.shape[0], 3, *array.shape[1:3]), dtype=np.float32)
+    np.copyto(batch, array.transpose(0, 3, 1, 2))
+    mean, std = _numpy_normalisation(prep.mean, prep.std)
+    batch /= np.float32(255.0)
+    batch -= mean
+    batch /= std
+    return torch.from_numpy(batch)
 
 
 class StimulusImages(Dataset):
@@ -98,15 +119,18 @@ class StimulusImages(Dataset):
     Items are (224, 224, 3) uint8 arrays (:func:`resized_pixels`); :func:`to_model_input` finishes
     the preprocessing per batch. With `checksums`, each image's bytes must have its listed sha256
     (checked as it is read, so the activations are of exactly the images the image list names).
-    Errors and notes (:func:`dnnprobe.stimuli.images.load_rgb`) travel back as values because DataLoader
-    workers would wrap a raised error in a multi-line traceback, and print warnings under no file's name;
-    :func:`_collate` gathers them.
+    `checked`: the check stage has checked every image and recorded its notes, so each is decoded once
+    (:func:`dnnprobe.stimuli.images.decode_rgb`); otherwise each is checked as it is decoded (``load_rgb``).
+    Errors and notes travel back as values because DataLoader workers would wrap a raised error in a
+    multi-line traceback, and print warnings under no file's name; :func:`_collate` gathers them.
     """
 
-    def __init__(self, paths: list[Path], checksums: list[str] | None = None, prep: Preprocess = DNNBRAIN) -> None:
+    def __init__(self, paths: list[Path], checksums: list[str] | None = None, prep: Preprocess = DNNBRAIN,
+                 checked: bool = False) -> None:
         self.paths = paths
         self.checksums = checksums
         self.prep = prep
+        self.checked = checked
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -115,7 +139,8 @@ class StimulusImages(Dataset):
         expected = self.checksums[index] if self.checksums else None
         notes: list[str] = []
         try:
-            return resized_pixels(load_rgb(self.paths[index], expected, notes), self.prep), None, notes
+            image = decode_rgb(self.paths[index], expected) if self.checked else load_rgb(self.paths[index], expected, notes)
+            return resized_pixels(image, self.prep), None, notes
         except DnnprobeError as exc:
             return None, f"stimulus row {index + 1}: {exc}", notes
 
@@ -206,6 +231,8 @@ class LayerShapes(dict):
         self.largest_output = largest_output
         self.reducers: dict = {}  # token layer -> the extract.tokens reduction (dnnprobe.network.tokens)
         self.token_layers: list[str] = []
+        self.tokens = "all"  # extract.tokens
+        self.stored_whole: list[str] = []  # with tokens other than all: the layers it does not apply to (no tokens)
 
     @property
     def notes(self) -> list[str]:
@@ -217,6 +244,9 @@ class LayerShapes(dict):
                 f"extract: {subject} runs {len(names)} times per forward pass; {layer} records its first call, "
                 f"{later} the {'next' if len(names) == 2 else 'next ones'} (torchvision FX names)"
             )
+        if self.stored_whole:  # said once, for every layer at once
+            notes.append(f"extract: extract.tokens={self.tokens} does not apply to {', '.join(self.stored_whole)} "
+                         "(not transformer token layers); stored whole (recorded in the file: tokens_not_applied)")
         return notes
 
 
@@ -274,8 +304,17 @@ def layer_unit_shapes(model: torch.nn.Module, module_paths: Mapping[str, str], d
     reducers = {layer: reducer(tokens, token_layout) for layer in tokenised}
     stored = {layer: tuple(reducers[layer](outputs[layer]).shape[1:]) if layer in reducers else raw[layer] for layer in targets}
     shapes = LayerShapes({layer: dnnbrain_shape(stored[layer]) for layer in targets}, repeated, largest[0])
-    shapes.reducers, shapes.token_layers = reducers, tokenised
+    shapes.reducers, shapes.token_layers, shapes.tokens = reducers, tokenised, tokens
+    shapes.stored_whole = [layer for layer in targets if layer not in tokenised] if tokens != "all" else []
     return shapes
+
+
+def _tokens_attr(layer: str, shapes: LayerShapes) -> dict:
+    """A layer's ``tokens`` attribute: the choice applied to a token layer, ``not applicable`` for a layer
+    extract.tokens (other than all) could not apply to; none otherwise (the default's bytes stay)."""
+    if layer in shapes.token_layers:
+        return {"tokens": shapes.tokens}
+    return {"tokens": "not applicable"} if layer in shapes.stored_whole else {}
 
 
 # Decoded batches each worker prepares ahead, and how long the extractor waits for the next one: far
@@ -359,6 +398,9 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
              token_layout: TokenLayout | None = None, announce=None) -> ExtractionSummary:
     name = images.path if isinstance(images, ImageList) else images.location or "stimulus table"
     checksums = images.checksums if isinstance(images, ImageList) else None
+    # The check stage's record of these exact images: then each image is decoded once and its notes are
+    # the recorded ones; without it (a table, an older list) each image is checked as it is decoded.
+    recorded = read_image_notes(images.path, images.sha256, images.stim_ids) if checksums else None
     model = model.eval().to(target)
     unit_shapes = layer_unit_shapes(model, module_paths, target, prep.input_size, tokens, token_layout)
     check_memory(unit_shapes, unit_shapes.largest_output, len(images), batch_size, dtype, num_workers, target.type,
@@ -366,7 +408,7 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
     if announce:  # the writer refuses, before the first batch, a file the disk cannot hold
         announce(size_line(out_path, unit_shapes, len(images), dtype, compression))
     loader = DataLoader(
-        StimulusImages(images.image_paths(), checksums, prep),
+        StimulusImages(images.image_paths(), checksums, prep, checked=recorded is not None),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -375,9 +417,11 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
         prefetch_factor=PREFETCH if num_workers else None,
         timeout=WORKER_TIMEOUT_S if num_workers else 0,
     )
-    image_notes: list[str] = []
+    image_notes: list[str] = list(recorded or [])
     attrs = {"preprocessing": prep.describe()}
     attrs.update(file_attrs or {})
+    if unit_shapes.stored_whole:  # extract.tokens that did not apply to these layers (a CNN's, patch_embed)
+        attrs["tokens_not_applied"] = ",".join(unit_shapes.stored_whole)
     started = time.perf_counter()
     current: list[BatchBuffers] = []  # the set the hooks fill during this forward pass
     recorder = LayerRecorder(model, module_paths, store=lambda layer, output: current[0].store(layer, output),
@@ -390,8 +434,7 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
             dtype=dtype,
             compression=compression,
             rows_per_chunk=batch_size,
-            layer_attrs={layer: {"module": str(path), **({"tokens": tokens} if layer in unit_shapes.token_layers else {})}
-                         for layer, path in module_paths.items()},
+            layer_attrs={layer: {"module": str(path), **_tokens_attr(layer, unit_shapes)} for layer, path in module_paths.items()},
             file_attrs=attrs,
         ) as writer, torch.inference_mode(), full_float32():
             shapes = {layer: writer.block_shape(layer) for layer in module_paths}

@@ -89,12 +89,14 @@ def build_from_source(source: str, arch: str, weights: str, seed: int) -> tuple[
     (empty for torchvision's random and imagenet weights, whose record is unchanged since DNNBrain's)."""
     module = get_source(source)
     provenance: dict = {} if source == "torchvision" else {"source": source}
+    # The researcher's own code (source local): its file, the file's sha256, the function.
+    provenance.update(getattr(module, "provenance", lambda a: {})(arch))
     if weights == "random":
         return module.build(arch, seed).eval(), f"random-seed-{seed}", provenance
     if is_weights_path(weights):
         path = Path(weights)
         model = with_state(arch, load_weights_file(path), weights, source, seed)
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" or source == "local":
             provenance.update({"file": path.name, "file_sha256": file_sha256(path)})
         return model.eval(), path.name, provenance
     state, found = module.pretrained(arch, weights)
@@ -144,4 +146,8 @@ def load_network(path: str | os.PathLike, arch: str, source: str = "torchvision"
                             "rerun the network stage")
     if file_sha256(path) != info.sha256:
         raise DnnprobeError(f"{path}: sha256 differs from {sidecar_path(path)}; the file was changed, rerun the network stage")
+    code = info.extra.get("code_file")
+    if code and (not Path(code).is_file() or file_sha256(code) != info.extra.get("code_sha256")):
+        raise DnnprobeError(f"{code}: changed (or gone) since the network stage saved {path} from it; rerun the network "
+                            "stage (dvc repro)")
     return with_state(arch, load_state_dict_file(path), str(path), source, info.seed).eval(), info

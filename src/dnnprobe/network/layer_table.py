@@ -80,7 +80,7 @@ def list_layers(params: Params) -> tuple[str, list[LayerRow]]:
         for handle in handles:
             handle.remove()
     tokenised = set(token_layers(shapes, layout))
-    reduce = reducer(params.extract.tokens, layout) if layout is not None and tokenised else None
+    reduce = reducer(params.extract.tokens, layout, f"{params.model.source} {arch}") if layout is not None and tokenised else None
     friendly = source.friendly_layers(model, arch)
     by_module = {}
     for name, path in friendly.items():

@@ -74,7 +74,8 @@ def resolve_layers(model: torch.nn.Module, arch: str, layers: tuple[str, ...] | 
     A layer is a friendly name (``conv1_relu``), a module path (``layer1.0.relu``, its first call) or a
     later call of a module, torchvision FX style (``layer1.0.relu_1``). Whether that call happens is
     only known from a forward pass: :func:`dnnprobe.extract.forward.layer_unit_shapes` checks it.
-    Fails before any work on the first unknown name, listing the valid ones.
+    Fails before any work on the first unknown name, listing the valid ones, and on two names for the
+    same module call (``[block1, blocks.0]``), naming both.
     """
     friendly = get_source(source).friendly_layers(model, arch)
     modules = [name for name, _ in model.named_modules() if name]
@@ -90,6 +91,10 @@ def resolve_layers(model: torch.nn.Module, arch: str, layers: tuple[str, ...] | 
                 + (f" (or any module path, e.g. {leaves[0]})" if friendly else "")
                 + (f"; extract.layers: [] records {source}'s default layers" if source != "torchvision" else "")
             )
+        same = next((other for other, call in resolved.items() if call == target), None)
+        if same is not None:  # a friendly name and its module path: one module call recorded twice
+            raise DnnprobeError(f"extract.layers: {same!r} and {layer!r} are the same layer (module {target}); "
+                                "list it once")
         resolved[layer] = target
     return resolved
 

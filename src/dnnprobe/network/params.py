@@ -10,7 +10,7 @@ from dnnprobe.core.params import check, checked, one_of
 
 # The names of dnnprobe.network.sources.SOURCES (tested to agree): that registry lists each source's
 # module by name, so importing it here would make every stage that reads `model` depend on all sources.
-MODEL_SOURCES = ("torchvision", "timm", "open_clip", "hf")
+MODEL_SOURCES = ("torchvision", "timm", "open_clip", "hf", "local")
 PREPROCESS_CHOICES = ("dnnbrain", "model")  # extract.preprocess (dnnprobe.network.preprocess)
 TOKEN_CHOICES = ("all", "cls", "mean", "cls+mean")  # extract.tokens (dnnprobe.network.tokens)
 
@@ -22,4 +22,7 @@ class ModelParams:
     arch: str = "alexnet"
     # random | a pretrained tag of the source (imagenet, IMAGENET1K_V2, ...) | a weights file inside models/external/
     weights: str = "random"
+    # What the network stage watches (dvc.yaml: ${model.file}), inside models/external/: the folder itself, or
+    # (source local) the network's Python file, or a subfolder holding that file and its weights file.
+    file: str = "models/external"
     seed: int = checked(0, check(lambda v: 0 <= v < 2 ** 63, "must be between 0 and 2**63 - 1"))

@@ -17,6 +17,7 @@ SOURCES = {
     "timm": "dnnprobe.network.sources.timm",
     "open_clip": "dnnprobe.network.sources.open_clip",
     "hf": "dnnprobe.network.sources.hf",
+    "local": "dnnprobe.network.sources.local",  # the researcher's own code, in models/external/
 }
 
 

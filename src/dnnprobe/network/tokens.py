@@ -50,12 +50,19 @@ def hidden_state(output) -> torch.Tensor | None:
     return None
 
 
-def reducer(tokens: str, layout: TokenLayout) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The function taking a token layer's (batch, n_tokens, n_features) output to what is stored."""
+def check_tokens(tokens: str, layout: TokenLayout | None, network: str = "this network") -> None:
+    """Refuse a token choice that cannot apply to `network` (its `layout`; None: no token layers), before
+    any work: an unknown one, and ``cls`` / ``cls+mean`` where the sequence has no class token (SigLIP)."""
     if tokens not in TOKEN_CHOICES:
         raise DnnprobeError(f"extract.tokens must be one of {', '.join(TOKEN_CHOICES)}, got {tokens!r}")
-    if tokens in ("cls", "cls+mean") and not layout.has_cls:
-        raise DnnprobeError(f"extract.tokens={tokens}: this network has no class token; use mean or all")
+    if tokens in ("cls", "cls+mean") and layout is not None and not layout.has_cls:
+        raise DnnprobeError(f"extract.tokens={tokens}: {network} has no class token (its {layout.n_tokens} tokens are "
+                            f"{'all patches' if not layout.n_prefix else 'registers and patches'}); use extract.tokens=mean or all")
+
+
+def reducer(tokens: str, layout: TokenLayout, network: str = "this network") -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function taking a token layer's (batch, n_tokens, n_features) output to what is stored."""
+    check_tokens(tokens, layout, network)
     start = layout.n_prefix
 
     def mean(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from dnnprobe.compute.device import DEVICE_PATTERN
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.core.params import check, checked, coerce, device_choice, positive
+from dnnprobe.core.params import boolean_in, check, checked, coerce, device_choice, positive, yaml_text
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ def _label_value(value: Any, where: str) -> Any:
 
 def _c_value(value: Any, where: str) -> Any:
     """probe.C: a number > 0, ``auto``, or a non-empty list of numbers > 0 (candidates for an inner search)."""
+    if boolean_in(value):  # before `value == "auto"`, and before True passes as the number 1
+        raise DnnprobeError(f"{where} must be a number > 0, auto, or a list of numbers > 0, not a boolean: "
+                            f"got {yaml_text(value)}")
     if value == "auto":
         return value
     if not isinstance(value, (list, tuple)):

@@ -27,6 +27,9 @@ def run_summary(params, table_path, table: StimulusTable, attributes, groups, la
     set, in words) and, per attribute, its classes (:func:`class_description`)."""
     several = len(attributes) > 1
     network = network_record(provenance, params.model.source, params.model.arch, params.model.weights)
+    # One attribute: the decoder and scoring that ran (a ``column:decoder`` label names its own). Several:
+    # probe.classifier and probe.scoring, for the columns that name none; each attribute's part says its own.
+    ran = attributes[0].settings if not several else params.probe
     summary = {
         "arch": provenance.get("network_arch", params.model.arch),
         "weights": provenance.get("network_weights", params.model.weights),
@@ -37,7 +40,7 @@ def run_summary(params, table_path, table: StimulusTable, attributes, groups, la
         "source": table.header.get("source", ""),
         "n_stimuli": len(table), "pca": params.pca, "cv": params.cv,
         "label": [target.name for target in attributes] if several else attributes[0].name,
-        "classifier": params.probe.classifier, "C": params.probe.C, "scoring": params.probe.scoring,
+        "classifier": ran.classifier, "C": params.probe.C, "scoring": ran.scoring,
         "standardize": params.probe.standardize, "permutations": params.probe.permutations,
         "layer_order": layers,
         "folds": fold_words(params, groups, attributes[0].settings.is_regression),

@@ -58,12 +58,14 @@ def extraction_setup(params: Params, model) -> ExtractionSetup:
     """Resolve ``extract.layers`` (empty: the source's defaults), ``extract.preprocess`` and the token layout."""
     from dnnprobe.network.layers import default_layers, resolve_layers
     from dnnprobe.network.registry import get_source
+    from dnnprobe.network.tokens import check_tokens
 
     source, arch = params.model.source, params.model.arch
     layers = params.extract.layers or default_layers(model, arch, source)
     module_paths = resolve_layers(model, arch, layers, source)
     prep = DNNBRAIN if params.extract.preprocess == "dnnbrain" else get_source(source).preprocessing(model, arch)
     layout = get_source(source).token_layout(model, prep.input_size)
+    check_tokens(params.extract.tokens, layout, f"{source} {arch}")  # cls on a network without a class token
     # Beyond the DNNBrain default (whose file keeps its bytes), what shaped the inputs and the token
     # layers; named network_* so that the gram stage carries them on and the probe logs them to MLflow.
     attrs = {}

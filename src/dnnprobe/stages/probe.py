@@ -136,7 +136,7 @@ def probe(
         run_params = _run_params(params, table_path, table, gram_path, grams, attributes, summary, provenance,
                                  activations_sha256)
         run_name = _run_name(params, len(table), summary, provenance)
-        with runs.probe_run(params.tracking.experiment, run_name, run_params, params.probe.scoring) as run:
+        with runs.probe_run(params.tracking.experiment, run_name, run_params, attributes[0].settings.scoring) as run:
             _log_stimuli(run, table_path, table, attributes, summary, run_params["stimuli_sha256"])
             # Scores, metrics and refit models are renamed into place together, once all are written:
             # a failure anywhere leaves none of them (and the MLflow run FAILED).
@@ -207,9 +207,10 @@ def _run_params(params: Params, table_path, table: StimulusTable, gram_path, gra
         "stimuli_sha256": file_sha256(table_path), "images_sha256": grams.attrs.get("images_sha256", ""),
         "gram_sha256": file_sha256(gram_path), "activations_sha256": activations_sha256,
     }
-    if len(attributes) > 1:  # each attribute's decoder and scoring, as params of the one run
-        for target in attributes:
-            run_params[f"attribute.{target.name}"] = f"{target.settings.classifier} ({target.settings.scoring})"
+    # Each attribute's decoder and scoring as they ran: probe.classifier and probe.scoring are only the
+    # defaults for a column that names no decoder of its own (probe.label=size:ridge_regression).
+    for target in attributes:
+        run_params[f"attribute.{target.name}"] = f"{target.settings.classifier} ({target.settings.scoring})"
     return run_params
 
 
@@ -222,6 +223,9 @@ def _run_name(params: Params, n_stimuli: int, summary: dict, provenance: dict) -
     # the preprocessing always, the tokens of a network that has token layers (extract.tokens' default: all)
     network = {"prep": summary["preprocess"], **({"tokens": summary["tokens"]} if summary["tokens"] != NO_TOKENS else {})}
     settings_named = {"n": n_stimuli, **network, **params.flat(("pca", "cv", "probe"))}
+    if "attributes" not in summary:  # one attribute: named by its column and the decoder and scoring that ran
+        settings_named.update({"probe.label": summary["label"], "probe.classifier": summary["classifier"],
+                               "probe.scoring": summary["scoring"]})
     defaults_named = {"prep": "dnnbrain", "tokens": "all", **Params().flat(("pca", "cv", "probe"))}
     if summary["weights"] == "random":
         settings_named["weights_seed"], defaults_named["weights_seed"] = provenance.get("network_seed", params.model.seed), 0

@@ -1,11 +1,15 @@
-"""Image files: which files of a folder are stimuli, the stimuli stage's cheap check, and the decoding
-extraction does (8-bit RGB, as DNNBrain's ``.convert('RGB')``). Both read an image through PIL with the
-same one-line errors (:func:`_pil_errors`), so a file the check lets through fails extraction alike.
+"""Image files: which files of a folder are stimuli, the stimuli stage's cheap check, the check stage's
+full check of each image (once per stimulus set, its notes recorded next to the image list), and the
+decoding extraction does (8-bit RGB, as DNNBrain's ``.convert('RGB')``). All read an image through PIL
+with the same one-line errors (:func:`_pil_errors`), so a file the checks let through fails extraction alike.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import multiprocessing
+import os
 import warnings
 from pathlib import Path
 
@@ -13,6 +17,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from dnnprobe.core.atomic import atomic_output
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.core.hashing import file_sha256
 
@@ -56,21 +61,29 @@ def check_image(path: Path) -> None:
 
 
 def load_rgb(path: Path, expected_sha256: str | None = None, notes: list[str] | None = None) -> Image.Image:
-    """Open an image as 8-bit RGB, as DNNBrain does (``.convert('RGB')``), with clear errors.
+    """Open an image as 8-bit RGB, as DNNBrain does (``.convert('RGB')``), with clear errors, checking all
+    that can be checked of the file.
 
     Pixels of more than 8 bits are scaled to 8 bits first, since PIL's own conversion clips them
     (:func:`eight_bit`). With `expected_sha256`, the bytes must have that hash (the image is the one the
     image list names). With `notes` (a list), one line naming the file is added for each thing that is
     decoded but worth knowing: an animated or multi-page file (its first frame is used), a JPEG whose
     scan data libjpeg reports as corrupt (PIL decodes it without a word), a warning of PIL's own.
-    Transparent pixels keep the colour stored under them, as in DNNBrain (``convert('RGB')``).
+    Transparent pixels keep the colour stored under them, as in DNNBrain (``convert('RGB')``). The check
+    stage runs this once per image (:func:`check_images`); extraction then decodes each image once
+    (:func:`decode_rgb`, the same pixels) and prints the notes the check stage recorded.
     """
-    if not path.is_file():
-        raise DnnprobeError(f"{path}: image not found")
-    if expected_sha256 is not None and file_sha256(path) != expected_sha256:
-        raise DnnprobeError(
-            f"{path}: its bytes differ from those the image list recorded; rerun the stimuli and check stages")
-    notes = [] if notes is None else notes
+    problems: list[str] = []
+    try:
+        return _load_rgb(path, expected_sha256, problems)
+    finally:
+        if notes is not None:
+            notes.extend(f"{path}: {problem}" for problem in problems)
+
+
+def _load_rgb(path: Path, expected_sha256: str | None, problems: list[str]) -> Image.Image:
+    """:func:`load_rgb`, its notes in `problems` without the file's name."""
+    _check_bytes(path, expected_sha256)
     with _pil_errors(path, "cannot read image"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -80,16 +93,44 @@ def load_rgb(path: Path, expected_sha256: str | None = None, notes: list[str] | 
                 image.load()
                 rgb = eight_bit(image, path).convert("RGB")
                 if image.format in ("JPEG", "MPO"):
-                    notes.extend(f"{path}: {problem}; decoded as PIL decodes it" for problem in jpeg_problems(path, image.mode))
+                    problems.extend(f"{problem}; decoded as PIL decodes it" for problem in jpeg_problems(path, image.mode))
         for warning in caught:
             # PIL only warns between its pixel limit and twice that; treat both as an error.
             if issubclass(warning.category, Image.DecompressionBombWarning):
                 raise warning.message
             if not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
-                notes.append(f"{path}: {warning.message}")  # about the file, not about library versions
+                problems.append(str(warning.message))  # about the file, not about library versions
     if frames > 1:
-        notes.append(f"{path}: {frames} frames (animated or multi-page); the first is used")
+        problems.append(f"{frames} frames (animated or multi-page); the first is used")
     return rgb
+
+
+def decode_rgb(path: Path, expected_sha256: str | None = None) -> Image.Image:
+    """The pixels of :func:`load_rgb`, decoded once, for an image :func:`check_images` has already checked.
+
+    What depends only on the file (the corrupt-scan check, which decodes a JPEG a second time; the frame
+    count, which seeks through the file; PIL's warnings) was recorded by the check stage; what remains is
+    the decode and the conversion to 8-bit RGB (:func:`eight_bit`), with the same one-line errors. With
+    `expected_sha256` the bytes must still have that hash: the record is of exactly those bytes.
+    """
+    _check_bytes(path, expected_sha256)
+    with _pil_errors(path, "cannot read image"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # recorded by the check stage; a worker would print them under no name
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            image.load()
+            return eight_bit(image, path).convert("RGB")
+
+
+def _check_bytes(path: Path, expected_sha256: str | None) -> None:
+    """Refuse a missing file, and with `expected_sha256` a file whose bytes do not have that hash."""
+    if not path.is_file():
+        raise DnnprobeError(f"{path}: image not found")
+    if expected_sha256 is not None and file_sha256(path) != expected_sha256:
+        raise DnnprobeError(
+            f"{path}: its bytes differ from those the image list recorded; rerun the stimuli and check stages")
+
+
 def eight_bit(image: Image.Image, path: Path) -> Image.Image:
     """`image` with 8 bits per channel; modes that already have them are returned as they are.
 
@@ -134,3 +175,89 @@ def jpeg_problems(path: Path, mode: str) -> list[str]:
             return []  # a JPEG variant libjpeg-turbo cannot decode, but PIL could: nothing to report
         return [str(warning).strip().rstrip(".")]
     return []
+
+
+# ---- the check stage's full check of every image, and its record ----------------------------------
+
+# Below this many images the check runs in one process (starting workers would cost more).
+PARALLEL_FROM = 64
+
+
+def _image_problems(path: Path) -> tuple[list[str], str | None]:
+    """One image's notes (without its name), or the one-line error that refuses it."""
+    problems: list[str] = []
+    try:
+        _load_rgb(path, None, problems)
+    except DnnprobeError as exc:
+        return problems, str(exc)
+    return problems, None
+
+
+def check_images(paths: list[Path], where: str, processes: int | None = None) -> list[list[str]]:
+    """Check every image as decoding it for extraction would (:func:`load_rgb`): each image's notes
+    (what is decoded but worth knowing, without the file's name), in order.
+
+    This is the per-image work that depends only on the file (a second, strict decode of each JPEG's
+    scan, the frame count, bit depth and pixel format, PIL's warnings), done once per stimulus set by the
+    check stage instead of at every extraction. The first image that cannot be read raises
+    DnnprobeError, one line: ``<where>, stimulus row <i>: <path>: <reason>``. Runs in `processes`
+    processes (default: one per CPU) for :data:`PARALLEL_FROM` images or more.
+    """
+    processes = processes or os.cpu_count() or 1
+    if processes > 1 and len(paths) >= PARALLEL_FROM:
+        with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(processes) as pool:
+            results = pool.imap(_image_problems, paths, chunksize=16)
+            return _problems_or_error(results, where)
+    return _problems_or_error(map(_image_problems, paths), where)
+
+
+def _problems_or_error(results, where: str) -> list[list[str]]:
+    problems = []
+    for row, (notes, error) in enumerate(results, start=1):
+        if error is not None:
+            raise DnnprobeError(f"{where}, stimulus row {row}: {error}")
+        problems.append(notes)
+    return problems
+
+
+def image_notes_path(image_list: Path) -> Path:
+    """Where the check stage records its image notes: next to the image list (``data/images.notes.json``
+    beside ``data/images.sha256``)."""
+    return Path(image_list).with_suffix(".notes.json")
+
+
+def write_image_notes(image_list: Path, stim_ids: list[str], problems: list[list[str]]) -> Path:
+    """Record each image's notes (:func:`check_images`) for the image list `image_list`, atomically.
+
+    The record names the list's sha256: it is read only for exactly those images (:func:`read_image_notes`).
+    """
+    record = {
+        "image_list": Path(image_list).name,
+        "image_list_sha256": file_sha256(image_list),
+        "images": len(stim_ids),
+        "notes": [{"row": row, "stimID": stim_id, "note": note}
+                  for row, (stim_id, notes) in enumerate(zip(stim_ids, problems), start=1) for note in notes],
+    }
+    path = image_notes_path(image_list)
+    with atomic_output(path) as temp:
+        temp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_image_notes(image_list: Path, list_sha256: str, stim_ids: list[str]) -> list[str] | None:
+    """The notes the check stage recorded for this image list, one line each naming the image (as
+    :func:`load_rgb` writes them, in image order), or None when there is no record of exactly these
+    images (no file, another list's, unreadable): then extraction checks each image itself."""
+    folder = Path(image_list).with_suffix("")  # the folder the list names (ImageList.folder)
+    try:
+        record = json.loads(image_notes_path(image_list).read_text(encoding="utf-8"))
+        if record["image_list_sha256"] != list_sha256 or record["images"] != len(stim_ids):
+            return None
+        problems: list[list[str]] = [[] for _ in stim_ids]
+        for entry in record["notes"]:
+            if not 1 <= entry["row"] <= len(stim_ids) or stim_ids[entry["row"] - 1] != entry["stimID"]:
+                return None
+            problems[entry["row"] - 1].append(str(entry["note"]))
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return [f"{folder / stim_id}: {note}" for stim_id, notes in zip(stim_ids, problems) for note in notes]

@@ -11,6 +11,10 @@
 - Layers of a ViT tower: ``patch_embed`` (``conv1``), ``block1``..``blockN``
   (``transformer.resblocks.N-1``: the module paths CLIP users know work too), ``norm`` (``ln_post``,
   the CLS token after the last layer norm). Token layout: CLS first (OpenCLIP's resblocks are batch-first).
+- Layers of a timm tower (``model.trunk``: SigLIP's ``ViT-B-16-SigLIP`` and the other ``timm_model_name``
+  configs): ``patch_embed``, ``block1``..``blockN`` (``trunk.blocks.N-1``), ``norm`` (``trunk.norm``), as
+  the timm source names them. Token layout: the trunk's ``num_prefix_tokens`` first; SigLIP's ViTs have
+  no class token (their tokens are all patches), so ``extract.tokens: cls`` is refused there.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import os
 
 import open_clip
+import torch
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.network.preprocess import Preprocess, shorter_side_then_crop
@@ -91,7 +96,21 @@ def _resblocks(model):
     return getattr(transformer, "resblocks", None)
 
 
+def _timm_trunk(model):
+    """The timm ViT inside a timm tower (``model.trunk``, its ``blocks`` a sequence), or None."""
+    trunk = getattr(model, "trunk", None)
+    blocks = getattr(trunk, "blocks", None)
+    return trunk if isinstance(blocks, (torch.nn.Sequential, torch.nn.ModuleList)) else None
+
+
 def friendly_layers(model, arch: str) -> dict[str, str]:
+    trunk = _timm_trunk(model)
+    if trunk is not None:  # a timm tower (SigLIP): timm's names, under trunk.
+        names = {"patch_embed": "trunk.patch_embed"} if hasattr(trunk, "patch_embed") else {}
+        names.update(blocks_as_friendly("block", [f"trunk.blocks.{n}" for n, _ in trunk.blocks.named_children()]))
+        if not isinstance(getattr(trunk, "norm", None), (torch.nn.Identity, type(None))):
+            names["norm"] = "trunk.norm"
+        return names
     blocks = _resblocks(model)
     if blocks is None:  # a ResNet tower (RN50...): its stages
         return {f"layer{i}": f"layer{i}" for i in range(1, 5) if hasattr(model, f"layer{i}")}
@@ -107,6 +126,15 @@ def default_layers(model, arch: str) -> list[str]:
 
 
 def token_layout(model, input_size: tuple[int, int]) -> TokenLayout | None:
+    trunk = _timm_trunk(model)
+    if trunk is not None:
+        patch_size = getattr(getattr(trunk, "patch_embed", None), "patch_size", None)
+        if patch_size is None or getattr(trunk, "num_prefix_tokens", None) is None:
+            return None
+        ph, pw = patch_size
+        prefix = int(trunk.num_prefix_tokens)
+        return TokenLayout(n_prefix=prefix, n_tokens=prefix + (input_size[0] // ph) * (input_size[1] // pw),
+                           has_cls=getattr(trunk, "cls_token", None) is not None)
     if _resblocks(model) is None or not getattr(model.transformer, "batch_first", True):
         return None
     ph, pw = model.patch_size if isinstance(model.patch_size, tuple) else (model.patch_size,) * 2

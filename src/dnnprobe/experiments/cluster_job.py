@@ -1,0 +1,87 @@
+"""One experiment of a cluster sweep, as its SLURM array task runs it (``python -m
+dnnprobe.experiments.cluster_job BATCH TASK``; the job script that ``dnnprobe cluster submit`` writes).
+
+In a scratch copy of the repository (never the user's workspace, so jobs never meet on one DVC
+``rw.lock``, treeverse/dvc#7419): clone at the experiment's commit, point DVC at the one shared cache
+(``cache.shared group``, ``cache.type reflink,copy``: no file of the copy is a link into the cache),
+``dvc exp run -n NAME -S ...``, then ``dvc exp push`` the experiment to the user's repository, its git
+remote. Stages the experiments share are restored from the shared cache (DVC's run cache) instead of
+computed again. The scratch copy is removed at the end, also on SIGTERM (scancel, the time limit). A
+failed stage pushes nothing: DVC caches no output of a failed stage, so no half-written output either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    print(f"+ {' '.join(command)}", flush=True)
+    subprocess.run(command, cwd=cwd, env=env, check=True)
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name  # the virtual environment this runs in
+    return str(beside) if beside.exists() else name
+
+
+def run_experiment(record: dict, experiment: dict, work: Path) -> None:
+    repo = Path(record["repo"])
+    dvc = _tool("dvc")
+    _run(["git", "clone", "--quiet", "--no-checkout", str(repo), str(work)], cwd=work.parent)
+    _run(["git", "checkout", "--quiet", "--detach", experiment["rev"]], cwd=work)
+    for key in ("user.name", "user.email"):  # DVC commits the experiment: the user's identity, else ours
+        found = subprocess.run(["git", "config", key], cwd=repo, capture_output=True, text=True).stdout.strip()
+        _run(["git", "config", key, found or ("dnnprobe cluster" if key == "user.name" else "dnnprobe@localhost")],
+             cwd=work)
+    _run([dvc, "cache", "dir", "--local", record["cache"]], cwd=work)
+    _run([dvc, "config", "--local", "cache.shared", "group"], cwd=work)
+    _run([dvc, "config", "--local", "cache.type", "reflink,copy"], cwd=work)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "PYTHONPATH")}
+    env["MLFLOW_TRACKING_URI"] = record["tracking_uri"]
+    command = [dvc, "exp", "run", "--name", experiment["name"]]
+    for setting in experiment["sets"]:
+        command += ["--set-param", setting]
+    _run(command, cwd=work, env=env)
+    _run([dvc, "exp", "push", "--no-cache", str(repo), experiment["name"]], cwd=work, env=env)
+
+
+def main(batch_path: str, task: str) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    batch = json.loads(Path(batch_path).read_text())
+    record = json.loads(Path(batch["sweep"]).read_text())
+    experiment = next(item for item in record["experiments"] if item["name"] == batch["names"][int(task)])
+    scratch = Path(record.get("scratch") or os.environ.get("TMPDIR") or "/tmp")
+    job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', os.getpid())}_{task}"
+    work = scratch / f"dnnprobe-{job}-{experiment['name']}"
+    started = time.perf_counter()
+    print(f"dnnprobe cluster: experiment {experiment['name']} (job {job}, node {os.uname().nodename}) at "
+          f"{experiment['rev'][:7]} in {work}, shared DVC cache {record['cache']}", flush=True)
+    try:
+        scratch.mkdir(parents=True, exist_ok=True)
+        run_experiment(record, experiment, work)
+    except subprocess.CalledProcessError as exc:
+        print(f"dnnprobe cluster: experiment {experiment['name']} failed: `{' '.join(exc.cmd[:3])} ...` exited with "
+              f"status {exc.returncode}", flush=True)
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"dnnprobe cluster: experiment {experiment['name']} done in {time.perf_counter() - started:.1f} s",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))

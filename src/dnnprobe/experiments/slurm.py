@@ -1,0 +1,183 @@
+"""SLURM, as ``dnnprobe cluster`` uses it: the job settings (``.dnnprobe/cluster.yaml`` and command options),
+the checks made before anything is submitted, ``sbatch``, job states (``sacct``, else ``squeue``) and
+``scancel``. Every call is the cluster's own command line tool: no scheduler of ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from dnnprobe.core.errors import DnnprobeError
+
+SETTINGS_FILE = ".dnnprobe/cluster.yaml"  # the one place for a sweep's resources (not params.yaml: DVC tracks that)
+MIN_TIME_S = 5 * 60  # a job copies the repository, restores shared stages and runs the rest: less is too short
+
+
+@dataclasses.dataclass
+class Settings:
+    """What every job of a sweep asks SLURM for, and where it works. Defaults suit the demo."""
+
+    partition: str | None = None  # None: the cluster's default partition
+    account: str | None = None
+    qos: str | None = None
+    time: str = "00:30:00"  # SLURM's formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
+    cpus: int = 2
+    mem: str = "4G"
+    gpus: str | None = None  # passed as --gpus (``1``, ``a100:2``); extract.device/probe.device ``auto`` use them
+    sbatch: list[str] = dataclasses.field(default_factory=list)  # further sbatch options, as written
+    cache: str | None = None  # the shared DVC cache; None: this repository's own (``dvc cache dir``)
+    scratch: str | None = None  # where a job copies the repository; None: the node's $TMPDIR, else /tmp
+
+    def sbatch_options(self) -> list[str]:
+        options = [f"--time={self.time}", f"--cpus-per-task={self.cpus}", f"--mem={self.mem}"]
+        for name in ("partition", "account", "qos", "gpus"):
+            if getattr(self, name):
+                options.append(f"--{name}={getattr(self, name)}")
+        return options + list(self.sbatch)
+
+
+def load_settings(repo: Path, overrides: dict[str, object]) -> Settings:
+    """``.dnnprobe/cluster.yaml`` (if present) with the command's options on top; unknown keys refused."""
+    path = repo / SETTINGS_FILE
+    data = {}
+    if path.exists():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DnnprobeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(data, dict):
+            raise DnnprobeError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    known = {field.name for field in dataclasses.fields(Settings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise DnnprobeError(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    data.update({key: value for key, value in overrides.items() if value not in (None, (), [])})
+    if isinstance(data.get("sbatch"), str):
+        data["sbatch"] = data["sbatch"].split()
+    settings = Settings(**data)
+    settings.time = str(settings.time)
+    settings.gpus = None if settings.gpus is None else str(settings.gpus)
+    return settings
+
+
+def time_seconds(text: str) -> int:
+    """Seconds in a SLURM time limit (``30``, ``10:00``, ``1:00:00``, ``2-00``, ``1-12:00:00``)."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not match or text.strip() in ("", "0"):
+        raise DnnprobeError(f"time limit {text!r} is not one of SLURM's formats (MM, MM:SS, HH:MM:SS, D-HH, "
+                            "D-HH:MM, D-HH:MM:SS)")
+    days, first, second, third = match.groups()
+    parts = [int(part) for part in (first, second, third) if part is not None]
+    if days is not None:  # D-HH, D-HH:MM, D-HH:MM:SS
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+        return int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+    if len(parts) == 1:
+        return parts[0] * 60
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def _run(command: list[str], what: str) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DnnprobeError(f"{what}: `{' '.join(command)}` failed ({exc})") from exc
+    if result.returncode != 0:
+        reason = (result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}").splitlines()
+        raise DnnprobeError(f"{what}: `{' '.join(command[:2])}` failed: {reason[-1].strip()}")
+    return result.stdout
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse settings no job could run with (a time limit below the floor, no CPU), without asking SLURM."""
+    seconds = time_seconds(settings.time)
+    if seconds < MIN_TIME_S:
+        raise DnnprobeError(f"time limit {settings.time!r} is too short: a job needs at least {MIN_TIME_S // 60} "
+                            "minutes (it copies the repository and restores shared stages before its own run); "
+                            "set `time:` in .dnnprobe/cluster.yaml or --time")
+    if not isinstance(settings.cpus, int) or settings.cpus < 1:
+        raise DnnprobeError(f"cpus {settings.cpus!r} must be a whole number of at least 1")
+
+
+def check_cluster(settings: Settings) -> None:
+    """Refuse, in one line and before anything is submitted, what SLURM would refuse or kill later."""
+    check_settings(settings)
+    if shutil.which("sbatch") is None:
+        raise DnnprobeError("no `sbatch` on PATH: submit from a SLURM login node (there, `module load slurm` "
+                            "or your site's equivalent may be needed)")
+    partitions = partition_names()
+    if settings.partition is not None and settings.partition not in partitions:
+        raise DnnprobeError(f"unknown partition {settings.partition!r}: this cluster has "
+                            f"{', '.join(sorted(partitions)) or 'none'} (`sinfo -s`)")
+
+
+def partition_names() -> set[str]:
+    output = _run(["sinfo", "--noheader", "--format=%R"], "cannot reach SLURM (is it configured here: SLURM_CONF, slurmctld up?)")
+    return {line.strip() for line in output.splitlines() if line.strip()}
+
+
+def submit(script: Path, options: list[str], arguments: list[str]) -> str:
+    """``sbatch --parsable``: the job id (``123``; an array's tasks are ``123_0``, ``123_1``, ...)."""
+    output = _run(["sbatch", "--parsable", *options, str(script), *arguments], "sbatch refused the job")
+    return output.strip().split(";")[0]
+
+
+def cancel(job_ids: list[str]) -> None:
+    if job_ids:
+        _run(["scancel", *job_ids], "scancel failed")
+
+
+# SLURM's job states, as `dnnprobe cluster status` shows them.
+STATES = {
+    "PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "SUSPENDED": "pending",
+    "RESIZING": "pending", "PREEMPTED": "pending", "CONFIGURING": "running", "RUNNING": "running",
+    "COMPLETING": "running", "STAGE_OUT": "running", "COMPLETED": "completed", "CANCELLED": "cancelled",
+    "TIMEOUT": "timeout", "DEADLINE": "timeout", "FAILED": "failed", "NODE_FAIL": "failed",
+    "OUT_OF_MEMORY": "failed", "BOOT_FAIL": "failed",
+}
+
+
+def job_states(job_ids: list[str]) -> dict[str, str]:
+    """State of each array task (``123_4``): pending, running, completed, failed, cancelled or timeout.
+
+    ``sacct`` (accounting) knows finished jobs, and knows a new job only a moment after ``sbatch``;
+    ``squeue`` knows the jobs still queued or running. A task neither lists is ``unknown``.
+    """
+    jobs = ",".join(sorted({job.split("_")[0] for job in job_ids}))
+    states: dict[str, str] = {}
+    if not jobs:
+        return states
+    queries = ([["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T", f"--jobs={jobs}"], "squeue"],
+               [["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State", f"--jobs={jobs}"],
+                "sacct"])
+    for command, what in queries:  # sacct last: its word on a finished job is final
+        try:
+            output = _run(command, what)
+        except DnnprobeError:
+            continue  # no accounting (sacct), or the jobs have left the queue (squeue)
+        for line in output.splitlines():
+            if "|" in line:
+                job, state = line.split("|")[:2]
+                state = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
+                for task in _expand(job.strip()):
+                    states[task] = STATES.get(state, state.lower())
+    return {job: states.get(job, "unknown") for job in job_ids}
+
+
+def _expand(job: str) -> list[str]:
+    """``12_[0-2,5%2]`` (pending tasks, folded) -> ``12_0``, ``12_1``, ``12_2``, ``12_5``."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job)
+    if not match:
+        return [job]
+    tasks = []
+    for part in match.group(2).split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        tasks += [f"{match.group(1)}_{i}" for i in range(int(first), int(last or first) + 1)]
+    return tasks
