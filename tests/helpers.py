@@ -222,6 +222,26 @@ def dvc(repo: Path, *args: str, env: dict | None = None) -> str:
     return result.stdout + result.stderr
 
 
+def chromium() -> str | None:
+    found = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
+    if found is None and os.environ.get("DNNPROBE_REQUIRE_CHROMIUM"):
+        pytest.fail("chromium not found (Debian: apt-get install chromium); .ci/run installs it")
+    return found
+
+
+def render(page: Path) -> str:
+    """The page's DOM after its scripts ran, in headless Chromium with every network request refused."""
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+         "--proxy-bypass-list=<-loopback>", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def mlflow_runs(db: Path) -> list[dict]:
     with sqlite3.connect(db) as connection:
         connection.row_factory = sqlite3.Row

@@ -54,6 +54,38 @@ def test_cka_and_rdms_from_the_gram_file_equal_a_direct_computation(grams, tiny_
     assert json.loads((tmp_path / "similarity" / "cka.json").read_text())["layers"] == layers
 
 
+def test_cka_json_figure_and_rdm_file_name_the_network_and_stimulus_set(grams, tiny_stimuli, tmp_path):
+    """Two networks' CKA files and figures can be told apart (issue 27): each names what ran."""
+    from dnnprobe.stages.similarity import similarity
+
+    other = tmp_path / "other.h5"
+    with h5py.File(grams) as file:
+        attrs = dict(file.attrs)
+    with h5py.File(other, "w") as file:  # as another network's Gram file records itself
+        file.attrs.update({**attrs, "network_arch": "vit_small_patch16_224", "network_source": "timm",
+                           "network_preprocess": "model", "network_tokens": "cls"})
+    result = similarity(tiny_stimuli, grams, tmp_path / "similarity")
+    written = json.loads((tmp_path / "similarity" / "cka.json").read_text())
+    assert written["network"] == result["network"]
+    assert {key: written["network"][key] for key in ("source", "arch", "weights", "preprocess", "tokens")} == {
+        "source": "torchvision", "arch": "alexnet", "weights": "random", "preprocess": "dnnbrain", "tokens": "n/a"}
+    assert written["stimulus_set"] and written["n_stimuli"] == 24
+    svg = (tmp_path / "similarity" / "cka.svg").read_text()
+    assert "torchvision alexnet (random weights), dnnbrain preprocessing" in svg
+    with h5py.File(tmp_path / "similarity" / "rdms.hdf5") as file:
+        descriptors = dict(file["descriptors"].attrs)
+    assert descriptors["network_arch"] == "alexnet" and descriptors["network_preprocess"] == "dnnbrain"
+    assert descriptors["stimulus_set"] == written["stimulus_set"]
+
+    from dnnprobe.network.provenance import network_record, network_words
+
+    with h5py.File(other) as file:
+        record = network_record(file.attrs)
+    assert network_words(record) == "timm vit_small_patch16_224 (random weights), model preprocessing, cls tokens"
+    # an activation file from another tool records nothing: unknown, never a guessed default
+    assert network_record({})["preprocess"] == "unknown" and network_record({}, arch="resnet18")["arch"] == "resnet18"
+
+
 def test_cka_between_two_gram_files_of_the_same_stimuli(grams, tiny_activations, tmp_path):
     other = tmp_path / "other.h5"
     write_gram_file(tiny_activations, other, layers=["conv1", "fc2"], progress=False)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import copy_repo, dvc, git, mlflow_runs
+from helpers import copy_repo, dvc, git, mlflow_runs, render
 
 
 @pytest.fixture(scope="module")
@@ -137,26 +135,6 @@ def test_dnnprobe_compare_shows_every_layer_and_every_setting_that_differs_in_20
         assert rows["pca"][column] == str(params["pca"]) and rows["cv"][column] == str(params["cv"])
         for layer in LAYERS:  # every layer, whether or not its value differs between the experiments
             assert rows[layer][column] == f"{metrics[layer]:.3f}", (layer, result.stdout)
-
-
-def _chromium() -> str | None:
-    found = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
-    if found is None and os.environ.get("DNNPROBE_REQUIRE_CHROMIUM"):
-        pytest.fail("chromium not found (Debian: apt-get install chromium); .ci/run installs it")
-    return found
-
-
-def render(page: Path) -> str:
-    """The page's DOM after its scripts ran, in headless Chromium with every network request refused."""
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
-    result = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
-         "--proxy-bypass-list=<-loopback>", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_dvc_plots_render_offline_as_one_chart_per_layer_depth(repo):

@@ -168,3 +168,13 @@ def test_no_permutations_no_permutation_keys():
     assert summary["conv_vs_relu"]["Conv1"]["p_holm"] == summary["conv_vs_relu"]["Conv1"]["p_value"]  # one depth
     assert summary["conv_vs_relu_test"]["correction"] == "Holm over 1 depth"
     assert "permutation" not in summary["conv_vs_relu_test"]
+
+
+def test_grid_edge_names_where_the_chosen_C_sits():
+    from dnnprobe.probe.stats import grid_edge
+
+    grid = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
+    assert grid_edge(np.array([1e3, 1e3, 1e2]), grid) == {"edge": "top", "C": 1e3, "folds": 2, "of": 3}
+    assert grid_edge(np.array([1e-3, 1e-3, 1e-2, 1.0]), grid) == {"edge": "bottom", "C": 1e-3, "folds": 2, "of": 4}
+    assert grid_edge(np.array([1.0, 1e3, 1e-3]), grid) is None  # inside the grid: nothing to say
+    assert grid_edge(None, grid) is None and grid_edge(np.array([1.0]), None) is None

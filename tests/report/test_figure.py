@@ -37,6 +37,10 @@ def test_report_writes_figures_and_plot_table_reproducibly(probed):
     svg = (folder / "figures" / "conv_vs_relu.svg").read_text()
     for text in ("alexnet", "random weights", "PCA 4", "3-fold", "pipeline check"):
         assert text in svg, text
+    # what ran, in full (issue 27): source, preprocessing, the folds and how C was set
+    for text in ("torchvision alexnet (random weights), dnnbrain preprocessing", "3-fold CV (StratifiedKFold), not grouped",
+                 "not shuffled", "C = 1 (fixed)"):
+        assert text in svg, text
     # the demo table's title and its classes' names (its condition column)
     assert summary["stimulus_set"] in svg and f"decoding {' vs '.join(summary['class_names'])}" in svg
     assert summary["conv_vs_relu_test"]["correction"] == "Holm over 7 depths"
@@ -124,7 +128,9 @@ def test_footnote_names_only_what_is_drawn():
     plt.close(figure)
     figure, axes, _ = drawn(made_summary(permutations=0))
     note = " ".join(figure.texts[0].get_text().split())
-    assert "permutation" not in note and "Nadeau-Bengio" in note
+    assert "Marks above bars" not in note and "Nadeau-Bengio" in note
+    # no test against chance ran: said, with how to run one (issue 27)
+    assert "No test against chance was run" in note and "dvc exp run -S probe.permutations=1000" in note
     plt.close(figure)
     # A summary without corrected tests (an older probe's): no brackets, and the footnote does not mention them.
     figure, axes, _ = drawn(made_summary(permutations=0, conv_vs_relu={}))
@@ -178,4 +184,33 @@ def test_layers_without_relu_partners_get_one_bar_each_in_depth_order_readably(n
     assert not any(a.overlaps(b) for a, b in zip(ticks, ticks[1:])), "tick labels collide"
     assert figure.get_size_inches()[0] <= 0.35 * 48 + 1.5 + 1.6 + 1e-9  # 48 layers stay within ~20 inches
     assert "layer" in [t.get_text() for t in axes.get_legend().get_texts()] and "ReLU" not in str(axes.get_legend().get_texts())
+    plt.close(figure)
+
+
+def test_title_names_tokens_preprocessing_folds_and_C_and_wraps_to_the_figure():
+    from dnnprobe.report.figure import figure_title
+
+    summary = made_summary(n=40, network_source="timm", arch="vit_small_patch16_224", preprocess="model", tokens="cls",
+                           folds="10-fold CV (StratifiedGroupKFold), grouped by 'concept', not shuffled",
+                           C_choice="C chosen per training fold by 5-fold inner CV from 7 values 0.001 .. 1000")
+    title = figure_title(summary, width=70)
+    joined = " ".join(title.split())
+    for text in ("timm vit_small_patch16_224 (random weights), model preprocessing, cls tokens",
+                 "grouped by 'concept'", "C chosen per training fold"):
+        assert text in joined, text
+    assert max(len(line) for line in title.splitlines()) <= 70 and len(title.splitlines()) >= 4
+
+
+def test_layers_that_do_not_beat_chance_are_hatched_and_the_footnote_says_so():
+    """With permutations, a layer whose permutation p >= .05 is drawn apart from the others (issue 27)."""
+    import matplotlib.pyplot as plt
+
+    summary = made_summary(permutations=1000)
+    for layer in summary["layers"].values():
+        layer["beats_chance"] = layer["p_value"] < 0.05
+    figure, axes, _ = drawn(summary)
+    hatched = [patch for patch in axes.patches if patch.get_hatch()]
+    assert len(hatched) == 2  # conv1 and conv1_relu: p = 0.3 in made_summary
+    note = " ".join(figure.texts[0].get_text().split())
+    assert "Hatched bars: not above chance (permutation p >= .05)" in note and "No test against chance" not in note
     plt.close(figure)

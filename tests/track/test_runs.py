@@ -55,8 +55,14 @@ def test_probe_stage_outputs_and_run(tmp_path, tiny_stimuli, tiny_gram, tiny_act
     assert {layer: run.data.metrics[layer] for layer in metrics} == pytest.approx(metrics, abs=1e-6)
     assert run.data.metrics["sem/fc1"] == pytest.approx(summary["layers"]["fc1"]["sem"])
     # what differs from the defaults first (the runs table cuts names short), then the network and n
-    assert run.info.run_name == f"pca=4 cv=3 | alexnet random n={summary['n_stimuli']}"
+    assert run.info.run_name == f"pca=4 cv=3 | alexnet random prep=dnnbrain n={summary['n_stimuli']}"
     assert summary["settings"] == "pca=4 cv=3"  # what labels this run's line in `dvc plots diff`
+    # what ran, for every preprocessing choice: DNNBrain's default is recorded too (issue 27)
+    assert {key: run.data.params[key] for key in ("network_source", "network_preprocess", "network_tokens")} == {
+        "network_source": "torchvision", "network_preprocess": "dnnbrain", "network_tokens": "n/a"}
+    assert (summary["network_source"], summary["preprocess"], summary["tokens"]) == ("torchvision", "dnnbrain", "n/a")
+    assert summary["folds"] == "3-fold CV (StratifiedKFold), not grouped, not shuffled"
+    assert summary["C_choice"] == "C = 1 (fixed)"
     assert run.data.params["stimulus_set"] == summary["stimulus_set"] and run.data.params["stimuli_source"] == "demo"
     # the stimulus table as the run's dataset input: name, digest, source, row count
     client = mlflow.tracking.MlflowClient()
@@ -71,12 +77,49 @@ def test_probe_stage_outputs_and_run(tmp_path, tiny_stimuli, tiny_gram, tiny_act
     assert json.loads((tmp_path / "probes" / "index.json").read_text())["layers"] == []
 
 
+def test_run_name_and_params_say_the_preprocessing_and_tokens_the_activations_record(tmp_path, tiny_stimuli, tiny_gram,
+                                                                                      tiny_activations):
+    """Two ViT runs that differ only in extract.tokens (or extract.preprocess) have different run names,
+    the difference first, and `dvc plots diff` labels (summary["settings"]); C: auto is said in words."""
+    import shutil
+
+    import h5py
+
+    gram = shutil.copy(tiny_gram, tmp_path / "gram.h5")
+    with h5py.File(gram, "r+") as file:  # as the extract stage records a ViT's choices, carried by the gram stage
+        file.attrs.update({"network_preprocess": "model", "network_tokens": "cls", "network_source": "timm"})
+    summary = run_probe(tmp_path, tiny_stimuli, gram, tiny_activations, **{"probe.C": "auto"})
+    run = latest_probe_run()
+    assert run.info.run_name.startswith("prep=model tokens=cls pca=4 cv=3 C=auto | alexnet random n=24"), run.info.run_name
+    assert summary["settings"] == "prep=model tokens=cls pca=4 cv=3 C=auto"
+    assert {key: run.data.params[key] for key in ("network_source", "network_preprocess", "network_tokens")} == {
+        "network_source": "timm", "network_preprocess": "model", "network_tokens": "cls"}
+    assert summary["C_choice"] == "C chosen per training fold by 5-fold inner CV from 7 values 0.001 .. 1000"
+
+
+def test_C_chosen_at_an_edge_of_its_grid_is_warned_in_one_line_per_layer_and_recorded(tmp_path, tiny_stimuli, tiny_gram,
+                                                                                       tiny_activations, capsys):
+    """probe.C with two candidates: every layer's C is at an end of the grid (issue 27: C: auto chose the top of
+    its grid for every layer without a word)."""
+    from dnnprobe.track.tags import C_EDGE_TAG
+
+    summary = run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **{"probe.C": "[0.00001,0.0001]"})
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "of its grid" in line]
+    assert len(warnings) == len(summary["layer_order"]) == len(summary["C_at_grid_edge"])
+    for layer, line in zip(summary["layer_order"], warnings):
+        assert line.startswith(f"probe: warning: attribute label, layer {layer}: C = "), line
+        edge = summary["layers"][layer]["C_at_grid_edge"]
+        assert f"C = {edge['C']:g}, the {edge['edge']} of its grid, chosen in {edge['folds']} of 3 folds" in line
+        assert edge["C"] in (0.00001, 0.0001) and edge["folds"] >= 2
+    assert latest_probe_run().data.tags[C_EDGE_TAG] == "; ".join(summary["C_at_grid_edge"])
+
+
 def test_dvc_experiment_name_is_a_tag_and_ends_the_run_name(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "utile-sook")
     run_probe(tmp_path, tiny_stimuli, tiny_gram, tiny_activations, **{"probe.C": "0.5"})
     run = latest_probe_run()
     assert run.data.tags["dvc_exp_name"] == "utile-sook"
-    assert run.info.run_name == "pca=4 cv=3 C=0.5 | alexnet random n=24 [utile-sook]"
+    assert run.info.run_name == "pca=4 cv=3 C=0.5 | alexnet random prep=dnnbrain n=24 [utile-sook]"
 
 
 def test_save_models_writes_npz_that_loads_without_pickle(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):
@@ -235,7 +278,7 @@ def test_a_server_stopping_mid_probe_fails_in_seconds_naming_the_runs_left_runni
         status = dict(db.execute("SELECT run_uuid, status FROM runs"))
         names = dict(db.execute("SELECT run_uuid, name FROM runs"))
     named = re.findall(r"([0-9a-f]{32}) \(the probe run\)", lines[0])
-    assert len(named) == 1 and status[named[0]] == "RUNNING" and names[named[0]].startswith("pca=4 cv=3 | alexnet random n=24")
+    assert len(named) == 1 and status[named[0]] == "RUNNING" and names[named[0]].startswith("pca=4 cv=3 | alexnet random prep=dnnbrain n=24")
     assert not (out / "probe").exists() and not (out / "metrics.json").exists()
 
 
@@ -257,7 +300,7 @@ def test_an_artifact_store_failing_at_the_end_leaves_the_previous_outputs(tmp_pa
     assert message.endswith("cannot write (the server answered HTTP 500 to each of 3 tries; see the server's log)")
     assert (tmp_path / "metrics.json").read_text() == "the previous run's\n" and list((tmp_path / "probe").iterdir()) == []
     assert not (tmp_path / "metrics_detail.json").exists()
-    assert run_statuses()["pca=4 cv=3 | alexnet random n=24"][0] == "FAILED"
+    assert run_statuses()["pca=4 cv=3 | alexnet random prep=dnnbrain n=24"][0] == "FAILED"
 
 
 def test_labels_written_as_floats_keep_their_class_names(tmp_path, tiny_stimuli, tiny_gram, tiny_activations):

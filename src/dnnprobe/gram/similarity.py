@@ -30,7 +30,9 @@ is exported.
 RDM file (``rdms.hdf5``) is rsatoolbox's own HDF5 layout of an ``RDMs`` object, read back by
 ``rsatoolbox.rdm.load_rdm(path)``: root attributes ``rsatoolbox_version`` and ``dissimilarity_measure``
 ("squared euclidean"); dataset ``dissimilarities`` (n_layers, n (n - 1) / 2), each row the upper triangle
-of one layer's RDM in row-major order (scipy's ``squareform``); groups ``descriptors`` (empty),
+of one layer's RDM in row-major order (scipy's ``squareform``); groups ``descriptors`` (what ran, as
+string attributes, rsatoolbox's form of an RDMs object's general descriptors: ``network_source``,
+``network_arch``, ``network_weights``, ``network_preprocess``, ``network_tokens``, ``stimulus_set``),
 ``rdm_descriptors`` (``layer``: the layer names, ``index``) and ``pattern_descriptors`` (``stimID``,
 ``index``).
 """
@@ -188,11 +190,11 @@ def euclidean_rdm(gram: np.ndarray, n_units: int) -> np.ndarray:
 
 
 def write_rdms(grams, stim_ids: list[str], path: str | os.PathLike, dtype: str = "float32",
-               matrices: dict | None = None) -> list[str]:
+               matrices: dict | None = None, descriptors: dict[str, str] | None = None) -> list[str]:
     """Every layer's Euclidean RDM in rsatoolbox's HDF5 layout (module docstring), from `matrices`
     (:func:`layer_grams`; default: the gram-route layers' stored Grams), a slab of rows at a time;
     returns the layers written. `stim_ids` name the stimuli (pattern descriptor ``stimID``), in the Gram
-    file's order."""
+    file's order; `descriptors` (what ran) become the ``descriptors`` group's attributes."""
     if matrices is None:
         matrices = {layer: grams.gram(layer) for layer in gram_layers(grams)[0]}
     layers = list(matrices)
@@ -205,7 +207,7 @@ def write_rdms(grams, stim_ids: list[str], path: str | os.PathLike, dtype: str =
         for index, layer in enumerate(layers):
             for offset, values in rdm_slabs(matrices[layer], grams.n_units(layer), n):
                 dissimilarities[index, offset:offset + len(values)] = values.astype(dtype)
-        file.create_group("descriptors")
+        file.create_group("descriptors").attrs.update({key: str(value) for key, value in (descriptors or {}).items()})
         rdm_descriptors = file.create_group("rdm_descriptors")
         rdm_descriptors["layer"] = np.array(layers, dtype="S")
         rdm_descriptors["index"] = np.arange(len(layers))

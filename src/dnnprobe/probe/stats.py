@@ -131,14 +131,34 @@ def paired_test(conv: LayerResult, relu: LayerResult, test_train_ratio: float | 
     return out
 
 
+CHANCE_ALPHA = 0.05  # a layer "beats chance" when its permutation p-value is below this
+
+
+def grid_edge(C: np.ndarray, grid) -> dict | None:
+    """Where C, chosen per fold from `grid` (``probe.C: auto`` or a list), sits: ``{"edge": "top" or
+    "bottom", "C": the grid's end, "folds": how many folds chose it, "of": folds}`` when at least half the
+    folds chose an end of the grid (the best C may lie beyond it), else None."""
+    if C is None or not grid or len(grid) < 2:
+        return None
+    C = np.asarray(C)
+    counts = {"top": int(np.sum(C == max(grid))), "bottom": int(np.sum(C == min(grid)))}
+    edge = max(counts, key=counts.get)  # the top on a tie
+    if 2 * counts[edge] < len(C):
+        return None
+    return {"edge": edge, "C": max(grid) if edge == "top" else min(grid), "folds": counts[edge], "of": int(len(C))}
+
+
 def summarise(results: dict[str, LayerResult], layer_order: list[str], settings: ProbeSettings) -> dict:
     """The probe's numbers for summary.json: ``layers`` (mean, SEM, fold scores, permutation
     results per layer), ``conv_vs_relu`` (per depth label: the tests of :func:`paired_test` and
     their Holm-corrected p-values ``p_holm``, ``p_permutation_holm``) and ``conv_vs_relu_test``
     (which test and which correction, in words).
 
-    n_test / n_train is that of k-fold cross-validation over the layers' k fold scores; `settings`
-    is not read (kept for the probe stage's call).
+    Per layer also ``beats_chance`` (permutation p < .05) when permutations ran, and ``C_at_grid_edge``
+    (:func:`grid_edge` against ``settings.C_grid``) when C was chosen at an end of its grid; the run's
+    ``chance_test`` says which test against chance ran, or that none did.
+
+    n_test / n_train is that of k-fold cross-validation over the layers' k fold scores.
     """
     layers = {}
     for layer in layer_order:
@@ -147,13 +167,21 @@ def summarise(results: dict[str, LayerResult], layer_order: list[str], settings:
                          "convergence_warnings": result.convergence_warnings, **layer_extras(result)}
         if result.C is not None:
             layers[layer]["C"] = result.C.tolist()  # chosen per fold
+            edge = grid_edge(result.C, getattr(settings, "C_grid", None))
+            if edge:
+                layers[layer]["C_at_grid_edge"] = edge
+        if result.p_value is not None and result.null is not None:
+            layers[layer]["beats_chance"] = bool(result.p_value < CHANCE_ALPHA)
     comparisons = {}
     ratio = kfold_test_train_ratio(len(results[layer_order[0]].score)) if layer_order else None
     for group in depth_groups(layer_order):
         if group.conv and group.relu:
             comparisons[group.label] = {"conv": group.conv, "relu": group.relu,
                                         **paired_test(results[group.conv], results[group.relu], ratio)}
-    summary = {"layers": layers, "conv_vs_relu": comparisons}
+    permutations = [len(results[layer].null) for layer in layer_order if results[layer].null is not None]
+    chance_test = (f"permutation test per layer ({permutations[0]} label permutations, one-sided, p < "
+                   f"{CHANCE_ALPHA:g}; beats_chance per layer)" if permutations else "none (probe.permutations: 0)")
+    summary = {"layers": layers, "conv_vs_relu": comparisons, "chance_test": chance_test}
     if comparisons:
         # Holm across the depths: one family per p-value kind (t-test, permutation).
         for key, corrected in (("p_value", "p_holm"), ("p_permutation", "p_permutation_holm")):

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dnnprobe.network.provenance import network_record
 from dnnprobe.probe import stats
+from dnnprobe.probe.decoders import INNER_CV
 from dnnprobe.probe.stats import attribute_summaries
 
 if TYPE_CHECKING:
@@ -20,9 +22,11 @@ if TYPE_CHECKING:
 
 
 def run_summary(params, table_path, table: StimulusTable, attributes, groups, layers: list[str], provenance: dict) -> dict:
-    """summary.json before any layer is decoded: the network (as the activations record it, `provenance`),
-    the stimulus set, the settings and, per attribute, its classes (:func:`class_description`)."""
+    """summary.json before any layer is decoded: the network (as the activations record it, `provenance`:
+    source, arch, weights, preprocessing, tokens), the stimulus set, the settings (the folds and how C is
+    set, in words) and, per attribute, its classes (:func:`class_description`)."""
     several = len(attributes) > 1
+    network = network_record(provenance, params.model.source, params.model.arch, params.model.weights)
     # One attribute: the decoder and scoring that ran (a ``column:decoder`` label names its own). Several:
     # probe.classifier and probe.scoring, for the columns that name none; each attribute's part says its own.
     ran = attributes[0].settings if not several else params.probe
@@ -30,6 +34,7 @@ def run_summary(params, table_path, table: StimulusTable, attributes, groups, la
         "arch": provenance.get("network_arch", params.model.arch),
         "weights": provenance.get("network_weights", params.model.weights),
         "weights_sha256": provenance.get("network_sha256", ""),
+        "network_source": network["source"], "preprocess": network["preprocess"], "tokens": network["tokens"],
         "stimulus_set": table.header.get("title", Path(table_path).name),
         "is_demo": table.header.get("source") == "demo",
         "source": table.header.get("source", ""),
@@ -38,6 +43,8 @@ def run_summary(params, table_path, table: StimulusTable, attributes, groups, la
         "classifier": ran.classifier, "C": params.probe.C, "scoring": ran.scoring,
         "standardize": params.probe.standardize, "permutations": params.probe.permutations,
         "layer_order": layers,
+        "folds": fold_words(params, groups, attributes[0].settings.is_regression),
+        "C_choice": c_words(attributes[0].settings),
     }
     if groups is not None or params.probe.shuffle:  # only then: DNNBrain's summary keeps its keys
         summary.update({"groups": params.probe.groups, "shuffle": params.probe.shuffle})
@@ -48,6 +55,27 @@ def run_summary(params, table_path, table: StimulusTable, attributes, groups, la
         if several:
             summary.setdefault("attributes", {})[target.name] = part
     return summary
+
+
+def fold_words(params, groups, regression: bool) -> str:
+    """The outer folds in words: ``10-fold CV (StratifiedKFold), not grouped, not shuffled``."""
+    if groups is not None:
+        kind, grouped = ("GroupKFold" if regression else "StratifiedGroupKFold"), f"grouped by '{params.probe.groups}'"
+    else:
+        kind, grouped = ("KFold" if regression else "StratifiedKFold"), "not grouped"
+    order = f"shuffled (seed {params.probe.seed})" if params.probe.shuffle else "not shuffled"
+    return f"{params.cv}-fold CV ({kind}), {grouped}, {order}"
+
+
+def c_words(settings) -> str:
+    """How the decoder's C was set, in words: fixed, or chosen per training fold from a grid."""
+    if settings.classifier == "lda":
+        return "no C (lda)"
+    if settings.C_grid is None:
+        return f"C = {settings.C:g} (fixed)"
+    grid = settings.C_grid
+    return (f"C chosen per training fold by {INNER_CV}-fold inner CV from {len(grid)} values "
+            f"{min(grid):g} .. {max(grid):g}")
 
 
 def attribute_part(summary: dict, name: str) -> dict:
@@ -63,6 +91,22 @@ def add_statistics(summary: dict, attributes, results: dict[str, dict]) -> None:
         part.update(stats.summarise(results[target.name], summary["layer_order"], target.settings))
         part["chance"], part["chance_source"] = stats.chance_level(results[target.name], target.y,
                                                                    target.settings.scoring)
+    edges = grid_edge_lines(summary)
+    if edges:  # C searched and chosen at an end of its grid: the best C may lie beyond it
+        summary["C_at_grid_edge"] = edges
+
+
+def grid_edge_lines(summary: dict) -> list[str]:
+    """One line per attribute and layer whose C, chosen per fold (``probe.C: auto`` or a list), sits at an
+    end of its grid (``C_at_grid_edge`` of :func:`dnnprobe.probe.stats.summarise`), naming both."""
+    lines = []
+    for name, part in attribute_summaries(summary):
+        for layer in summary["layer_order"]:
+            edge = part["layers"][layer].get("C_at_grid_edge")
+            if edge:
+                lines.append(f"attribute {name or part['label']}, layer {layer}: C = {edge['C']:g}, the {edge['edge']} "
+                             f"of its grid, chosen in {edge['folds']} of {edge['of']} folds")
+    return lines
 
 
 def class_description(table: StimulusTable, target) -> dict:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")  # no screen needed; set before pyplot is imported
@@ -22,7 +24,9 @@ def cka_figure(layers: list[str], cka: np.ndarray, left_out: list[str], title: s
     axes.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
     axes.set_yticks(range(len(layers)), layers, fontsize=7)
     note = f"\nnot derivable from the stored d x d moments: {', '.join(left_out)}" if left_out else ""
-    axes.set_title(title + note, fontsize=8)
+    width = int(size * 72 / (8 * 0.55))  # characters: the title wraps to the figure's width
+    wrapped = "\n".join(part for line in (title + note).split("\n") for part in textwrap.wrap(line, width=width))
+    axes.set_title(wrapped, fontsize=8)
     figure.colorbar(image, ax=axes, fraction=0.046, label="linear CKA")
     figure.tight_layout()
     return figure

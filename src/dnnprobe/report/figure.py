@@ -3,7 +3,8 @@
 Layers are grouped by depth: ``conv1`` and ``conv1_relu`` share a group (the Conv bar and the ReLU
 bar); a layer without a ``_relu`` partner gets a group of its own. Error bars are the SEM over
 folds; the dashed line is chance (the permutation null's mean when permutations ran, else the
-majority-class rate); with permutations, marks above bars give each layer's permutation p-value;
+majority-class rate); with permutations, marks above bars give each layer's permutation p-value and
+a layer that does not beat chance (p >= .05) is hatched (without them the footnote says no test ran);
 brackets give each depth's Conv-vs-ReLU test (Nadeau and Bengio's corrected resampled t-test over
 folds, Holm-corrected across depths: :mod:`dnnprobe.probe.stats`). The footnote names only what is drawn.
 Conv and ReLU are Okabe and Ito's orange and blue, told apart with every common colour-vision
@@ -51,16 +52,22 @@ def decoded_attribute(summary: dict) -> str:
     return f"decoding {len(names)} classes: {', '.join(names[:3])}, ... ({column})"
 
 
-def figure_title(summary: dict) -> str:
-    """Stimulus set and what was decoded, then network and probe settings (and the demo warning)."""
-    line = (
-        f"{summary['stimulus_set']} (n={summary['n_stimuli']}): {decoded_attribute(summary)}\n"
-        f"{summary['arch']} ({summary['weights']} weights), PCA {summary['pca']}, {summary['cv']}-fold CV, "
-        f"{summary['classifier']} decoder"
-    )
+def figure_title(summary: dict, width: int = 110) -> str:
+    """What ran, each part on its own line and wrapped at `width` characters: the stimulus set and what was
+    decoded; the network (source, arch, weights, preprocessing, tokens); the probe (PCA, folds, decoder, C);
+    and the demo warning. A summary from before these were recorded says less."""
+    network = f"{summary.get('network_source', '')} {summary['arch']}".strip() + f" ({summary['weights']} weights)"
+    if "preprocess" in summary:
+        network += f", {summary['preprocess']} preprocessing"
+    if summary.get("tokens", "n/a") != "n/a":
+        network += f", {summary['tokens']} tokens"
+    probe = [f"PCA {summary['pca']}", summary.get("folds", f"{summary['cv']}-fold CV"),
+             f"{summary['classifier']} decoder", summary.get("C_choice", "")]
+    lines = [f"{summary['stimulus_set']} (n={summary['n_stimuli']}): {decoded_attribute(summary)}",
+             network, ", ".join(part for part in probe if part)]
     if summary.get("is_demo"):
-        line += "\nbuilt-in demo stimuli: a pipeline check, not a scientific finding"
-    return line
+        lines.append("built-in demo stimuli: a pipeline check, not a scientific finding")
+    return "\n".join(wrapped for line in lines for wrapped in textwrap.wrap(line, width=width))
 
 
 # Marks stay legible where the chance line runs through them.
@@ -75,8 +82,8 @@ def _bracket_p(summary: dict, group) -> float | None:
 
 
 def footnote(summary: dict, drawn: dict[str, bool]) -> list[str]:
-    """The footnote's sentences, one for each kind of thing drawn (`drawn`: "layer_marks", "brackets",
-    "published")."""
+    """The footnote's sentences, one for each kind of thing drawn (`drawn`: "layer_marks", "not_above_chance",
+    "brackets", "published"), and, when no permutation test ran, that none did and how to run one."""
     lines = [f"Bars: mean {summary['scoring'].replace('_', ' ')} over {summary['cv']} cross-validation folds; "
              "error bars: SEM over folds; dashed line: chance."]
     if drawn.get("layer_marks"):
@@ -84,6 +91,11 @@ def footnote(summary: dict, drawn: dict[str, bool]) -> list[str]:
         where = "across all stimuli" if summary.get("classes") is None else "within folds"
         lines.append(f"Marks above bars: permutation test per layer ({summary.get('permutations')} label "
                      f"permutations {where}, one-sided, not corrected across layers).")
+    if drawn.get("not_above_chance"):
+        lines.append("Hatched bars: not above chance (permutation p >= .05).")
+    if not any("p_value" in layer for layer in summary["layers"].values()):
+        lines.append("No test against chance was run (the dashed line is the chance level only): set "
+                     "probe.permutations, e.g. dvc exp run -S probe.permutations=1000, for a permutation test per layer.")
     if drawn.get("brackets"):
         described = summary.get("conv_vs_relu_test", {})
         correction = described.get("correction", "Holm-corrected")
@@ -119,7 +131,7 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
     width_in, height_in = max(6.0, slot * len(groups) + 1.5) + 1.6, 4.8  # + room for the legend at the right
     figure, axes = plt.subplots(figsize=(width_in, height_in))
     x = np.arange(len(groups))
-    drawn = {"layer_marks": False, "brackets": False, "published": False, "marks": set()}
+    drawn = {"layer_marks": False, "not_above_chance": False, "brackets": False, "published": False, "marks": set()}
     _draw_bars(figure, axes, summary, groups, x, single, drawn)
     chance = summary["chance"]
     axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({summary['chance_source']})")
@@ -129,7 +141,7 @@ def conv_vs_relu_figure(summary: dict) -> plt.Figure:
     axes.spines["right"].set_visible(False)
     axes.set_xticks(x, [g.label for g in groups], **({"rotation": 90, "fontsize": 7} if many else {}))
     axes.set_ylabel(summary["scoring"].replace("_", " "))
-    axes.set_title(figure_title(summary), fontsize=9)
+    axes.set_title(figure_title(summary, width=int((width_in - 1.0) * 72 / (9 * 0.55))), fontsize=9)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     _draw_footnote(figure, summary, drawn, width_in, height_in)
     return figure
@@ -149,7 +161,12 @@ def _draw_bars(figure: plt.Figure, axes, summary: dict, groups, x: np.ndarray, s
             continue
         means = np.array([metrics[layers[i]]["mean"] for i in present])
         sems = np.array([metrics[layers[i]]["sem"] for i in present])
-        axes.bar(x[present] + offset, means, width, yerr=sems, color=colour, label=name, capsize=0, ecolor="black")
+        bars = axes.bar(x[present] + offset, means, width, yerr=sems, color=colour, label=name, capsize=0, ecolor="black")
+        for bar, i in zip(bars.patches, present):  # the permutation test says this layer does not beat chance
+            if metrics[layers[i]].get("beats_chance") is False:
+                bar.set_hatch("///")
+                bar.set_edgecolor("white")
+                drawn["not_above_chance"] = True
         for i, mean, sem in zip(present, means, sems):
             mark = _stars(metrics[layers[i]].get("p_value"))
             if mark:

@@ -23,6 +23,7 @@ from dnnprobe.core.hashing import file_sha256, text_sha256
 from dnnprobe.core.params import schema
 from dnnprobe.core.progress import progress_bar
 from dnnprobe.network.params import ModelParams
+from dnnprobe.network.provenance import NO_TOKENS
 from dnnprobe.probe import budget
 from dnnprobe.probe import stats
 from dnnprobe.probe.params import FoldParams, ProbeParams
@@ -34,6 +35,7 @@ from dnnprobe.track.failures import shown
 from dnnprobe.track.keys import check_layer_names
 from dnnprobe.track.params import TrackingParams
 from dnnprobe.track.store import tracking_uri
+from dnnprobe.track.tags import C_EDGE_TAG
 
 if TYPE_CHECKING:
     from dnnprobe.probe.targets import Target
@@ -143,6 +145,11 @@ def probe(
                     ActivationFile(activations_path) as acts, ops.precision():
                 results = _decode_layers(params, grams, acts, ops, attributes, groups, run, temp_dir, progress)
                 add_statistics(summary, attributes, results)
+                for line in summary.get("C_at_grid_edge", []):  # one line each, naming attribute and layer
+                    click.echo(f"probe: warning: {line}; the best C may lie beyond it: widen the grid "
+                               "(probe.C: a list of candidates)", err=True)
+                if summary.get("C_at_grid_edge"):
+                    run.tag(C_EDGE_TAG, "; ".join(summary["C_at_grid_edge"]))
                 summary_text = json.dumps(summary, indent=2) + "\n"
                 (temp_dir / "summary.json").write_text(summary_text)
                 temp_metrics.write_text(json.dumps(layer_means(summary), indent=2) + "\n")
@@ -191,6 +198,9 @@ def _run_params(params: Params, table_path, table: StimulusTable, gram_path, gra
     run_params = {
         **params.flat(PARAMS),
         **{key: value for key, value in provenance.items() if key.startswith("network_")},
+        # what the summary says of the network, for every choice (an absent key is the extract stage's default)
+        "network_source": summary["network_source"], "network_preprocess": summary["preprocess"],
+        "network_tokens": summary["tokens"],
         "n_stimuli": len(table), "layers": grams.layers,
         # what the stimulus table says of itself (the stimuli stage wrote it from params.yaml's stimuli.*)
         "stimulus_set": summary["stimulus_set"], "stimuli_source": summary["source"],
@@ -206,18 +216,21 @@ def _run_params(params: Params, table_path, table: StimulusTable, gram_path, gra
 
 def _run_name(params: Params, n_stimuli: int, summary: dict, provenance: dict) -> str:
     """The MLflow run's name: what tells it apart from other runs, the network (and its seed when the weights
-    are random and it is not 0), the number of stimuli, pca, cv and any probe setting off its default.
+    are random and it is not 0), its preprocessing and tokens, the number of stimuli, pca, cv and any probe
+    setting off its default.
     Also sets ``summary["settings"]``: what differs from the defaults, as the run name begins (`dvc plots
     diff` labels each experiment with it)."""
-    settings_named = {"n": n_stimuli, **params.flat(("pca", "cv", "probe"))}
+    # the preprocessing always, the tokens of a network that has token layers (extract.tokens' default: all)
+    network = {"prep": summary["preprocess"], **({"tokens": summary["tokens"]} if summary["tokens"] != NO_TOKENS else {})}
+    settings_named = {"n": n_stimuli, **network, **params.flat(("pca", "cv", "probe"))}
     if "attributes" not in summary:  # one attribute: named by its column and the decoder and scoring that ran
         settings_named.update({"probe.label": summary["label"], "probe.classifier": summary["classifier"],
                                "probe.scoring": summary["scoring"]})
-    defaults_named = Params().flat(("pca", "cv", "probe"))
+    defaults_named = {"prep": "dnnbrain", "tokens": "all", **Params().flat(("pca", "cv", "probe"))}
     if summary["weights"] == "random":
         settings_named["weights_seed"], defaults_named["weights_seed"] = provenance.get("network_seed", params.model.seed), 0
     arch, weights = str(summary["arch"]), str(summary["weights"])
-    name = naming.run_name(arch, weights, settings_named, defaults_named, always=("n", "pca", "cv"))
+    name = naming.run_name(arch, weights, settings_named, defaults_named, always=("prep", "tokens", "n", "pca", "cv"))
     summary["settings"] = " ".join(naming.changed_settings(arch, weights, settings_named, defaults_named)) or "defaults"
     return name
 

@@ -21,6 +21,7 @@ from dnnprobe.compute.disk import check_free_space
 from dnnprobe.gram import similarity as sim
 from dnnprobe.gram.budget import check_gram_stage
 from dnnprobe.gram.reader import GramFile
+from dnnprobe.network.provenance import network_record, network_words
 from dnnprobe.report.cka import cka_figure
 from dnnprobe.report.save import save_figure
 from dnnprobe.stimuli.table import StimulusTable
@@ -30,8 +31,8 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
                other_path: str | os.PathLike | None = None,
                activations_path: str | os.PathLike | None = None,
                other_activations_path: str | os.PathLike | None = None) -> dict:
-    """Write cka.json (layers, the CKA matrix), the CKA figure and rdms.hdf5 in `out_dir`; returns
-    cka.json's content. Every layer of the Gram file is in both; covariance-route layers are computed
+    """Write cka.json (what ran: the network and stimulus set the Gram file records; layers, the CKA
+    matrix), the CKA figure (titled by the same) and rdms.hdf5 in `out_dir`; returns cka.json's content. Every layer of the Gram file is in both; covariance-route layers are computed
     from `activations_path` (and the other file's from `other_activations_path`; without it they are
     listed as left out of the comparison). Raises DnnprobeError (before any work) when the table's
     stimuli are not the Gram file's, the disk or memory cannot hold the computed Grams, or (with
@@ -56,7 +57,10 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
         temp = stack.enter_context(atomic_output(out_dir, directory=True))
         matrices = stack.enter_context(sim.layer_grams(grams, activations_path, temp / "scratch-grams.h5"))
         layers, cka = sim.layer_cka(matrices, grams.n_stim)
+        network = network_record(grams.attrs)
+        stimulus_set = table.header.get("title", Path(table_path).name)
         result = {"measure": "linear CKA (Kornblith et al. 2019) of the centred Gram matrices",
+                  "network": network, "stimulus_set": stimulus_set, "n_stimuli": len(table),
                   "layers": layers, "cka": [[round(float(v), 6) for v in row] for row in cka],
                   "left_out": [],
                   "from_activations": narrow,
@@ -68,14 +72,15 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
                 if other_activations_path else None
             rows, cols, cross = sim.cross_cka(grams, other, matrices, other_matrices)
             left_out = [layer for layer in other.layers if layer not in cols]
-            result["other"] = {"gram": str(other_path), "rows": rows, "columns": cols,
+            result["other"] = {"gram": str(other_path), "network": network_record(other.attrs), "rows": rows, "columns": cols,
                                "cka": [[round(float(v), 6) for v in row] for row in cross],
                                "left_out": left_out,
                                "left_out_why": "fewer units than stimuli in the other Gram file (d x d moments): "
                                                "give its activation file (--other-activations)" if left_out else ""}
-        title = f"{table.header.get('title', Path(table_path).name)} (n={len(table)}): linear CKA between layers"
+        title = f"{stimulus_set} (n={len(table)}): linear CKA between layers\n{network_words(network)}"
         save_figure(cka_figure(layers, cka, [], title), temp / "cka")
-        sim.write_rdms(grams, table.stim_ids, temp / "rdms.hdf5", matrices=matrices)
+        descriptors = {**{f"network_{key}": value for key, value in network.items()}, "stimulus_set": stimulus_set}
+        sim.write_rdms(grams, table.stim_ids, temp / "rdms.hdf5", matrices=matrices, descriptors=descriptors)
         (temp / "cka.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 

@@ -32,7 +32,8 @@ def run_name(arch: str, weights: str, settings: Mapping[str, object], defaults: 
 
     ``classifier=ridge pca=50 | alexnet random n=400 cv=10``: MLflow's runs table cuts names at about 20
     characters, so what tells runs apart comes first (:func:`changed_settings`); the rest says what
-    ran. The default run is ``alexnet random n=400 pca=100 cv=10``. `probe_run` appends DVC's experiment
+    ran. The probe's default run is ``alexnet random prep=dnnbrain n=400 pca=100 cv=10`` (it passes the
+    preprocessing and tokens as settings). `probe_run` appends DVC's experiment
     name in brackets, so the name also says which `dvc exp show` row it is.
     """
     changed = changed_settings(arch, weights, settings, defaults)

@@ -128,6 +128,11 @@ class ProbeRun:
                 path = shutil.copyfile(path, Path(folder) / name)  # MLflow names an artifact after its file
             client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
 
+    def tag(self, key: str, value: str) -> None:
+        """Tag the parent run (MLflow keeps at most 8,000 characters of a tag's value; longer is cut)."""
+        with store_errors(self.store):
+            mlflow.tracking.MlflowClient().set_tag(self.run_id, key, value[:8000])
+
     def record_summary(self, summary_sha256: str) -> None:
         """Tag the run with the sha256 of the summary.json it produced: the report stage finds the run
         of exactly those results this way, even when DVC restored them from its run cache."""

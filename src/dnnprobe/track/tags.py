@@ -1,6 +1,8 @@
 """The tags dnnprobe puts on its MLflow runs: one home for the names that runs write and lookups read."""
 
 SUMMARY_TAG = "dnnprobe.summary_sha256"  # on a probe run: the sha256 of the summary.json it wrote
+# on a probe run whose C (probe.C: auto or a list) was chosen at an end of its grid: attribute, layer, C, folds
+C_EDGE_TAG = "dnnprobe.C_at_grid_edge"
 
 # Every run dnnprobe starts names the process that owns it, so that a later dnnprobe can tell a run
 # whose process was killed (SIGKILL, the OOM killer) from one still in progress.
