@@ -345,3 +345,18 @@ def direct_linear_cka(X, Y):
         return np.trace(a @ H @ b @ H)
 
     return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+
+
+def build_network(arch, weights, seed):
+    """The torchvision network and the name of its weights (the default source)."""
+    from dnnprobe.network.build import build_from_source
+
+    model, name, _ = build_from_source("torchvision", arch, weights, seed)
+    return model, name
+
+
+def same_weights(a, b):
+    import torch
+
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

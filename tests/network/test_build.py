@@ -9,19 +9,9 @@ import pytest
 import torch
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.network.build import build_from_source, load_network, save_network
+from dnnprobe.network.build import load_network, save_network
 from dnnprobe.network.sources.torchvision import random_network
-
-
-def build_network(arch, weights, seed):
-    """The torchvision network and the name of its weights (the default source)."""
-    model, name, _ = build_from_source("torchvision", arch, weights, seed)
-    return model, name
-
-
-def same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+from helpers import build_network, same_weights
 
 
 def test_random_weights_are_reproducible_from_the_seed():

@@ -10,20 +10,10 @@ import torch
 from helpers import closed_port_url
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.network.build import build_from_source
 from dnnprobe.network.layers import LayerCall, default_layers, resolve_layers
 from dnnprobe.network.sources import torchvision as torchvision_source
 from dnnprobe.network.sources.torchvision import TUTORIAL_LAYERS, friendly_layer_names, random_network
-
-
-def build_network(arch, weights, seed):
-    model, name, _ = build_from_source("torchvision", arch, weights, seed)
-    return model, name
-
-
-def same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+from helpers import build_network, same_weights
 
 
 def test_no_layers_means_the_tutorial_layers():
