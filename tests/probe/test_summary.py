@@ -104,3 +104,20 @@ def test_several_labels_each_name_their_decoder_everywhere(tiny_stimuli, tiny_gr
     experiment, = experiments_from_exp_show(exp_show)
     assert [name for name, _ in compare_rows([experiment]) if name.startswith("mean ")] == \
         ["mean accuracy (label: lda), r2 (size: ridge_regression)"]
+
+
+def test_several_labels_each_name_their_own_folds_in_the_summary_and_figure(tiny_stimuli, tiny_gram,
+                                                                             tiny_activations, tmp_path):
+    """A class label is decoded on stratified folds, a continuous one on plain KFold: each attribute's part
+    (what its figure's title reads) names its own scheme, whichever comes first in probe.label."""
+    from dnnprobe.probe.stats import attribute_summaries
+
+    table = table_with_size(tiny_stimuli, tmp_path)
+    for order in (["size:ridge_regression", "label"], ["label", "size:ridge_regression"]):
+        summary, *_ = probe_and_report(table, tiny_gram, tiny_activations, tmp_path / "-".join(order)[:12],
+                                       **{"probe.label": repr(order)})
+        assert summary["folds"] == "per attribute"
+        parts = dict(attribute_summaries(summary))
+        assert parts["label"]["folds"].startswith("3-fold CV (StratifiedKFold)")
+        assert parts["size"]["folds"].startswith("3-fold CV (KFold)")
+        assert "(StratifiedKFold)" in figure_title(parts["label"]) and "(KFold)" in figure_title(parts["size"])

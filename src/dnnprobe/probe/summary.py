@@ -43,14 +43,19 @@ def run_summary(params, table_path, table: StimulusTable, attributes, groups, la
         "classifier": ran.classifier, "C": params.probe.C, "scoring": ran.scoring,
         "standardize": params.probe.standardize, "permutations": params.probe.permutations,
         "layer_order": layers,
-        "folds": fold_words(params, groups, attributes[0].settings.is_regression),
-        "C_choice": c_words(attributes[0].settings),
     }
+    # Folds (stratified or not) and C depend on each attribute's decoder: one value for the run when every
+    # attribute agrees, else each attribute's part says its own (the figures read the part).
+    folds = {target.name: fold_words(params, groups, target.settings.is_regression) for target in attributes}
+    c_choice = {target.name: c_words(target.settings) for target in attributes}
+    for key, words in (("folds", folds), ("C_choice", c_choice)):
+        summary[key] = next(iter(words.values())) if len(set(words.values())) == 1 else "per attribute"
     if groups is not None or params.probe.shuffle:  # only then: DNNBrain's summary keeps its keys
         summary.update({"groups": params.probe.groups, "shuffle": params.probe.shuffle})
     for target in attributes:
         part = summary if not several else {"label": target.name, "classifier": target.settings.classifier,
-                                             "scoring": target.settings.scoring}
+                                             "scoring": target.settings.scoring, "folds": folds[target.name],
+                                             "C_choice": c_choice[target.name]}
         part.update(class_description(table, target))
         if several:
             summary.setdefault("attributes", {})[target.name] = part
