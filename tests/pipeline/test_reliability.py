@@ -291,7 +291,7 @@ def test_a_file_that_is_not_a_gram_file_is_named(tmp_path, tiny_stimuli, tiny_ac
 def test_disk_too_small_for_the_activations_is_refused_before_extraction(tmp_path, tiny_image_list, tiny_network, monkeypatch):
     monkeypatch.setattr("dnnprobe.compute.disk.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
     result = cli("extract", "--images", tiny_image_list, "--network", tiny_network, "--out", tmp_path / "acts" / "a.act.h5")
-    assert_one_line_error(result, "extract", "a.act.h5: needs 95 MB but its disk has 1 MB free")
+    assert_one_line_error(result, "extract", "a.act.h5: needs 131 MB but its disk has 1 MB free")
     assert_nothing_written(tmp_path / "acts")
 
 
@@ -618,10 +618,10 @@ def applied(repo: Path, change: tuple):
         (("param", "report.confusion_layer", "conv1"), {"params", "report"}),
         # the gram stage has no params; the probe only reads the Gram file; similarity computes narrow layers' Grams with it
         (("code", "src/dnnprobe/gram/writer.py"), {"gram", "similarity"}),
-        (("code", "src/dnnprobe/network/layers.py"), {"extract"}),  # layer naming: only extraction resolves names
+        (("code", "src/dnnprobe/network/layers.py"), {"check", "extract"}),  # layer naming: check and extraction resolve names
         (("code", "src/dnnprobe/probe/pairing.py"), {"probe", "report"}),  # the figure edits no check, extract or similarity
         (("code", "src/dnnprobe/track/keys.py"), {"check", "probe"}),
-        (("code", "src/dnnprobe/report/figure.py"), {"report", "similarity"}),  # a figure change never reruns the probe
+        (("code", "src/dnnprobe/report/figure.py"), {"report"}),  # a figure change reruns the report only
         (("code", "src/dnnprobe/core/params.py"), set(STAGES)),
         (("code", "src/dnnprobe/cli.py"), set()),  # the command for people: no stage runs it
         *[(("code", f"src/dnnprobe/stages/{stage}.py"), {stage}) for stage in STAGES],
