@@ -23,7 +23,7 @@ PRETRAINED = [
     ("torchvision", "alexnet", "imagenet", ["alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"]),
     ("torchvision", "resnet18", "IMAGENET1K_V1", ["resnet18-f37072fd.pth"]),
     ("timm", "vit_tiny_patch16_224", "default", ["timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"]),
-    ("open_clip", "ViT-B-32", "openai", ["timm/vit_base_patch32_clip_224.openai", "open_clip_pytorch_model.bin"]),
+    ("open_clip", "ViT-B-32-quickgelu", "openai", ["timm/vit_base_patch32_clip_224.openai", "open_clip_pytorch_model.bin"]),
     ("open_clip", "ViT-B-32", "laion2b_s34b_b79k", ["laion/CLIP-ViT-B-32-laion2B-s34B-b79K"]),
     ("hf", "facebook/dinov2-small", "pretrained", ["facebook/dinov2-small"]),
 ]
@@ -172,14 +172,14 @@ def test_every_source_in_a_fresh_process_makes_no_request_and_stops_in_seconds(t
 
 
 def test_the_network_stage_offline_prints_one_line_and_writes_nothing(tmp_path):
-    """The issue's case: open_clip ViT-B-32 `openai`, nothing cached (58 s of retried requests before)."""
+    """The issue's case: open_clip ViT-B-32(-quickgelu) `openai`, nothing cached (58 s of retried requests before)."""
     out = tmp_path / "models" / "network.pt"
     command = [sys.executable, "-c", STAGE, "network", "--quiet", "--params", str(REPO / "params.yaml"),
-               "--set", "model.source=open_clip", "--set", "model.arch=ViT-B-32", "--set", "model.weights=openai",
+               "--set", "model.source=open_clip", "--set", "model.arch=ViT-B-32-quickgelu", "--set", "model.weights=openai",
                "--out", str(out)]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=tmp_path, env=fresh_env(tmp_path), capture_output=True, text=True, timeout=300)
-    print(f"dnnprobe network, open_clip ViT-B-32 openai: exit {result.returncode} after {time.perf_counter() - started:.1f} s")
+    print(f"dnnprobe network, open_clip ViT-B-32-quickgelu openai: exit {result.returncode} after {time.perf_counter() - started:.1f} s")
     assert "NETWORK ATTEMPT" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1, result.stderr

@@ -239,6 +239,35 @@ def test_open_clip_tower_blocks_equal_its_resblocks_and_transform(tmp_path, smal
     close(stored(path, "norm"), reduce(normed, "mean", 1))
 
 
+@pytest.mark.parametrize("arch, tag, ending", [
+    ("ViT-B-32", "openai", "QuickGELU, which ViT-B-32 does not use (every block's output would be wrong); "
+                           "set model.arch=ViT-B-32-quickgelu"),
+    ("RN50", "openai", "set model.arch=RN50-quickgelu"),
+    ("ViT-B-32-quickgelu", "laion2b_s34b_b79k", "metaclip_400m, metaclip_fullcc)"),  # a GELU tag: not one of its tags
+])
+def test_open_clip_tag_trained_with_another_activation_is_refused_before_any_load(arch, tag, ending):
+    """CLIP's openai weights load into a GELU ViT-B-32 without complaint, but every block's output differs."""
+    from dnnprobe.network.sources import open_clip as source
+
+    with pytest.raises(DnnprobeError) as caught:
+        source.pretrained(arch, tag)
+    message = str(caught.value)
+    assert message.startswith("model.weights") and tag in message and "\n" not in message, message
+    assert message.endswith(ending), message
+
+
+def test_open_clip_quickgelu_arch_is_what_its_tags_were_trained_with():
+    import open_clip
+
+    from dnnprobe.network.sources import open_clip as source
+
+    for arch in ("ViT-B-32-quickgelu", "ViT-B-16-quickgelu", "RN50-quickgelu"):
+        for tag in open_clip.list_pretrained_tags_by_model(arch):
+            source.check_activation(arch, tag, open_clip.get_pretrained_cfg(arch, tag))  # accepted: no error
+    model = source.build("ViT-B-32-quickgelu", 0)
+    assert isinstance(model.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+
+
 # ---- Hugging Face ----------------------------------------------------------------------------------
 
 

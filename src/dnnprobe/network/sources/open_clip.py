@@ -3,7 +3,7 @@
 - ``model.arch``: a name in ``open_clip.list_models()``; only ``model.visual`` (the image tower) is
   built, saved and probed.
 - ``model.weights``: ``random`` (OpenCLIP's initialisation from ``model.seed``); a ``pretrained`` tag
-  (``laion2b_s34b_b79k``, ``openai``: ``open_clip.list_pretrained_tags_by_model(arch)``), read from the
+  (``laion2b_s34b_b79k``, ``openai`` with ``ViT-B-32-quickgelu``: ``open_clip.list_pretrained_tags_by_model(arch)``), read from the
   local Hugging Face cache (``HF_HOME``) only, its ``visual.*`` weights kept; or a weights file in
   models/external/ holding the image tower's (or the whole model's) state_dict.
 - ``extract.preprocess: model``: the tower's ``preprocess_cfg`` (size, ``shortest`` resize then centre
@@ -54,6 +54,7 @@ def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
     if not cfg:
         raise DnnprobeError(f"model.weights: OpenCLIP has no pretrained tag {tag!r} for {arch} "
                             f"(its tags: {', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'})")
+    check_activation(arch, tag, cfg)
     path, model_id, names = _cached_checkpoint(cfg.get("hf_hub") or "")
     if path is None:
         raise DnnprobeError(
@@ -63,6 +64,25 @@ def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
             "and copy its HF_HOME here, a weights file in models/external/, or model.weights=random")
     state = adapt_state(load_weights_file(path))
     return state, {"hub": str(cfg.get("hf_hub") or cfg.get("url")), "file": os.path.basename(path), "path": path}
+
+
+def check_activation(arch: str, tag: str, cfg: dict) -> None:
+    """Refuse a tag trained with QuickGELU on an arch built with GELU (or the reverse).
+
+    The weights load either way (same tensors), but every block's activation differs, so the
+    activations would be silently wrong. ``open_clip.create_model(arch, pretrained=tag)`` only warns;
+    OpenCLIP names the QuickGELU variants ``<arch>-quickgelu`` (CLIP's ``openai`` weights among them).
+    """
+    tag_quick = bool(cfg.get("quick_gelu", False))
+    arch_quick = bool((open_clip.get_model_config(arch) or {}).get("quick_gelu", False))
+    if tag_quick and not arch_quick:
+        raise DnnprobeError(f"model.weights={tag}: OpenCLIP's {tag} weights for {arch} were trained with QuickGELU, "
+                            f"which {arch} does not use (every block's output would be wrong); set "
+                            f"model.arch={arch}-quickgelu")
+    if arch_quick and not tag_quick:
+        base = arch.removesuffix("-quickgelu")
+        raise DnnprobeError(f"model.weights={tag}: OpenCLIP's {tag} weights were trained with GELU, but {arch} uses "
+                            f"QuickGELU (every block's output would be wrong); set model.arch={base}")
 
 
 def _cached_checkpoint(hf_hub: str) -> tuple[str | None, str, list[str]]:
