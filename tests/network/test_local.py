@@ -112,6 +112,8 @@ BAD = {
                        "model.arch: models/external/cornet_z.py:block() failed (TypeError: block() missing 2 required"),
     "file fails": (dict(arch="models/external/broken.py:net", file="models/external"),
                    "models/external/broken.py: running the file failed (ModuleNotFoundError: No module named 'cornet_layers' at line 1)"),
+    "file does not parse": (dict(arch="models/external/typo.py:net", file="models/external"),
+                            "models/external/typo.py: running the file failed (SyntaxError: invalid syntax at line 2)"),
     "outside models/external": (dict(arch="mine/cornet_z.py:cornet_z", file="models/external"),
                                 "model.arch: mine/cornet_z.py is outside models/external/; the network's code must be in"),
     "a link out of models/external": (dict(arch="models/external/link.py:cornet_z", file="models/external"),
@@ -133,6 +135,7 @@ def test_bad_input_is_one_line_before_any_work(own_repo, case):
         handle.write("\n\ndef not_a_module():\n    return cornet_z().state_dict()\n")
     (external / "broken.py").write_text("from cornet_layers import V1\n")
     (external / "other.py").write_text("")
+    (external / "typo.py").write_text("import torch\ndef net(:\n    pass\n")
     (own_repo / "mine").mkdir()
     (own_repo / "mine" / "cornet_z.py").write_text(docs_example())
     (external / "link.py").symlink_to(own_repo / "mine" / "cornet_z.py")

@@ -77,9 +77,9 @@ def _module(path: Path):
 
 def _where(exc: BaseException, path: Path) -> str:
     """The exception in one line, with the line of the user's file it came from."""
+    if isinstance(exc, SyntaxError) and exc.lineno:  # its str() already ends "(file, line N)": say it once
+        return f"{type(exc).__name__}: {exc.msg} at line {exc.lineno}"
     message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        return f"{message} (line {exc.lineno})"
     lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if os.path.realpath(frame.filename) == os.path.realpath(path)]
     return f"{message} at line {lines[-1]}" if lines else message
 
