@@ -1,7 +1,8 @@
 """`dnnprobe cluster` against a real SLURM (the `slurm_cluster` fixture: a one-node cluster started by
 scripts/slurm-local when none is configured): a 2 pca x 2 classifier sweep of the tiny demo, its results
 as DVC experiments equal to local `dvc exp run`s, the extraction computed once, MLflow runs on a server,
-a job cancelled mid-run never shown as a result, and resubmitted."""
+a job cancelled mid-run never shown as a result, and resubmitted. The cluster is this one machine, so the
+repository and its cache in /tmp are every node's: `--single-node` says so (and submit checks it with sinfo)."""
 
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def test_slurm_sweep_matches_local_runs_computes_extraction_once_and_resubmits_a
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     started = time.monotonic()
-    submitted = cluster(repo, env, "submit", *GRID, "--cpus", "1", "--time", "00:10:00", "--scratch", str(scratch))
+    submitted = cluster(repo, env, "submit", *GRID, "--cpus", "1", "--time", "00:10:00", "--scratch", str(scratch),
+                        "--single-node")
     assert submitted.returncode == 0, submitted.stderr
     assert time.monotonic() - started < 60  # returns at once: nothing waits on the login node
     sweep = next((repo / ".dvc" / "tmp" / "cluster").glob("*/sweep.json")).parent
@@ -134,10 +136,11 @@ def test_slurm_sweep_matches_local_runs_computes_extraction_once_and_resubmits_a
 def test_slurm_unknown_partition_is_refused_before_submitting(tmp_path, slurm_cluster):
     repo = copy_repo(tmp_path / "repo")
     env = slurm_env(slurm_cluster, "http://127.0.0.1:5000")
-    result = cluster(repo, env, "submit", "-S", "pca=4,8", "--partition", "gpu-a100")
-    assert result.returncode == 1, result.stdout
-    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert "unknown partition 'gpu-a100': this cluster has debug" in result.stderr
+    for dry_run in ((), ("--dry-run",)):  # a dry run refuses what submitting would
+        result = cluster(repo, env, "submit", "-S", "pca=4,8", "--partition", "gpu-a100", "--single-node", *dry_run)
+        assert result.returncode == 1, result.stdout
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert "unknown partition 'gpu-a100': this cluster has debug" in result.stderr
     assert not (repo / ".dvc" / "tmp" / "cluster").exists()
     queue = subprocess.run(["squeue", "--noheader"], env=env, capture_output=True, text=True)
     assert queue.stdout.strip() == ""
@@ -177,7 +180,13 @@ def test_slurm_local_script_stops_every_daemon_it_started(tmp_path, slurm_cluste
 def test_slurm_sbatch_refusal_leaves_no_sweep_behind(tmp_path, slurm_cluster):
     repo = copy_repo(tmp_path / "repo")
     env = slurm_env(slurm_cluster, "http://127.0.0.1:5000")
-    result = cluster(repo, env, "submit", "-S", "pca=4,8", "--mem", "100000G")  # more than any node has
+    # A dry run asks SLURM (sbatch --test-only) and is refused as the submit is; an accepted one submits nothing.
+    dry = cluster(repo, env, "submit", "-S", "pca=4,8", "--mem", "100000G", "--single-node", "--dry-run")
+    assert dry.returncode == 1 and dry.stderr.strip().splitlines() == [dry.stderr.strip()], dry.stdout
+    assert "sbatch would refuse the job: `sbatch --test-only` failed: " in dry.stderr
+    accepted = cluster(repo, env, "submit", "-S", "pca=4,8", "--single-node", "--dry-run")
+    assert accepted.returncode == 0 and accepted.stdout.count("  sbatch --test-only: sbatch: Job ") == 2, accepted.stderr
+    result = cluster(repo, env, "submit", "-S", "pca=4,8", "--mem", "100000G", "--single-node")  # more than any node has
     assert result.returncode == 1, result.stdout
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "dnnprobe cluster submit: error: sbatch refused the job: " in result.stderr

@@ -1,10 +1,14 @@
-"""dnnprobe.experiments.slurm without a cluster: settings, time limits, and the refusals made before
-anything is submitted (`dnnprobe cluster submit` run as a user runs it)."""
+"""dnnprobe.experiments.slurm without a cluster: settings, time limits, the job script, and the refusals
+made before anything is submitted (`dnnprobe cluster submit` run as a user runs it). Where SLURM is asked,
+it is a fake `sinfo` and `sbatch` on PATH (:func:`fake_slurm`) that log each call: a dry run must make
+every check a real submit makes and submit nothing."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +35,32 @@ def slurmless_env(tracking_uri: str | None) -> dict:
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     return env
+
+
+HERE = socket.gethostname().split(".")[0]
+ACCEPTED = "sbatch: Job 9 to start at 2026-12-07T06:47:43 using 1 processors on nodes vm in partition debug"
+
+
+def fake_slurm(folder: Path, sinfo: str | None = f"debug*|infinite|{HERE}", refusal: str | None = None) -> dict:
+    """The environment of a login node whose SLURM is two scripts: `sinfo` prints `sinfo` (None: fails as an
+    unconfigured SLURM does), `sbatch --test-only` accepts (or prints `refusal` and fails), a real `sbatch`
+    prints job id 4242. Every sbatch call is logged to folder/sbatch.log."""
+    env = slurmless_env("http://127.0.0.1:5000")
+    tools = Path(env["PATH"].split(os.pathsep)[-1])
+    answer = f"printf '%s\\n' {shlex.quote(sinfo)}" if sinfo is not None else (
+        "echo 'sinfo: fatal: Could not establish a configuration source' >&2; exit 1")
+    (tools / "sinfo").write_text(f"#!/bin/bash\n{answer}\n")
+    refuse = f"echo {shlex.quote(refusal)} >&2; exit 1" if refusal else f"echo {shlex.quote(ACCEPTED)} >&2; exit 0"
+    (tools / "sbatch").write_text(f"#!/bin/bash\necho \"$*\" >> {folder / 'sbatch.log'}\n"
+                                  f"if [ \"$1\" = --test-only ]; then {refuse}; fi\necho 4242\n")
+    for name in ("sinfo", "sbatch"):
+        (tools / name).chmod(0o755)
+    return env
+
+
+def sbatch_calls(folder: Path) -> list[str]:
+    log = folder / "sbatch.log"
+    return log.read_text().splitlines() if log.exists() else []
 
 
 def error_line(result, command: str = "submit") -> str:
@@ -62,15 +92,16 @@ def test_slurm_settings_file_and_options_give_the_sbatch_options(tmp_path):
     (tmp_path / ".dnnprobe").mkdir()
     (tmp_path / ".dnnprobe" / "cluster.yaml").write_text(
         "partition: gpu\naccount: lab\ntime: '2:00:00'\ngpus: 1\nsbatch: [--constraint=a100]\n")
-    settings = load_settings(tmp_path, {"cpus": 8, "qos": None})
+    settings = load_settings(tmp_path, {"cpus": 8, "qos": None, "gres": "gpu:1"})
     assert settings.sbatch_options() == ["--time=2:00:00", "--cpus-per-task=8", "--mem=4G", "--partition=gpu",
-                                         "--account=lab", "--gpus=1", "--constraint=a100"]
+                                         "--account=lab", "--gpus=1", "--gres=gpu:1", "--constraint=a100"]
     (tmp_path / ".dnnprobe" / "cluster.yaml").write_text("partiton: gpu\n")
     one_line_error(lambda: load_settings(tmp_path, {}), "unknown setting 'partiton'")
 
 
-def test_slurm_missing_sbatch_is_one_line_before_anything_is_submitted(tiny_repo):
-    line = error_line(submit(tiny_repo, "-S", "pca=4,8"))
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)])
+def test_slurm_missing_sbatch_is_one_line_before_anything_is_submitted(tiny_repo, dry_run):
+    line = error_line(submit(tiny_repo, "-S", "pca=4,8", "--single-node", *dry_run))
     assert "no `sbatch` on PATH" in line
     assert not (tiny_repo / ".dvc" / "tmp" / "cluster").exists()
 
@@ -78,6 +109,47 @@ def test_slurm_missing_sbatch_is_one_line_before_anything_is_submitted(tiny_repo
 def test_slurm_time_limit_below_the_floor_is_refused(tiny_repo):
     line = error_line(submit(tiny_repo, "-S", "pca=4,8", "--time", "00:02:00", "--dry-run"))
     assert "time limit '00:02:00' is too short: a job needs at least 5 minutes" in line
+
+
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)])
+@pytest.mark.parametrize("sinfo, options, says", [
+    (None, (), "cannot reach SLURM (is it configured here: SLURM_CONF, slurmctld up?): `sinfo --noheader` failed: sinfo: "
+               + "fatal: Could not establish a configuration source"),
+    (f"debug*|infinite|{HERE}", ("--partition", "gpu"), "unknown partition 'gpu': this cluster has debug"),
+    (f"debug*|1:00:00|{HERE}", ("--time", "2:00:00"), "time limit '2:00:00' is longer than partition 'debug' allows"
+                                                       + " (60 minutes"),
+    (f"debug|infinite|{HERE}", (), "this cluster has no default partition: name one (debug)"),
+    (f"debug*|infinite|{HERE}\ndebug*|infinite|node2", (), "single_node is set but partition 'debug' has nodes node2, "),
+])
+def test_slurm_what_slurm_would_refuse_is_refused_by_a_dry_run_too(tiny_repo, tmp_path, sinfo, options, says, dry_run):
+    env = fake_slurm(tmp_path, sinfo)
+    line = error_line(submit(tiny_repo, "-S", "pca=4,8", "--single-node", *options, *dry_run, env=env))
+    assert says in line
+    assert sbatch_calls(tmp_path) == []  # refused before any sbatch call
+    assert not (tiny_repo / ".dvc" / "tmp" / "cluster").exists()
+
+
+def test_slurm_dry_run_asks_sbatch_test_only_and_reports_its_refusal(tiny_repo, tmp_path):
+    refusal = "allocation failure: Requested node configuration is not available"
+    env = fake_slurm(tmp_path, refusal=refusal)
+    line = error_line(submit(tiny_repo, "-S", "pca=4,8", "--single-node", "--mem", "100000G", "--dry-run", env=env))
+    assert line.endswith(f"sbatch would refuse the job: `sbatch --test-only` failed: {refusal}")
+    [call] = sbatch_calls(tmp_path)
+    assert call.startswith("--test-only ") and "--mem=100000G" in call
+
+
+def test_slurm_node_local_repository_is_refused_without_single_node(tiny_repo, tmp_path):
+    line = error_line(submit(tiny_repo, "-S", "pca=4,8", "--dry-run", env=fake_slurm(tmp_path)))
+    assert f"the repository {tiny_repo} is under /tmp, this node's alone" in line and "--single-node" in line
+
+
+def test_slurm_bad_params_are_refused_before_slurm_is_asked(tiny_repo, tmp_path):
+    env = fake_slurm(tmp_path)
+    line = error_line(submit(tiny_repo, "-S", "pca=4,abc", "--single-node", "--dry-run", env=env))
+    assert line.endswith("error: experiment pca_abc: params.yaml: pca must be an integer, got 'abc'")
+    line = error_line(submit(tiny_repo, "-S", "probe.C=-1", "--single-node", env=env))
+    assert line.endswith("probe.C must be > 0, got -1.0")
+    assert sbatch_calls(tmp_path) == []
 
 
 def test_slurm_dirty_workspace_is_refused(tmp_path):
@@ -95,16 +167,54 @@ def test_slurm_tracking_store_the_jobs_cannot_share_is_refused(tiny_repo, uri, s
     assert says in line
 
 
-def test_slurm_dry_run_prints_each_job_and_its_sbatch_settings(tiny_repo):
+def test_slurm_dry_run_prints_each_job_and_its_sbatch_settings(tiny_repo, tmp_path):
+    env = fake_slurm(tmp_path)
     result = submit(tiny_repo, "-S", "pca=4,8", "-S", "probe.classifier=logistic,lda", "--gpus", "1",
-                    "--account", "lab", "--dry-run")
+                    "--gres", "gpu:1", "--account", "lab", "--single-node", "--dry-run", env=env)
     assert result.returncode == 0, result.stderr
-    jobs = [line for line in result.stdout.splitlines() if not line.startswith("would run")]
+    jobs = [line for line in result.stdout.splitlines()[:4]]
     assert [line.split()[0] for line in jobs] == ["pca4-classifier_logistic", "pca4-classifier_lda",
                                                   "pca8-classifier_logistic", "pca8-classifier_lda"]
     assert "-S pca=8 -S probe.classifier=lda" in jobs[3]
     sbatch = [line for line in result.stdout.splitlines() if line.startswith("would run: sbatch")]
     assert len(sbatch) == 2 and "--array=0-0" in sbatch[0] and "--array=0-2" in sbatch[1]
-    assert all("--gpus=1" in line and "--account=lab" in line for line in sbatch)
+    assert all("--gpus=1" in line and "--gres=gpu:1" in line and "--account=lab" in line for line in sbatch)
     assert "--dependency=afterany:" in sbatch[1]
+    assert result.stdout.count(f"  sbatch --test-only: {ACCEPTED}") == 2
+    assert result.stdout.splitlines()[-1].startswith("dry run: every check passed")
+    calls = sbatch_calls(tmp_path)  # SLURM asked about both batches (the second without its dependency), no job
+    assert len(calls) == 2 and all(call.startswith("--test-only ") and "--gres=gpu:1" in call for call in calls)
+    assert not any("--dependency" in call for call in calls)
     assert not (tiny_repo / ".dvc" / "tmp" / "cluster").exists()  # a dry run writes nothing
+
+
+def script_gpus(settings, env: dict[str, str]) -> str:
+    """CUDA_VISIBLE_DEVICES as a job's script leaves it for `dvc exp run` (the script up to its exec line)."""
+    from dnnprobe.experiments.cluster import job_script_text
+
+    text = job_script_text(settings)
+    assert text.splitlines()[-1].startswith("exec ") and text.splitlines()[-1].endswith(
+        '-m dnnprobe.experiments.cluster_job "$1" "$SLURM_ARRAY_TASK_ID"')
+    preamble = "\n".join(text.splitlines()[:-1]) + '\necho "GPUS=${CUDA_VISIBLE_DEVICES-unset}"\n'
+    base = {key: value for key, value in os.environ.items() if not key.startswith(("CUDA_", "SLURM_"))}
+    result = subprocess.run(["bash", "-c", preamble], env={**base, **env}, capture_output=True, text=True, check=True)
+    return result.stdout.splitlines()[-1].removeprefix("GPUS=")
+
+
+@pytest.mark.parametrize("asked", [{"gpus": "1"}, {"gres": "gpu:a100:1"}, {"sbatch": ["--gpus-per-task=1"]}])
+def test_slurm_job_with_a_gpu_keeps_the_gpus_slurm_gave_it(asked):
+    from dnnprobe.experiments.slurm import Settings
+
+    # SLURM sets CUDA_VISIBLE_DEVICES to the job's GPUs; `device: auto` (torch's cuda, the first visible) uses them.
+    assert script_gpus(Settings(**asked), {"SLURM_JOB_GPUS": "3", "CUDA_VISIBLE_DEVICES": "0"}) == "0"
+    assert script_gpus(Settings(**asked), {"CUDA_VISIBLE_DEVICES": "0"}) == "0"  # an older SLURM: no SLURM_JOB_GPUS
+
+
+def test_slurm_job_without_a_gpu_hides_the_nodes_gpus_unless_slurm_gave_it_one():
+    from dnnprobe.experiments.slurm import Settings
+
+    # Asked for none: a GPU number inherited from the login shell must not send `auto` to another job's GPU.
+    assert script_gpus(Settings(), {"CUDA_VISIBLE_DEVICES": "0"}) == ""
+    assert script_gpus(Settings(), {}) == ""
+    # A partition that gives GPUs by itself (SLURM_JOB_GPUS set): kept.
+    assert script_gpus(Settings(), {"SLURM_JOB_GPUS": "2", "CUDA_VISIBLE_DEVICES": "0"}) == "0"

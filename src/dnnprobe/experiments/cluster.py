@@ -6,6 +6,10 @@ copy of the repository with one shared DVC cache and pushes it home as a DVC exp
 repository (:mod:`dnnprobe.experiments.cluster_job`). ``status`` lists each experiment's job and state
 (and the log tail of a failure), ``cancel`` cancels, ``resubmit`` reruns the failed, cancelled and
 timed-out ones. Resources: ``.dnnprobe/cluster.yaml`` and the options (:mod:`dnnprobe.experiments.slurm`).
+Before any ``sbatch``, every check runs (:mod:`dnnprobe.experiments.cluster_checks`: paths every node
+reaches, each experiment's params; :func:`dnnprobe.experiments.slurm.check_cluster`); ``--dry-run``
+runs them all too, then ``sbatch --test-only`` for each batch, so it never says "would run" for jobs
+SLURM would refuse.
 
 The first experiment runs alone, the others after it (``--dependency=afterany``): stages they share
 (stimuli, network, extraction when only probe settings differ) are computed once, by the first, and
@@ -22,12 +26,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.experiments import slurm
+from dnnprobe.experiments.cluster_checks import check_params, check_storage, sweep_cache
 from dnnprobe.experiments.cluster_plan import (Planned, check_clean, check_names, existing_names, find_sweep,
                                                grid, new_sweep_dir, queued_experiments, read_record, repo_root,
                                                write_record)
@@ -62,26 +68,43 @@ def dvc_cache(repo: Path) -> str:
     return str(Path(result.stdout.strip()).resolve())
 
 
-def job_script(folder: Path) -> Path:
-    """The batch script every task runs: this Python, this dnnprobe, the batch file and the task index."""
+def job_script_text(settings: slurm.Settings) -> str:
+    """The batch script every task runs: this Python, this dnnprobe, the batch file and the task index.
+
+    GPUs: SLURM sets CUDA_VISIBLE_DEVICES to the GPUs it gave the job, so ``device: auto`` (torch's
+    ``cuda``, the first visible GPU) runs on the job's own GPU. A sweep that asked for none, on a node
+    SLURM gave no GPU of this job (``SLURM_JOB_GPUS`` empty), hides the node's GPUs: ``auto`` then runs on
+    the CPU instead of on a GPU SLURM gave another job.
+    """
     source = Path(__file__).resolve().parents[2]  # the src/ folder holding dnnprobe
+    lines = ["#!/bin/bash", "# One experiment of a dnnprobe cluster sweep: `dnnprobe cluster submit` wrote this file.",
+             f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"",
+             f"export PYTHONPATH={shlex.quote(str(source))}"]
+    if not slurm.wants_gpu(settings):
+        lines += ["# The sweep asked for no GPU: unless SLURM gave this job one, `device: auto` must not use the node's.",
+                  'if [ -z "${SLURM_JOB_GPUS:-}" ]; then export CUDA_VISIBLE_DEVICES=""; fi']
+    lines += ['echo "dnnprobe cluster: GPUs of this job (CUDA_VISIBLE_DEVICES): ${CUDA_VISIBLE_DEVICES-unset}"',
+              f"exec {shlex.quote(sys.executable)} -m dnnprobe.experiments.cluster_job \"$1\" \"$SLURM_ARRAY_TASK_ID\""]
+    return "\n".join(lines) + "\n"
+
+
+def job_script(folder: Path, settings: slurm.Settings) -> Path:
     script = folder / "job.sh"
-    script.write_text(
-        "#!/bin/bash\n# One experiment of a dnnprobe cluster sweep: `dnnprobe cluster submit` wrote this file.\n"
-        f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"\n"
-        f"export PYTHONPATH={shlex.quote(str(source))}\n"
-        f"exec {shlex.quote(sys.executable)} -m dnnprobe.experiments.cluster_job \"$1\" \"$SLURM_ARRAY_TASK_ID\"\n")
+    script.write_text(job_script_text(settings))
     script.chmod(0o755)
     return script
 
 
 def submit_batches(folder: Path, record: dict, planned: list[Planned], names: list[str], settings: slurm.Settings,
                    lead: bool, dry_run: bool) -> list[str]:
-    """Submit `names` as one array job (or the first alone, then the rest after it); returns the commands."""
+    """Submit `names` as one array job (or the first alone, then the rest after it); returns what to print.
+
+    A dry run asks SLURM about each batch with ``sbatch --test-only`` (a copy of the job script in a
+    temporary folder) and submits nothing: what SLURM would refuse is refused here too."""
     batches = [names[:1], names[1:]] if lead and len(names) > 1 else [names]
     by_name = {item.name: item for item in planned}
     number = len(list(folder.glob("batch-*.json")))
-    script, commands, first = folder / "job.sh", [], None
+    script, lines, first = folder / "job.sh", [], None
     for batch in batches:
         number += 1
         batch_file = folder / f"batch-{number}.json"
@@ -89,13 +112,17 @@ def submit_batches(folder: Path, record: dict, planned: list[Planned], names: li
                    f"--job-name=dnnprobe-{folder.name}", f"--output={folder}/logs/%A_%a.log"]
         if first:
             options += [f"--dependency=afterany:{first}"]
-        commands.append(shlex.join(["sbatch", *options, str(script), str(batch_file)]))
+        command = shlex.join(["sbatch", *options, str(script), str(batch_file)])
         if dry_run:
+            with tempfile.TemporaryDirectory(prefix="dnnprobe-dry-run-") as temporary:
+                answer = slurm.test_only(job_script(Path(temporary), settings), options, [str(batch_file)])
+            lines += [f"would run: {command}", f"  sbatch --test-only: {answer}"]
             first = first or "<first job>"
             continue
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         batch_file.write_text(json.dumps({"sweep": str(folder / "sweep.json"), "names": batch}) + "\n")
         job = slurm.submit(script, options, [str(batch_file)])
+        lines.append(f"submitted: {command}")
         first = first or job
         for index, name in enumerate(batch):
             item = by_name[name]
@@ -103,27 +130,30 @@ def submit_batches(folder: Path, record: dict, planned: list[Planned], names: li
                 item.history.append(item.job)
             item.job, item.log = f"{job}_{index}", str(folder / "logs" / f"{job}_{index}.log")
         write_record(folder / "sweep.json", record, planned)
-    return commands
+    return lines
 
 
 def _submit(repo: Path, planned: list[Planned], settings: slurm.Settings, tracking_uri: str | None, lead: bool,
             dry_run: bool) -> tuple[Path, list[str]]:
+    """Every check first (a dry run makes them all), then the sbatch calls."""
     check_clean(repo)
     check_names(repo, planned)
+    check_params(repo, planned)
     uri = check_tracking(tracking_uri)
     slurm.check_settings(settings)
-    if not dry_run:
-        slurm.check_cluster(settings)
+    cache = sweep_cache(repo, settings.cache, None if settings.cache else dvc_cache(repo))
+    check_storage(repo, cache, settings.single_node)
+    slurm.check_cluster(settings)
     folder = new_sweep_dir(repo)
-    record = {"id": folder.name, "repo": str(repo), "cache": settings.cache or dvc_cache(repo),
+    record = {"id": folder.name, "repo": str(repo), "cache": cache,
               "scratch": settings.scratch, "tracking_uri": uri, "settings": dataclasses.asdict(settings)}
     if dry_run:
         return folder, submit_batches(folder, record, planned, [p.name for p in planned], settings, lead, True)
     folder.mkdir(parents=True)
     write_record(folder / "sweep.json", record, planned)
-    job_script(folder)
+    job_script(folder, settings)
     try:
-        commands = submit_batches(folder, record, planned, [p.name for p in planned], settings, lead, False)
+        lines = submit_batches(folder, record, planned, [p.name for p in planned], settings, lead, False)
     except DnnprobeError:  # sbatch refused (an account, a QOS): no half-submitted sweep is left behind
         slurm.cancel([item.job.split("_")[0] for item in planned if item.job])
         shutil.rmtree(folder, ignore_errors=True)
@@ -132,7 +162,7 @@ def _submit(repo: Path, planned: list[Planned], settings: slurm.Settings, tracki
     if queued:  # they run on the cluster now; left in DVC's queue, `dvc queue start` would run them again
         subprocess.run([str(Path(sys.executable).parent / "dvc"), "queue", "remove", *queued], cwd=repo,
                        capture_output=True)
-    return folder, commands
+    return folder, lines
 
 
 def states(repo: Path, planned: list[Planned]) -> dict[str, str]:
@@ -187,12 +217,15 @@ def _resource_options(function):
     for name, kind, text in reversed([
             ("partition", str, "SLURM partition"), ("account", str, "account to charge"), ("qos", str, "QOS"),
             ("time", str, "time limit per experiment (HH:MM:SS)"), ("cpus", int, "CPUs per experiment"),
-            ("mem", str, "memory per experiment (4G)"), ("gpus", str, "GPUs per experiment (1, a100:1)"),
+            ("mem", str, "memory per experiment (4G)"), ("gpus", str, "GPUs per experiment, as --gpus (1, a100:1)"),
+            ("gres", str, "generic resources per experiment, as --gres (gpu:1)"),
             ("cache", str, "the shared DVC cache folder"), ("scratch", str, "where jobs copy the repository")]):
         default = {"cache": "this repository's (dvc cache dir)", "scratch": "the node's $TMPDIR, else /tmp",
                    "partition": "the cluster's default"}.get(name, getattr(slurm.Settings(), name))
         shown = f"{slurm.SETTINGS_FILE}'s, else {default if default is not None else 'none'}"
         function = click.option(f"--{name}", type=kind, default=None, show_default=shown, help=text)(function)
+    function = click.option("--single-node", is_flag=True, default=None, show_default=f"{slurm.SETTINGS_FILE}'s, else off",
+                            help="the cluster is this one machine: allow a repository and cache in /tmp")(function)
     return click.option("--sbatch-option", "sbatch", multiple=True, show_default=f"{slurm.SETTINGS_FILE}'s sbatch:",
                         help="another sbatch option, as written (repeatable)")(function)
 
@@ -224,8 +257,11 @@ def submit(grid_sets, queued, lead, tracking_uri, dry_run, **resources):
         click.echo(f"{item.name:<{width}}  {item.rev[:7]}  {' '.join('-S ' + s for s in item.sets) or '(baseline)'}"
                    + (f"  job {item.job}" if item.job else ""))
     for line in commands:
-        click.echo(("would run: " if dry_run else "submitted: ") + line)
-    if not dry_run:
+        click.echo(line)
+    if dry_run:
+        click.echo("dry run: every check passed and SLURM would accept the jobs (sbatch --test-only); nothing "
+                   "submitted")
+    else:
         click.echo(f"sweep {folder.name}: `dnnprobe cluster status` follows it; logs in {folder / 'logs'}")
 
 
@@ -275,11 +311,12 @@ def resubmit(sweep, tracking_uri, dry_run, **resources):
                                    **{k: v for k, v in resources.items() if v not in (None, ())})
     record["tracking_uri"] = check_tracking(tracking_uri or record["tracking_uri"])
     slurm.check_settings(settings)
-    if not dry_run:
-        slurm.check_cluster(settings)
+    check_storage(Path(record["repo"]), record["cache"], settings.single_node)
+    slurm.check_cluster(settings)
     record["settings"] = dataclasses.asdict(settings)
     lead = not any(state == "completed" for state in found.values())  # nothing computed yet: fill the cache first
-    commands = submit_batches(path.parent, record, planned, names, settings, lead, dry_run)
-    for line in commands:
-        click.echo(("would run: " if dry_run else "submitted: ") + line)
+    if not dry_run:
+        job_script(path.parent, settings)  # the resources may have changed (--gpus); SLURM copied the old one
+    for line in submit_batches(path.parent, record, planned, names, settings, lead, dry_run):
+        click.echo(line)
     click.echo(f"resubmitted: {', '.join(names)}")

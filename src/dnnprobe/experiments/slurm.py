@@ -1,5 +1,6 @@
 """SLURM, as ``dnnprobe cluster`` uses it: the job settings (``.dnnprobe/cluster.yaml`` and command options),
-the checks made before anything is submitted, ``sbatch``, job states (``sacct``, else ``squeue``) and
+the checks made before anything is submitted (``sinfo``: partitions, their time limits and nodes;
+``sbatch --test-only`` for a dry run), ``sbatch``, job states (``sacct``, else ``squeue``) and
 ``scancel``. Every call is the cluster's own command line tool: no scheduler of ours.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -30,13 +32,15 @@ class Settings:
     cpus: int = 2
     mem: str = "4G"
     gpus: str | None = None  # passed as --gpus (``1``, ``a100:2``); extract.device/probe.device ``auto`` use them
+    gres: str | None = None  # passed as --gres (``gpu:1``, ``gpu:a100:1``): clusters that ask for GPUs this way
     sbatch: list[str] = dataclasses.field(default_factory=list)  # further sbatch options, as written
     cache: str | None = None  # the shared DVC cache; None: this repository's own (``dvc cache dir``)
     scratch: str | None = None  # where a job copies the repository; None: the node's $TMPDIR, else /tmp
+    single_node: bool = False  # the cluster is this one machine: node-local paths (/tmp) are fine (checked)
 
     def sbatch_options(self) -> list[str]:
         options = [f"--time={self.time}", f"--cpus-per-task={self.cpus}", f"--mem={self.mem}"]
-        for name in ("partition", "account", "qos", "gpus"):
+        for name in ("partition", "account", "qos", "gpus", "gres"):
             if getattr(self, name):
                 options.append(f"--{name}={getattr(self, name)}")
         return options + list(self.sbatch)
@@ -63,7 +67,16 @@ def load_settings(repo: Path, overrides: dict[str, object]) -> Settings:
     settings = Settings(**data)
     settings.time = str(settings.time)
     settings.gpus = None if settings.gpus is None else str(settings.gpus)
+    settings.gres = None if settings.gres is None else str(settings.gres)
+    if not isinstance(settings.single_node, bool):
+        raise DnnprobeError(f"{path}: single_node must be true or false, got {settings.single_node!r}")
     return settings
+
+
+def wants_gpu(settings: Settings) -> bool:
+    """Whether the jobs ask SLURM for a GPU (``gpus``, ``gres: gpu:...`` or a GPU option under ``sbatch``)."""
+    options = " ".join([*settings.sbatch, f"--gres={settings.gres or ''}"])
+    return bool(settings.gpus) or re.search(r"(--gpus|--gpus-per-\w+|--gres=\S*gpu|(?<!\S)-G)\b", options) is not None
 
 
 def time_seconds(text: str) -> int:
@@ -84,7 +97,7 @@ def time_seconds(text: str) -> int:
     return parts[0] * 3600 + parts[1] * 60 + parts[2]
 
 
-def _run(command: list[str], what: str) -> str:
+def _completed(command: list[str], what: str) -> subprocess.CompletedProcess:
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -92,7 +105,15 @@ def _run(command: list[str], what: str) -> str:
     if result.returncode != 0:
         reason = (result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}").splitlines()
         raise DnnprobeError(f"{what}: `{' '.join(command[:2])}` failed: {reason[-1].strip()}")
-    return result.stdout
+    return result
+
+
+def _run(command: list[str], what: str) -> str:
+    return _completed(command, what).stdout
+
+
+def _run_stderr(command: list[str], what: str) -> str:
+    return _completed(command, what).stderr
 
 
 def check_settings(settings: Settings) -> None:
@@ -106,21 +127,63 @@ def check_settings(settings: Settings) -> None:
         raise DnnprobeError(f"cpus {settings.cpus!r} must be a whole number of at least 1")
 
 
-def check_cluster(settings: Settings) -> None:
-    """Refuse, in one line and before anything is submitted, what SLURM would refuse or kill later."""
+@dataclasses.dataclass
+class Partition:
+    name: str
+    default: bool  # the partition a job without --partition goes to
+    time_limit_s: int | None  # its MaxTime; None: infinite
+    nodes: set[str]  # host names of its nodes
+
+
+def partitions() -> dict[str, Partition]:
+    """This cluster's partitions (``sinfo``, one line per node and partition)."""
+    output = _run(["sinfo", "--noheader", "--Node", "--format=%P|%l|%n"],
+                  "cannot reach SLURM (is it configured here: SLURM_CONF, slurmctld up?)")
+    found: dict[str, Partition] = {}
+    for line in output.splitlines():
+        if line.count("|") != 2:
+            continue
+        name, limit, node = (part.strip() for part in line.split("|"))
+        seconds = None if limit.lower() in ("infinite", "unlimited", "n/a") else time_seconds(limit)
+        entry = found.setdefault(name.rstrip("*"), Partition(name.rstrip("*"), name.endswith("*"), seconds, set()))
+        entry.nodes.add(node)
+    return found
+
+
+def check_cluster(settings: Settings) -> Partition:
+    """Refuse, in one line and before anything is submitted, what SLURM would refuse or kill later; the
+    partition the jobs go to. A dry run makes these checks too, then :func:`test_only`."""
     check_settings(settings)
     if shutil.which("sbatch") is None:
         raise DnnprobeError("no `sbatch` on PATH: submit from a SLURM login node (there, `module load slurm` "
                             "or your site's equivalent may be needed)")
-    partitions = partition_names()
-    if settings.partition is not None and settings.partition not in partitions:
+    found = partitions()
+    if settings.partition is not None and settings.partition not in found:
         raise DnnprobeError(f"unknown partition {settings.partition!r}: this cluster has "
-                            f"{', '.join(sorted(partitions)) or 'none'} (`sinfo -s`)")
+                            f"{', '.join(sorted(found)) or 'none'} (`sinfo -s`)")
+    chosen = found.get(settings.partition) if settings.partition else next(
+        (part for part in found.values() if part.default), None)
+    if chosen is None:
+        raise DnnprobeError(f"this cluster has no default partition: name one ({', '.join(sorted(found)) or 'none'}) "
+                            "with `partition:` in .dnnprobe/cluster.yaml or --partition")
+    if chosen.time_limit_s is not None and time_seconds(settings.time) > chosen.time_limit_s:
+        raise DnnprobeError(f"time limit {settings.time!r} is longer than partition {chosen.name!r} allows "
+                            f"({chosen.time_limit_s // 60} minutes, `sinfo -p {chosen.name}`): SLURM would leave the "
+                            "jobs pending for ever (PartitionTimeLimit); lower --time or pick another partition")
+    here = socket.gethostname().split(".")[0]
+    if settings.single_node and {node.split(".")[0] for node in chosen.nodes} != {here}:
+        raise DnnprobeError(f"single_node is set but partition {chosen.name!r} has nodes "
+                            f"{', '.join(sorted(chosen.nodes))} besides or instead of this machine ({here}): jobs "
+                            "there cannot reach this machine's /tmp; drop --single-node and use shared paths")
+    return chosen
 
 
-def partition_names() -> set[str]:
-    output = _run(["sinfo", "--noheader", "--format=%R"], "cannot reach SLURM (is it configured here: SLURM_CONF, slurmctld up?)")
-    return {line.strip() for line in output.splitlines() if line.strip()}
+def test_only(script: Path, options: list[str], arguments: list[str]) -> str:
+    """``sbatch --test-only``: SLURM checks the job (partition, account, QOS, memory, GPUs) and says when it
+    would start, submitting nothing. The line it prints; DnnprobeError with SLURM's reason if refused."""
+    options = [option for option in options if not option.startswith("--dependency=")]
+    result = _run_stderr(["sbatch", "--test-only", *options, str(script), *arguments], "sbatch would refuse the job")
+    return result.strip().splitlines()[-1] if result.strip() else "sbatch --test-only: accepted"
 
 
 def submit(script: Path, options: list[str], arguments: list[str]) -> str:
