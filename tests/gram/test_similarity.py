@@ -249,6 +249,21 @@ def test_cka_against_another_network_is_drawn_named_by_both_networks(tmp_path):
     plt.close(figure)
 
 
+def test_another_run_with_only_narrow_layers_needs_its_activation_file(tmp_path):
+    """Otherwise no layer of it could be compared: one line before any work, not an empty figure."""
+    from dnnprobe.stages.similarity import similarity
+
+    narrow_and_wide(tmp_path / "a", 12, {"conv": 20})
+    narrow_and_wide(tmp_path / "b", 12, {"fc1": 4, "fc2": 6}, seed=1)
+    with pytest.raises(DnnprobeError, match=r"b/gram.h5: every layer has fewer units than stimuli .* give --other-activations$"):
+        similarity(tmp_path / "a" / "t.stim.csv", tmp_path / "a" / "gram.h5", tmp_path / "out",
+                   other_path=tmp_path / "b" / "gram.h5")
+    assert not (tmp_path / "out").exists()
+    result = similarity(tmp_path / "a" / "t.stim.csv", tmp_path / "a" / "gram.h5", tmp_path / "out",
+                        other_path=tmp_path / "b" / "gram.h5", other_activations_path=tmp_path / "b" / "act.h5")
+    assert result["other"]["columns"] == ["fc1", "fc2"] and (tmp_path / "out" / "cka_other.png").is_file()
+
+
 def test_narrow_layers_need_the_activation_file_the_grams_came_from(tmp_path):
     from dnnprobe.stages.similarity import similarity
 

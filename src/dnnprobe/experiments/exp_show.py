@@ -1,8 +1,8 @@
 """Experiments as ``dvc exp show --json`` lists them: their params and their per-layer scores.
 
 For every commit and each of its experiments DVC prints the params.yaml values and
-reports/metrics.json (the mean score per layer); the SEM per layer comes from each one's
-reports/metrics_detail.json (``git show``). Experiments that did not compute their own metrics are
+reports/metrics.json (the mean score per layer); the SEM per layer and each attribute's chance level
+come from each one's reports/metrics_detail.json (``git show``). Experiments that did not compute their own metrics are
 skipped: queued, running and failed ones (DVC shows its baseline's metrics under a failed experiment's
 name and params, treeverse/dvc#9787), and so are exact repeats (the workspace repeats the commit or
 experiment last run there). Only keys dnnprobe reads count as settings: a key it does not know

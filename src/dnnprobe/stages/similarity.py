@@ -50,6 +50,9 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
             sim.check_same_stimuli(grams, other)
         narrow = sim.gram_layers(grams)[1]
         other_narrow = sim.gram_layers(other)[1] if other is not None else []
+        if other is not None and not sim.gram_layers(other)[0] and not other_activations_path:  # nothing to compare
+            raise DnnprobeError(f"{other_path}: every layer has fewer units than stimuli (d x d moments), so none can "
+                                f"be compared without its activation file: give --other-activations")
         computed = narrow + (other_narrow if other_activations_path else [])
         for layer in computed:  # the gram stage's own check, for an n x n matrix
             check_gram_stage(grams.n_stim, grams.n_stim, layer, NUMPY)
