@@ -196,7 +196,72 @@ def test_cka_against_another_run_has_this_runs_narrow_layers_as_rows(tmp_path):
     for i, a in enumerate(["fc", "conv"]):
         for j, b in enumerate(["fc", "conv"]):
             assert other["cka"][i][j] == pytest.approx(direct_linear_cka(X[a], Y[b]), abs=2e-6)
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"cka.json", "cka.png", "cka.svg", "rdms.hdf5"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"cka.json", "cka.png", "cka.svg", "rdms.hdf5",
+                                                              "cka_other.png", "cka_other.svg"}
+
+
+def test_cka_against_another_network_is_drawn_named_by_both_networks(tmp_path):
+    """Issue 27: the --other result as a figure, rows this run's layers, columns the other's, each axis
+    named by its network (two networks that differ only in their tokens included)."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from dnnprobe.report.cka import cross_cka_figure
+    from dnnprobe.stages.similarity import similarity
+
+    narrow_and_wide(tmp_path / "a", 12, {"fc": 4, "conv": 20, "conv_b": 16})
+    narrow_and_wide(tmp_path / "b", 12, {"head": 6, "block1": 25, "block2": 14}, seed=1)
+    for run, attrs in (("a", {"network_arch": "resnet18", "network_weights": "random"}),
+                       ("b", {"network_arch": "vit_small_patch16_224", "network_source": "timm",
+                              "network_weights": "random", "network_preprocess": "model", "network_tokens": "cls"})):
+        with h5py.File(tmp_path / run / "gram.h5", "a") as file:  # as each network's Gram file records itself
+            file.attrs.update(attrs)
+    result = similarity(tmp_path / "a" / "t.stim.csv", tmp_path / "a" / "gram.h5", tmp_path / "out",
+                        other_path=tmp_path / "b" / "gram.h5", activations_path=tmp_path / "a" / "act.h5")
+    other = result["other"]
+    assert other["rows"] == ["fc", "conv", "conv_b"] and other["columns"] == ["block1", "block2"]
+    svg = (tmp_path / "out" / "cka_other.svg").read_text()
+    this, theirs = ("torchvision resnet18 (random weights), dnnbrain preprocessing",
+                    "timm vit_small_patch16_224 (random weights), model preprocessing, cls tokens")
+    assert (tmp_path / "out" / "cka_other.png").read_bytes()[:4] == b"\x89PNG"
+    for words in ("torchvision resnet18", "timm vit_small_patch16_224", "left out", "head"):  # "head": d x d moments
+        assert words in svg, words
+    # the figure as drawn: its rows and columns, the networks on their axes, every text inside the figure
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = cross_cka_figure(other["rows"], other["columns"], np.array(other["cka"]), this, theirs,
+                                  "stimuli (n=12)", other["left_out"])
+        figure.canvas.draw()
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.get_yticklabels()] == other["rows"]
+    assert [t.get_text() for t in axes.get_xticklabels()] == other["columns"]
+    assert axes.get_images()[0].get_array().shape == (3, 2)
+    assert "resnet18" in axes.get_ylabel() and "vit_small_patch16_224" in axes.get_xlabel()
+    assert "cls tokens" in " ".join(axes.get_xlabel().split())
+    box = figure.bbox
+    renderer = figure.canvas.get_renderer()
+    texts = [axes.title, axes.xaxis.label, axes.yaxis.label, *axes.get_xticklabels(), *axes.get_yticklabels()]
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1 and box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1, \
+            f"{text.get_text()!r} is cut"
+    plt.close(figure)
+
+
+def test_another_run_with_only_narrow_layers_needs_its_activation_file(tmp_path):
+    """Otherwise no layer of it could be compared: one line before any work, not an empty figure."""
+    from dnnprobe.stages.similarity import similarity
+
+    narrow_and_wide(tmp_path / "a", 12, {"conv": 20})
+    narrow_and_wide(tmp_path / "b", 12, {"fc1": 4, "fc2": 6}, seed=1)
+    with pytest.raises(DnnprobeError, match=r"b/gram.h5: every layer has fewer units than stimuli .* give --other-activations$"):
+        similarity(tmp_path / "a" / "t.stim.csv", tmp_path / "a" / "gram.h5", tmp_path / "out",
+                   other_path=tmp_path / "b" / "gram.h5")
+    assert not (tmp_path / "out").exists()
+    result = similarity(tmp_path / "a" / "t.stim.csv", tmp_path / "a" / "gram.h5", tmp_path / "out",
+                        other_path=tmp_path / "b" / "gram.h5", other_activations_path=tmp_path / "b" / "act.h5")
+    assert result["other"]["columns"] == ["fc1", "fc2"] and (tmp_path / "out" / "cka_other.png").is_file()
 
 
 def test_narrow_layers_need_the_activation_file_the_grams_came_from(tmp_path):

@@ -247,6 +247,7 @@ def test_queued_sweep_on_two_workers_logs_each_experiment_once(pipeline):
     # the SEM comes from the experiment's own metrics_detail.json (in git, not a DVC metric)
     details = json.loads(git(pipeline, "show", f"{sweep_pca2['rev']}:reports/metrics_detail.json"))
     assert float(row["sem"]) == pytest.approx(details["sem"]["conv1"], abs=1e-6)
+    assert float(row["chance"]) == pytest.approx(details["chance"]["label"], abs=1e-6) and row["attribute"] == "label"
 
 
 # ---- MLproject ------------------------------------------------------------------------------
@@ -391,8 +392,12 @@ def test_sweep_figure_has_one_line_per_experiment(tmp_path):
     png, table = write_sweep(experiments, "pca", tmp_path / "sweep" / "sweep_pca.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     # without the repository (a saved exp show) a flat metrics.json has no SEM; a nested one carries it
-    assert table.read_text().splitlines()[:4] == ["experiment,pca,layer,mean,sem", "sweep-pca10,10,conv1,0.550000,nan",
-                                                  "sweep-pca10,10,fc1,0.700000,nan", "main,100,conv1,0.600000,0.010000"]
+    # (the chance level of accuracy needs the class counts, which only metrics_detail.json records)
+    assert table.read_text().splitlines()[:4] == [
+        "experiment,pca,network,attribute,layer,relative_depth,mean,sem,chance",
+        'sweep-pca10,10,"torchvision alexnet, weights=random",label,conv1,0.000000,0.550000,nan,',
+        'sweep-pca10,10,"torchvision alexnet, weights=random",label,fc1,1.000000,0.700000,nan,',
+        'main,100,"torchvision alexnet, weights=random",label,conv1,0.000000,0.600000,0.010000,']
     with pytest.raises(DnnprobeError, match="--param probe.X: not a params.yaml key"):
         write_sweep(experiments, "probe.X", tmp_path / "x.png")
     with pytest.raises(DnnprobeError, match="no experiment has reports/metrics.json"):

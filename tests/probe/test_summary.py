@@ -68,6 +68,7 @@ def test_a_label_naming_its_decoder_is_recorded_as_what_ran(entry, as_list, tiny
     reference, reference_metrics, reference_rows, reference_run = probe_and_report(
         table, tiny_gram, tiny_activations, tmp_path / "spelled", **spelled)
     assert metrics == reference_metrics
+    assert metrics[1]["chance"] == {column: round(summary["chance"], 6)}  # metrics_detail.json, by attribute
     assert {key: summary[key] for key in ("label", "classifier", "scoring", "settings", "layers", "chance")} == \
         {key: reference[key] for key in ("label", "classifier", "scoring", "settings", "layers", "chance")}
     # the plot table and the figure say what the score is and which decoder gave it
@@ -91,10 +92,12 @@ def test_a_label_naming_its_decoder_is_recorded_as_what_ran(entry, as_list, tiny
 
 def test_several_labels_each_name_their_decoder_everywhere(tiny_stimuli, tiny_gram, tiny_activations, tmp_path):
     table = table_with_size(tiny_stimuli, tmp_path)
-    summary, _, rows, run = probe_and_report(table, tiny_gram, tiny_activations, tmp_path / "several",
-                                             **{"probe.label": "['label:lda', 'size:ridge_regression']"})
+    summary, (_, details), rows, run = probe_and_report(table, tiny_gram, tiny_activations, tmp_path / "several",
+                                                        **{"probe.label": "['label:lda', 'size:ridge_regression']"})
     assert {name: (part["classifier"], part["scoring"]) for name, part in summary["attributes"].items()} == \
         {"label": ("lda", "accuracy"), "size": ("ridge_regression", "r2")}
+    # each attribute's chance level, by its name, for `dnnprobe sweep`'s panels
+    assert details["chance"] == {"label": round(summary["attributes"]["label"]["chance"], 6), "size": 0.0}
     assert {row["scoring"] for row in rows} == {"accuracy (label)", "r2 (size)"}
     assert run.data.params["attribute.label"] == "lda (accuracy)"
     assert run.data.params["attribute.size"] == "ridge_regression (r2)"

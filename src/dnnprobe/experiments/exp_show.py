@@ -1,8 +1,8 @@
 """Experiments as ``dvc exp show --json`` lists them: their params and their per-layer scores.
 
 For every commit and each of its experiments DVC prints the params.yaml values and
-reports/metrics.json (the mean score per layer); the SEM per layer comes from each one's
-reports/metrics_detail.json (``git show``). Experiments that did not compute their own metrics are
+reports/metrics.json (the mean score per layer); the SEM per layer and each attribute's chance level
+come from each one's reports/metrics_detail.json (``git show``). Experiments that did not compute their own metrics are
 skipped: queued, running and failed ones (DVC shows its baseline's metrics under a failed experiment's
 name and params, treeverse/dvc#9787), and so are exact repeats (the workspace repeats the commit or
 experiment last run there). Only keys dnnprobe reads count as settings: a key it does not know
@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from dnnprobe.stages.params import Params
 
 METRICS_FILE = "reports/metrics.json"  # layer -> mean fold score
 DETAILS_FILE = "reports/metrics_detail.json"  # "sem" -> layer -> SEM over folds; in git, read with `git show`
+CHANCE_WITHOUT_CLASSES = {"r2": 0.0, "roc_auc": 0.5}  # chance levels that do not depend on the class counts
 PARAMS_FILE = "params.yaml"
 
 
@@ -41,22 +42,31 @@ class Experiment:
     # What the means are, scoring and decoder as they ran: "r2 (ridge_regression)"; per column with several
     # columns, "accuracy (label: logistic), r2 (size: ridge_regression)". Empty: `scoring` says it.
     measure: str = ""
+    # Each decoded attribute (probe.label's columns, in order) -> (decoder, scoring). With several, the
+    # keys of `scores` are "<attribute>/<layer>" (:func:`attribute_scores`). Empty: probe.label's one column.
+    attributes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    chance: dict[str, float] = field(default_factory=dict)  # attribute -> chance level, where known (:func:`chance_levels`)
+
+
+def decoded(params: dict[str, object]) -> dict[str, tuple[str, str]]:
+    """Each attribute an experiment's params (dotted) decode -> (decoder, scoring), in probe.label's order: a
+    ``column:decoder`` entry names its own decoder and scoring, the other columns use probe.classifier and
+    probe.scoring (:func:`dnnprobe.probe.decoders.entry_decoder`)."""
+    from dnnprobe.probe.decoders import entry_column, entry_decoder, label_entries  # scikit-learn: only when read
+
+    classifier, scoring = str(params.get("probe.classifier", "logistic")), str(params.get("probe.scoring", "accuracy"))
+    label = params.get("probe.label", "label")
+    try:
+        ran = {entry_column(str(entry)): entry_decoder(str(entry), classifier, scoring) for entry in label_entries(label)}
+    except (DnnprobeError, TypeError):  # a label no probe ran (the probe refuses it): as params.yaml says
+        ran = {}
+    return ran or {str(label): (classifier, scoring)}
 
 
 def measure(params: dict[str, object]) -> tuple[str, str]:
     """(scoring of the first column, what the means are: :attr:`Experiment.measure`) of an experiment's
-    params (dotted): a ``column:decoder`` entry of probe.label names its own decoder and scoring, the other
-    columns use probe.classifier and probe.scoring (:func:`dnnprobe.probe.decoders.entry_decoder`)."""
-    from dnnprobe.probe.decoders import entry_column, entry_decoder, label_entries  # scikit-learn: only when read
-
-    classifier, scoring = str(params.get("probe.classifier", "logistic")), str(params.get("probe.scoring", "accuracy"))
-    try:
-        ran = [(entry_column(str(entry)), *entry_decoder(str(entry), classifier, scoring))
-               for entry in label_entries(params.get("probe.label", "label"))]
-    except (DnnprobeError, TypeError):  # a label no probe ran (the probe refuses it): as params.yaml says
-        return scoring, f"{scoring} ({classifier})"
-    if not ran:
-        return scoring, f"{scoring} ({classifier})"
+    params (dotted), as :func:`decoded` reads them."""
+    ran = [(column, decoder, scored) for column, (decoder, scored) in decoded(params).items()]
     if len(ran) == 1:
         return ran[0][2], f"{ran[0][2]} ({ran[0][1]})"
     return ran[0][2], ", ".join(f"{scored} ({column}: {decoder})" for column, decoder, scored in ran)
@@ -86,7 +96,42 @@ def _experiment(entry: dict, name: str, repo: str | os.PathLike | None) -> Exper
             scores[layer] = (float(value), float(sems.get(layer, np.nan)))
         elif isinstance(value, dict) and f"{scoring}_mean" in value:  # the nested metrics.json of earlier commits
             scores[layer] = (float(value[f"{scoring}_mean"]), float(value.get(f"{scoring}_sem", np.nan)))
-    return Experiment(name, params, scoring, scores, measured) if scores else None
+    attributes = decoded(params)
+    return Experiment(name, params, scoring, scores, measured, attributes,
+                      chance_levels(attributes, details)) if scores else None
+
+
+def chance_levels(attributes: dict[str, tuple[str, str]], details: dict) -> dict[str, float]:
+    """Each attribute's chance level (attribute -> level; one that cannot be known is left out): as the
+    probe recorded it (metrics_detail.json's ``chance``), else, for results from before it did, the
+    permutation null's mean over the attribute's layers (the probe's own chance when permutations ran),
+    else what the scoring alone gives (0 for r2, 0.5 for roc_auc). The other scorings' chance depends on
+    the class counts (accuracy: the majority class's share), which `dvc exp show` does not carry."""
+    recorded, nulls = details.get("chance") or {}, details.get("null_mean") or {}
+    several = len(attributes) > 1
+    levels = {}
+    for name, (_, scoring) in attributes.items():
+        null = [value for key, value in nulls.items() if (key.startswith(f"{name}/") if several else "/" not in key)]
+        if isinstance(recorded, dict) and isinstance(recorded.get(name), (int, float)):
+            levels[name] = float(recorded[name])
+        elif null:
+            levels[name] = float(np.mean(null))
+        elif scoring in CHANCE_WITHOUT_CLASSES:
+            levels[name] = CHANCE_WITHOUT_CLASSES[scoring]
+    return levels
+
+
+def attribute_scores(experiment: Experiment) -> dict[str, dict[str, tuple[float, float]]]:
+    """An experiment's scores per decoded attribute: attribute -> layer -> (mean, SEM), in layer order.
+    With several attributes metrics.json's keys are ``<attribute>/<layer>``; with one, the layer names."""
+    names = list(experiment.attributes) or [str(experiment.params.get("probe.label", "label"))]
+    if len(names) == 1 or not any("/" in key for key in experiment.scores):
+        return {names[0]: dict(experiment.scores)}
+    split: dict[str, dict[str, tuple[float, float]]] = {}
+    for key, value in experiment.scores.items():
+        name, _, layer = key.partition("/")
+        split.setdefault(name, {})[layer or name] = value
+    return split
 
 
 def _details(repo: str | os.PathLike, rev: str) -> dict:

@@ -1,8 +1,20 @@
-"""The sweep figure: decoding score per layer across DVC experiments, one line per experiment.
+"""The sweep figure: decoding score over relative depth, a line per DVC experiment and a panel per attribute.
 
 Input is what ``dvc exp show --json`` prints, read by :mod:`dnnprobe.experiments.exp_show` (finished
 experiments only, exact repeats once, only the settings dnnprobe reads). A sweep over pca
-(``dvc exp run --queue -S pca=10 ...``) thus gives one line per pca value.
+(``dvc exp run --queue -S pca=10 ...``) thus gives one line per pca value, and runs of several networks
+(AlexNet's 14 layers, a ViT's 12 blocks, a ResNet's 4 stages) one line per network.
+
+- **x: relative depth.** Each experiment's probed layers, in the order probed, are spread evenly from
+  0 (the first, input side) to 1 (the last), so that networks of any depth share one axis. When every
+  experiment probed the same layer list the ticks name its layers (a layer per slot, as before);
+  otherwise they read 0 .. 1 and each legend entry names its experiment's first and last layer. It is
+  the position among the layers probed, not in the network: probe comparable layers (blocks, stages).
+- **Panels**: one per attribute (probe.label's columns), so that a run of several attributes never
+  joins one attribute's last layer to the next one's first; each with its chance level (dashed).
+- **Order and colour**: ``--param``; by default the network (the first of :data:`NETWORK_KEYS` that
+  varies), else pca, else the first other setting that varies. Never ``extract.layers`` by default: it
+  differs because the network does.
 
 This is not a DVC stage: it looks across experiments, while a stage belongs to one of them.
 """
@@ -13,6 +25,7 @@ import csv
 import io
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -21,25 +34,46 @@ import matplotlib
 matplotlib.use("Agg")  # no screen needed; set before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from dnnprobe.core.atomic import atomic_output  # noqa: E402
 from dnnprobe.core.errors import DnnprobeError  # noqa: E402
 from dnnprobe.experiments.exp_show import (  # noqa: E402
-    METRICS_FILE, Experiment, experiments_from_exp_show, layer_order, load_exp_show, run_exp_show, varying_params,
+    METRICS_FILE, Experiment, attribute_scores, experiments_from_exp_show, load_exp_show, run_exp_show, varying_params,
 )
+
+# What a network is, as params.yaml says it: the keys that tell two experiments' networks apart, in the
+# order that sorts them and names them in the legend.
+NETWORK_KEYS = ("model.source", "model.arch", "model.weights", "model.seed", "extract.tokens", "extract.preprocess")
+CONSEQUENCES = ("extract.layers",)  # differs because the network does: never what orders the lines by default
+LEGEND_POINTS, TICK_POINTS = 8, 8
+PANEL_INCHES = 3.0  # the height of one attribute's axes
 
 
 def _sort_value(value: object) -> tuple:
-    return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
+    if isinstance(value, (int, float)):
+        return (0, float(value), "")
+    return (1, 0.0, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+
+
+def _text(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def default_param(experiments: list[Experiment]) -> str:
-    """What orders the lines unless --param says: pca if it varies, else the first setting that does."""
+    """What orders the lines unless --param says: the network if it varies (the first of
+    :data:`NETWORK_KEYS` that does), else pca if it varies, else the first other setting that does."""
     varying = varying_params(experiments)
-    return "pca" if "pca" in varying or not varying else varying[0]
+    for key in (*NETWORK_KEYS, "pca"):
+        if key in varying:
+            return key
+    return ([key for key in varying if key not in CONSEQUENCES] or varying or ["pca"])[0]
 
 
 def order_by(experiments: list[Experiment], param: str) -> list[Experiment]:
+    """The experiments sorted by `param`, then by network, then by name; DnnprobeError (one line) when
+    `param` is no experiment's key, or the same in all."""
     if not any(param in e.params for e in experiments):
         raise DnnprobeError(f"--param {param}: not a params.yaml key of any experiment")
     varying = varying_params(experiments)
@@ -47,59 +81,191 @@ def order_by(experiments: list[Experiment], param: str) -> list[Experiment]:
         value = experiments[0].params.get(param)
         raise DnnprobeError(f"--param {param}: {value} in every experiment, so it cannot order them; "
                             f"the settings that vary: {', '.join(varying) or 'none'}")
-    return sorted(experiments, key=lambda e: (_sort_value(e.params.get(param)), e.name))
+    return sorted(experiments, key=lambda e: (_sort_value(e.params.get(param)),
+                                              [_sort_value(e.params.get(key)) for key in NETWORK_KEYS], e.name))
 
 
-def line_label(experiment: Experiment, param: str, varying: list[str]) -> str:
-    shown = [param] + [key for key in varying if key != param]
-    return ", ".join(f"{key}={experiment.params.get(key)}" for key in shown) + f"  ({experiment.name})"
+def network_label(experiment: Experiment, varying: list[str]) -> str:
+    """The network in a few words, named by what differs between the experiments:
+    ``timm vit_small_patch16_224 · tokens=cls``; empty when every experiment ran the same network."""
+    if not any(key in varying for key in NETWORK_KEYS):
+        return ""
+    params = experiment.params
+    parts = [f"{params.get('model.source', 'torchvision')} {params.get('model.arch', '?')}"]
+    shown = {"model.weights": "weights", "model.seed": "seed", "extract.tokens": "tokens", "extract.preprocess": "preprocess"}
+    parts += [f"{name}={_text(params.get(key))}" for key, name in shown.items() if key in varying]
+    return " · ".join(parts)
 
 
-def sweep_figure(experiments: list[Experiment], param: str = "pca") -> plt.Figure:
-    """Score per layer (mean over folds, SEM band), one line per experiment, coloured in `param` order."""
-    experiments = order_by(experiments, param)
-    layers = layer_order(experiments)
-    varying = varying_params(experiments)
-    x = np.arange(len(layers))
-    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(experiments)))
-    # + 4 inches at the right for the legend, one line per experiment; a transformer's 24-48 layers get
-    # narrower slots and vertical names, so the figure stays within a screen's width
-    many = len(layers) > 24
-    figure, axes = plt.subplots(figsize=(max(7.0, (0.3 if many else 0.6) * len(layers) + 3) + 4,
-                                         max(4.8, 0.25 * len(experiments) + 2)), layout="constrained")
-    for experiment, colour in zip(experiments, colours):
-        mean = np.array([experiment.scores.get(layer, (np.nan, np.nan))[0] for layer in layers])
-        sem = np.array([experiment.scores.get(layer, (np.nan, np.nan))[1] for layer in layers])
-        axes.plot(x, mean, marker="o", color=colour, label=line_label(experiment, param, varying))
-        axes.fill_between(x, mean - sem, mean + sem, color=colour, alpha=0.15, linewidth=0)
-    axes.set_xticks(x, layers, rotation=90 if many else 45, ha="center" if many else "right")
-    scorings = list(dict.fromkeys(e.measure or e.scoring for e in experiments))  # scoring (decoder), as each ran
-    axes.set_ylabel(" / ".join(scorings) + " (mean over folds, band: SEM)")
+def line_label(experiment: Experiment, param: str, varying: list[str], layers: list[str] | None = None) -> str:
+    """A legend entry: the network (where networks differ), `param` and the other settings that differ
+    (never a layer list), and the experiment's name; with `layers` (when the experiments' layer lists
+    differ) a second line names its first and last layer."""
+    parts = [network_label(experiment, varying)]
+    others = dict.fromkeys(key for key in [param, *varying] if key not in NETWORK_KEYS and key not in CONSEQUENCES)
+    parts += [f"{key}={_text(experiment.params.get(key))}" for key in others]
+    text = " · ".join(part for part in parts if part)
+    text = f"{text}  ({experiment.name})" if text else experiment.name
+    if layers:
+        text += f"\n{len(layers)} layers: {layers[0]} .. {layers[-1]}" if len(layers) > 1 else f"\n1 layer: {layers[0]}"
+    return text
+
+
+def relative_depth(n: int) -> np.ndarray:
+    """Positions of `n` layers probed, input side first: 0 .. 1 evenly (a single layer: 1, the last probed)."""
+    return np.linspace(0.0, 1.0, n) if n > 1 else np.ones(n)
+
+
+def _panels(experiments: list[Experiment]) -> dict[str, list[tuple[Experiment, dict[str, tuple[float, float]]]]]:
+    """attribute -> [(experiment, layer -> (mean, SEM))], attributes in the order the experiments list them."""
+    panels: dict[str, list] = {}
+    for experiment in experiments:
+        for attribute, scores in attribute_scores(experiment).items():
+            panels.setdefault(attribute, []).append((experiment, scores))
+    return panels
+
+
+def _measure(experiment: Experiment, attribute: str) -> str:
+    """What an attribute's score is, as it ran: ``r2 (ridge_regression)``."""
+    if attribute in experiment.attributes:
+        decoder, scoring = experiment.attributes[attribute]
+        return f"{scoring} ({decoder})"
+    return experiment.measure or experiment.scoring
+
+
+def _colours(experiments: list[Experiment], param: str) -> list:
+    """One colour per experiment, in their order: a gradient for a number (pca, C), else distinct hues."""
+    n = len(experiments)
+    numeric = all(isinstance(e.params.get(param), (int, float)) for e in experiments)
+    if numeric or n > 20:
+        return list(plt.get_cmap("viridis")(np.linspace(0, 0.9, n)))
+    return list(plt.get_cmap("tab10" if n <= 10 else "tab20")(np.arange(n)))
+
+
+def _inches(figure: plt.Figure, lines: list[str], points: float) -> float:
+    """The width of the widest of `lines` (each may hold line breaks) at `points`, in inches."""
+    renderer, font = figure.canvas.get_renderer(), FontProperties(size=points)
+    widths = [renderer.get_text_width_height_descent(part, font, ismath=False)[0]
+              for line in lines for part in line.split("\n") if part]
+    return max(widths, default=0.0) / figure.dpi
+
+
+def _draw_chance(axes: plt.Axes, lines: list, attribute: str, colours: dict[int, object]) -> None:
+    """The attribute's chance level: one grey dashed line where the experiments agree (to 0.01), else one
+    dashed line in each experiment's colour; a note where an experiment did not record it."""
+    known = [(e, e.chance[attribute]) for e, _ in lines if attribute in e.chance]
+    if known and max(v for _, v in known) - min(v for _, v in known) <= 0.01:
+        level = float(np.mean([v for _, v in known]))
+        axes.axhline(level, color="grey", linestyle="--", linewidth=1)
+        axes.annotate(f"chance {level:.2f}", (1.0, level), xycoords=("axes fraction", "data"), xytext=(-2, 2),
+                      textcoords="offset points", ha="right", va="bottom", fontsize=7, color="grey")
+    else:
+        for experiment, level in known:
+            axes.axhline(level, color=colours[id(experiment)], linestyle="--", linewidth=0.8, alpha=0.7)
+    missing = [e.name for e, _ in lines if attribute not in e.chance]
+    if missing:  # accuracy's chance is the majority class's share: only the probe run knows the class counts
+        which = "" if len(missing) == len(lines) else f" for {len(missing)} of {len(lines)} experiments"
+        axes.text(0.99, 0.02, f"chance level unknown{which}: no `chance` read from metrics_detail.json",
+                  transform=axes.transAxes, ha="right", va="bottom", fontsize=7, color="grey")
+
+
+def _title(experiments: list[Experiment], param: str, varying: list[str], inches: float) -> str:
     def values(key: str) -> str:  # every experiment's value of a key, once each
-        return ", ".join(dict.fromkeys(str(e.params.get(key)) for e in experiments))
+        return ", ".join(dict.fromkeys(_text(e.params.get(key)) for e in experiments))
 
-    title = (f"Decoding per layer across {len(experiments)} experiments, ordered by {param}\n"
-             f"{values('model.arch')} ({values('model.weights')} weights), stimuli {values('stimuli.source')}")
+    by = f"network ({param} first)" if param in NETWORK_KEYS else param
+    lines = [f"Decoding per layer across {len(experiments)} experiments, ordered and coloured by {by}"]
+    if not any(key in varying for key in NETWORK_KEYS) and any("model.arch" in e.params for e in experiments):
+        # one network (else the legend names each line's)
+        lines.append(f"{values('model.source')} {values('model.arch')} ({values('model.weights')} weights)")
+    if any("stimuli.source" in e.params for e in experiments):
+        lines.append(f"stimuli {values('stimuli.source')}")
     if all(e.params.get("stimuli.source") == "demo" for e in experiments):
-        title += "\nbuilt-in demo stimuli: a pipeline check, not a scientific finding"
-    axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # never over the lines
+        lines.append("built-in demo stimuli: a pipeline check, not a scientific finding")
+    width = max(40, int(inches * 72 / (10 * 0.55)))  # characters of 10 points the figure's width holds
+    return "\n".join(part for line in lines for part in textwrap.wrap(line, width=width))
+
+
+def _draw_panel(axes: plt.Axes, attribute: str, lines: list, shared: list[str] | None, colours: dict[int, object]) -> None:
+    """One attribute's panel: each experiment's line over relative depth with its SEM band, the chance
+    level, and as ticks the layer names (`shared`: the one layer list of every experiment) or 0 .. 1."""
+    for experiment, scores in lines:
+        mean, sem = (np.array([value[i] for value in scores.values()]) for i in (0, 1))
+        x = relative_depth(len(scores))
+        axes.plot(x, mean, marker="o", markersize=3, color=colours[id(experiment)])
+        axes.fill_between(x, mean - sem, mean + sem, color=colours[id(experiment)], alpha=0.15, linewidth=0)
+    _draw_chance(axes, lines, attribute, colours)
+    if shared:
+        many = len(shared) > 12  # vertical names in narrower slots
+        axes.set_xticks(relative_depth(len(shared)), shared, rotation=90 if many else 45,
+                        ha="center" if many else "right", fontsize=TICK_POINTS)
+        axes.set_xlabel("layer, input side first", fontsize=9)
+    else:
+        axes.set_xticks(np.linspace(0, 1, 5))
+        axes.set_xlabel("relative depth: 0 = first layer probed (input side), 1 = last layer probed", fontsize=9)
+    axes.set_xlim(-0.03, 1.03)
+    ylabel = " / ".join(dict.fromkeys(_measure(e, attribute) for e, _ in lines)) + " (mean over folds, band: SEM)"
+    axes.set_ylabel("\n".join(textwrap.wrap(ylabel, int(PANEL_INCHES * 72 / (9 * 0.55)))), fontsize=9)
+    axes.set_title(f"attribute: {attribute}", fontsize=10)
     axes.grid(axis="y", alpha=0.3)
+
+
+def sweep_figure(experiments: list[Experiment], param: str | None = None) -> plt.Figure:
+    """Score against relative depth (mean over folds, SEM band), one line per experiment coloured in
+    `param` order (default :func:`default_param`), one panel per attribute, chance dashed."""
+    param = param or default_param(experiments)
+    experiments = order_by(experiments, param)
+    varying = varying_params(experiments)
+    panels = _panels(experiments)
+    layer_lists = {tuple(scores) for lines in panels.values() for _, scores in lines}
+    shared = list(next(iter(layer_lists))) if len(layer_lists) == 1 else None
+    colours = dict(zip(map(id, experiments), _colours(experiments, param)))
+    labels = [line_label(e, param, varying, None if shared else list(next(iter(attribute_scores(e).values()))))
+              for e in experiments]
+    figure = plt.figure(layout="constrained")
+    # Sizes from the texts themselves, so that constrained layout always has room: the legend beside the
+    # panels, one slot per layer name (vertical beyond 12), the panels stacked.
+    many = shared is not None and len(shared) > 12
+    axes_width = max(6.0, (0.3 if many else 0.6) * len(shared) + 1.0) if shared else 7.0
+    legend_width = _inches(figure, labels, LEGEND_POINTS) + 1.0
+    tick_height = 0.3 if not shared else _inches(figure, shared, TICK_POINTS) * (1.0 if many else 0.75) + 0.2
+    legend_height = (sum(label.count("\n") + 1 for label in labels) + 1) * LEGEND_POINTS * 1.7 / 72 + 0.5
+    width = axes_width + 1.2 + legend_width
+    title = _title(experiments, param, varying, axes_width + 1.0)  # over the panels, clear of the legend
+    height = max(len(panels) * (PANEL_INCHES + tick_height + 0.8) + 0.25 * (title.count("\n") + 1) + 0.3, legend_height)
+    figure.set_size_inches(width, height)
+    for axes, (attribute, lines) in zip(figure.subplots(len(panels), 1, squeeze=False)[:, 0], panels.items()):
+        _draw_panel(axes, attribute, lines, shared, colours)
+    handles = [Line2D([], [], color=colours[id(e)], marker="o", markersize=3, label=label)
+               for e, label in zip(experiments, labels)]
+    if any(e.chance for e in experiments):
+        handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=1, label="chance level"))
+    figure.legend(handles=handles, loc="outside right upper", fontsize=LEGEND_POINTS)  # never over the lines
+    figure.suptitle(title, fontsize=10, x=0.01, ha="left")
     return figure
 
 
-def sweep_table(experiments: list[Experiment], param: str = "pca") -> str:
-    """The figure's numbers as CSV: one row per experiment and layer."""
+def sweep_table(experiments: list[Experiment], param: str | None = None) -> str:
+    """The figure's numbers as CSV: one row per experiment, attribute and layer, with the settings that
+    vary, the network, the layer's relative depth, mean, SEM and the attribute's chance level (empty where
+    it was not recorded)."""
+    param = param or default_param(experiments)
     experiments = order_by(experiments, param)
     varying = varying_params(experiments)
-    columns = ["experiment", *dict.fromkeys([param, *varying]), "layer", "mean", "sem"]
+    settings = list(dict.fromkeys([param, *varying]))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow(["experiment", *settings, "network", "attribute", "layer", "relative_depth", "mean", "sem", "chance"])
     for experiment in experiments:
-        for layer, (mean, sem) in experiment.scores.items():
-            values = [experiment.params.get(key) for key in columns[1:-3]]
-            writer.writerow([experiment.name, *values, layer, f"{mean:.6f}", f"{sem:.6f}"])
+        params = experiment.params  # the whole network, in ASCII: "torchvision alexnet, weights=random, seed=0, ..."
+        network = ", ".join([f"{params.get('model.source', 'torchvision')} {params.get('model.arch', '?')}"]
+                            + [f"{key.split('.')[1]}={_text(params[key])}" for key in NETWORK_KEYS[2:] if key in params])
+        for attribute, scores in attribute_scores(experiment).items():
+            chance = experiment.chance.get(attribute)
+            for (layer, (mean, sem)), depth in zip(scores.items(), relative_depth(len(scores))):
+                writer.writerow([experiment.name, *(_text(experiment.params.get(key)) for key in settings), network,
+                                 attribute, layer, f"{depth:.6f}", f"{mean:.6f}", f"{sem:.6f}",
+                                 "" if chance is None else f"{chance:.6f}"])
     return text.getvalue()
 
 
@@ -115,12 +281,12 @@ def write_sweep(experiments: list[Experiment], param: str, png_path: str | os.Pa
         figure.savefig(temp, format="png", dpi=150, metadata={"Software": None})
     plt.close(figure)
     with atomic_output(csv_path) as temp:
-        temp.write_text(table)
+        temp.write_text(table, encoding="utf-8")
     return [png_path, csv_path]
 
 
 @click.command("sweep")
-@click.option("--param", default=None, show_default="pca, or the first setting that varies",
+@click.option("--param", default=None, show_default="the network if it varies, else pca, else the first setting that varies",
               help="params.yaml key (dotted, e.g. probe.C) that orders and colours the lines.")
 @click.option("--exp-show", "exp_show_path", type=click.Path(dir_okay=False), show_default="none: run it here",
               help="Saved `dvc exp show --json` output.")
@@ -128,7 +294,7 @@ def write_sweep(experiments: list[Experiment], param: str, png_path: str | os.Pa
 @click.option("--out", default=None, show_default="reports/sweep/sweep_<param>.png",
               help="PNG to write; a .csv goes beside it.")
 def command(param, exp_show_path, all_commits, out):
-    """Score per layer across DVC experiments (e.g. a queued pca sweep), one line per experiment."""
+    """Score per layer across DVC experiments (a queued pca sweep, several networks), one line per experiment."""
     try:
         exp_show = load_exp_show(exp_show_path) if exp_show_path else run_exp_show(".", all_commits)
         skipped: list[str] = []

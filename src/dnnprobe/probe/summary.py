@@ -142,9 +142,10 @@ def score_details(summary: dict) -> dict:
     """reports/metrics_detail.json: what qualifies the means, statistic first, then layer (``<label>/<layer>``
     with several attributes).
 
-    ``sem`` always; ``p_value``, ``null_mean`` and ``null_p95`` when permutations ran; ``C_median`` when C
-    was searched; ``conv_vs_relu`` per depth (the test the figure's brackets show). Non-numbers are left
-    out (DVC shows numbers).
+    ``sem`` always; ``chance`` per attribute, keyed by its name (probe.label's column), not by layer: the
+    chance level (:func:`dnnprobe.probe.stats.chance_level`); ``p_value``, ``null_mean`` and ``null_p95``
+    when permutations ran; ``C_median`` when C was searched; ``conv_vs_relu`` per depth (the test the
+    figure's brackets show). Non-numbers are left out (DVC shows numbers).
     """
     details: dict = {}
     for name, part in attribute_summaries(summary):
@@ -152,6 +153,8 @@ def score_details(summary: dict) -> dict:
         layers = part["layers"]
         details.setdefault("sem", {}).update({prefix + layer: round(layers[layer]["sem"], 6)
                                              for layer in summary["layer_order"]})
+        if isinstance(part.get("chance"), (int, float)):  # per attribute: what `dnnprobe sweep` draws per panel
+            details.setdefault("chance", {})[name or part["label"]] = round(part["chance"], 6)
         for key in ("p_value", "null_mean", "null_p95", "pca_rank", "C_median"):
             values = {prefix + layer: round(layers[layer][key], 6) for layer in summary["layer_order"] if key in layers[layer]}
             if values:

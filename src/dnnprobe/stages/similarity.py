@@ -2,7 +2,9 @@
 (:mod:`dnnprobe.gram.similarity`): ``reports/similarity/cka.json``, ``cka.png``/``.svg`` and ``rdms.hdf5``
 (rsatoolbox's layout), from the Gram file, and from the activation file for the layers the gram stage
 stored as d x d moments (fewer units than stimuli). With ``--other`` another run's Gram file of the
-same stimuli (say another network's) is compared layer by layer too."""
+same stimuli (say another network's) is compared layer by layer too: ``cka.json``'s ``other`` and the
+figure ``cka_other.png``/``.svg`` (rows: this run's layers, columns: the other's, each axis named by
+its network)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from dnnprobe.gram import similarity as sim
 from dnnprobe.gram.budget import check_gram_stage
 from dnnprobe.gram.reader import GramFile
 from dnnprobe.network.provenance import network_record, network_words
-from dnnprobe.report.cka import cka_figure
+from dnnprobe.report.cka import cka_figure, cross_cka_figure
 from dnnprobe.report.save import save_figure
 from dnnprobe.stimuli.table import StimulusTable
 
@@ -48,6 +50,9 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
             sim.check_same_stimuli(grams, other)
         narrow = sim.gram_layers(grams)[1]
         other_narrow = sim.gram_layers(other)[1] if other is not None else []
+        if other is not None and not sim.gram_layers(other)[0] and not other_activations_path:  # nothing to compare
+            raise DnnprobeError(f"{other_path}: every layer has fewer units than stimuli (d x d moments), so none can "
+                                f"be compared without its activation file: give --other-activations")
         computed = narrow + (other_narrow if other_activations_path else [])
         for layer in computed:  # the gram stage's own check, for an n x n matrix
             check_gram_stage(grams.n_stim, grams.n_stim, layer, NUMPY)
@@ -76,7 +81,13 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
                                "cka": [[round(float(v), 6) for v in row] for row in cross],
                                "left_out": left_out,
                                "left_out_why": "fewer units than stimuli in the other Gram file (d x d moments): "
-                                               "give its activation file (--other-activations)" if left_out else ""}
+                                               "give its activation file (--other-activations)" if left_out else "",
+                               "figure": "cka_other.png, cka_other.svg: rows this run's layers, columns the other's"}
+            # Only with --other, which `dvc repro` never passes: its declared output is the folder, so the
+            # stage's outputs stay the same files on every run of the pipeline.
+            save_figure(cross_cka_figure(rows, cols, cross, network_words(network), network_words(result["other"]["network"]),
+                                         f"{stimulus_set} (n={len(table)}): linear CKA between two networks' layers",
+                                         left_out), temp / "cka_other")
         title = f"{stimulus_set} (n={len(table)}): linear CKA between layers\n{network_words(network)}"
         save_figure(cka_figure(layers, cka, [], title), temp / "cka")
         descriptors = {**{f"network_{key}": value for key, value in network.items()}, "stimulus_set": stimulus_set}
@@ -91,7 +102,8 @@ def similarity(table_path: str | os.PathLike, gram_path: str | os.PathLike, out_
               help="Activation file the Gram file was computed from (read for layers with fewer units than stimuli).")
 @click.option("--out", default="reports/similarity", show_default=True, help="Folder for cka.json, the figure and rdms.hdf5.")
 @click.option("--other", default=None, show_default="none: this file's layers only",
-              help="Another Gram file of the same stimuli (another network) to compare with.")
+              help="Another Gram file of the same stimuli (another network) to compare with: cka.json's `other` "
+                   "and the figure cka_other.png (.svg).")
 @click.option("--other-activations", "other_activations_path", default=None,
               show_default="none: the other file's layers with fewer units than stimuli are left out",
               help="The activation file the --other Gram file was computed from.")
