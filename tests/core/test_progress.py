@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 
 from click.testing import CliRunner
@@ -31,3 +32,19 @@ def test_a_stage_run_with_its_output_captured_logs_progress_as_lines(tmp_path, t
     assert "\r" not in result.stderr
     progress = [line for line in result.stderr.splitlines() if line.startswith("gram: ")]
     assert len(progress) >= 2 and "100%" in progress[-1], result.stderr
+
+
+def test_the_permutation_null_has_its_own_progress_counted_in_shuffles(tmp_path, monkeypatch, tiny_stimuli, tiny_gram,
+                                                                    tiny_activations):
+    """Thousands of refits per layer can take far longer than the layer itself: counted per fold, in shuffles."""
+    from dnnprobe.stages.probe import probe
+    from helpers import tiny_params
+
+    captured = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", captured)
+    params = tiny_params(**{"probe.permutations": 20})
+    probe(params, tiny_stimuli, tiny_gram, tiny_activations, tmp_path / "probe", tmp_path / "metrics.json",
+          tmp_path / "probes", progress=True)
+    lines = [line for line in captured.getvalue().splitlines() if line.startswith("permutations: ")]
+    total = len(json.loads((tmp_path / "metrics.json").read_text())) * params.cv * 20
+    assert len(lines) >= 2 and f"{total}/{total}" in lines[-1] and "100%" in lines[-1], captured.getvalue()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from sklearn.metrics import confusion_matrix
@@ -88,8 +89,10 @@ def cross_validate_scores(
     groups: np.ndarray | None = None,
     inner_scores: list[FoldScores] | None = None,
     inner: list[Splits] | None = None,
+    on_fold: Callable[[int], None] | None = None,
 ) -> LayerResult:
-    """Fit and score the decoder on each fold's principal scores; permutations reuse them.
+    """Fit and score the decoder on each fold's principal scores; permutations reuse them (`on_fold`: see
+    :func:`dnnprobe.probe.permutation.null_distribution`).
 
     With ``settings.C_grid``, C is chosen per training fold (:func:`dnnprobe.probe.fitting.choose_C`) from `inner_scores` (per
     outer fold, its inner folds' principal scores) on the `inner` folds.
@@ -107,7 +110,7 @@ def cross_validate_scores(
             matrices.append(confusion_matrix(y[test], fitted.predict(z_test), labels=classes))
     null = None
     if settings.permutations:
-        null = null_distribution(fold_scores, splits, y, settings, warned, groups, inner_scores, inner)
+        null = null_distribution(fold_scores, splits, y, settings, warned, groups, inner_scores, inner, on_fold)
     # Directions without variance (pca above the fold's rank) score 0 for every training row.
     rank = min(int(np.count_nonzero(np.any(z_train != 0, axis=0))) for z_train, _ in fold_scores)
     return LayerResult(
@@ -121,7 +124,8 @@ def cross_validate_scores(
     )
 
 
-def cross_validate_targets(fold_pcas, targets: list[Target], groups: np.ndarray | None = None) -> dict[str, LayerResult]:
+def cross_validate_targets(fold_pcas, targets: list[Target], groups: np.ndarray | None = None,
+                           on_fold: Callable[[int], None] | None = None) -> dict[str, LayerResult]:
     """Every target decoded from one layer, each fold's PCA computed once for all targets that share folds.
 
     `fold_pcas(design)` returns, for a :class:`FoldDesign`, the outer folds' :data:`dnnprobe.probe.fitting.FoldScores` and, when
@@ -138,7 +142,7 @@ def cross_validate_targets(fold_pcas, targets: list[Target], groups: np.ndarray 
         outer, inner = fold_pcas(design)
         for target in members:
             results[target.name] = cross_validate_scores(outer, design.splits, target.y, target.settings, groups,
-                                                         inner, design.inner)
+                                                         inner, design.inner, on_fold)
         del outer, inner
     return {target.name: results[target.name] for target in targets}
 

@@ -4,7 +4,7 @@ and each shuffle scored on the same folds and the same principal scores (:func:`
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -112,6 +112,7 @@ def null_distribution(
     groups: np.ndarray | None = None,
     inner_scores: list[FoldScores] | None = None,
     inner: list[Splits] | None = None,
+    on_fold: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """(permutations,) mean fold score for each shuffle of the labels (:func:`null_shuffles`): same
     folds, same principal scores. It equals scikit-learn's ``permutation_test_score(pipeline, X, y,
@@ -124,6 +125,8 @@ def null_distribution(
     With a searched C, each shuffle chooses its own C per fold by the same inner search (:func:`dnnprobe.probe.fitting.choose_C`,
     on the same inner folds, those of the observed labels), as permutation_test_score of a GridSearchCV
     with those inner folds does.
+
+    `on_fold(P)`, when given, is called after each fold with the number of shuffles it scored (a progress bar's update).
     """
     shuffles = null_shuffles(y, splits, settings, groups)  # (P, n)
     classes = np.unique(y)
@@ -146,4 +149,6 @@ def null_distribution(
                 for index, shuffled in enumerate(shuffles):
                     fitted = fit_counting(make_estimator(settings, chosen[index]), z_train, shuffled[train], warned)
                     per_fold[fold, index] = score(settings.scoring, shuffled[test], fitted, z_test)
+        if on_fold is not None:
+            on_fold(len(shuffles))
     return per_fold.mean(axis=0)

@@ -254,10 +254,13 @@ def _decode_layers(params: Params, grams, acts, ops, attributes: list[Target], g
 
     several = len(attributes) > 1
     results: dict[str, dict] = {target.name: {} for target in attributes}
+    # The permutation null can take far longer than the observed scores: a bar of its own, per fold.
+    shuffles = len(grams.layers) * sum(t.settings.cv * t.settings.permutations for t in attributes)
+    null_bar = progress_bar(desc="permutations", unit="shuffle", total=shuffles, enabled=progress and shuffles > 0)
     for layer in progress_bar(grams.layers, desc="probe", unit="layer", enabled=progress):
         # Each fold's PCA once for every attribute that shares the folds.
         fold_pcas = crossval.layer_fold_pcas(grams, layer, params.pca, acts, ops)
-        layer_results = crossval.cross_validate_targets(fold_pcas, attributes, groups)
+        layer_results = crossval.cross_validate_targets(fold_pcas, attributes, groups, null_bar.update)
         for target in attributes:
             result = layer_results[target.name]
             results[target.name][layer] = result
@@ -267,6 +270,7 @@ def _decode_layers(params: Params, grams, acts, ops, attributes: list[Target], g
             crossval.save_layer_result(result, out_dir / name)
             run.log_layer(name, result.score, result.mean, result.sem, stats.layer_extras(result),
                           scoring=target.settings.scoring, per_fold=None if result.C is None else {"C": result.C})
+    null_bar.close()
     return results
 
 
