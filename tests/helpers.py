@@ -242,6 +242,16 @@ def render(page: Path) -> str:
     return result.stdout
 
 
+def visible_marks(dom: str, experiment: str) -> tuple[int, int]:
+    """(lines, points) of one experiment that a rendered `dvc plots` page really draws: a line with a stroke
+    colour, a point with a fill (a mark whose colour the scale leaves undefined is in the SVG but invisible)."""
+    lines = [m for m in re.findall(r'<path [^>]*aria-roledescription="line mark"[^>]*>', dom) if f"[{experiment}]" in m]
+    points = [m for m in re.findall(r'<path [^>]*aria-roledescription="point"[^>]*>', dom)
+              if f"experiment: {experiment};" in m]
+    return (sum(bool(re.search(r' stroke="#[0-9A-Fa-f]{6}"', m)) for m in lines),
+            sum(bool(re.search(r' fill="#[0-9A-Fa-f]{6}"', m)) for m in points))
+
+
 def mlflow_runs(db: Path) -> list[dict]:
     with sqlite3.connect(db) as connection:
         connection.row_factory = sqlite3.Row

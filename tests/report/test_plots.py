@@ -1,6 +1,8 @@
 """The offline `dvc plots` page and template: what is inlined is what .dvc/plots/vendor/README.md records.
 
-Rendering the page in a browser, offline, is tested with real DVC in tests/pipeline/test_pipeline.py.
+Rendering the page in a browser, offline, is tested with real DVC in tests/pipeline/test_pipeline.py, and
+`dvc plots diff` of experiments with different networks (each network's line drawn, marks counted) in
+tests/pipeline/test_five_networks.py.
 """
 
 from __future__ import annotations
@@ -56,70 +58,3 @@ def test_dvc_plots_diff_labels_each_line_with_the_settings_that_differ():
     [label] = [t["calculate"] for t in template["transform"] if t["as"] == "experiment_scoring"]
     assert label == "(datum.settings ? datum.settings + ' [' + datum.rev + ']' : datum.rev) + ' (' + datum.scoring + ')'"
     assert template["width"] >= 720  # room for the longer labels in the legend beside the chart
-
-
-# ---- any network: the template drawn by real DVC in headless Chromium, marks counted ----------------
-
-NETWORKS = {  # experiment -> its layer list, as extract.layers names them
-    "alexnet": ["conv1", "conv1_relu", "conv2", "conv2_relu", "fc1", "fc1_relu"],
-    "vit": [f"block{i}" for i in range(1, 13)],
-    "resnet": ["layer1", "layer2", "layer3", "layer4"],
-}
-
-
-def _plots_repo(tmp_path):
-    """A git + DVC repository holding only the report stage's plot (as dvc.yaml declares it, with our
-    template and offline page), one commit per network, tagged by its name."""
-    import shutil
-
-    import yaml
-
-    from dnnprobe.report.plots import write_plot_csv
-    from helpers import dvc, git
-
-    repo = tmp_path / "plots"
-    (repo / "reports" / "plots").mkdir(parents=True)
-    git(repo, "init", "-q")
-    dvc(repo, "init", "-q")
-    shutil.copytree(PLOTS, repo / ".dvc" / "plots", dirs_exist_ok=True)
-    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"report": {"cmd": "true", "plots": stage["plots"]}}}))
-    for number, (name, layers) in enumerate(NETWORKS.items()):
-        summary = {"scoring": "accuracy", "layer_order": layers, "settings": f"model.arch={name}",
-                   "layers": {layer: {"mean": 0.55 + 0.01 * (i + number), "sem": 0.01} for i, layer in enumerate(layers)}}
-        write_plot_csv(summary, repo / "reports" / "plots" / "layer_scores.csv")
-        git(repo, "add", "-A")
-        git(repo, "commit", "-qm", name)
-        git(repo, "tag", name)
-    return repo
-
-
-def _visible_marks(dom: str, experiment: str) -> tuple[int, int]:
-    """(lines, points) of one experiment that the page really draws: a line with a stroke colour, a point
-    with a fill (a mark whose colour the scale leaves undefined is in the SVG but invisible)."""
-    lines = [m for m in re.findall(r'<path [^>]*aria-roledescription="line mark"[^>]*>', dom) if f"[{experiment}]" in m]
-    points = [m for m in re.findall(r'<path [^>]*aria-roledescription="point"[^>]*>', dom)
-              if f"experiment: {experiment};" in m]
-    return (sum(bool(re.search(r' stroke="#[0-9A-Fa-f]{6}"', m)) for m in lines),
-            sum(bool(re.search(r' fill="#[0-9A-Fa-f]{6}"', m)) for m in points))
-
-
-def test_dvc_plots_diff_of_different_networks_draws_each_networks_line(tmp_path):
-    """AlexNet's Conv/ReLU pairs as two series, a ViT's 12 blocks and a ResNet's 4 stages as one line each:
-    every point and line visible (issue 27: a ViT's rows used to be drawn without a colour, an empty chart)."""
-    from helpers import dvc, render
-
-    repo = _plots_repo(tmp_path)
-    dvc(repo, "plots", "diff", "alexnet", "vit", "resnet")
-    dom = render(repo / "dvc_plots" / "index.html")
-    assert dom.count('class="marks"') == 1
-    assert _visible_marks(dom, "alexnet") == (2, 6)  # Conv and ReLU lines, a point per layer
-    assert _visible_marks(dom, "vit") == (1, 12)
-    assert _visible_marks(dom, "resnet") == (1, 4)
-    assert "Conv1" in dom and "block12" in dom and "layer4" in dom  # each network's own depth names as ticks
-    assert "Conv1 .. FC2)" not in dom  # no AlexNet-only axis title over other networks' layers
-
-    dvc(repo, "plots", "show")  # the workspace alone: the ResNet
-    dom = render(repo / "dvc_plots" / "index.html")
-    assert _visible_marks(dom, "workspace") == (1, 4)

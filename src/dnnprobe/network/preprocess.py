@@ -15,7 +15,7 @@ does the same PIL resize and crop, so the inputs agree (tested per source).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,7 +28,13 @@ class Preprocess:
     ``resize``: (height, width) squashes the image to exactly that size; (size,) scales it so that its
     shorter side is `size` pixels (torchvision's ``Resize(int)``). ``crop``: (height, width) of the
     centre crop after resizing, or None. ``interpolation``: a torchvision ``InterpolationMode`` name.
-    ``mean``/``std``: per RGB channel, applied to pixels scaled to [0, 1].
+    ``mean``/``std``: per RGB channel, applied to pixels scaled to [0, 1]. ``crop_offset``: how the centre
+    crop's top-left corner is rounded when the margin is odd, ``round`` (torchvision's ``CenterCrop``:
+    round half to even, what timm and OpenCLIP use) or ``floor`` (transformers' image processors); the two
+    differ by one pixel for some sizes. ``origin``: where the numbers
+    came from, when a source says (``transformers 5.23.0 defaults for model_type dinov2
+    (BitImageProcessorPil)``); recorded as ``network_preprocess_from``, not part of the numbers (two
+    transforms with equal numbers are equal).
     """
 
     resize: tuple[int, ...]
@@ -36,6 +42,8 @@ class Preprocess:
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    crop_offset: str = "round"
+    origin: str = field(default="", compare=False)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -50,7 +58,10 @@ class Preprocess:
         """One line for the activation file and MLflow (DNNBrain's transform keeps its historic wording)."""
         if self == DNNBRAIN:
             return "RGB, Resize((224, 224)), ToTensor, Normalize(ImageNet)"
-        return json.dumps(asdict(self), separators=(",", ":"))
+        numbers = {key: value for key, value in asdict(self).items() if key != "origin"}
+        if self.crop_offset == "round":  # the default: the record of timm and OpenCLIP transforms keeps its bytes
+            del numbers["crop_offset"]
+        return json.dumps(numbers, separators=(",", ":"))
 
 
 DNNBRAIN = Preprocess(resize=(224, 224), crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -70,5 +81,21 @@ def pil_transform(prep: Preprocess):
     size = prep.resize if len(prep.resize) == 2 else prep.resize[0]
     steps = [transforms.Resize(size, interpolation=mode)]
     if prep.crop is not None:
-        steps.append(transforms.CenterCrop(prep.crop))
+        steps.append(transforms.CenterCrop(prep.crop) if prep.crop_offset == "round" else FloorCenterCrop(prep.crop))
     return transforms.Compose(steps)
+
+
+class FloorCenterCrop:
+    """A centre crop of (height, width) from a PIL image whose top-left corner is the margin // 2, as
+    transformers' ``center_crop`` places it (torchvision's ``CenterCrop`` rounds half to even instead).
+    A class, not a lambda: the decoding workers receive it pickled."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = tuple(size)
+
+    def __call__(self, image):
+        height, width = self.size
+        if height > image.height or width > image.width:
+            raise ValueError(f"centre crop {height}x{width} is larger than the resized image {image.height}x{image.width}")
+        top, left = (image.height - height) // 2, (image.width - width) // 2
+        return image.crop((left, top, left + width, top + height))

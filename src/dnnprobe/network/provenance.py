@@ -20,12 +20,13 @@ UNKNOWN = "unknown"
 def network_record(attrs: Mapping[str, object], source: str | None = None, arch: str | None = None,
                    weights: str | None = None) -> dict[str, str]:
     """``source``, ``arch``, ``weights``, ``weights_sha256``, ``preprocess`` and ``tokens`` of the network
-    that `attrs` (an activation or Gram file's attributes) record; `source`, `arch` and `weights` (params.yaml's
-    ``model``) stand in for a file that does not record them."""
+    that `attrs` (an activation or Gram file's attributes) record, and ``preprocess_from`` where the file
+    records it (``transformers 5.23.0 defaults for model_type dinov2 (BitImageProcessorPil)``); `source`,
+    `arch` and `weights` (params.yaml's ``model``) stand in for a file that does not record them."""
     ours = "network_arch" in attrs  # written by our extract stage: an absent key is its default
     value = {key[len("network_"):]: (v.item() if hasattr(v, "item") else v) for key, v in attrs.items()
              if key.startswith("network_")}
-    return {
+    record = {
         "source": str(value.get("source", "torchvision" if ours else source or UNKNOWN)),
         "arch": str(value.get("arch", arch or UNKNOWN)),
         "weights": str(value.get("weights", weights or UNKNOWN)),
@@ -33,6 +34,9 @@ def network_record(attrs: Mapping[str, object], source: str | None = None, arch:
         "preprocess": str(value.get("preprocess", "dnnbrain" if ours else UNKNOWN)),
         "tokens": str(value.get("tokens", NO_TOKENS if ours else UNKNOWN)),
     }
+    if "preprocess_from" in value:  # where extract.preprocess: model found its numbers, when the source says
+        record["preprocess_from"] = str(value["preprocess_from"])
+    return record
 
 
 def network_words(record: Mapping[str, str]) -> str:

@@ -71,6 +71,8 @@ def extraction_setup(params: Params, model) -> ExtractionSetup:
     attrs = {}
     if params.extract.preprocess != "dnnbrain":
         attrs.update({"network_preprocess": params.extract.preprocess, "network_transform": prep.describe()})
+        if prep.origin:  # where the numbers came from (a model's processor file, or its library's defaults)
+            attrs["network_preprocess_from"] = prep.origin
     if layout is not None:
         attrs["network_tokens"] = params.extract.tokens
     return ExtractionSetup(module_paths, prep, layout, attrs)

@@ -10,7 +10,7 @@
   (``local_files_only``); or a weights file in models/external/.
 - ``extract.preprocess: model``: the model's image processor (``preprocessor_config.json`` next to
   its config), read with the PIL backend: resize, centre crop, resample, mean, std.
-- Layers: ``embeddings``, ``block1``..``blockN`` (``encoder.layer.N-1`` or ``encoder.layers.N-1``;
+- Layers: ``embeddings``, ``block1``..``blockN`` (``encoder.layer.N-1``, ``encoder.layers.N-1``, or ViT's ``layers.N-1``;
   ``stage1``.. for ConvNeXt's ``encoder.stages``), ``norm`` (the final layer norm); any module path.
   A block that returns a tuple or a model output records its hidden state (the first element), the
   tensor ``output_hidden_states`` reports. Token layout: CLS (when the model has one) then register
@@ -32,6 +32,17 @@ from dnnprobe.network.tokens import TokenLayout
 
 TOWERS = {"clip": "vision_config", "siglip": "vision_config", "siglip2": "vision_config", "blip": "vision_config"}
 RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+# Image processors (PIL backend) whose steps dnnprobe reproduces exactly: RGB, a PIL resize (to height x
+# width, or of the shorter side; ConvNeXt's crop_pct rule), an optional centre crop, x 1/255, normalise.
+# Each is checked against its own output in tests/network/test_hf_preprocess.py.
+MODELLED_PROCESSORS = ("BeitImageProcessorPil", "BitImageProcessorPil", "CLIPImageProcessorPil",
+                       "ConvNextImageProcessorPil", "DeiTImageProcessorPil", "PvtImageProcessorPil",
+                       "SiglipImageProcessorPil", "ViTImageProcessorPil")
+# Vision encoders whose model_type alone gives extract.preprocess: model when no preprocessor_config.json
+# is cached: transformers' image processor class for the type, with that class's defaults (docs/models.md).
+DEFAULT_TYPES = ("beit", "bit", "clip", "convnext", "convnextv2", "data2vec-vision", "deit", "dinat", "dinov2",
+                 "focalnet", "hiera", "ijepa", "pvt", "regnet", "resnet", "siglip", "swin", "swinv2", "vit",
+                 "vit_mae", "vit_msn")
 
 
 def archs() -> list[str]:
@@ -109,37 +120,97 @@ def pretrained(arch: str, tag: str) -> tuple[dict, dict]:
 
 
 def preprocessing(model, arch: str) -> Preprocess:
+    """``extract.preprocess: model``: the model's image processor (``preprocessor_config.json`` beside its
+    config or in the cache), else transformers' image processor for its ``model_type`` with that class's
+    defaults (:data:`DEFAULT_TYPES`); either way one of :data:`MODELLED_PROCESSORS`, and ``origin`` says which.
+
+    Raises DnnprobeError (one line, naming ``extract.preprocess: dnnbrain`` as the way out) for a processor
+    dnnprobe does not reproduce, or a type without a cached processor and without modelled defaults."""
     from transformers import AutoImageProcessor
 
-    try:
-        with hub_offline():
-            processor = AutoImageProcessor.from_pretrained(arch, local_files_only=True, backend="pil")
-    except (OSError, ValueError):
-        raise DnnprobeError(f"extract.preprocess=model: no image processor (preprocessor_config.json) for {arch}; "
-                            "use extract.preprocess=dnnbrain") from None
+    processor = None
+    if not (arch in transformers.CONFIG_MAPPING and not Path(arch).exists()):  # a folder or a cached model id
+        try:
+            with hub_offline():
+                processor = AutoImageProcessor.from_pretrained(arch, local_files_only=True, backend="pil")
+            origin = f"preprocessor_config.json of {arch} ({type(processor).__name__})"
+        except (OSError, ValueError):
+            processor = None
+    if processor is None:
+        processor, origin = default_processor(model.config.model_type)
+    return as_preprocess(processor, arch, origin)
+
+
+def default_types() -> dict[str, str]:
+    """model_type -> the image processor class (PIL backend) transformers uses for it, for the types whose
+    defaults dnnprobe reproduces (:data:`DEFAULT_TYPES`)."""
+    from transformers.models.auto.image_processing_auto import (
+        IMAGE_PROCESSOR_MAPPING_NAMES,
+    )
+
+    found = {t: (IMAGE_PROCESSOR_MAPPING_NAMES.get(t) or {}) for t in DEFAULT_TYPES}
+    return {t: names.get("pil") for t, names in found.items() if names.get("pil") in MODELLED_PROCESSORS}
+
+
+def default_processor(model_type: str):
+    """(transformers' image processor for `model_type` with its defaults, where that came from); a vision
+    tower's type (``clip_vision_model``) counts as its model's (``clip``). No file is read, nothing downloaded."""
+    from transformers.models.auto.image_processing_auto import (
+        get_image_processor_class_from_name,
+    )
+
+    known = default_types()
+    name = known.get(model_type.removesuffix("_vision_model"))
+    if name is None:
+        raise DnnprobeError(
+            f"extract.preprocess=model: hf model_type {model_type} has no preprocessor_config.json here and no default "
+            f"image processor dnnprobe reproduces; use extract.preprocess=dnnbrain, or a model_type with defaults: "
+            f"{', '.join(known)}")
+    processor = get_image_processor_class_from_name(name)()
+    return processor, f"transformers {transformers.__version__} defaults for model_type {model_type} ({name})"
+
+
+def as_preprocess(processor, arch: str, origin: str) -> Preprocess:
+    """`processor`'s steps as numbers: resize (a height x width, or the shorter side; ConvNeXt's ``crop_pct``
+    rule), centre crop, resample, mean, std. A processor outside :data:`MODELLED_PROCESSORS`, a rescale other
+    than 1/255, or a resize without a crop to a fixed size is refused (DnnprobeError, one line)."""
+    name = type(processor).__name__
+    way_out = "use extract.preprocess=dnnbrain"
+    if name not in MODELLED_PROCESSORS:
+        raise DnnprobeError(f"extract.preprocess=model: {arch}'s image processor {name} is not one dnnprobe reproduces "
+                            f"({', '.join(MODELLED_PROCESSORS)}); {way_out}")
+    if not getattr(processor, "do_resize", True):
+        raise DnnprobeError(f"extract.preprocess=model: {arch}'s image processor does not resize (no fixed input size); {way_out}")
     if getattr(processor, "do_rescale", True) and abs(processor.rescale_factor - 1 / 255) > 1e-12:
-        raise DnnprobeError(f"extract.preprocess=model: {arch} rescales pixels by {processor.rescale_factor}, not 1/255")
+        raise DnnprobeError(f"extract.preprocess=model: {arch} rescales pixels by {processor.rescale_factor}, not 1/255; {way_out}")
     size, crop = processor.size, getattr(processor, "crop_size", None)
-    if getattr(size, "shortest_edge", None):
+    crop = (int(crop.height), int(crop.width)) if getattr(processor, "do_center_crop", False) and crop else None
+    if name.startswith("ConvNext") and size.shortest_edge:
+        # ConvNeXt: below 384 px the shorter side goes to size / crop_pct, then a square crop of size;
+        # from 384 px on, a squash to size x size without a crop
+        edge = int(size.shortest_edge)
+        resize, crop = ((int(edge / processor.crop_pct),), (edge, edge)) if edge < 384 else ((edge, edge), None)
+    elif getattr(size, "shortest_edge", None):
         resize = (int(size.shortest_edge),)
     elif getattr(size, "height", None):
         resize = (int(size.height), int(size.width))
     else:
-        raise DnnprobeError(f"extract.preprocess=model: {arch}'s image processor size {size} is not supported")
-    crop = (int(crop.height), int(crop.width)) if getattr(processor, "do_center_crop", False) and crop else None
+        raise DnnprobeError(f"extract.preprocess=model: {arch}'s image processor size {size} is not supported; {way_out}")
     if len(resize) == 1 and crop is None:
-        raise DnnprobeError(f"extract.preprocess=model: {arch} resizes without a crop (no fixed input size)")
+        raise DnnprobeError(f"extract.preprocess=model: {arch} resizes without a crop (no fixed input size); {way_out}")
     mean = processor.image_mean if processor.do_normalize else (0.0, 0.0, 0.0)
     std = processor.image_std if processor.do_normalize else (1.0, 1.0, 1.0)
     return Preprocess(resize=resize, crop=crop, interpolation=RESAMPLE[int(processor.resample)],
-                      mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+                      mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std), crop_offset="floor",
+                      origin=origin)
 
 
 def _blocks(model) -> tuple[str, str] | None:
     """(module path, friendly prefix) of the encoder's block list."""
     for path, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList):
-            if path.endswith(("encoder.layer", "encoder.layers")):
+            # encoder.layer(s) in DINOv2 and CLIP; ViT in transformers 5 keeps its blocks at the top (``layers``)
+            if path.endswith(("encoder.layer", "encoder.layers")) or path in ("layer", "layers"):
                 return path, "block"
             if path.endswith("encoder.stages"):
                 return path, "stage"
