@@ -370,3 +370,26 @@ def same_weights(a, b):
 
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def drawn_texts(figure) -> list:
+    """Every text the figure draws: its title, legend entries, and each panel's title, axis labels, notes
+    and tick labels (those of ticks within the axis' limits: matplotlib keeps, but does not draw, others)."""
+    texts = [figure.get_suptitle() and figure._suptitle, *(t for legend in figure.legends for t in legend.get_texts())]
+    for axes in figure.axes:
+        texts += [axes.title, axes.xaxis.label, axes.yaxis.label, *axes.texts]
+        for axis, (low, high) in ((axes.xaxis, sorted(axes.get_xlim())), (axes.yaxis, sorted(axes.get_ylim()))):
+            texts += [tick.label1 for tick in axis.get_major_ticks() if low <= tick.get_loc() <= high]
+    return [text for text in texts if text and text.get_visible() and text.get_text()]
+
+
+def texts_outside(figure) -> list[str]:
+    """The texts (:func:`drawn_texts`) whose extent leaves the figure, by more than half a pixel."""
+    figure.canvas.draw()
+    renderer, box = figure.canvas.get_renderer(), figure.bbox
+    outside = []
+    for text in drawn_texts(figure):
+        extent = text.get_window_extent(renderer)
+        if extent.x0 < box.x0 - 0.5 or extent.x1 > box.x1 + 0.5 or extent.y0 < box.y0 - 0.5 or extent.y1 > box.y1 + 0.5:
+            outside.append(text.get_text())
+    return outside

@@ -19,7 +19,7 @@ import re
 
 import pytest
 
-from helpers import copy_repo, dvc, git, mlflow_runs, render, set_param, visible_marks
+from helpers import copy_repo, dvc, git, mlflow_runs, render, set_param, texts_outside, visible_marks
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -146,3 +146,13 @@ def test_sweep_over_the_networks_writes_its_figure_and_table(compared, monkeypat
     for row in rows:
         drawn.setdefault(row["experiment"], (row["model.arch"], row["extract.tokens"], []))[2].append(row["layer"])
     assert sorted(drawn.values()) == sorted((arch, tokens, layers) for _, arch, tokens, layers in NETWORKS.values())
+    # The figure itself, from these experiments: nothing cut, every line over relative depth 0..1.
+    from dnnprobe.experiments.exp_show import experiments_from_exp_show, run_exp_show
+    from dnnprobe.experiments.sweep import default_param, sweep_figure
+
+    experiments = experiments_from_exp_show(run_exp_show(repo), repo)
+    figure = sweep_figure(experiments, default_param(experiments))
+    assert texts_outside(figure) == []
+    lines = [line for axes in figure.axes for line in axes.get_lines() if len(line.get_xdata()) > 1
+             and line.get_linestyle() == "-"]
+    assert len(lines) == len(experiments) and all(min(l.get_xdata()) == 0 and max(l.get_xdata()) == 1 for l in lines)
