@@ -59,7 +59,10 @@ def exp_show_of_networks(n_layers: int, shared: bool) -> list[dict]:
 @pytest.mark.parametrize("shared", [False, True], ids=["layers-differ", "one-layer-list"])
 def test_ten_networks_by_24_layers_two_attributes_stay_readable(shared):
     """Relative depth, one panel per attribute, chance drawn, no warning, and no text cut: the legend names
-    each network (not a Python list), the ticks name the layers when every experiment shares them."""
+    each network (not a Python list) and the experiments whose depths are evenly spaced (these fake layer
+    lists are mostly not in their networks: `blocks.23` of a 12-block ViT, `block0`; ViT-L's `blocks.0` ..
+    `blocks.23` are, and stand at their positions in its layer order), the ticks name the layers when every
+    experiment shares them."""
     import dataclasses
     import warnings
 
@@ -89,7 +92,9 @@ def test_ten_networks_by_24_layers_two_attributes_stay_readable(shared):
         assert len(data) == 10  # one line per experiment, each within one attribute
         for line in data:
             x = line.get_xdata()
-            assert len(x) == 24 and x[0] == 0.0 and x[-1] == 1.0 and np.all((0 <= x) & (x <= 1)) and np.all(np.diff(x) > 0)
+            assert len(x) == 24 and x[-1] == 1.0 and np.all((0 <= x) & (x <= 1)) and np.all(np.diff(x) > 0)
+        starts = sorted(line.get_xdata()[0] for line in data)  # evenly spaced from 0, or ViT-L's blocks.0 at 2/25
+        assert starts == ([0.0] * 10 if shared else [0.0] * 9 + [pytest.approx(2 / 25)])
         chance = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
         assert [line.get_ydata()[0] for line in chance] == [{"label": 0.5, "color": 0.0}[attribute]]
         ticks = [label.get_text() for label in axes.get_xticklabels()]
@@ -103,6 +108,10 @@ def test_ten_networks_by_24_layers_two_attributes_stay_readable(shared):
     assert legend[0].startswith("hf facebook/dinov2-small · tokens=cls  (dinov2-small-cls)")
     assert "timm vit_small_patch16_224 · tokens=mean  (vit_small_patch16_224-mean)" in "\n".join(legend)
     assert not any("[" in text or "extract.layers" in text for text in legend)
+    evenly = [text for text in legend if "(evenly spaced: " in text]
+    assert len(evenly) == (10 if shared else 9) and (shared or not any("vit_large" in text for text in evenly))
+    assert "(evenly spaced: network not built here)" in legend[0]  # dinov2-small: not in this Hugging Face cache
+    assert shared or "(evenly spaced: blocks.12 is not in the network's layer order)" in "\n".join(legend)
     assert ("24 layers: encoder.layer.0 .. encoder.layer.23" in legend[0]) != shared  # first and last layer named
     assert legend[-1] == "chance level"
     plt.close(figure)
@@ -111,6 +120,7 @@ def test_ten_networks_by_24_layers_two_attributes_stay_readable(shared):
 def test_the_csv_beside_the_figure_holds_every_number(tmp_path):
     import csv
 
+    from dnnprobe.experiments.depth import relative_depths
     from dnnprobe.experiments.exp_show import attribute_scores, experiments_from_exp_show
     from dnnprobe.experiments.sweep import write_sweep
 
@@ -119,15 +129,21 @@ def test_the_csv_beside_the_figure_holds_every_number(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader(table.read_text(encoding="utf-8").splitlines()))
     assert len(rows) == 10 * 2 * 5
-    assert list(rows[0])[:2] == ["experiment", "model.arch"] and list(rows[0])[-7:] == [
-        "network", "attribute", "layer", "relative_depth", "mean", "sem", "chance"]
+    assert list(rows[0])[:2] == ["experiment", "model.arch"] and list(rows[0])[-8:] == [
+        "network", "attribute", "layer", "relative_depth", "depth_from", "mean", "sem", "chance"]
     for experiment in experiments:
         for attribute, scores in attribute_scores(experiment).items():
             mine = [row for row in rows if row["experiment"] == experiment.name and row["attribute"] == attribute]
             assert [row["layer"] for row in mine] == list(scores)
             assert [float(row["mean"]) for row in mine] == pytest.approx([mean for mean, _ in scores.values()], abs=1e-6)
-            assert [float(row["relative_depth"]) for row in mine] == pytest.approx([0, 0.25, 0.5, 0.75, 1])
+            depths = relative_depths(experiment.params["model.source"], experiment.params["model.arch"], list(scores))
+            assert [float(row["relative_depth"]) for row in mine] == pytest.approx(depths.values, abs=1e-6)
+            assert {row["depth_from"] for row in mine} == {depths.depth_from}
             assert {row["chance"] for row in mine} == {"0.000000" if attribute == "color" else ""}
+    depth_of = {row["experiment"]: row["depth_from"] for row in rows}
+    assert depth_of["alexnet-all"] == "network order" and depth_of["resnet18-all"] == "evenly spaced"  # no module `layer`
+    alexnet = [float(row["relative_depth"]) for row in rows if row["experiment"] == "alexnet-all"][:5]
+    assert alexnet == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # features.0 .. 4: conv1, _relu, _maxpool, conv2, _relu
     vit = next(row for row in rows if row["experiment"] == "vit_small_patch16_224-cls")
     assert vit["network"] == "timm vit_small_patch16_224, weights=random, tokens=cls"
     assert vit["extract.layers"] == ",".join(f"blocks.{j}" for j in range(5))

@@ -146,7 +146,11 @@ def test_sweep_over_the_networks_writes_its_figure_and_table(compared, monkeypat
     for row in rows:
         drawn.setdefault(row["experiment"], (row["model.arch"], row["extract.tokens"], []))[2].append(row["layer"])
     assert sorted(drawn.values()) == sorted((arch, tokens, layers) for _, arch, tokens, layers in NETWORKS.values())
-    # The figure itself, from these experiments: nothing cut, every line over relative depth 0..1.
+    # every depth from its network's layer order (all six built here): a ViT's block6 at 7/13 (patch_embed first)
+    assert {row["depth_from"] for row in rows} == {"network order"} and "evenly spaced" not in result.output
+    vit = {row["layer"]: float(row["relative_depth"]) for row in rows if row["experiment"] == "vit-cls"}
+    assert vit == pytest.approx({"block1": 2 / 13, "block6": 7 / 13, "block12": 1.0}, abs=1e-6)
+    # The figure itself, from these experiments: nothing cut, every line over relative depth (0, 1], the last at 1.
     from dnnprobe.experiments.exp_show import experiments_from_exp_show, run_exp_show
     from dnnprobe.experiments.sweep import default_param, sweep_figure
 
@@ -155,4 +159,4 @@ def test_sweep_over_the_networks_writes_its_figure_and_table(compared, monkeypat
     assert texts_outside(figure) == []
     lines = [line for axes in figure.axes for line in axes.get_lines() if len(line.get_xdata()) > 1
              and line.get_linestyle() == "-"]
-    assert len(lines) == len(experiments) and all(min(l.get_xdata()) == 0 and max(l.get_xdata()) == 1 for l in lines)
+    assert len(lines) == len(experiments) and all(min(l.get_xdata()) > 0 and max(l.get_xdata()) == 1 for l in lines)

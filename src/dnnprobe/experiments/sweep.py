@@ -5,11 +5,14 @@ experiments only, exact repeats once, only the settings dnnprobe reads). A sweep
 (``dvc exp run --queue -S pca=10 ...``) thus gives one line per pca value, and runs of several networks
 (AlexNet's 14 layers, a ViT's 12 blocks, a ResNet's 4 stages) one line per network.
 
-- **x: relative depth.** Each experiment's probed layers, in the order probed, are spread evenly from
-  0 (the first, input side) to 1 (the last), so that networks of any depth share one axis. When every
-  experiment probed the same layer list the ticks name its layers (a layer per slot, as before);
-  otherwise they read 0 .. 1 and each legend entry names its experiment's first and last layer. It is
-  the position among the layers probed, not in the network: probe comparable layers (blocks, stages).
+- **x: relative depth**, 0 = input side, 1 = the last layer probed: each layer's position in its
+  network's layer order over the last probed layer's (:mod:`dnnprobe.experiments.depth`; a 12-block
+  timm ViT's ``block6`` of ``block1 .. block12``: 7/13, ``patch_embed`` being first), so that networks of
+  any depth share one axis. Where that order is not known here (a network not built here, a layer that
+  is no friendly layer) the experiment's layers are spread evenly in the order probed, and the legend,
+  the CSV's ``depth_from`` and one stderr line say so. When every experiment probed the same layer list
+  at the same depths the ticks name its layers at those depths; otherwise they read 0 .. 1 and each
+  legend entry names its experiment's first and last layer.
 - **Panels**: one per attribute (probe.label's columns), so that a run of several attributes never
   joins one attribute's last layer to the next one's first; each with its chance level (dashed).
 - **Order and colour**: ``--param``; by default the network (the first of :data:`NETWORK_KEYS` that
@@ -39,6 +42,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from dnnprobe.core.atomic import atomic_output  # noqa: E402
 from dnnprobe.core.errors import DnnprobeError  # noqa: E402
+from dnnprobe.experiments.depth import EVENLY_SPACED, NOT_BUILT, Depths, relative_depths, why_not_built  # noqa: E402
 from dnnprobe.experiments.exp_show import (  # noqa: E402
     METRICS_FILE, Experiment, attribute_scores, experiments_from_exp_show, load_exp_show, run_exp_show, varying_params,
 )
@@ -111,17 +115,27 @@ def line_label(experiment: Experiment, param: str, varying: list[str], layers: l
     return text
 
 
-def relative_depth(n: int) -> np.ndarray:
-    """Positions of `n` layers probed, input side first: 0 .. 1 evenly (a single layer: 1, the last probed)."""
-    return np.linspace(0.0, 1.0, n) if n > 1 else np.ones(n)
+def layer_depths(experiment: Experiment) -> dict[str, Depths]:
+    """attribute -> the relative depth of its layers in the experiment's network (:func:`relative_depths`)."""
+    params = experiment.params
+    return {attribute: relative_depths(params.get("model.source"), params.get("model.arch"), list(scores))
+            for attribute, scores in attribute_scores(experiment).items()}
 
 
-def _panels(experiments: list[Experiment]) -> dict[str, list[tuple[Experiment, dict[str, tuple[float, float]]]]]:
-    """attribute -> [(experiment, layer -> (mean, SEM))], attributes in the order the experiments list them."""
+def evenly_spaced_note(experiment: Experiment) -> str:
+    """``evenly spaced: network not built here`` when the experiment's depths are not from its network's layer
+    order (the reasons, once each); empty when they are."""
+    reasons = dict.fromkeys(d.reason for d in layer_depths(experiment).values() if d.depth_from == EVENLY_SPACED)
+    return f"evenly spaced: {'; '.join(reasons)}" if reasons else ""
+
+
+def _panels(experiments: list[Experiment]) -> dict[str, list[tuple[Experiment, dict[str, tuple[float, float]], Depths]]]:
+    """attribute -> [(experiment, layer -> (mean, SEM), depths)], attributes in the order the experiments list them."""
     panels: dict[str, list] = {}
     for experiment in experiments:
+        depths = layer_depths(experiment)
         for attribute, scores in attribute_scores(experiment).items():
-            panels.setdefault(attribute, []).append((experiment, scores))
+            panels.setdefault(attribute, []).append((experiment, scores, depths[attribute]))
     return panels
 
 
@@ -153,7 +167,7 @@ def _inches(figure: plt.Figure, lines: list[str], points: float) -> float:
 def _draw_chance(axes: plt.Axes, lines: list, attribute: str, colours: dict[int, object]) -> None:
     """The attribute's chance level: one grey dashed line where the experiments agree (to 0.01), else one
     dashed line in each experiment's colour; a note where an experiment did not record it."""
-    known = [(e, e.chance[attribute]) for e, _ in lines if attribute in e.chance]
+    known = [(e, e.chance[attribute]) for e, *_ in lines if attribute in e.chance]
     if known and max(v for _, v in known) - min(v for _, v in known) <= 0.01:
         level = float(np.mean([v for _, v in known]))
         axes.axhline(level, color="grey", linestyle="--", linewidth=1)
@@ -162,7 +176,7 @@ def _draw_chance(axes: plt.Axes, lines: list, attribute: str, colours: dict[int,
     else:
         for experiment, level in known:
             axes.axhline(level, color=colours[id(experiment)], linestyle="--", linewidth=0.8, alpha=0.7)
-    missing = [e.name for e, _ in lines if attribute not in e.chance]
+    missing = [e.name for e, *_ in lines if attribute not in e.chance]
     if missing:  # accuracy's chance is the majority class's share: only the probe run knows the class counts
         which = "" if len(missing) == len(lines) else f" for {len(missing)} of {len(lines)} experiments"
         axes.text(0.99, 0.02, f"chance level unknown{which}: no `chance` read from metrics_detail.json",
@@ -186,25 +200,42 @@ def _title(experiments: list[Experiment], param: str, varying: list[str], inches
     return "\n".join(part for line in lines for part in textwrap.wrap(line, width=width))
 
 
-def _draw_panel(axes: plt.Axes, attribute: str, lines: list, shared: list[str] | None, colours: dict[int, object]) -> None:
+def _x_label(panels: dict[str, list]) -> str:
+    """What x is: the position in the network's layer order, or evenly spaced where that was not known here."""
+    sources = {depths.depth_from for lines in panels.values() for *_, depths in lines}
+    if sources == {EVENLY_SPACED}:
+        return "relative depth: the layers probed spaced evenly, 0 = first (input side), 1 = last (network order not known here)"
+    label = "relative depth: 0 = input side, 1 = last layer probed (position in the network's layer order)"
+    return label + ("; evenly spaced where the legend says" if EVENLY_SPACED in sources else "")
+
+
+def _slots(depths: tuple[float, ...]) -> float:
+    """How many equal slots the narrowest gap between the ticks `depths` asks for (n evenly spaced: n)."""
+    gaps = np.diff(sorted(depths))
+    return round(1.0 / float(min(gaps)), 6) + 1 if len(gaps) and min(gaps) > 0 else float(len(depths))
+
+
+def _draw_panel(axes: plt.Axes, attribute: str, lines: list, shared: list[str] | None, colours: dict[int, object],
+                x_label: str) -> None:
     """One attribute's panel: each experiment's line over relative depth with its SEM band, the chance
-    level, and as ticks the layer names (`shared`: the one layer list of every experiment) or 0 .. 1."""
-    for experiment, scores in lines:
-        mean, sem = (np.array([value[i] for value in scores.values()]) for i in (0, 1))
-        x = relative_depth(len(scores))
+    level, and as ticks the layer names at their depths (`shared`: the one layer list of every experiment,
+    at the same depths in each) or 0 .. 1."""
+    for experiment, scores, depths in lines:
+        order = np.argsort(depths.values, kind="stable")  # input side first, also for layers probed out of order
+        mean, sem = (np.array([value[i] for value in scores.values()])[order] for i in (0, 1))
+        x = np.array(depths.values)[order]
         axes.plot(x, mean, marker="o", markersize=3, color=colours[id(experiment)])
         axes.fill_between(x, mean - sem, mean + sem, color=colours[id(experiment)], alpha=0.15, linewidth=0)
     _draw_chance(axes, lines, attribute, colours)
     if shared:
-        many = len(shared) > 12  # vertical names in narrower slots
-        axes.set_xticks(relative_depth(len(shared)), shared, rotation=90 if many else 45,
-                        ha="center" if many else "right", fontsize=TICK_POINTS)
-        axes.set_xlabel("layer, input side first", fontsize=9)
+        ticks = lines[0][2].values
+        many = _slots(ticks) > 12  # vertical names in narrower slots
+        axes.set_xticks(ticks, shared, rotation=90 if many else 45, ha="center" if many else "right", fontsize=TICK_POINTS)
     else:
         axes.set_xticks(np.linspace(0, 1, 5))
-        axes.set_xlabel("relative depth: 0 = first layer probed (input side), 1 = last layer probed", fontsize=9)
+    axes.set_xlabel(x_label, fontsize=9)
     axes.set_xlim(-0.03, 1.03)
-    ylabel = " / ".join(dict.fromkeys(_measure(e, attribute) for e, _ in lines)) + " (mean over folds, band: SEM)"
+    ylabel = " / ".join(dict.fromkeys(_measure(e, attribute) for e, *_ in lines)) + " (mean over folds, band: SEM)"
     axes.set_ylabel("\n".join(textwrap.wrap(ylabel, int(PANEL_INCHES * 72 / (9 * 0.55)))), fontsize=9)
     axes.set_title(f"attribute: {attribute}", fontsize=10)
     axes.grid(axis="y", alpha=0.3)
@@ -217,16 +248,20 @@ def sweep_figure(experiments: list[Experiment], param: str | None = None) -> plt
     experiments = order_by(experiments, param)
     varying = varying_params(experiments)
     panels = _panels(experiments)
-    layer_lists = {tuple(scores) for lines in panels.values() for _, scores in lines}
-    shared = list(next(iter(layer_lists))) if len(layer_lists) == 1 else None
+    layer_lists = {tuple(scores) for lines in panels.values() for _, scores, _ in lines}
+    depth_lists = {depths.values for lines in panels.values() for *_, depths in lines}
+    # ticks named by the layers only where they stand at the same depths in every experiment
+    shared = list(next(iter(layer_lists))) if len(layer_lists) == 1 and len(depth_lists) == 1 else None
     colours = dict(zip(map(id, experiments), _colours(experiments, param)))
     labels = [line_label(e, param, varying, None if shared else list(next(iter(attribute_scores(e).values()))))
               for e in experiments]
+    labels = [f"{label}\n({note})" if (note := evenly_spaced_note(e)) else label for e, label in zip(experiments, labels)]
     figure = plt.figure(layout="constrained")
     # Sizes from the texts themselves, so that constrained layout always has room: the legend beside the
     # panels, one slot per layer name (vertical beyond 12), the panels stacked.
-    many = shared is not None and len(shared) > 12
-    axes_width = max(6.0, (0.3 if many else 0.6) * len(shared) + 1.0) if shared else 7.0
+    slots = _slots(next(iter(depth_lists))) if shared else 0.0  # the narrowest gap between two ticks, as slots
+    many = slots > 12
+    axes_width = max(6.0, (0.3 if many else 0.6) * slots + 1.0) if shared else 7.0
     legend_width = _inches(figure, labels, LEGEND_POINTS) + 1.0
     tick_height = 0.3 if not shared else _inches(figure, shared, TICK_POINTS) * (1.0 if many else 0.75) + 0.2
     legend_height = (sum(label.count("\n") + 1 for label in labels) + 1) * LEGEND_POINTS * 1.7 / 72 + 0.5
@@ -234,8 +269,9 @@ def sweep_figure(experiments: list[Experiment], param: str | None = None) -> plt
     title = _title(experiments, param, varying, axes_width + 1.0)  # over the panels, clear of the legend
     height = max(len(panels) * (PANEL_INCHES + tick_height + 0.8) + 0.25 * (title.count("\n") + 1) + 0.3, legend_height)
     figure.set_size_inches(width, height)
+    x_label = "\n".join(textwrap.wrap(_x_label(panels), int(axes_width * 72 / (9 * 0.6))))
     for axes, (attribute, lines) in zip(figure.subplots(len(panels), 1, squeeze=False)[:, 0], panels.items()):
-        _draw_panel(axes, attribute, lines, shared, colours)
+        _draw_panel(axes, attribute, lines, shared, colours, x_label)
     handles = [Line2D([], [], color=colours[id(e)], marker="o", markersize=3, label=label)
                for e, label in zip(experiments, labels)]
     if any(e.chance for e in experiments):
@@ -247,24 +283,26 @@ def sweep_figure(experiments: list[Experiment], param: str | None = None) -> plt
 
 def sweep_table(experiments: list[Experiment], param: str | None = None) -> str:
     """The figure's numbers as CSV: one row per experiment, attribute and layer, with the settings that
-    vary, the network, the layer's relative depth, mean, SEM and the attribute's chance level (empty where
-    it was not recorded)."""
+    vary, the network, the layer's relative depth and where it comes from (``network order`` or ``evenly
+    spaced``), mean, SEM and the attribute's chance level (empty where it was not recorded)."""
     param = param or default_param(experiments)
     experiments = order_by(experiments, param)
     varying = varying_params(experiments)
     settings = list(dict.fromkeys([param, *varying]))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["experiment", *settings, "network", "attribute", "layer", "relative_depth", "mean", "sem", "chance"])
+    writer.writerow(["experiment", *settings, "network", "attribute", "layer", "relative_depth", "depth_from",
+                     "mean", "sem", "chance"])
     for experiment in experiments:
         params = experiment.params  # the whole network, in ASCII: "torchvision alexnet, weights=random, seed=0, ..."
         network = ", ".join([f"{params.get('model.source', 'torchvision')} {params.get('model.arch', '?')}"]
                             + [f"{key.split('.')[1]}={_text(params[key])}" for key in NETWORK_KEYS[2:] if key in params])
+        depths = layer_depths(experiment)
         for attribute, scores in attribute_scores(experiment).items():
             chance = experiment.chance.get(attribute)
-            for (layer, (mean, sem)), depth in zip(scores.items(), relative_depth(len(scores))):
+            for (layer, (mean, sem)), depth in zip(scores.items(), depths[attribute].values):
                 writer.writerow([experiment.name, *(_text(experiment.params.get(key)) for key in settings), network,
-                                 attribute, layer, f"{depth:.6f}", f"{mean:.6f}", f"{sem:.6f}",
+                                 attribute, layer, f"{depth:.6f}", depths[attribute].depth_from, f"{mean:.6f}", f"{sem:.6f}",
                                  "" if chance is None else f"{chance:.6f}"])
     return text.getvalue()
 
@@ -283,6 +321,14 @@ def write_sweep(experiments: list[Experiment], param: str, png_path: str | os.Pa
     with atomic_output(csv_path) as temp:
         temp.write_text(table, encoding="utf-8")
     return [png_path, csv_path]
+
+
+def _why(experiment: Experiment, note: str) -> str:
+    """The reason an experiment's depths are evenly spaced, with the library's own line where its network
+    was not built here."""
+    why = note.removeprefix(f"{EVENLY_SPACED}: ")
+    error = why_not_built(experiment.params.get("model.source"), experiment.params.get("model.arch"))
+    return f"{why}: {error[:160]}" if NOT_BUILT in why and error else why
 
 
 @click.command("sweep")
@@ -306,4 +352,8 @@ def command(param, exp_show_path, all_commits, out):
         sys.exit(1)
     if skipped:
         click.echo(f"sweep: left out (not finished or failed, no metrics of their own): {', '.join(skipped)}", err=True)
+    evenly = [f"{e.name} ({_why(e, note)})" for e in experiments if (note := evenly_spaced_note(e))]
+    if evenly:
+        click.echo(f"sweep: relative depth evenly spaced in the order probed, not from the network's layer order, for "
+                   f"{len(evenly)} of {len(experiments)} experiments: {', '.join(evenly)}", err=True)
     click.echo(f"sweep: {len(experiments)} experiments -> " + ", ".join(str(p) for p in paths))
