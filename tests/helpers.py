@@ -308,7 +308,14 @@ def dvc_status(repo: Path) -> tuple[dict, str]:
 
 
 def changed_stages(repo: Path) -> set[str]:
-    return set(dvc_status(repo)[0])
+    """The stages `dvc status --json` names, asked of DVC in this process as that command asks it (the tests ask
+    it often, and each `dvc` process takes a second to start)."""
+    import contextlib
+
+    from dvc.repo import Repo, lock_repo
+
+    with contextlib.chdir(repo), Repo() as dvc_repo, lock_repo(dvc_repo):  # stage names relative to the repo, as there
+        return set(dvc_repo.status(check_updates=True))
 
 
 def set_param(repo: Path, key: str, value) -> None:
