@@ -203,6 +203,49 @@ def copy_repo(target: Path, params: dict = TINY) -> Path:
     return target
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` run once for the whole test run, its outputs in `folder`: the first xdist worker that needs
+    them builds them under a lock, where every worker finds them (a session fixture alone is built per worker).
+    The tests only read what is built here."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
+    shared.mkdir(exist_ok=True)
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a build that failed in another worker left
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+def copy_built_repo(built: Path, target: Path) -> Path:
+    """A repository copy that `dvc repro` already ran in (conftest's `built_tiny_repo`), copied to `target` as
+    `cp -a` copies: the workspace's outputs stay hard links into its own DVC cache, read-only as DVC left them.
+    The MLflow store's absolute paths (artifact locations, source names) are moved to the copy."""
+    links: dict[tuple[int, int], str] = {}
+
+    def copy(source: str, destination: str) -> str:
+        info = os.lstat(source)
+        if info.st_nlink > 1:
+            if (info.st_dev, info.st_ino) in links:
+                os.link(links[info.st_dev, info.st_ino], destination)
+                return destination
+            links[info.st_dev, info.st_ino] = destination
+        return shutil.copy2(source, destination)
+
+    shutil.copytree(built, target, symlinks=True, copy_function=copy, dirs_exist_ok=True)
+    with sqlite3.connect(target / "mlflow.db") as connection:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("tags", "value")):
+            connection.execute(f"update {table} set {column} = replace({column}, ?, ?)", (str(built), str(target)))
+    connection.close()
+    return target
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
                           capture_output=True, text=True, check=True).stdout
@@ -275,7 +318,14 @@ def dvc_status(repo: Path) -> tuple[dict, str]:
 
 
 def changed_stages(repo: Path) -> set[str]:
-    return set(dvc_status(repo)[0])
+    """The stages `dvc status --json` names, asked of DVC in this process as that command asks it (the tests ask
+    it often, and each `dvc` process takes a second to start)."""
+    import contextlib
+
+    from dvc.repo import Repo, lock_repo
+
+    with contextlib.chdir(repo), Repo() as dvc_repo, lock_repo(dvc_repo):  # stage names relative to the repo, as there
+        return set(dvc_repo.status(check_updates=True))
 
 
 def set_param(repo: Path, key: str, value) -> None:
