@@ -189,7 +189,8 @@ def test_slurm_sbatch_refusal_leaves_no_sweep_behind(tmp_path, slurm_cluster):
     result = cluster(repo, env, "submit", "-S", "pca=4,8", "--mem", "100000G", "--single-node")  # more than any node has
     assert result.returncode == 1, result.stdout
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert "dnnprobe cluster submit: error: --mem 100000G: sbatch refused the job: " in result.stderr
+    # SLURM's reason names no resource: every resource option is named before it
+    assert "dnnprobe cluster submit: error: --cpus 2, --mem 100000G: sbatch refused the job: " in result.stderr
     assert not list((repo / ".dvc" / "tmp" / "cluster").iterdir())
     queue = subprocess.run(["squeue", "--noheader"], env=env, capture_output=True, text=True)
     assert queue.stdout.strip() == ""

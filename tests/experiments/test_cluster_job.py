@@ -46,9 +46,11 @@ def test_slurm_job_whose_result_does_not_come_home_fails_and_ends_its_runs(tmp_p
     from dnnprobe.experiments import cluster_job
 
     ended = []
-    monkeypatch.setattr(cluster_job, "end_runs", lambda record, name, why: ended.append((record["id"], name, why)))
+    monkeypatch.setattr(cluster_job, "end_runs", lambda record, name, why: ended.append(
+        (record["id"], name, why, list((tmp_path / "s").iterdir()))))
 
     def run(record, experiment, work):
+        work.mkdir(parents=True)
         if how == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)  # SLURM's signal at the time limit or scancel
         raise cluster_job.NotHome("`dvc exp push` did not bring experiment pca8 home")
@@ -67,6 +69,7 @@ def test_slurm_job_whose_result_does_not_come_home_fails_and_ends_its_runs(tmp_p
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert ended[0][:2] == ("S1", "pca8")
+    assert ended[0][3] == []  # the scratch copy removed before the store is asked (SIGKILL follows SIGTERM)
     assert " done in " not in capsys.readouterr().out
 
 

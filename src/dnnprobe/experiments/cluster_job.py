@@ -103,6 +103,10 @@ def run_experiment(record: dict, experiment: dict, work: Path) -> None:
 
 def main(batch_path: str, task: str) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    try:  # MLflow imported now, not after SIGTERM: SLURM's SIGKILL follows it after KillWait (often 30 s, or 5)
+        import dnnprobe.track.owners  # noqa: F401
+    except Exception:  # noqa: BLE001 - end_runs says so if it is needed
+        pass
     batch = json.loads(Path(batch_path).read_text())
     record = json.loads(Path(batch["sweep"]).read_text())
     experiment = next(item for item in record["experiments"] if item["name"] == batch["names"][int(task)])
@@ -119,16 +123,19 @@ def main(batch_path: str, task: str) -> int:
         print(f"dnnprobe cluster: experiment {experiment['name']} failed: `{' '.join(exc.cmd[:3])} ...` exited with "
               f"status {exc.returncode}", flush=True)
         if exc.cmd[1:3] == ["exp", "push"]:
+            shutil.rmtree(work, ignore_errors=True)
             end_runs(record, experiment["name"], f"job {job}: `dvc exp push` failed, the experiment did not come home")
         return 1
     except NotHome as exc:
         print(f"dnnprobe cluster: experiment {experiment['name']} failed: {exc}", flush=True)
+        shutil.rmtree(work, ignore_errors=True)
         end_runs(record, experiment["name"], f"job {job}: {exc}")
         return 1
     except SystemExit as exc:  # SIGTERM: the time limit or scancel (SLURM sends SIGKILL a little later)
         print(f"dnnprobe cluster: experiment {experiment['name']} stopped by SIGTERM (time limit or scancel)",
               flush=True)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM signals every process of the job: finish this
+        shutil.rmtree(work, ignore_errors=True)  # first: SIGKILL follows (KillWait), and the store may be slow
         end_runs(record, experiment["name"], f"job {job} was stopped (time limit or scancel) before its "
                  "experiment came home")
         raise
