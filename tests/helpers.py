@@ -443,3 +443,28 @@ def texts_outside(figure) -> list[str]:
         if extent.x0 < box.x0 - 0.5 or extent.x1 > box.x1 + 0.5 or extent.y0 < box.y0 - 0.5 or extent.y1 > box.y1 + 0.5:
             outside.append(text.get_text())
     return outside
+
+
+_HEALTH: list[str] = []
+
+
+def health_server() -> str:
+    """The URI of a stand-in MLflow server (this process, a thread) that answers ``/health``: what
+    `dnnprobe cluster submit` asks before submitting. Started once per test process."""
+    if not _HEALTH:
+        import http.server
+        import threading
+
+        class Health(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the name http.server calls
+                self.send_response(200 if self.path.rstrip("/") == "/health" else 404)
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        _HEALTH.append(f"http://127.0.0.1:{server.server_address[1]}")
+    return _HEALTH[0]
