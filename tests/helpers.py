@@ -295,6 +295,23 @@ def visible_marks(dom: str, experiment: str) -> tuple[int, int]:
             sum(bool(re.search(r' fill="#[0-9A-Fa-f]{6}"', m)) for m in points))
 
 
+def line_colours(dom: str, experiment: str) -> set[str]:
+    """The stroke colours of one experiment's line marks on a rendered `dvc plots` page."""
+    lines = [m for m in re.findall(r'<path [^>]*aria-roledescription="line mark"[^>]*>', dom) if f"[{experiment}]" in m]
+    return {colour for m in lines for colour in re.findall(r' stroke="(#[0-9A-Fa-f]{6})"', m)}
+
+
+def point_positions(dom: str, experiment: str) -> dict[str, float]:
+    """layer -> x (pixels) of one experiment's points on a rendered `dvc plots` page."""
+    found = {}
+    for mark in re.findall(r'<path [^>]*aria-roledescription="point"[^>]*>', dom):
+        label = re.search(r'aria-label="([^"]*)"', mark).group(1)
+        if f"experiment: {experiment};" in label:
+            layer = re.search(r"layer: ([^;]+);", label).group(1)
+            found[layer] = float(re.search(r'transform="translate\(([-\d.]+),', mark).group(1))
+    return found
+
+
 def mlflow_runs(db: Path) -> list[dict]:
     with sqlite3.connect(db) as connection:
         connection.row_factory = sqlite3.Row
