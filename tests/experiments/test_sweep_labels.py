@@ -50,6 +50,12 @@ def test_each_attribute_is_shown_with_the_decoder_and_scoring_it_ran_with(tmp_pa
     assert rows["attribute label"] == ["logistic (accuracy)", "logistic (roc_auc)"]
     assert rows["attribute size"] == ["ridge_regression (r2)", "-"]
     assert not any(name.startswith("mean accuracy") for name in rows)  # no one heading for mixed scorings
+    # label's and size's numbers never share a row: each layer row names its attribute
+    assert rows["size/conv1"] == ["0.500", "-"] and rows["label/conv1"] == ["0.600", "0.700"] and "conv1" not in rows
+    single = experiments_from_exp_show(_exp_show([_rev("c" * 40, "size", {"probe": {"label": "size:ridge_regression"}},
+                                                       _scores(0.0))]))
+    rows = dict(compare_rows([*experiments, *single]))
+    assert rows["size/conv1"] == ["0.500", "-", "0.500"] and rows["attribute size"][2] == "ridge_regression (r2)"
     figure = sweep_figure(experiments, "probe.scoring")
     titles = [axes.get_title() for axes in figure.axes if axes.get_lines()]
     assert titles == ["attribute: label · logistic (accuracy) · 1 of 2 experiments",

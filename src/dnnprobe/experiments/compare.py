@@ -21,7 +21,7 @@ import click
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.experiments.exp_show import (
-    Experiment, attribute_rows, experiments_from_exp_show, layer_order, load_exp_show, repeats_lines, run_exp_show,
+    Experiment, attribute_rows, attribute_scores, experiments_from_exp_show, load_exp_show, repeats_lines, run_exp_show,
     shown_settings,
 )
 
@@ -41,8 +41,13 @@ def compare_rows(experiments: list[Experiment]) -> list[tuple[str, list[str]]]:
     rows += [(key, [_text(e.params.get(key, "-")) for e in experiments]) for key in shown_settings(experiments)]
     rows += attribute_rows(experiments)
     rows.append(("mean per layer", [""] * len(experiments)))  # each column in its scoring, above
-    for layer in layer_order(experiments):
-        rows.append((layer, [f"{e.scores[layer][0]:.3f}" if layer in e.scores else "-" for e in experiments]))
+    # Where the experiments decoded different attributes, every layer row names its attribute (`size/conv1`):
+    # one experiment's `conv1` (label, accuracy) and another's (size, r2) are never one row.
+    named = len({name for e in experiments for name in attribute_scores(e)}) > 1
+    scores = [{f"{name}/{layer}" if named else layer: value for name, layers in attribute_scores(e).items()
+               for layer, value in layers.items()} for e in experiments]
+    for layer in dict.fromkeys(key for each in scores for key in each):
+        rows.append((layer, [f"{each[layer][0]:.3f}" if layer in each else "-" for each in scores]))
     return rows
 
 
