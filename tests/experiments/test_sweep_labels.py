@@ -169,6 +169,7 @@ def test_the_legend_of_19_experiments_shows_what_varies_in_wrapped_entries_each_
     assert not any("=·" in text or text.rstrip().endswith("=") or "= ·" in text for text in texts)
     assert sum("probe.groups=concept" in text for text in texts) == 1
     assert max(len(line) for text in texts for line in text.split("\n")) <= LEGEND_CHARACTERS
+    assert sum("(evenly spaced: network not built here)" in text for text in texts) >= 17  # notes wrapped too (patch8, 16 exist)
     handles = figure.legends[0].legend_handles[:19]
     looks = {(tuple(np.round(handle.get_color(), 3)), handle.get_marker()) for handle in handles}
     assert len(looks) == 19

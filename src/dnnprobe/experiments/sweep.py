@@ -291,7 +291,8 @@ def sweep_figure(experiments: list[Experiment], param: str | None = None) -> plt
                     for i, e in enumerate(experiments)})
     labels = [line_label(e, param, varying, None if shared else list(next(iter(attribute_scores(e).values()))))
               for e in experiments]
-    labels = [label + "".join(f"\n({note})" for note in (evenly_spaced_note(e), single_layer_note(e)) if note)
+    labels = [label + "".join("\n" + "\n".join(textwrap.wrap(f"({note})", LEGEND_CHARACTERS))
+                              for note in (evenly_spaced_note(e), single_layer_note(e)) if note)
               for e, label in zip(experiments, labels)]
     figure = plt.figure(layout="constrained")
     # Sizes from the texts themselves, so that constrained layout always has room: the legend beside the
