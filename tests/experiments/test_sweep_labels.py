@@ -187,3 +187,23 @@ def test_compare_names_the_repeats_it_leaves_out(tmp_path, verb):
     assert result.exit_code == 0, result.output
     assert f"compare: alexnet: same settings" not in result.stderr  # grouped by the one kept
     assert f"and 3 more: same settings and scores as lead-fixes, {verb} once" in result.stderr
+
+
+def test_the_chance_note_counts_the_experiments_of_its_own_panel():
+    """`chance level unknown for 1 of this panel's 2 experiments`, beside a title saying the panel holds 2 of 3."""
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    from dnnprobe.experiments.exp_show import experiments_from_exp_show
+    from dnnprobe.experiments.sweep import sweep_figure
+
+    revs = [_rev("a" * 40, "one", {"pca": 10}, _scores(0.0)), _rev("b" * 40, "two", {"pca": 20}, _scores(0.1)),
+            _rev("c" * 40, "other", {"pca": 30, "stimuli": {"source": "folder"}}, _scores(0.2))]
+    experiments = experiments_from_exp_show(_exp_show(revs))
+    experiments = [dataclasses.replace(e, chance={"label": 0.5}) if e.name == "one" else e for e in experiments]
+    figure = sweep_figure(experiments, "pca")
+    [demo] = [axes for axes in figure.axes if axes.get_lines() and "demo" in axes.get_title()]
+    assert "2 of 3 experiments" in " ".join(demo.get_title().split())
+    assert any("chance level unknown for 1 of this panel's 2 experiments" in text.get_text() for text in demo.texts)
+    plt.close(figure)
