@@ -185,7 +185,7 @@ def test_compare_names_the_repeats_it_leaves_out(tmp_path, verb):
     path.write_text(json.dumps(_old_commits()))
     result = CliRunner().invoke(command, ["--exp-show", str(path), "--width", "120"])
     assert result.exit_code == 0, result.output
-    assert f"compare: alexnet: same settings" not in result.stderr  # grouped by the one kept
+    assert "compare: alexnet: same settings" not in result.stderr  # grouped by the one kept
     assert f"and 3 more: same settings and scores as lead-fixes, {verb} once" in result.stderr
 
 

@@ -289,7 +289,10 @@ def stimulus_set(params: dict[str, object]) -> str:
     ``stimcsv data/external/my.stim.csv``, ``folder data/external``, ``bold5000``; two experiments with
     different stimuli.* settings of their source ran on different stimuli."""
     source = str(params.get("stimuli.source", DEFAULTS["stimuli.source"]))
-    get = lambda key: params.get(f"stimuli.{key}", DEFAULTS.get(f"stimuli.{key}"))  # noqa: E731
+
+    def get(key: str) -> object:
+        return params.get(f"stimuli.{key}", DEFAULTS.get(f"stimuli.{key}"))
+
     if source == "demo":
         return f"demo (n_per_class={get('demo.n_per_class')}, {get('demo.image_size')} px, seed {get('demo.seed')})"
     if source == "stimcsv":

@@ -245,7 +245,7 @@ def _slots(depths: tuple[float, ...]) -> float:
 
 
 def _draw_panel(axes: plt.Axes, key: tuple[str, str, str], lines: list, shared: list[str] | None, colours: dict,
-                x_label: str, n: int, one_set: bool) -> None:  # noqa: PLR0913
+                x_label: str, n: int, one_set: bool) -> None:
     """One attribute's panel: each experiment's line over relative depth with its SEM band, the chance
     level, and as ticks the layer names at their depths (`shared`: the one layer list of every experiment,
     at the same depths in each) or 0 .. 1; titled by the attribute, its decoder and scoring as they ran and
