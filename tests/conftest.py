@@ -11,7 +11,40 @@ from pathlib import Path
 import pytest
 
 
-from helpers import MlflowServer, clean_env, closed_port_url, tiny_params
+from helpers import MlflowServer, built_once, clean_env, closed_port_url, tiny_params
+
+
+# `make test` runs the files on two workers, a whole file on one (--dist loadfile). The slowest files start first,
+# longest first, so that the workers finish together instead of one waiting on a long file that came last;
+# every other file follows in collection order. Seconds on a quiet 2-core machine (-n 2): update them when a
+# file's time changes much (pytest --durations=0), and add a file that takes more than a minute.
+SLOW_FILES = {
+    "tests/pipeline/test_reliability.py": 420,
+    "tests/pipeline/test_pipeline.py": 240,
+    "tests/pipeline/test_sharing.py": 230,
+    "tests/experiments/test_cluster.py": 220,
+    "tests/pipeline/test_benchmarks.py": 140,
+    "tests/pipeline/test_dvc_boundary.py": 130,
+    "tests/extract/test_forward.py": 115,
+    "tests/pipeline/test_own_network.py": 100,
+    "tests/pipeline/test_interrupt.py": 100,
+    "tests/track/test_runs.py": 85,
+    "tests/network/test_sources.py": 75,
+    "tests/experiments/test_slurm.py": 70,
+    "tests/probe/test_crossval.py": 70,
+    "tests/probe/test_design.py": 50,
+    "tests/track/test_store.py": 45,
+}
+
+
+def pytest_configure(config):
+    if getattr(config.option, "dist", "no") == "loadfile":
+        config.option.loadscopereorder = False  # xdist would order the files by their number of tests
+
+
+def pytest_collection_modifyitems(items):
+    rank = {path: i for i, path in enumerate(sorted(SLOW_FILES, key=SLOW_FILES.__getitem__, reverse=True))}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: tests keep their order
 
 
 @pytest.fixture(autouse=True)
@@ -38,19 +71,19 @@ def tiny_stimuli(tmp_path_factory) -> Path:
     """data/stimuli.stim.csv and data/images of the tiny demo set; returns the table's path."""
     from dnnprobe.stages.stimuli import make_stimuli
 
-    root = tmp_path_factory.mktemp("stimuli")
-    table = root / "data" / "stimuli.stim.csv"
-    make_stimuli(tiny_params(), table, root / "data" / "images")
-    return table
+    def build(root):
+        make_stimuli(tiny_params(), root / "data" / "stimuli.stim.csv", root / "data" / "images")
+
+    return built_once(tmp_path_factory, "stimuli", build) / "data" / "stimuli.stim.csv"
 
 
 @pytest.fixture(scope="session")
-def tiny_image_list(tiny_stimuli) -> Path:
+def tiny_image_list(tmp_path_factory, tiny_stimuli) -> Path:
     """data/images.sha256 of the tiny demo set, as the check stage writes it."""
     from dnnprobe.stages.check import check
 
     path = tiny_stimuli.parent / "images.sha256"
-    check(tiny_params(), tiny_stimuli, path)
+    built_once(tmp_path_factory, "image-list", lambda _: check(tiny_params(), tiny_stimuli, path))
     return path
 
 
@@ -58,9 +91,7 @@ def tiny_image_list(tiny_stimuli) -> Path:
 def tiny_network(tmp_path_factory) -> Path:
     from dnnprobe.stages.network import make_network
 
-    path = tmp_path_factory.mktemp("models") / "network.pt"
-    make_network(tiny_params(), path)
-    return path
+    return built_once(tmp_path_factory, "models", lambda root: make_network(tiny_params(), root / "network.pt")) / "network.pt"
 
 
 @pytest.fixture(scope="session")
@@ -68,18 +99,30 @@ def tiny_activations(tmp_path_factory, tiny_image_list, tiny_network) -> Path:
     """All 14 tutorial layers of random-weight AlexNet for the tiny demo set."""
     from dnnprobe.stages.extract import extract
 
-    path = tmp_path_factory.mktemp("activations") / "activations.act.h5"
-    extract(tiny_params(), tiny_image_list, tiny_network, path, progress=False)
-    return path
+    def build(root):
+        extract(tiny_params(), tiny_image_list, tiny_network, root / "activations.act.h5", progress=False)
+
+    return built_once(tmp_path_factory, "activations", build) / "activations.act.h5"
 
 
 @pytest.fixture(scope="session")
 def tiny_gram(tmp_path_factory, tiny_activations) -> Path:
     from dnnprobe.stages.gram import gram
 
-    path = tmp_path_factory.mktemp("gram") / "gram.h5"
-    gram(tiny_activations, path, progress=False)
-    return path
+    return built_once(tmp_path_factory, "gram", lambda root: gram(tiny_activations, root / "gram.h5", progress=False)) / "gram.h5"
+
+
+@pytest.fixture(scope="session")
+def built_tiny_repo(tmp_path_factory) -> Path:
+    """A repository copy on the tiny params (helpers.TINY) after `dvc repro`, built once for the whole run. Never
+    change it: copy it with helpers.copy_built_repo."""
+    from helpers import copy_repo, dvc
+
+    def build(repo):
+        copy_repo(repo)
+        dvc(repo, "repro")
+
+    return built_once(tmp_path_factory, "repo", build)
 
 
 @pytest.fixture

@@ -203,6 +203,49 @@ def copy_repo(target: Path, params: dict = TINY) -> Path:
     return target
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` run once for the whole test run, its outputs in `folder`: the first xdist worker that needs
+    them builds them under a lock, where every worker finds them (a session fixture alone is built per worker).
+    The tests only read what is built here."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
+    shared.mkdir(exist_ok=True)
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a build that failed in another worker left
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+def copy_built_repo(built: Path, target: Path) -> Path:
+    """A repository copy that `dvc repro` already ran in (conftest's `built_tiny_repo`), copied to `target` as
+    `cp -a` copies: the workspace's outputs stay hard links into its own DVC cache, read-only as DVC left them.
+    The MLflow store's absolute paths (artifact locations, source names) are moved to the copy."""
+    links: dict[tuple[int, int], str] = {}
+
+    def copy(source: str, destination: str) -> str:
+        info = os.lstat(source)
+        if info.st_nlink > 1:
+            if (info.st_dev, info.st_ino) in links:
+                os.link(links[info.st_dev, info.st_ino], destination)
+                return destination
+            links[info.st_dev, info.st_ino] = destination
+        return shutil.copy2(source, destination)
+
+    shutil.copytree(built, target, symlinks=True, copy_function=copy, dirs_exist_ok=True)
+    with sqlite3.connect(target / "mlflow.db") as connection:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("tags", "value")):
+            connection.execute(f"update {table} set {column} = replace({column}, ?, ?)", (str(built), str(target)))
+    connection.close()
+    return target
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
                           capture_output=True, text=True, check=True).stdout
@@ -252,6 +295,23 @@ def visible_marks(dom: str, experiment: str) -> tuple[int, int]:
             sum(bool(re.search(r' fill="#[0-9A-Fa-f]{6}"', m)) for m in points))
 
 
+def line_colours(dom: str, experiment: str) -> set[str]:
+    """The stroke colours of one experiment's line marks on a rendered `dvc plots` page."""
+    lines = [m for m in re.findall(r'<path [^>]*aria-roledescription="line mark"[^>]*>', dom) if f"[{experiment}]" in m]
+    return {colour for m in lines for colour in re.findall(r' stroke="(#[0-9A-Fa-f]{6})"', m)}
+
+
+def point_positions(dom: str, experiment: str) -> dict[str, float]:
+    """layer -> x (pixels) of one experiment's points on a rendered `dvc plots` page."""
+    found = {}
+    for mark in re.findall(r'<path [^>]*aria-roledescription="point"[^>]*>', dom):
+        label = re.search(r'aria-label="([^"]*)"', mark).group(1)
+        if f"experiment: {experiment};" in label:
+            layer = re.search(r"layer: ([^;]+);", label).group(1)
+            found[layer] = float(re.search(r'transform="translate\(([-\d.]+),', mark).group(1))
+    return found
+
+
 def mlflow_runs(db: Path) -> list[dict]:
     with sqlite3.connect(db) as connection:
         connection.row_factory = sqlite3.Row
@@ -275,7 +335,14 @@ def dvc_status(repo: Path) -> tuple[dict, str]:
 
 
 def changed_stages(repo: Path) -> set[str]:
-    return set(dvc_status(repo)[0])
+    """The stages `dvc status --json` names, asked of DVC in this process as that command asks it (the tests ask
+    it often, and each `dvc` process takes a second to start)."""
+    import contextlib
+
+    from dvc.repo import Repo, lock_repo
+
+    with contextlib.chdir(repo), Repo() as dvc_repo, lock_repo(dvc_repo):  # stage names relative to the repo, as there
+        return set(dvc_repo.status(check_updates=True))
 
 
 def set_param(repo: Path, key: str, value) -> None:
@@ -393,3 +460,28 @@ def texts_outside(figure) -> list[str]:
         if extent.x0 < box.x0 - 0.5 or extent.x1 > box.x1 + 0.5 or extent.y0 < box.y0 - 0.5 or extent.y1 > box.y1 + 0.5:
             outside.append(text.get_text())
     return outside
+
+
+_HEALTH: list[str] = []
+
+
+def health_server() -> str:
+    """The URI of a stand-in MLflow server (this process, a thread) that answers ``/health``: what
+    `dnnprobe cluster submit` asks before submitting. Started once per test process."""
+    if not _HEALTH:
+        import http.server
+        import threading
+
+        class Health(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the name http.server calls
+                self.send_response(200 if self.path.rstrip("/") == "/health" else 404)
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        _HEALTH.append(f"http://127.0.0.1:{server.server_address[1]}")
+    return _HEALTH[0]

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import REPO, copy_repo, dvc, env_without_tracking_uri, git
+from helpers import REPO, copy_repo, dvc, env_without_tracking_uri, git, health_server
 
 GRID = ("-S", "pca=4,8", "-S", "probe.classifier=logistic,lda")
 NAMES = ["pca4-classifier_logistic", "pca4-classifier_lda", "pca8-classifier_logistic", "pca8-classifier_lda"]
@@ -135,7 +135,7 @@ def test_slurm_sweep_matches_local_runs_computes_extraction_once_and_resubmits_a
 
 def test_slurm_unknown_partition_is_refused_before_submitting(tmp_path, slurm_cluster):
     repo = copy_repo(tmp_path / "repo")
-    env = slurm_env(slurm_cluster, "http://127.0.0.1:5000")
+    env = slurm_env(slurm_cluster, health_server())
     for dry_run in ((), ("--dry-run",)):  # a dry run refuses what submitting would
         result = cluster(repo, env, "submit", "-S", "pca=4,8", "--partition", "gpu-a100", "--single-node", *dry_run)
         assert result.returncode == 1, result.stdout
@@ -179,7 +179,7 @@ def test_slurm_local_script_stops_every_daemon_it_started(tmp_path, slurm_cluste
 
 def test_slurm_sbatch_refusal_leaves_no_sweep_behind(tmp_path, slurm_cluster):
     repo = copy_repo(tmp_path / "repo")
-    env = slurm_env(slurm_cluster, "http://127.0.0.1:5000")
+    env = slurm_env(slurm_cluster, health_server())
     # A dry run asks SLURM (sbatch --test-only) and is refused as the submit is; an accepted one submits nothing.
     dry = cluster(repo, env, "submit", "-S", "pca=4,8", "--mem", "100000G", "--single-node", "--dry-run")
     assert dry.returncode == 1 and dry.stderr.strip().splitlines() == [dry.stderr.strip()], dry.stdout
@@ -189,7 +189,8 @@ def test_slurm_sbatch_refusal_leaves_no_sweep_behind(tmp_path, slurm_cluster):
     result = cluster(repo, env, "submit", "-S", "pca=4,8", "--mem", "100000G", "--single-node")  # more than any node has
     assert result.returncode == 1, result.stdout
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert "dnnprobe cluster submit: error: sbatch refused the job: " in result.stderr
+    # SLURM's reason names no resource: every resource option is named before it
+    assert "dnnprobe cluster submit: error: --cpus 2, --mem 100000G: sbatch refused the job: " in result.stderr
     assert not list((repo / ".dvc" / "tmp" / "cluster").iterdir())
     queue = subprocess.run(["squeue", "--noheader"], env=env, capture_output=True, text=True)
     assert queue.stdout.strip() == ""

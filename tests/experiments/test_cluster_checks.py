@@ -46,7 +46,9 @@ def test_slurm_the_sweep_cache_must_be_set_and_shared(tmp_path, tmp_counts_as_sh
     repo = tmp_path / "repo"
     (repo / ".dvc" / "cache").mkdir(parents=True)
     default = sweep_cache(repo, None, str(repo / ".dvc" / "cache"))
-    message = one_line_error(lambda: check_storage(repo, default, False), "inside the workspace")
+    message = one_line_error(lambda: check_storage(repo, default, False), r"inside the workspace \(DVC's default\)")
+    chosen = sweep_cache(repo, "relative-cache", None)  # the user's choice: not called DVC's default
+    one_line_error(lambda: check_storage(repo, chosen, False), "is inside the workspace, this checkout's alone")
     assert "`dvc cache dir /shared/dvc-cache` and `dvc config cache.shared group`" in message
     one_line_error(lambda: check_storage(repo, "/dev/shm/cache", False), re.escape("is under /dev/shm, this node's"))
     shared = sweep_cache(repo, "../lab-cache", None)  # relative to the repository, as the jobs will see it

@@ -51,3 +51,25 @@ def test_slurm_a_name_that_exists_already_is_refused(tmp_path):
     one_line_error(lambda: check_names(repo, [Planned("pca8", head, ["pca=8"])]), "'pca8' already exists")
     one_line_error(lambda: check_names(repo, [Planned("x", head, []), Planned("x", head, [])]), "given twice")
     one_line_error(lambda: check_names(repo, []), "nothing to submit")
+
+
+def test_slurm_queued_experiment_that_changes_more_than_params_is_refused(tmp_path):
+    from dnnprobe.experiments.cluster_plan import queued_experiments
+
+    repo = copy_repo(tmp_path / "repo")
+    (repo / "dvc.yaml").write_text((repo / "dvc.yaml").read_text() + "\n# edited before queueing\n")
+    dvc(repo, "exp", "run", "--queue", "-n", "edited", "-S", "pca=8")
+    # Its job would run the baseline's dvc.yaml with pca=8 only: refused, naming it and the file.
+    one_line_error(lambda: queued_experiments(repo), r"^queued experiment edited also changes dvc.yaml \(not only "
+                                                     r"params.yaml\): a cluster job runs its baseline commit")
+
+
+def test_slurm_grid_key_given_twice_is_refused_and_dvcs_file_prefix_is_accepted(tmp_path):
+    from dnnprobe.experiments.cluster_plan import grid
+
+    repo = copy_repo(tmp_path / "repo")
+    one_line_error(lambda: grid(repo, ("pca=4", "pca=8")), r"^-S pca given twice \(pca=4, pca=8\): use -S pca=4,8 "
+                                                            "for a grid")
+    one_line_error(lambda: grid(repo, ("pca=4", "params.yaml:pca=8")), "pca given twice")
+    planned = grid(repo, ("params.yaml:pca=4,8",))
+    assert [(p.name, p.sets) for p in planned] == [("pca4", ["pca=4"]), ("pca8", ["pca=8"])]

@@ -19,15 +19,17 @@ def experiment(name: str, pca: int, classifier: str, shift: float) -> Experiment
 
 def test_every_layer_and_every_differing_setting_is_shown_within_the_width():
     experiments = [experiment(f"exp-{i}", 10 * (i + 1), "ridge" if i % 2 else "logistic", i / 100) for i in range(12)]
-    for width in (200, 80, 40):
+    for width in (300, 80, 40):
         text = compare_table(experiments, width)
         assert max(len(line) for line in text.splitlines()) <= width
         tables = text.strip().split("\n\n")
-        assert len(tables) == (1 if width == 200 else math.ceil(12 / ((width - 18) // 10)))  # as many as needed
+        # rows named up to 17 characters ("attribute label"), columns 21 ("logistic (accuracy)")
+        assert len(tables) == math.ceil(12 / max(1, (width - 17) // 21))  # as many as needed
         shown = []
         for table in tables:
             rows = {line.split()[0]: line.split()[1:] for line in table.splitlines() if line.strip()}
-            assert set(LAYERS) | {"pca", "probe.classifier"} <= set(rows)  # every row in every table
+            assert set(LAYERS) | {"pca", "attribute"} <= set(rows)  # every row in every table
+            assert "probe.classifier" not in rows  # as each attribute ran: "attribute label  ridge (accuracy)"
             assert "cv" not in rows and "probe.C" not in rows  # the same everywhere: not a difference
             shown += rows["experiment"]
             for column, name in enumerate(rows["experiment"]):

@@ -5,6 +5,7 @@ every check a real submit makes and submit nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, copy_repo, env_without_tracking_uri, one_line_error
+from helpers import REPO, copy_repo, env_without_tracking_uri, health_server, one_line_error
 
 
 def submit(repo: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = env if env is not None else slurmless_env("http://127.0.0.1:5000")
+    env = env if env is not None else slurmless_env(health_server())
     return subprocess.run([sys.executable, "-m", "dnnprobe.cli", "cluster", "submit", *args], cwd=repo, env=env,
                           capture_output=True, text=True)
 
@@ -45,7 +46,7 @@ def fake_slurm(folder: Path, sinfo: str | None = f"debug*|infinite|{HERE}", refu
     """The environment of a login node whose SLURM is two scripts: `sinfo` prints `sinfo` (None: fails as an
     unconfigured SLURM does), `sbatch --test-only` accepts (or prints `refusal` and fails), a real `sbatch`
     prints job id 4242. Every sbatch call is logged to folder/sbatch.log."""
-    env = slurmless_env("http://127.0.0.1:5000")
+    env = slurmless_env(health_server())
     tools = Path(env["PATH"].split(os.pathsep)[-1])
     answer = f"printf '%s\\n' {shlex.quote(sinfo)}" if sinfo is not None else (
         "echo 'sinfo: fatal: Could not establish a configuration source' >&2; exit 1")
@@ -82,8 +83,10 @@ def test_slurm_time_limits_read_in_each_of_slurms_formats():
     minute, hour, day = 60, 3600, 86400
     assert [time_seconds(t) for t in ("30", "10:30", "1:00:00", "2-0", "1-12:30", "1-00:00:05")] == [
         30 * minute, 10 * minute + 30, hour, 2 * day, day + 12 * hour + 30 * minute, day + 5]
-    for bad in ("", "0", "1h", "1:2:3:4", "-5"):
+    for bad in ("", "1h", "1:2:3:4", "-5"):
         one_line_error(lambda: time_seconds(bad), "not one of SLURM's formats")
+    for none in ("0", "00:00:00", "0-0"):  # SLURM's "no limit": refused, saying why
+        one_line_error(lambda: time_seconds(none), "is SLURM's 'no limit', refused: a sweep's jobs need a limit")
 
 
 def test_slurm_settings_file_and_options_give_the_sbatch_options(tmp_path):
@@ -218,3 +221,98 @@ def test_slurm_job_without_a_gpu_hides_the_nodes_gpus_unless_slurm_gave_it_one()
     assert script_gpus(Settings(), {}) == ""
     # A partition that gives GPUs by itself (SLURM_JOB_GPUS set): kept.
     assert script_gpus(Settings(), {"SLURM_JOB_GPUS": "2", "CUDA_VISIBLE_DEVICES": "0"}) == "0"
+
+
+@pytest.mark.parametrize("option, instead", [
+    ("--time=2:00:00", "use --time (or `time:` in .dnnprobe/cluster.yaml) instead"), ("-t", "use --time"),
+    ("--partition=gpu", "use --partition"), ("--gres=gpu:2", "use --gres"), ("--gpus=2", "use --gpus"),
+    ("--mem=8G", "use --mem"), ("--cpus-per-task=8", "use --cpus"), ("-c8", "use --cpus"),
+    ("--array=0-9", "use nothing: dnnprobe cluster submit sets it"), ("--output=x.log", "use nothing")])
+def test_slurm_sbatch_options_dnnprobe_sets_itself_are_refused(tiny_repo, tmp_path, option, instead):
+    line = error_line(submit(tiny_repo, "-S", "pca=4,8", "--single-node", f"--sbatch-option={option}", "--dry-run",
+                             env=fake_slurm(tmp_path)))
+    assert f"--sbatch-option {option!r}: dnnprobe sets " in line and instead in line
+    assert sbatch_calls(tmp_path) == []
+
+
+def test_slurm_resources_sbatch_refuses_are_named_with_their_option(tiny_repo, tmp_path):
+    line = error_line(submit(tiny_repo, "-S", "pca=4,8", "--single-node", "--mem", "4X", env=fake_slurm(tmp_path)))
+    assert line.endswith("error: --mem '4X': not a SLURM memory size (a whole number with K, M, G or T: 4G, 500M; "
+                         "no unit: megabytes)")
+    line = error_line(submit(tiny_repo, "-S", "pca=4,8", "--single-node", "--cpus", "64", "--dry-run",
+                             env=fake_slurm(tmp_path, refusal="sbatch: error: CPU count per node can not be satisfied")))
+    assert "error: --cpus 64: sbatch would refuse the job: `sbatch --test-only` failed: sbatch: error: CPU count" in line
+
+
+@pytest.mark.parametrize("uri, says", [("http://127.0.0.1:1", "MLFLOW_TRACKING_URI=http://127.0.0.1:1: tracking server "
+                                                              "not reachable ("),
+                                       ("databricks", "would refuse")])  # databricks: a server, not "a folder"
+def test_slurm_tracking_server_is_checked_at_submit(tiny_repo, tmp_path, uri, says):
+    env = fake_slurm(tmp_path, refusal="would refuse")
+    line = error_line(submit(tiny_repo, "-S", "pca=4,8", "--single-node", "--dry-run", "--tracking-uri", uri, env=env))
+    assert says in line and "folder" not in line
+
+
+def sweep_record(repo: Path, sweep: str, sets: list[str], job: str = "4242_0", name: str = "pca8") -> None:
+    folder = repo / ".dvc" / "tmp" / "cluster" / sweep
+    folder.mkdir(parents=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    experiment = {"name": name, "rev": head, "sets": sets, "queued": False, "job": job,
+                  "log": str(folder / "logs" / f"{job}.log"), "history": []}
+    (folder / "sweep.json").write_text(json.dumps({"id": sweep, "repo": str(repo), "cache": str(repo / "c"),
+                                                   "scratch": None, "tracking_uri": health_server(),
+                                                   "settings": {"single_node": True}, "experiments": [experiment]}))
+
+
+def slurm_says(env: dict, state: str) -> dict:
+    """A fake `squeue` and `sacct` on PATH: every job is in `state`; `scancel` accepts."""
+    tools = Path(env["PATH"].split(os.pathsep)[-1])
+    for name in ("squeue", "sacct"):
+        (tools / name).write_text(f"#!/bin/bash\necho '4242_0|{state}'\n")
+    (tools / "scancel").write_text("#!/bin/bash\nexit 0\n")
+    for name in ("squeue", "sacct", "scancel"):
+        (tools / name).chmod(0o755)
+    return env
+
+
+def test_slurm_name_of_an_unfinished_sweeps_experiment_is_refused(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    sweep_record(repo, "20261207-010101", ["pca=8"])
+    env = slurm_says(fake_slurm(tmp_path), "RUNNING")
+    line = error_line(submit(repo, "-S", "pca=4,8", "--single-node", "--dry-run", env=env))
+    assert "experiment 'pca8' is running in sweep 20261207-010101 (job 4242_0): two experiments of one name" in line
+    assert sbatch_calls(tmp_path) == []
+    slurm_says(env, "COMPLETED")  # finished (and not home: a failure), so the name is free again
+    assert submit(repo, "-S", "pca=4,8", "--single-node", "--dry-run", env=env).returncode == 0
+
+
+def cluster_command(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dnnprobe.cli", "cluster", *args], cwd=repo, env=env,
+                          capture_output=True, text=True)
+
+
+def test_slurm_resubmit_dry_run_says_so_and_rechecks_params(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    sweep_record(repo, "20261207-010101", ["pca=8"])
+    env = slurm_says(fake_slurm(tmp_path), "FAILED")
+    result = cluster_command(repo, env, "resubmit", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "resubmitted" not in result.stdout
+    assert result.stdout.splitlines()[-1] == "dry run: would resubmit pca8; nothing submitted"
+    assert all(call.startswith("--test-only ") for call in sbatch_calls(tmp_path))
+    sweep_record(repo, "20261207-020202", ["pca=abc"])
+    line = error_line(cluster_command(repo, env, "resubmit", "--dry-run"), "resubmit")
+    assert line.endswith("error: experiment pca8: params.yaml: pca must be an integer, got 'abc'")
+
+
+def test_slurm_status_and_cancel_without_slurms_tools_say_so(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    sweep_record(repo, "20261207-010101", ["pca=8"])
+    line = error_line(cluster_command(repo, slurmless_env(None), "status"), "status")
+    assert "no `squeue`/`sacct` on PATH: cannot ask SLURM the state of jobs 4242; run this on a SLURM login node" in line
+    line = error_line(cluster_command(repo, slurmless_env(None), "cancel", "pca8"), "cancel")
+    assert "no `squeue`/`sacct` on PATH" in line
+    env = slurm_says(slurmless_env(None), "RUNNING")
+    (Path(env["PATH"].split(os.pathsep)[-1]) / "scancel").unlink()
+    line = error_line(cluster_command(repo, env, "cancel", "pca8"), "cancel")
+    assert "no `scancel` on PATH: cannot cancel jobs 4242_0; run this on a SLURM login node" in line

@@ -86,7 +86,8 @@ def test_ten_networks_by_24_layers_two_attributes_stay_readable(shared):
     drawn = [text.get_text() for text in drawn_texts(figure)]  # the check saw them all
     assert len(drawn) >= 10 + 2 * (24 if shared else 5) + 2 * 3 + 1 and figure.get_suptitle() in drawn
     panels = [axes for axes in figure.axes if axes.get_lines()]
-    assert [axes.get_title() for axes in panels] == ["attribute: label", "attribute: color"]
+    assert [axes.get_title() for axes in panels] == ["attribute: label · logistic (accuracy)",
+                                                     "attribute: color · ridge_regression (r2)"]
     for axes, attribute in zip(panels, ("label", "color")):
         data = [line for line in axes.get_lines() if line.get_linestyle() == "-"]
         assert len(data) == 10  # one line per experiment, each within one attribute
@@ -105,13 +106,13 @@ def test_ten_networks_by_24_layers_two_attributes_stay_readable(shared):
                                                  e.params["extract.tokens"]))
     np.testing.assert_allclose(first.get_ydata(), [mean for mean, _ in attribute_scores(ordered[0])["color"].values()])
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
-    assert legend[0].startswith("hf facebook/dinov2-small · tokens=cls  (dinov2-small-cls)")
-    assert "timm vit_small_patch16_224 · tokens=mean  (vit_small_patch16_224-mean)" in "\n".join(legend)
+    assert legend[0].startswith("hf facebook/dinov2-small · tokens=cls · (dinov2-small-cls)")
+    assert "timm vit_small_patch16_224 · tokens=mean\n(vit_small_patch16_224-mean)" in "\n".join(legend)
     assert not any("[" in text or "extract.layers" in text for text in legend)
     evenly = [text for text in legend if "(evenly spaced: " in text]
     assert len(evenly) == (10 if shared else 9) and (shared or not any("vit_large" in text for text in evenly))
     assert "(evenly spaced: network not built here)" in legend[0]  # dinov2-small: not in this Hugging Face cache
-    assert shared or "(evenly spaced: blocks.12 is not in the network's layer order)" in "\n".join(legend)
+    assert shared or "(evenly spaced: blocks.12 is not in the network's layer order)" in " ".join(legend).replace("\n", " ")
     assert ("24 layers: encoder.layer.0 .. encoder.layer.23" in legend[0]) != shared  # first and last layer named
     assert legend[-1] == "chance level"
     plt.close(figure)
@@ -129,8 +130,10 @@ def test_the_csv_beside_the_figure_holds_every_number(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader(table.read_text(encoding="utf-8").splitlines()))
     assert len(rows) == 10 * 2 * 5
-    assert list(rows[0])[:2] == ["experiment", "model.arch"] and list(rows[0])[-8:] == [
-        "network", "attribute", "layer", "relative_depth", "depth_from", "mean", "sem", "chance"]
+    assert list(rows[0])[:2] == ["experiment", "model.arch"] and list(rows[0])[-11:] == [
+        "network", "stimulus_set", "attribute", "decoder", "scoring", "layer", "relative_depth", "depth_from", "mean",
+        "sem", "chance"]
+    assert not {"probe.label", "probe.scoring", "probe.classifier"} & set(rows[0])  # shown per attribute, as it ran
     for experiment in experiments:
         for attribute, scores in attribute_scores(experiment).items():
             mine = [row for row in rows if row["experiment"] == experiment.name and row["attribute"] == attribute]
@@ -145,7 +148,8 @@ def test_the_csv_beside_the_figure_holds_every_number(tmp_path):
     alexnet = [float(row["relative_depth"]) for row in rows if row["experiment"] == "alexnet-all"][:5]
     assert alexnet == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # features.0 .. 4: conv1, _relu, _maxpool, conv2, _relu
     vit = next(row for row in rows if row["experiment"] == "vit_small_patch16_224-cls")
-    assert vit["network"] == "timm vit_small_patch16_224, weights=random, tokens=cls"
+    # seed and preprocess: not in these params.yaml, so as they ran, today's defaults (never None)
+    assert vit["network"] == "timm vit_small_patch16_224, weights=random, seed=0, tokens=cls, preprocess=dnnbrain"
     assert vit["extract.layers"] == ",".join(f"blocks.{j}" for j in range(5))
 
 

@@ -14,12 +14,14 @@ test_pipeline.py."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 
 import pytest
 
-from helpers import copy_repo, dvc, git, mlflow_runs, render, set_param, texts_outside, visible_marks
+from helpers import (copy_repo, dvc, git, line_colours, mlflow_runs, point_positions, render, set_param, texts_outside,
+                     visible_marks)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -94,6 +96,19 @@ def test_dvc_plots_diff_draws_each_networks_line(compared):
         assert visible_marks(dom, name) == expected, name
     assert "Conv1" in dom and "block12" in dom and "layer4" in dom  # each network's own depth names as ticks
     assert "Conv1 .. FC2)" not in dom  # no AlexNet-only axis title over other networks' layers
+    # each experiment's line(s) its own colour (AlexNet's Conv and ReLU lines share one, dashed apart)
+    colours = {name: line_colours(dom, name) for name in NETWORKS}
+    assert all(len(found) == 1 for found in colours.values()), colours
+    assert len(set().union(*colours.values())) == len(NETWORKS), colours
+    # layers of different networks never share a depth: no two networks' points at the same x (the two
+    # experiments of one ViT do share its depths)
+    xs = {name: set(point_positions(dom, name).values()) for name in NETWORKS}
+    assert xs["vit-cls"] == xs["vit-mean"] and len(xs["vit-cls"]) == 3
+    for a, b in itertools.combinations([name for name in NETWORKS if name != "vit-mean"], 2):
+        assert not xs[a] & xs[b], (a, b)
+    texts = re.findall(r"<text[^>]*>([^<]+)</text>", dom)
+    assert {"block1 (ViT-S-32)", "block1 (vit_tiny_patch16_224)", "block1 (dinov2)", "Conv1"} <= set(texts)
+    assert not [text for text in texts if "…" in text]  # no legend entry, title or tick cut short
 
     dvc(repo, "plots", "show")  # the workspace alone: the last experiment, DINOv2
     assert visible_marks(render(repo / "dvc_plots" / "index.html"), "workspace") == (1, 2)

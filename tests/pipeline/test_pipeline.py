@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import copy_repo, dvc, git, mlflow_runs, render
+from helpers import copy_built_repo, copy_repo, dvc, git, mlflow_runs, render
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    path = copy_repo(tmp_path_factory.mktemp("repo"))
-    dvc(path, "repro")
-    return path
+def repo(tmp_path_factory, built_tiny_repo) -> Path:
+    return copy_built_repo(built_tiny_repo, tmp_path_factory.mktemp("repo"))  # a copy after `dvc repro`
 
 
 def test_repro_writes_every_output(repo):

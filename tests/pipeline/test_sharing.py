@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from helpers import REPO
-from helpers import copy_repo, dvc, env_without_tracking_uri, git, mlflow_runs
+from helpers import copy_built_repo, dvc, env_without_tracking_uri, git, mlflow_runs
 
 from dnnprobe.core.errors import DnnprobeError
 
@@ -62,10 +62,9 @@ def assert_same_files(names: list[str], first: Path, second: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> Path:
+def pipeline(tmp_path_factory, built_tiny_repo) -> Path:
     """A repository copy on tiny data after `dvc repro`, with dvc.lock committed as a user would."""
-    repo = copy_repo(tmp_path_factory.mktemp("pipeline"))
-    dvc(repo, "repro")
+    repo = copy_built_repo(built_tiny_repo, tmp_path_factory.mktemp("pipeline"))
     commit_all(repo, "pipeline outputs")
     return repo
 

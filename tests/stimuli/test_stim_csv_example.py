@@ -83,3 +83,19 @@ def test_the_class_folder_command_writes_a_table(tmp_path, monkeypatch):
     assert sorted(zip(table.stim_ids, table.column("label"), table.column("condition"))) == [
         ("animate/cat01.jpg", "0", "animate"), ("animate/dog02.jpg", "0", "animate"),
         ("inanimate/car01.jpg", "1", "inanimate")]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sed") is None, reason="needs bash, head, sed and tail")
+def test_the_commands_carry_a_label_tables_extra_columns(tmp_path):
+    """A label table with `size` and `concept` (probe.groups, ridge regression): the `data=` line comes from
+    its own header, so every column comes through (a fixed `data=stimID,label,condition` line made the
+    reader stop at line 5: 6 fields, expected 3)."""
+    table_path = tmp_path / "data/external/mystim/mystim.stim.csv"
+    table_path.parent.mkdir(parents=True)
+    rows = ["cat01.jpg,0,animate,3.5,cat", "car01.jpg,1,inanimate,12,car", "dog02.jpg,0,animate,4.25,dog"]
+    (tmp_path / "labels.csv").write_bytes("\r\n".join(["image,label,condition,size,concept", *rows, ""]).encode())
+    subprocess.run(["bash", "-euc", blocks()["make-stim-csv"]], cwd=tmp_path, check=True)
+    table = StimulusTable.read(table_path)
+    assert list(table.columns) == ["stimID", "label", "condition", "size", "concept"]
+    assert table.stim_ids == ["cat01.jpg", "car01.jpg", "dog02.jpg"]
+    assert table.column("concept") == ["cat", "car", "dog"] and table.column("size") == ["3.5", "12", "4.25"]

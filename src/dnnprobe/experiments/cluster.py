@@ -18,6 +18,7 @@ restored from the shared cache by the others.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -34,9 +35,9 @@ import click
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.experiments import slurm
 from dnnprobe.experiments.cluster_checks import check_params, check_storage, sweep_cache
-from dnnprobe.experiments.cluster_plan import (Planned, check_clean, check_names, existing_names, find_sweep,
-                                               grid, new_sweep_dir, queued_experiments, read_record, repo_root,
-                                               write_record)
+from dnnprobe.experiments.cluster_plan import (SWEEPS, Planned, check_clean, check_names, existing_names,
+                                               find_sweep, grid, new_sweep_dir, queued_experiments, read_record,
+                                               repo_root, write_record)
 
 RERUN = ("failed", "cancelled", "timeout")  # the states `resubmit` reruns
 
@@ -47,6 +48,10 @@ def check_tracking(uri: str | None) -> str:
         raise DnnprobeError("MLFLOW_TRACKING_URI is not set: each job would log its probe run to a SQLite file in "
                             "its scratch copy, deleted with it; set it to the team's server "
                             "(export MLFLOW_TRACKING_URI=http://host:5000) or pass --tracking-uri")
+    from dnnprobe.track.store import BARE_SCHEMES, check_reachable
+
+    if uri in BARE_SCHEMES:  # Databricks' managed MLflow: a server, with its credentials from the environment
+        return uri
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else "file"
     if scheme == "sqlite":
         raise DnnprobeError(f"MLFLOW_TRACKING_URI={uri} is a SQLite file: jobs on several nodes would write it at "
@@ -55,6 +60,7 @@ def check_tracking(uri: str | None) -> str:
     if scheme == "file" or len(scheme) == 1:  # a path (C: on Windows) or file:
         raise DnnprobeError(f"MLFLOW_TRACKING_URI={uri} is a folder (MLflow's file store, deprecated and refused by "
                             "MLflow 3): run `mlflow server` and set MLFLOW_TRACKING_URI=http://...")
+    check_reachable(uri)  # as the stages check it: not after the compute, in every job
     return uri
 
 
@@ -95,6 +101,30 @@ def job_script(folder: Path, settings: slurm.Settings) -> Path:
     return script
 
 
+@contextlib.contextmanager
+def _blame(settings: slurm.Settings):
+    """An sbatch refusal starts with the options it is about (``--cpus 64: sbatch refused the job: ...``)."""
+    try:
+        yield
+    except DnnprobeError as exc:
+        raise DnnprobeError(f"{slurm.blamed(settings, str(exc))}{exc}") from None
+
+
+def check_unfinished(repo: Path, planned: list[Planned]) -> None:
+    """Refuse a name a pending or running job of an earlier sweep has: only one of the two could come home."""
+    names = {item.name for item in planned}
+    for path in sorted((repo / SWEEPS).glob("*/sweep.json")):
+        record, earlier = read_record(path)
+        clash = [item for item in earlier if item.name in names and item.job]
+        found = slurm.job_states([item.job for item in clash]) if clash else {}
+        for item in clash:
+            if found[item.job] in ("pending", "running"):
+                raise DnnprobeError(f"experiment {item.name!r} is {found[item.job]} in sweep {record['id']} (job "
+                                    f"{item.job}): two experiments of one name cannot both come home; wait for it "
+                                    f"(`dnnprobe cluster status --sweep {record['id']}`), cancel it, or use another "
+                                    "name")
+
+
 def submit_batches(folder: Path, record: dict, planned: list[Planned], names: list[str], settings: slurm.Settings,
                    lead: bool, dry_run: bool) -> list[str]:
     """Submit `names` as one array job (or the first alone, then the rest after it); returns what to print.
@@ -114,14 +144,15 @@ def submit_batches(folder: Path, record: dict, planned: list[Planned], names: li
             options += [f"--dependency=afterany:{first}"]
         command = shlex.join(["sbatch", *options, str(script), str(batch_file)])
         if dry_run:
-            with tempfile.TemporaryDirectory(prefix="dnnprobe-dry-run-") as temporary:
+            with tempfile.TemporaryDirectory(prefix="dnnprobe-dry-run-") as temporary, _blame(settings):
                 answer = slurm.test_only(job_script(Path(temporary), settings), options, [str(batch_file)])
             lines += [f"would run: {command}", f"  sbatch --test-only: {answer}"]
             first = first or "<first job>"
             continue
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         batch_file.write_text(json.dumps({"sweep": str(folder / "sweep.json"), "names": batch}) + "\n")
-        job = slurm.submit(script, options, [str(batch_file)])
+        with _blame(settings):
+            job = slurm.submit(script, options, [str(batch_file)])
         lines.append(f"submitted: {command}")
         first = first or job
         for index, name in enumerate(batch):
@@ -144,6 +175,7 @@ def _submit(repo: Path, planned: list[Planned], settings: slurm.Settings, tracki
     cache = sweep_cache(repo, settings.cache, None if settings.cache else dvc_cache(repo))
     check_storage(repo, cache, settings.single_node)
     slurm.check_cluster(settings)
+    check_unfinished(repo, planned)
     folder = new_sweep_dir(repo)
     record = {"id": folder.name, "repo": str(repo), "cache": cache,
               "scratch": settings.scratch, "tracking_uri": uri, "settings": dataclasses.asdict(settings)}
@@ -183,6 +215,26 @@ def _tail(path: str | None, lines: int = 6) -> list[str]:
         return ["(no log yet)"]
 
 
+def end_unreturned_runs(record: dict, found: dict[str, str]) -> list[str]:
+    """End as KILLED the MLflow runs of the experiments that failed, were cancelled or timed out (their
+    result never came home: no FINISHED run with metrics for it); the line saying so, if any."""
+    gone = [name for name, state in found.items() if state in RERUN]
+    if not gone or not record.get("tracking_uri"):
+        return []
+    try:
+        from dnnprobe.track.failures import LAST_TRY, temporary_environment
+        from dnnprobe.track.owners import end_sweep_runs
+
+        with temporary_environment(LAST_TRY):
+            ended = end_sweep_runs(record["tracking_uri"], record["id"], gone,
+                                   f"sweep {record['id']}: its job failed, was cancelled or timed out; the experiment "
+                                   "did not come home")
+    except Exception as exc:  # noqa: BLE001 - status still shows the states
+        return [f"(could not end their MLflow runs as KILLED: {str(exc).splitlines()[0]})"]
+    return [f"ended {len(ended)} MLflow run(s) of {', '.join(gone)} as KILLED (tag dnnprobe.orphaned): their "
+            "results did not come home"] if ended else []
+
+
 def status_text(repo: Path, record_path: Path) -> str:
     record, planned = read_record(record_path)
     found = states(repo, planned)
@@ -196,6 +248,7 @@ def status_text(repo: Path, record_path: Path) -> str:
             lines.append(f"--- {item.name} ({found[item.name]}), the end of {item.log}:")
             lines += [f"    {line}" for line in _tail(item.log)]
     if any(state in RERUN for state in found.values()):
+        lines += end_unreturned_runs(record, found)
         lines.append("`dnnprobe cluster resubmit` reruns the failed, cancelled and timed-out ones")
     return "\n".join(lines) + "\n"
 
@@ -309,6 +362,7 @@ def resubmit(sweep, tracking_uri, dry_run, **resources):
                             "timed out (`dnnprobe cluster status`)")
     settings = dataclasses.replace(slurm.Settings(**record["settings"]),
                                    **{k: v for k, v in resources.items() if v not in (None, ())})
+    check_params(Path(record["repo"]), [item for item in planned if item.name in names])  # as submit checks them
     record["tracking_uri"] = check_tracking(tracking_uri or record["tracking_uri"])
     slurm.check_settings(settings)
     check_storage(Path(record["repo"]), record["cache"], settings.single_node)
@@ -319,4 +373,5 @@ def resubmit(sweep, tracking_uri, dry_run, **resources):
         job_script(path.parent, settings)  # the resources may have changed (--gpus); SLURM copied the old one
     for line in submit_batches(path.parent, record, planned, names, settings, lead, dry_run):
         click.echo(line)
-    click.echo(f"resubmitted: {', '.join(names)}")
+    click.echo(f"dry run: would resubmit {', '.join(names)}; nothing submitted" if dry_run
+               else f"resubmitted: {', '.join(names)}")

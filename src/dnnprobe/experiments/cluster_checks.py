@@ -84,7 +84,8 @@ def check_storage(repo: Path, cache: str, single_node: bool) -> None:
         raise DnnprobeError(f"the DVC cache {cache} is {where}, this node's alone: jobs on other nodes read and write "
                             f"it; {HOW_TO_SHARE}")
     if Path(cache).is_relative_to(os.path.realpath(repo)):
-        raise DnnprobeError(f"the DVC cache {cache} is inside the workspace (DVC's default), this checkout's alone: "
+        default = " (DVC's default)" if cache == os.path.realpath(Path(repo, ".dvc", "cache")) else ""
+        raise DnnprobeError(f"the DVC cache {cache} is inside the workspace{default}, this checkout's alone: "
                             f"a sweep needs the cluster's shared cache; {HOW_TO_SHARE}")
 
 

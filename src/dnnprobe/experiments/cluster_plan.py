@@ -115,9 +115,23 @@ def queued_experiments(repo: Path) -> list[Planned]:
         if not match:
             continue
         baseline, name = match.groups()
+        name = name or f"queued-{rev[:7]}"
+        check_params_only(repo, name, baseline, rev)
         sets = overrides(_params_at(repo, baseline), _params_at(repo, rev))
-        planned.append(Planned(name or f"queued-{rev[:7]}", baseline, sets, queued=True))
+        planned.append(Planned(name, baseline, sets, queued=True))
     return planned
+
+
+def check_params_only(repo: Path, name: str, baseline: str, rev: str) -> None:
+    """A queued experiment's job runs its baseline commit with its params.yaml as `-S` overrides: refuse
+    one that changed other files too (dvc.yaml, code), which its job would silently drop."""
+    changed = [path for path in git(repo, "diff", "--name-only", baseline, rev).splitlines()
+               if path != "params.yaml" and not path.startswith(".dvc/tmp/")]  # DVC's own bookkeeping
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise DnnprobeError(f"queued experiment {name} also changes {shown} (not only params.yaml): a cluster job "
+                            "runs its baseline commit with its params only and would drop them; commit the changes "
+                            f"and queue it again (`dvc queue remove {name}`), or leave the queue out (--no-queued)")
 
 
 def _choices(text: str) -> list[str]:
@@ -144,12 +158,18 @@ def grid(repo: Path, settings: tuple[str, ...]) -> list[Planned]:
     """Every combination of `-S key=a,b` choices, on HEAD, named after the values (`pca4-classifier_lda`)."""
     if not settings:
         return []
-    axes = []
+    axes, seen = [], {}
     for setting in settings:
         key, sep, values = setting.partition("=")
         if not sep or not key.strip() or not values.strip():
             raise DnnprobeError(f"-S {setting!r}: expected key=value or key=value1,value2,...")
-        axes.append([(key.strip(), choice.strip()) for choice in _choices(values)])
+        key = key.strip().removeprefix("params.yaml:")  # DVC's own file prefix: params.yaml is the default
+        bare = key.lstrip("+~")
+        if bare in seen:
+            raise DnnprobeError(f"-S {bare} given twice ({seen[bare]}, {setting}): use -S {bare}="
+                                f"{','.join([seen[bare].partition('=')[2], values.strip()])} for a grid")
+        seen[bare] = setting
+        axes.append([(key, choice.strip()) for choice in _choices(values)])
     head = git(repo, "rev-parse", "HEAD").strip()
     planned = []
     for combination in itertools.product(*axes):

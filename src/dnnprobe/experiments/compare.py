@@ -20,7 +20,10 @@ import sys
 import click
 
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.experiments.exp_show import Experiment, experiments_from_exp_show, layer_order, load_exp_show, run_exp_show, varying_params
+from dnnprobe.experiments.exp_show import (
+    Experiment, attribute_rows, attribute_scores, experiments_from_exp_show, load_exp_show, repeats_lines, run_exp_show,
+    shown_settings,
+)
 
 MAX_VALUE = 24  # characters of a setting's value (a changed layer list is long), then "…"
 
@@ -31,13 +34,20 @@ def _text(value: object) -> str:
 
 
 def compare_rows(experiments: list[Experiment]) -> list[tuple[str, list[str]]]:
-    """(row name, one cell per experiment): the header, the settings that differ, a rule, every layer."""
-    scorings = list(dict.fromkeys(e.measure or e.scoring for e in experiments))  # scoring (decoder), as each ran
+    """(row name, one cell per experiment): the header, the settings that differ (probe.label, probe.classifier
+    and probe.scoring as each attribute ran: a row ``attribute <name>`` per attribute, ``<decoder> (<scoring>)``
+    in each experiment's column, the scoring of the numbers below it), a rule, every layer."""
     rows = [("experiment", [e.name for e in experiments])]
-    rows += [(key, [_text(e.params.get(key, "-")) for e in experiments]) for key in varying_params(experiments)]
-    rows.append((f"mean {' / '.join(scorings)}", [""] * len(experiments)))
-    for layer in layer_order(experiments):
-        rows.append((layer, [f"{e.scores[layer][0]:.3f}" if layer in e.scores else "-" for e in experiments]))
+    rows += [(key, [_text(e.params.get(key, "-")) for e in experiments]) for key in shown_settings(experiments)]
+    rows += attribute_rows(experiments)
+    rows.append(("mean per layer", [""] * len(experiments)))  # each column in its scoring, above
+    # Where the experiments decoded different attributes, every layer row names its attribute (`size/conv1`):
+    # one experiment's `conv1` (label, accuracy) and another's (size, r2) are never one row.
+    named = len({name for e in experiments for name in attribute_scores(e)}) > 1
+    scores = [{f"{name}/{layer}" if named else layer: value for name, layers in attribute_scores(e).items()
+               for layer, value in layers.items()} for e in experiments]
+    for layer in dict.fromkeys(key for each in scores for key in each):
+        rows.append((layer, [f"{each[layer][0]:.3f}" if layer in each else "-" for each in scores]))
     return rows
 
 
@@ -81,7 +91,8 @@ def command(names, exp_show_path, all_commits, width):
     try:
         exp_show = load_exp_show(exp_show_path) if exp_show_path else run_exp_show(".", all_commits)
         skipped: list[str] = []
-        experiments = experiments_from_exp_show(exp_show, None, skipped, keep_named_repeats=bool(names))
+        repeats: list[tuple[str, str]] = []
+        experiments = experiments_from_exp_show(exp_show, None, skipped, keep_named_repeats=bool(names), repeats=repeats)
         if names:
             unknown = [name for name in names if name not in {e.name for e in experiments}]
             if unknown:
@@ -95,4 +106,6 @@ def command(names, exp_show_path, all_commits, width):
         sys.exit(1)
     if skipped:
         click.echo(f"compare: left out (not finished or failed, no metrics of their own): {', '.join(skipped)}", err=True)
+    for line in repeats_lines(repeats, "shown"):
+        click.echo(f"compare: {line}", err=True)
     click.echo(text, nl=False)

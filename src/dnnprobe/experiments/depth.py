@@ -14,6 +14,8 @@ Where the order cannot be known here (the library or a ``local`` file or ``hf`` 
 library fails, a layer is no friendly layer: a later call ``layer1.0.relu_1`` or a module inside a
 block), the experiment's layers are spread evenly from 0 to 1 in the order probed, and :class:`Depths`
 says so (``depth_from``, ``reason``): the sweep names it in the legend, the CSV and one stderr line.
+A single layer probed is at 1 whichever layer it is (its position over its own): ``depth_from`` is
+:data:`SINGLE_LAYER`, which the sweep's legend entry and CSV say.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dnnprobe.core.errors import DnnprobeError
 
 NETWORK_ORDER, EVENLY_SPACED = "network order", "evenly spaced"  # the CSV's depth_from values
 NOT_BUILT = "network not built here"
+SINGLE_LAYER = "1 layer: depth not comparable"  # depth_from of a single layer probed: drawn at 1, its position unknown
 
 _networks: dict[tuple[str, str], object] = {}  # (source, arch) -> the network on the meta device, or why not
 
@@ -109,6 +112,8 @@ def relative_depths(source: str | None, arch: str | None, layers: list[str]) -> 
     `source` / `arch`: position in the network's layer order over the deepest probed layer's position; where
     that order is not known here, evenly spaced in the order probed, with the reason."""
     evenly = tuple(float(x) for x in even_depths(len(layers)))
+    if len(layers) == 1:  # its position over the deepest probed is 1 whatever layer it is: nothing to compare
+        return Depths(evenly, SINGLE_LAYER, SINGLE_LAYER)
     if not arch:
         return Depths(evenly, EVENLY_SPACED, "model.arch not recorded")
     try:

@@ -72,7 +72,11 @@ def measure(params: dict[str, object]) -> tuple[str, str]:
     return ran[0][2], ", ".join(f"{scored} ({column}: {decoder})" for column, decoder, scored in ran)
 
 
-KNOWN_PARAMS = frozenset(Params().flat())  # the params.yaml keys dnnprobe reads, dotted
+DEFAULTS = Params().flat()  # the params.yaml keys dnnprobe reads, dotted -> today's default
+KNOWN_PARAMS = frozenset(DEFAULTS)
+# What decodes each attribute: shown across experiments as each attribute ran (:func:`attribute_rows`), never
+# raw (probe.scoring is only the default of a column that names its own decoder: size:ridge_regression).
+DECODER_KEYS = ("probe.label", "probe.classifier", "probe.scoring")
 
 
 def _experiment(entry: dict, name: str, repo: str | os.PathLike | None) -> Experiment | None:
@@ -87,7 +91,9 @@ def _experiment(entry: dict, name: str, repo: str | os.PathLike | None) -> Exper
     params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data")
     if not metrics or not params:
         return None
-    params = {key: value for key, value in flatten(params).items() if key in KNOWN_PARAMS}
+    # A key an older params.yaml lacks ran as today's default (tokens `all`, preprocess `dnnbrain`): shown as
+    # that default, never as None, and no difference from an experiment that sets it to the default.
+    params = {**DEFAULTS, **{key: value for key, value in flatten(params).items() if key in KNOWN_PARAMS}}
     scoring, measured = measure(params)
     sems = details.get("sem") or {}
     scores = {}
@@ -155,14 +161,17 @@ def _details(repo: str | os.PathLike, rev: str) -> dict:
 
 
 def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | None = None,
-                              skipped: list[str] | None = None, keep_named_repeats: bool = False) -> list[Experiment]:
+                              skipped: list[str] | None = None, keep_named_repeats: bool = False,
+                              repeats: list[tuple[str, str]] | None = None) -> list[Experiment]:
     """Every commit and experiment in `dvc exp show --json` output that computed probe metrics.
 
     With `repo` (the repository the output is of), each one's SEM comes from its metrics_detail.json;
     without it the SEM is NaN (no band in the figure). The names of experiments left out because they
     did not finish (queued, running, failed) are appended to `skipped`. One that repeats an earlier
     one's settings and scores is left out (one line per result in a figure), unless it is a named
-    experiment and `keep_named_repeats` is set (for a user who asks for it by name).
+    experiment and `keep_named_repeats` is set (for a user who asks for it by name); each such
+    (left out, the one kept) pair is appended to `repeats` (the workspace, which repeats what was last run
+    there, is not).
     """
     _check_exp_show(exp_show, "dvc exp show --json")
     entries = []
@@ -172,7 +181,7 @@ def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | No
             entries += [(rev, _name(rev)) for rev in experiment.get("revs") or []]
     # The workspace last: when it repeats a commit or an experiment, that one's name is kept.
     entries.sort(key=lambda pair: pair[1] == "workspace")
-    found, seen = [], set()
+    found, seen = [], {}
     for entry, name in entries:
         experiment = _experiment(entry, name, repo)
         if experiment is None:
@@ -180,12 +189,22 @@ def experiments_from_exp_show(exp_show: list[dict], repo: str | os.PathLike | No
             if skipped is not None and unfinished:
                 skipped.append(name)
             continue
-        params = {key: comparable(value) for key, value in experiment.params.items()}
-        key = json.dumps([params, experiment.scores], sort_keys=True)
+        key = repeat_key(experiment)
         if key not in seen or (keep_named_repeats and entry.get("name")):
-            seen.add(key)
+            seen.setdefault(key, name)
             found.append(experiment)
+        elif repeats is not None and name != "workspace":
+            repeats.append((name, seen[key]))
     return found
+
+
+def repeat_key(experiment: Experiment) -> str:
+    """What two experiments share when one repeats the other: the settings (the stimuli as the set they name,
+    :func:`stimulus_set`: a `stimuli.folder` the demo set never read is no difference) and each layer's mean
+    (not the SEM: an older metrics.json carried it and a newer one leaves it to metrics_detail.json)."""
+    params = {key: comparable(value) for key, value in experiment.params.items() if not key.startswith("stimuli.")}
+    means = {layer: mean for layer, (mean, _) in experiment.scores.items()}
+    return json.dumps([params, stimulus_set(experiment.params), means], sort_keys=True)
 
 
 def _name(entry: dict) -> str:
@@ -228,6 +247,59 @@ def varying_params(experiments: list[Experiment]) -> list[str]:
     """The params.yaml keys whose value differs between the experiments (what the sweep changed)."""
     keys = sorted({key for experiment in experiments for key in experiment.params})
     return [key for key in keys if len({comparable(e.params.get(key)) for e in experiments}) > 1]
+
+
+def repeats_lines(repeats: list[tuple[str, str]], verb: str) -> list[str]:
+    """One line per experiment kept, naming those left out as its repeats (five, then how many more):
+    ``alexnet: same settings and scores as lead-fixes, drawn once``."""
+    by_kept: dict[str, list[str]] = {}
+    for name, kept in repeats:
+        by_kept.setdefault(kept, []).append(name)
+    lines = []
+    for kept, names in by_kept.items():
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        lines.append(f"{', '.join(names[:5])}{more}: same settings and scores as {kept}, {verb} once")
+    return lines
+
+
+def shown_settings(experiments: list[Experiment]) -> list[str]:
+    """The settings to show across experiments: those that vary, less :data:`DECODER_KEYS` (shown per
+    attribute as it ran, :func:`attribute_rows`)."""
+    return [key for key in varying_params(experiments) if key not in DECODER_KEYS]
+
+
+def ran(experiment: Experiment, attribute: str) -> str:
+    """How an experiment decoded an attribute, as it ran: ``ridge_regression (r2)``; "-" if it did not."""
+    attributes = experiment.attributes or decoded(experiment.params)
+    if attribute not in attributes:
+        return "-"
+    decoder, scoring = attributes[attribute]
+    return f"{decoder} ({scoring})"
+
+
+def attribute_rows(experiments: list[Experiment]) -> list[tuple[str, list[str]]]:
+    """One row per attribute any experiment decoded: ``attribute size`` -> each experiment's ``ridge_regression
+    (r2)`` (or "-")."""
+    names = dict.fromkeys(name for e in experiments for name in (e.attributes or decoded(e.params)))
+    return [(f"attribute {name}", [ran(e, name) for e in experiments]) for name in names]
+
+
+def stimulus_set(params: dict[str, object]) -> str:
+    """The stimulus set an experiment's params (dotted) name: ``demo (n_per_class=12, 64 px, seed 0)``,
+    ``stimcsv data/external/my.stim.csv``, ``folder data/external``, ``bold5000``; two experiments with
+    different stimuli.* settings of their source ran on different stimuli."""
+    source = str(params.get("stimuli.source", DEFAULTS["stimuli.source"]))
+
+    def get(key: str) -> object:
+        return params.get(f"stimuli.{key}", DEFAULTS.get(f"stimuli.{key}"))
+
+    if source == "demo":
+        return f"demo (n_per_class={get('demo.n_per_class')}, {get('demo.image_size')} px, seed {get('demo.seed')})"
+    if source == "stimcsv":
+        return f"stimcsv {get('folder')}/{get('table')}".rstrip("/")
+    if source == "folder":
+        return f"folder {get('folder')}"
+    return source
 
 
 def layer_order(experiments: list[Experiment]) -> list[str]:

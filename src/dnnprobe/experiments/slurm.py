@@ -82,6 +82,9 @@ def wants_gpu(settings: Settings) -> bool:
 def time_seconds(text: str) -> int:
     """Seconds in a SLURM time limit (``30``, ``10:00``, ``1:00:00``, ``2-00``, ``1-12:00:00``)."""
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if match and not any(int(part) for part in match.groups() if part):
+        raise DnnprobeError(f"time limit {text!r} is SLURM's 'no limit', refused: a sweep's jobs need a limit the "
+                            "partition allows (its MaxTime); give one, e.g. --time 2:00:00")
     if not match or text.strip() in ("", "0"):
         raise DnnprobeError(f"time limit {text!r} is not one of SLURM's formats (MM, MM:SS, HH:MM:SS, D-HH, "
                             "D-HH:MM, D-HH:MM:SS)")
@@ -125,6 +128,39 @@ def check_settings(settings: Settings) -> None:
                             "set `time:` in .dnnprobe/cluster.yaml or --time")
     if not isinstance(settings.cpus, int) or settings.cpus < 1:
         raise DnnprobeError(f"cpus {settings.cpus!r} must be a whole number of at least 1")
+    if not re.fullmatch(r"[0-9]+[KMGT]?", str(settings.mem).strip(), re.IGNORECASE):
+        raise DnnprobeError(f"--mem {settings.mem!r}: not a SLURM memory size (a whole number with K, M, G or T: "
+                            "4G, 500M; no unit: megabytes)")
+    for option in settings.sbatch:
+        name = option.split("=", 1)[0] if option.startswith("--") else option[:2]
+        if name in OWN_OPTIONS:
+            raise DnnprobeError(f"--sbatch-option {option!r}: dnnprobe sets {name} itself; use "
+                                f"{OWN_OPTIONS[name]} instead")
+
+
+# sbatch options dnnprobe sets itself (checked, or needed by the sweep's bookkeeping): what to use instead
+_RESOURCE = {"--time": "-t", "--partition": "-p", "--account": "-A", "--qos": "-q", "--mem": None,
+             "--cpus-per-task": "-c", "--gpus": "-G", "--gres": None}
+_INSTEAD = {"--time": "--time (or `time:` in .dnnprobe/cluster.yaml)", "--cpus-per-task": "--cpus (or `cpus:`)"}
+OWN_OPTIONS = {}
+for _long, _short in _RESOURCE.items():
+    _use = _INSTEAD.get(_long, f"{_long} (or `{_long[2:]}:` in .dnnprobe/cluster.yaml)")
+    OWN_OPTIONS.update({_long: _use, **({_short: _use} if _short else {})})
+for _long, _short in (("--array", "-a"), ("--output", "-o"), ("--error", "-e"), ("--job-name", "-J"),
+                      ("--dependency", "-d"), ("--parsable", None), ("--test-only", None)):
+    _use = "nothing: dnnprobe cluster submit sets it per sweep (one array task per experiment, its log, its order)"
+    OWN_OPTIONS.update({_long: _use, **({_short: _use} if _short else {})})
+OWN_OPTIONS["--mem-per-cpu"] = OWN_OPTIONS["--mem"]
+
+
+def blamed(settings: Settings, reason: str) -> str:
+    """The options an sbatch refusal is about, to put before it: ``--cpus 64: `` (all resources if unclear)."""
+    words = {"cpu": ("cpus",), "mem": ("mem",), "gres": ("gres", "gpus"), "gpu": ("gpus", "gres"),
+             "time limit": ("time",), "partition": ("partition",), "account": ("account",), "qos": ("qos",)}
+    names = [name for word, names in words.items() if word in reason.lower() for name in names]
+    names = list(dict.fromkeys(names or ("cpus", "mem", "gpus", "gres")))
+    shown = [f"--{name} {getattr(settings, name)}" for name in names if getattr(settings, name)]
+    return ", ".join(shown) + ": " if shown else ""
 
 
 @dataclasses.dataclass
@@ -192,8 +228,13 @@ def submit(script: Path, options: list[str], arguments: list[str]) -> str:
     return output.strip().split(";")[0]
 
 
+ON_LOGIN_NODE = "run this on a SLURM login node (there, `module load slurm` or your site's equivalent may be needed)"
+
+
 def cancel(job_ids: list[str]) -> None:
     if job_ids:
+        if shutil.which("scancel") is None:
+            raise DnnprobeError(f"no `scancel` on PATH: cannot cancel jobs {', '.join(job_ids)}; {ON_LOGIN_NODE}")
         _run(["scancel", *job_ids], "scancel failed")
 
 
@@ -217,6 +258,8 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     states: dict[str, str] = {}
     if not jobs:
         return states
+    if shutil.which("squeue") is None and shutil.which("sacct") is None:
+        raise DnnprobeError(f"no `squeue`/`sacct` on PATH: cannot ask SLURM the state of jobs {jobs}; {ON_LOGIN_NODE}")
     queries = ([["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T", f"--jobs={jobs}"], "squeue"],
                [["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State", f"--jobs={jobs}"],
                 "sacct"])

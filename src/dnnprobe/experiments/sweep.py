@@ -13,8 +13,11 @@ experiments only, exact repeats once, only the settings dnnprobe reads). A sweep
   the CSV's ``depth_from`` and one stderr line say so. When every experiment probed the same layer list
   at the same depths the ticks name its layers at those depths; otherwise they read 0 .. 1 and each
   legend entry names its experiment's first and last layer.
-- **Panels**: one per attribute (probe.label's columns), so that a run of several attributes never
-  joins one attribute's last layer to the next one's first; each with its chance level (dashed).
+- **Panels**: one per (stimulus set, attribute, decoder and scoring as it ran: :func:`panel_key`), so
+  that a run of several attributes never joins one attribute's last layer to the next one's first, and
+  scores of different stimuli or scorings never share an axis; each titled by what it holds, with its
+  chance level (dashed). probe.label/classifier/scoring are never shown raw (the CSV has each row's
+  ``decoder`` and ``scoring``); a single layer probed is drawn at 1 and said to have no comparable depth.
 - **Order and colour**: ``--param``; by default the network (the first of :data:`NETWORK_KEYS` that
   varies), else pca, else the first other setting that varies. Never ``extract.layers`` by default: it
   differs because the network does.
@@ -42,9 +45,12 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from dnnprobe.core.atomic import atomic_output  # noqa: E402
 from dnnprobe.core.errors import DnnprobeError  # noqa: E402
-from dnnprobe.experiments.depth import EVENLY_SPACED, NOT_BUILT, Depths, relative_depths, why_not_built  # noqa: E402
+from dnnprobe.experiments.depth import (  # noqa: E402
+    EVENLY_SPACED, NOT_BUILT, SINGLE_LAYER, Depths, relative_depths, why_not_built,
+)
 from dnnprobe.experiments.exp_show import (  # noqa: E402
-    METRICS_FILE, Experiment, attribute_scores, experiments_from_exp_show, load_exp_show, run_exp_show, varying_params,
+    DECODER_KEYS, METRICS_FILE, Experiment, attribute_scores, experiments_from_exp_show, load_exp_show, ran, repeats_lines,
+    run_exp_show, shown_settings, stimulus_set, varying_params,
 )
 
 # What a network is, as params.yaml says it: the keys that tell two experiments' networks apart, in the
@@ -52,6 +58,8 @@ from dnnprobe.experiments.exp_show import (  # noqa: E402
 NETWORK_KEYS = ("model.source", "model.arch", "model.weights", "model.seed", "extract.tokens", "extract.preprocess")
 CONSEQUENCES = ("extract.layers",)  # differs because the network does: never what orders the lines by default
 LEGEND_POINTS, TICK_POINTS = 8, 8
+LEGEND_CHARACTERS = 60  # a legend entry's lines are wrapped at " · " to this many characters
+MARKERS = ("o", "s", "^", "D", "v")  # beyond 10 lines, colours of tab20 come in similar pairs: a marker each too
 PANEL_INCHES = 3.0  # the height of one attribute's axes
 
 
@@ -105,14 +113,29 @@ def line_label(experiment: Experiment, param: str, varying: list[str], layers: l
     """A legend entry: the network (where networks differ), `param` and the other settings that differ
     (never a layer list), and the experiment's name; with `layers` (when the experiments' layer lists
     differ) a second line names its first and last layer."""
+    # never probe.label/classifier/scoring (each panel's title names its attribute's decoder and scoring as it
+    # ran) nor stimuli.* (each panel's title names its stimulus set), never an empty value
     parts = [network_label(experiment, varying)]
-    others = dict.fromkeys(key for key in [param, *varying] if key not in NETWORK_KEYS and key not in CONSEQUENCES)
-    parts += [f"{key}={_text(experiment.params.get(key))}" for key in others]
+    others = dict.fromkeys(key for key in [param, *varying] if key not in NETWORK_KEYS and key not in CONSEQUENCES
+                           and key not in DECODER_KEYS and not key.startswith("stimuli."))
+    parts += [f"{key}={text}" for key in others if (text := _text(experiment.params.get(key)))]
     text = " · ".join(part for part in parts if part)
-    text = f"{text}  ({experiment.name})" if text else experiment.name
+    text = f"{text} · ({experiment.name})" if text else experiment.name
+    text = "\n".join(_wrap(text.split(" · ")))
     if layers:
         text += f"\n{len(layers)} layers: {layers[0]} .. {layers[-1]}" if len(layers) > 1 else f"\n1 layer: {layers[0]}"
     return text
+
+
+def _wrap(parts: list[str]) -> list[str]:
+    """`parts` joined by " · " into lines of at most :data:`LEGEND_CHARACTERS` (a longer part alone)."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 3 + len(part) <= LEGEND_CHARACTERS:
+            lines[-1] += f" · {part}"
+        else:
+            lines.append(part)
+    return lines
 
 
 def layer_depths(experiment: Experiment) -> dict[str, Depths]:
@@ -122,6 +145,12 @@ def layer_depths(experiment: Experiment) -> dict[str, Depths]:
             for attribute, scores in attribute_scores(experiment).items()}
 
 
+def single_layer_note(experiment: Experiment) -> str:
+    """``1 layer: depth not comparable`` when an attribute's scores are of one layer (drawn at 1, the last
+    layer probed, which says nothing of where in the network it is); empty otherwise."""
+    return SINGLE_LAYER if any(d.depth_from == SINGLE_LAYER for d in layer_depths(experiment).values()) else ""
+
+
 def evenly_spaced_note(experiment: Experiment) -> str:
     """``evenly spaced: network not built here`` when the experiment's depths are not from its network's layer
     order (the reasons, once each); empty when they are."""
@@ -129,22 +158,21 @@ def evenly_spaced_note(experiment: Experiment) -> str:
     return f"evenly spaced: {'; '.join(reasons)}" if reasons else ""
 
 
-def _panels(experiments: list[Experiment]) -> dict[str, list[tuple[Experiment, dict[str, tuple[float, float]], Depths]]]:
-    """attribute -> [(experiment, layer -> (mean, SEM), depths)], attributes in the order the experiments list them."""
-    panels: dict[str, list] = {}
+def panel_key(experiment: Experiment, attribute: str) -> tuple[str, str, str]:
+    """What one panel holds: (stimulus set, attribute, decoder (scoring) as it ran). Scores of different
+    stimulus sets (the demo set and one's own; 400 images and 24) or of different scorings are never one
+    attribute's lines on one axis."""
+    return stimulus_set(experiment.params), attribute, ran(experiment, attribute)
+
+
+def _panels(experiments: list[Experiment]) -> dict[tuple[str, str, str], list[tuple[Experiment, dict, Depths]]]:
+    """:func:`panel_key` -> [(experiment, layer -> (mean, SEM), depths)], in the order the experiments list them."""
+    panels: dict[tuple[str, str, str], list] = {}
     for experiment in experiments:
         depths = layer_depths(experiment)
         for attribute, scores in attribute_scores(experiment).items():
-            panels.setdefault(attribute, []).append((experiment, scores, depths[attribute]))
+            panels.setdefault(panel_key(experiment, attribute), []).append((experiment, scores, depths[attribute]))
     return panels
-
-
-def _measure(experiment: Experiment, attribute: str) -> str:
-    """What an attribute's score is, as it ran: ``r2 (ridge_regression)``."""
-    if attribute in experiment.attributes:
-        decoder, scoring = experiment.attributes[attribute]
-        return f"{scoring} ({decoder})"
-    return experiment.measure or experiment.scoring
 
 
 def _colours(experiments: list[Experiment], param: str) -> list:
@@ -178,7 +206,7 @@ def _draw_chance(axes: plt.Axes, lines: list, attribute: str, colours: dict[int,
             axes.axhline(level, color=colours[id(experiment)], linestyle="--", linewidth=0.8, alpha=0.7)
     missing = [e.name for e, *_ in lines if attribute not in e.chance]
     if missing:  # accuracy's chance is the majority class's share: only the probe run knows the class counts
-        which = "" if len(missing) == len(lines) else f" for {len(missing)} of {len(lines)} experiments"
+        which = "" if len(missing) == len(lines) else f" for {len(missing)} of this panel's {len(lines)} experiments"
         axes.text(0.99, 0.02, f"chance level unknown{which}: no `chance` read from metrics_detail.json",
                   transform=axes.transAxes, ha="right", va="bottom", fontsize=7, color="grey")
 
@@ -192,8 +220,9 @@ def _title(experiments: list[Experiment], param: str, varying: list[str], inches
     if not any(key in varying for key in NETWORK_KEYS) and any("model.arch" in e.params for e in experiments):
         # one network (else the legend names each line's)
         lines.append(f"{values('model.source')} {values('model.arch')} ({values('model.weights')} weights)")
-    if any("stimuli.source" in e.params for e in experiments):
-        lines.append(f"stimuli {values('stimuli.source')}")
+    sets = list(dict.fromkeys(stimulus_set(e.params) for e in experiments))
+    if len(sets) == 1:  # else each panel's title names its stimulus set
+        lines.append(f"stimuli: {sets[0]}")
     if all(e.params.get("stimuli.source") == "demo" for e in experiments):
         lines.append("built-in demo stimuli: a pipeline check, not a scientific finding")
     width = max(40, int(inches * 72 / (10 * 0.55)))  # characters of 10 points the figure's width holds
@@ -202,8 +231,8 @@ def _title(experiments: list[Experiment], param: str, varying: list[str], inches
 
 def _x_label(panels: dict[str, list]) -> str:
     """What x is: the position in the network's layer order, or evenly spaced where that was not known here."""
-    sources = {depths.depth_from for lines in panels.values() for *_, depths in lines}
-    if sources == {EVENLY_SPACED}:
+    sources = {depths.depth_from for lines in panels.values() for *_, depths in lines} - {SINGLE_LAYER}
+    if sources <= {EVENLY_SPACED}:
         return "relative depth: the layers probed spaced evenly, 0 = first (input side), 1 = last (network order not known here)"
     label = "relative depth: 0 = input side, 1 = last layer probed (position in the network's layer order)"
     return label + ("; evenly spaced where the legend says" if EVENLY_SPACED in sources else "")
@@ -215,16 +244,18 @@ def _slots(depths: tuple[float, ...]) -> float:
     return round(1.0 / float(min(gaps)), 6) + 1 if len(gaps) and min(gaps) > 0 else float(len(depths))
 
 
-def _draw_panel(axes: plt.Axes, attribute: str, lines: list, shared: list[str] | None, colours: dict[int, object],
-                x_label: str) -> None:
+def _draw_panel(axes: plt.Axes, key: tuple[str, str, str], lines: list, shared: list[str] | None, colours: dict,
+                x_label: str, n: int, one_set: bool) -> None:
     """One attribute's panel: each experiment's line over relative depth with its SEM band, the chance
     level, and as ticks the layer names at their depths (`shared`: the one layer list of every experiment,
-    at the same depths in each) or 0 .. 1."""
+    at the same depths in each) or 0 .. 1; titled by the attribute, its decoder and scoring as they ran and
+    (`one_set` false) the stimulus set; `n` experiments in all."""
+    stimuli, attribute, measured = key
     for experiment, scores, depths in lines:
         order = np.argsort(depths.values, kind="stable")  # input side first, also for layers probed out of order
         mean, sem = (np.array([value[i] for value in scores.values()])[order] for i in (0, 1))
         x = np.array(depths.values)[order]
-        axes.plot(x, mean, marker="o", markersize=3, color=colours[id(experiment)])
+        axes.plot(x, mean, marker=colours[("marker", id(experiment))], markersize=3, color=colours[id(experiment)])
         axes.fill_between(x, mean - sem, mean + sem, color=colours[id(experiment)], alpha=0.15, linewidth=0)
     _draw_chance(axes, lines, attribute, colours)
     if shared:
@@ -235,9 +266,12 @@ def _draw_panel(axes: plt.Axes, attribute: str, lines: list, shared: list[str] |
         axes.set_xticks(np.linspace(0, 1, 5))
     axes.set_xlabel(x_label, fontsize=9)
     axes.set_xlim(-0.03, 1.03)
-    ylabel = " / ".join(dict.fromkeys(_measure(e, attribute) for e, *_ in lines)) + " (mean over folds, band: SEM)"
+    ylabel = f"{measured.split(' (')[-1].rstrip(')')} (mean over folds, band: SEM)"
     axes.set_ylabel("\n".join(textwrap.wrap(ylabel, int(PANEL_INCHES * 72 / (9 * 0.55)))), fontsize=9)
-    axes.set_title(f"attribute: {attribute}", fontsize=10)
+    title = f"attribute: {attribute} · {measured}" + ("" if one_set else f" · stimuli: {stimuli}")
+    title += f" · {len(lines)} of {n} experiments" if len(lines) < n else ""
+    chars = int(axes.figure.get_size_inches()[0] * 0.6 * 72 / (10 * 0.55))  # the axes take most of the width
+    axes.set_title("\n".join(textwrap.wrap(title, chars)), fontsize=10)
     axes.grid(axis="y", alpha=0.3)
 
 
@@ -253,9 +287,13 @@ def sweep_figure(experiments: list[Experiment], param: str | None = None) -> plt
     # ticks named by the layers only where they stand at the same depths in every experiment
     shared = list(next(iter(layer_lists))) if len(layer_lists) == 1 and len(depth_lists) == 1 else None
     colours = dict(zip(map(id, experiments), _colours(experiments, param)))
+    colours.update({("marker", id(e)): MARKERS[i // 10 % len(MARKERS)] if len(experiments) > 10 else "o"
+                    for i, e in enumerate(experiments)})
     labels = [line_label(e, param, varying, None if shared else list(next(iter(attribute_scores(e).values()))))
               for e in experiments]
-    labels = [f"{label}\n({note})" if (note := evenly_spaced_note(e)) else label for e, label in zip(experiments, labels)]
+    labels = [label + "".join("\n" + "\n".join(textwrap.wrap(f"({note})", LEGEND_CHARACTERS))
+                              for note in (evenly_spaced_note(e), single_layer_note(e)) if note)
+              for e, label in zip(experiments, labels)]
     figure = plt.figure(layout="constrained")
     # Sizes from the texts themselves, so that constrained layout always has room: the legend beside the
     # panels, one slot per layer name (vertical beyond 12), the panels stacked.
@@ -270,9 +308,10 @@ def sweep_figure(experiments: list[Experiment], param: str | None = None) -> plt
     height = max(len(panels) * (PANEL_INCHES + tick_height + 0.8) + 0.25 * (title.count("\n") + 1) + 0.3, legend_height)
     figure.set_size_inches(width, height)
     x_label = "\n".join(textwrap.wrap(_x_label(panels), int(axes_width * 72 / (9 * 0.6))))
-    for axes, (attribute, lines) in zip(figure.subplots(len(panels), 1, squeeze=False)[:, 0], panels.items()):
-        _draw_panel(axes, attribute, lines, shared, colours, x_label)
-    handles = [Line2D([], [], color=colours[id(e)], marker="o", markersize=3, label=label)
+    one_set = len({key[0] for key in panels}) == 1
+    for axes, (key, lines) in zip(figure.subplots(len(panels), 1, squeeze=False)[:, 0], panels.items()):
+        _draw_panel(axes, key, lines, shared, colours, x_label, len(experiments), one_set)
+    handles = [Line2D([], [], color=colours[id(e)], marker=colours[("marker", id(e))], markersize=3, label=label)
                for e, label in zip(experiments, labels)]
     if any(e.chance for e in experiments):
         handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=1, label="chance level"))
@@ -287,12 +326,11 @@ def sweep_table(experiments: list[Experiment], param: str | None = None) -> str:
     spaced``), mean, SEM and the attribute's chance level (empty where it was not recorded)."""
     param = param or default_param(experiments)
     experiments = order_by(experiments, param)
-    varying = varying_params(experiments)
-    settings = list(dict.fromkeys([param, *varying]))
+    settings = [key for key in dict.fromkeys([param, *shown_settings(experiments)]) if key not in DECODER_KEYS]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["experiment", *settings, "network", "attribute", "layer", "relative_depth", "depth_from",
-                     "mean", "sem", "chance"])
+    writer.writerow(["experiment", *settings, "network", "stimulus_set", "attribute", "decoder", "scoring", "layer",
+                     "relative_depth", "depth_from", "mean", "sem", "chance"])
     for experiment in experiments:
         params = experiment.params  # the whole network, in ASCII: "torchvision alexnet, weights=random, seed=0, ..."
         network = ", ".join([f"{params.get('model.source', 'torchvision')} {params.get('model.arch', '?')}"]
@@ -300,9 +338,11 @@ def sweep_table(experiments: list[Experiment], param: str | None = None) -> str:
         depths = layer_depths(experiment)
         for attribute, scores in attribute_scores(experiment).items():
             chance = experiment.chance.get(attribute)
+            stimuli, _, measured = panel_key(experiment, attribute)
+            decoder, _, scoring = measured.rstrip(")").partition(" (")  # as this attribute ran
             for (layer, (mean, sem)), depth in zip(scores.items(), depths[attribute].values):
                 writer.writerow([experiment.name, *(_text(experiment.params.get(key)) for key in settings), network,
-                                 attribute, layer, f"{depth:.6f}", depths[attribute].depth_from, f"{mean:.6f}", f"{sem:.6f}",
+                                 stimuli, attribute, decoder, scoring, layer, f"{depth:.6f}", depths[attribute].depth_from, f"{mean:.6f}", f"{sem:.6f}",
                                  "" if chance is None else f"{chance:.6f}"])
     return text.getvalue()
 
@@ -344,7 +384,8 @@ def command(param, exp_show_path, all_commits, out):
     try:
         exp_show = load_exp_show(exp_show_path) if exp_show_path else run_exp_show(".", all_commits)
         skipped: list[str] = []
-        experiments = experiments_from_exp_show(exp_show, None if exp_show_path else ".", skipped)
+        repeats: list[tuple[str, str]] = []
+        experiments = experiments_from_exp_show(exp_show, None if exp_show_path else ".", skipped, repeats=repeats)
         param = param or default_param(experiments)
         paths = write_sweep(experiments, param, out or f"reports/sweep/sweep_{param}.png")
     except DnnprobeError as exc:
@@ -352,6 +393,8 @@ def command(param, exp_show_path, all_commits, out):
         sys.exit(1)
     if skipped:
         click.echo(f"sweep: left out (not finished or failed, no metrics of their own): {', '.join(skipped)}", err=True)
+    for line in repeats_lines(repeats, "drawn"):
+        click.echo(f"sweep: {line}", err=True)
     evenly = [f"{e.name} ({_why(e, note)})" for e in experiments if (note := evenly_spaced_note(e))]
     if evenly:
         click.echo(f"sweep: relative depth evenly spaced in the order probed, not from the network's layer order, for "

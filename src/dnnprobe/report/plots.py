@@ -10,11 +10,23 @@ from pathlib import Path
 
 from dnnprobe.probe.pairing import depth_groups
 
+DEFAULT_ARCH = "alexnet"  # model.arch's default (ModelParams.arch): its depth names stay Conv1 .. FC2
+
+
+def network_name(arch: str | None) -> str:
+    """The network as a depth name ends, ``vit_tiny_patch16_224``; a folder or file (an ``hf`` or ``local``
+    network) by its last part; empty for the default network, or where the summary does not say."""
+    if not arch or arch == DEFAULT_ARCH:
+        return ""
+    return Path(str(arch).rstrip("/\\")).name
+
 
 def plot_rows(summary: dict) -> list[dict]:
     """The DVC plot table: one row per layer, in depth order, Conv before ReLU.
 
-    ``depth`` is the x axis label (Conv1..FC2), ``type`` the series (Conv: the layer's output before
+    ``depth`` is the x axis label (Conv1..FC2), followed by the network for any network but the default
+    (``block1 (vit_tiny_patch16_224)``), so that in ``dvc plots diff`` layers of different networks never
+    share a depth (a ViT's ``block3`` and DINOv2's ``block3`` are not at the same depth), ``type`` the series (Conv: the layer's output before
     the ReLU; ReLU: after it), ``score`` the mean fold score and ``sem`` its SEM over folds; ``layer``
     is the layer's own name (conv1_relu), ``scoring`` what the score is (accuracy, r2, ...) and
     ``settings`` what differs from the defaults (``pca=50 classifier=ridge``), which labels the line in
@@ -23,11 +35,12 @@ def plot_rows(summary: dict) -> list[dict]:
     metrics = summary["layers"]
     rows = []
     groups = depth_groups(summary["layer_order"])
+    network = network_name(summary.get("arch"))
     single = not any(g.conv and g.relu for g in groups)  # no _relu partners (a ViT's blocks): one series
     for group in groups:
         for kind, layer in (("layer" if single else "Conv", group.conv), ("ReLU", group.relu)):
             if layer:
-                rows.append({"depth": group.label, "type": kind, "layer": layer, "score": round(metrics[layer]["mean"], 6),
+                rows.append({"depth": f"{group.label} ({network})" if network else group.label, "type": kind, "layer": layer, "score": round(metrics[layer]["mean"], 6),
                              "sem": round(metrics[layer]["sem"], 6), "scoring": summary["scoring"],
                              "settings": summary.get("settings", "")})
     return rows

@@ -16,7 +16,7 @@ import mlflow
 
 from dnnprobe.track.failures import store_errors
 from dnnprobe.track.store import tracking_uri
-from dnnprobe.track.tags import HOST_TAG, ORPHANED_TAG, PID_TAG, PROCESS_START_TAG
+from dnnprobe.track.tags import HOST_TAG, ORPHANED_TAG, PID_TAG, PROCESS_START_TAG, SWEEP_TAG
 
 
 
@@ -84,6 +84,25 @@ def mark_orphaned_runs(experiment_id: str) -> list[str]:
             client.set_terminated(run.info.run_id, "KILLED")
             orphaned.append(run.info.run_id)
     return orphaned
+
+
+def end_sweep_runs(uri: str, sweep: str, names: list[str], why: str) -> list[str]:
+    """End, as KILLED, the RUNNING or FINISHED runs that sweep `sweep`'s jobs made for experiments `names`
+    (tags SWEEP_TAG and dvc_exp_name), whose result never came home (time limit, scancel, a failed push);
+    each gets the tag ``dnnprobe.orphaned`` saying why. Returns their ids. Runs already ended so stay."""
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    ended = []
+    with store_errors(uri):
+        experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+        for name in names:
+            found = client.search_runs(experiments, max_results=1000, filter_string=(
+                f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.dvc_exp_name = '{name}'")) if experiments else []
+            for run in found:
+                if run.info.status in ("RUNNING", "FINISHED"):
+                    client.set_tag(run.info.run_id, ORPHANED_TAG, why)
+                    client.set_terminated(run.info.run_id, "KILLED")
+                    ended.append(run.info.run_id)
+    return ended
 
 
 def _running_runs(client, experiment_id: str):

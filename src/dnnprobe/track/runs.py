@@ -39,7 +39,7 @@ from dnnprobe.track.dataset import StimulusTableDataset
 from dnnprobe.track.failures import LAST_TRY, quiet_store_logs, shown, store_errors, temporary_environment
 from dnnprobe.track.owners import mark_orphaned_runs, owner_tags
 from dnnprobe.track.store import check_store, tracking_uri
-from dnnprobe.track.tags import SUMMARY_TAG
+from dnnprobe.track.tags import SUMMARY_TAG, SWEEP_TAG, SWEEP_VARIABLE
 
 
 def git_commit() -> str:
@@ -57,7 +57,8 @@ def git_commit() -> str:
 def run_tags(stage: str) -> dict[str, str]:
     tags = {"stage": stage, "dnnprobe_version": __version__, "git_commit": git_commit()}
     tags["mlflow.source.git.commit"] = tags["git_commit"]
-    for variable, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev")):
+    for variable, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev"),
+                          (SWEEP_VARIABLE, SWEEP_TAG)):
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
     return tags

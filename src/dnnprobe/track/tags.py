@@ -10,3 +10,8 @@ HOST_TAG = "dnnprobe.host"
 PID_TAG = "dnnprobe.pid"
 PROCESS_START_TAG = "dnnprobe.process_start"
 ORPHANED_TAG = "dnnprobe.orphaned"
+
+# On a run a `dnnprobe cluster` job made: the sweep's id (its experiment's name is dvc_exp_name), so that a
+# job killed or failing after its probe, whose experiment never came home, can end its runs as KILLED.
+SWEEP_TAG = "dnnprobe.cluster_sweep"
+SWEEP_VARIABLE = "DNNPROBE_CLUSTER_SWEEP"  # set by the job for `dvc exp run`; run_tags copies it to SWEEP_TAG
