@@ -178,7 +178,9 @@ def test_timm_vit_probes_and_reports(timm_vit_runs, small_stimuli, tmp_path):
     assert logged["network_preprocess"] == "model" and json.loads(logged["network_transform"])["crop"] == [224, 224]
     report(params, tmp_path / "probe", tmp_path / "figures", tmp_path / "plot.csv")
     rows = (tmp_path / "plot.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in rows[1:]] == ["block1", "block6", "block12", "head"]
+    # each depth named with its network, so that dvc plots diff never puts another network's block1 here
+    assert [row.split(",")[0] for row in rows[1:]] == [f"{layer} (vit_tiny_patch16_224)"
+                                                       for layer in ("block1", "block6", "block12", "head")]
 
 
 def test_timm_convnext_stages_equal_forward_intermediates(tmp_path, small_image_list):

@@ -393,11 +393,12 @@ def test_sweep_figure_has_one_line_per_experiment(tmp_path):
     # without the repository (a saved exp show) a flat metrics.json has no SEM; a nested one carries it
     # (the chance level of accuracy needs the class counts, which only metrics_detail.json records)
     assert table.read_text().splitlines()[:4] == [
-        "experiment,pca,network,attribute,layer,relative_depth,depth_from,mean,sem,chance",
-        # AlexNet's conv1 is 1st of its layers and fc1 14th (conv1, conv1_relu, conv1_maxpool, conv2, ...)
-        'sweep-pca10,10,"torchvision alexnet, weights=random",label,conv1,0.071429,network order,0.550000,nan,',
-        'sweep-pca10,10,"torchvision alexnet, weights=random",label,fc1,1.000000,network order,0.700000,nan,',
-        'main,100,"torchvision alexnet, weights=random",label,conv1,0.071429,network order,0.600000,0.010000,']
+        "experiment,pca,network,stimulus_set,attribute,decoder,scoring,layer,relative_depth,depth_from,mean,sem,chance",
+        # AlexNet's conv1 is 1st of its layers and fc1 14th (conv1, conv1_relu, conv1_maxpool, conv2, ...); the
+        # settings these entries leave out are today's defaults (network and stimulus set named in full)
+        'sweep-pca10,10,"torchvision alexnet, weights=random, seed=0, tokens=all, preprocess=dnnbrain","demo (n_per_class=200, 256 px, seed 0)",label,logistic,accuracy,conv1,0.071429,network order,0.550000,nan,',
+        'sweep-pca10,10,"torchvision alexnet, weights=random, seed=0, tokens=all, preprocess=dnnbrain","demo (n_per_class=200, 256 px, seed 0)",label,logistic,accuracy,fc1,1.000000,network order,0.700000,nan,',
+        'main,100,"torchvision alexnet, weights=random, seed=0, tokens=all, preprocess=dnnbrain","demo (n_per_class=200, 256 px, seed 0)",label,logistic,accuracy,conv1,0.071429,network order,0.600000,0.010000,']
     with pytest.raises(DnnprobeError, match="--param probe.X: not a params.yaml key"):
         write_sweep(experiments, "probe.X", tmp_path / "x.png")
     with pytest.raises(DnnprobeError, match="no experiment has reports/metrics.json"):

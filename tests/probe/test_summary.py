@@ -78,16 +78,16 @@ def test_a_label_naming_its_decoder_is_recorded_as_what_ran(entry, as_list, tiny
     # the MLflow run: its params and its name
     assert run.data.params[f"attribute.{column}"] == f"{decoder} ({scoring})"
     assert f"classifier={decoder}" in run.info.run_name and run.info.run_name == reference_run.info.run_name
-    # dnnprobe compare and sweep: the heading names the scoring and the decoder
+    # dnnprobe compare and sweep: the attribute's row names its decoder and scoring (as it ran)
     exp_show = [{"rev": "workspace", "name": None, "data": {
         "params": {"params.yaml": {"data": {"pca": 4, "cv": 3, "probe": {"label": [entry] if as_list else entry}}}},
         "metrics": {"reports/metrics.json": {"data": metrics[0]}}}}]
     experiment, = experiments_from_exp_show(exp_show)
     assert experiment.scoring == scoring
-    heading = [name for name, _ in compare_rows([experiment]) if name.startswith("mean ")]
-    assert heading == [f"mean {scoring} ({decoder})"]
+    attribute_rows = [(name, values) for name, values in compare_rows([experiment]) if name.startswith("attribute ")]
+    assert attribute_rows == [(f"attribute {column}", [f"{decoder} ({scoring})"])]
     axes = sweep_figure([experiment]).axes[0]
-    assert axes.get_ylabel().startswith(f"{scoring} ({decoder}) ")
+    assert axes.get_ylabel().startswith(f"{scoring} ") and axes.get_title().endswith(f"{column} · {decoder} ({scoring})")
 
 
 def test_several_labels_each_name_their_decoder_everywhere(tiny_stimuli, tiny_gram, tiny_activations, tmp_path):
@@ -105,8 +105,8 @@ def test_several_labels_each_name_their_decoder_everywhere(tiny_stimuli, tiny_gr
         "params": {"params.yaml": {"data": {"probe": {"label": ["label:lda", "size:ridge_regression"]}}}},
         "metrics": {"reports/metrics.json": {"data": {"label/fc1": 0.5, "size/fc1": 0.1}}}}}]
     experiment, = experiments_from_exp_show(exp_show)
-    assert [name for name, _ in compare_rows([experiment]) if name.startswith("mean ")] == \
-        ["mean accuracy (label: lda), r2 (size: ridge_regression)"]
+    assert [(name, values) for name, values in compare_rows([experiment]) if name.startswith("attribute ")] == \
+        [("attribute label", ["lda (accuracy)"]), ("attribute size", ["ridge_regression (r2)"])]
 
 
 def test_several_labels_each_name_their_own_folds_in_the_summary_and_figure(tiny_stimuli, tiny_gram,
