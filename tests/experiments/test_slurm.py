@@ -235,6 +235,22 @@ def test_slurm_sbatch_options_dnnprobe_sets_itself_are_refused(tiny_repo, tmp_pa
     assert sbatch_calls(tmp_path) == []
 
 
+@pytest.mark.parametrize("option, own", [("--time 1", "--time"), ("--tim=1", "--time"), ("--part=gpu", "--partition"),
+                                         ("--wrap=hostname", "--wrap"), ("-t1", "-t"), ("--exclusive", None),
+                                         ("--constraint=avx512", None), ("--mail-type=END", None)])
+def test_slurm_own_options_are_found_however_spelled(option, own):
+    """One argument holding a space, or an abbreviation sbatch accepts, must not slip past the check."""
+    from dnnprobe.core.errors import DnnprobeError
+    from dnnprobe.experiments.slurm import Settings, check_settings, own_option
+
+    assert own_option(option) == own
+    if own:
+        with pytest.raises(DnnprobeError, match=f"dnnprobe sets {own} itself"):
+            check_settings(Settings(sbatch=[option]))
+    else:
+        check_settings(Settings(sbatch=[option]))
+
+
 def test_slurm_resources_sbatch_refuses_are_named_with_their_option(tiny_repo, tmp_path):
     line = error_line(submit(tiny_repo, "-S", "pca=4,8", "--single-node", "--mem", "4X", env=fake_slurm(tmp_path)))
     assert line.endswith("error: --mem '4X': not a SLURM memory size (a whole number with K, M, G or T: 4G, 500M; "

@@ -132,8 +132,8 @@ def check_settings(settings: Settings) -> None:
         raise DnnprobeError(f"--mem {settings.mem!r}: not a SLURM memory size (a whole number with K, M, G or T: "
                             "4G, 500M; no unit: megabytes)")
     for option in settings.sbatch:
-        name = option.split("=", 1)[0] if option.startswith("--") else option[:2]
-        if name in OWN_OPTIONS:
+        name = own_option(option)
+        if name:
             raise DnnprobeError(f"--sbatch-option {option!r}: dnnprobe sets {name} itself; use "
                                 f"{OWN_OPTIONS[name]} instead")
 
@@ -147,10 +147,24 @@ for _long, _short in _RESOURCE.items():
     _use = _INSTEAD.get(_long, f"{_long} (or `{_long[2:]}:` in .dnnprobe/cluster.yaml)")
     OWN_OPTIONS.update({_long: _use, **({_short: _use} if _short else {})})
 for _long, _short in (("--array", "-a"), ("--output", "-o"), ("--error", "-e"), ("--job-name", "-J"),
-                      ("--dependency", "-d"), ("--parsable", None), ("--test-only", None)):
+                      ("--dependency", "-d"), ("--parsable", None), ("--test-only", None), ("--wrap", None)):
     _use = "nothing: dnnprobe cluster submit sets it per sweep (one array task per experiment, its log, its order)"
     OWN_OPTIONS.update({_long: _use, **({_short: _use} if _short else {})})
 OWN_OPTIONS["--mem-per-cpu"] = OWN_OPTIONS["--mem"]
+
+
+def own_option(option: str) -> str | None:
+    """The option dnnprobe sets itself that `option` is (``--time=1``, ``--time 1`` as one argument, ``-t1``,
+    or an abbreviation sbatch accepts, ``--tim=1``), or None."""
+    option = option.strip()
+    if not option.startswith("--"):
+        return option[:2] if option[:2] in OWN_OPTIONS else None
+    name = re.split(r"[=\s]", option, maxsplit=1)[0]
+    if name in OWN_OPTIONS:
+        return name
+    # sbatch (getopt_long) takes any unambiguous prefix of a long option
+    prefixed = [own for own in OWN_OPTIONS if own.startswith("--") and own.startswith(name) and len(name) > 3]
+    return prefixed[0] if prefixed else None
 
 
 def blamed(settings: Settings, reason: str) -> str:
