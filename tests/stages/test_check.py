@@ -25,6 +25,14 @@ def own_copy(tiny_stimuli: Path, folder: Path, labels: list[str] | None = None) 
 BALANCED = ["0", "1"] * 12
 
 
+def assert_check_fails(table, sets, fragments):
+    """The check stage with `sets` on `table` fails in one line holding `fragments` and writes no image list."""
+    out = table.parent / "images.sha256"
+    result = cli("check", *[arg for s in sets for arg in ("--set", s)], "--table", table, "--out", out)
+    assert_one_line_error(result, "check", *fragments)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "labels, sets, fragments",
     [
@@ -45,11 +53,7 @@ BALANCED = ["0", "1"] * 12
          "layer-name-mlflow-rejects", "layer-name-too-long"],
 )
 def test_what_the_table_and_params_reveal_fails_at_the_check_stage(tmp_path, tiny_stimuli, labels, sets, fragments):
-    table = own_copy(tiny_stimuli, tmp_path / "data", labels)
-    settings = [arg for s in sets for arg in ("--set", s)]
-    result = cli("check", *settings, "--table", table, "--out", tmp_path / "data" / "images.sha256")
-    assert_one_line_error(result, "check", *fragments)
-    assert not (tmp_path / "data" / "images.sha256").exists()
+    assert_check_fails(own_copy(tiny_stimuli, tmp_path / "data", labels), sets, fragments)
 
 
 def test_image_list_follows_the_table_and_ignores_the_labels(tmp_path, tiny_stimuli):
@@ -212,11 +216,7 @@ def test_folds_that_hold_the_search_pass_the_check(tmp_path, tiny_stimuli):
 )
 def test_a_layer_name_the_network_lacks_fails_at_the_check_stage(tmp_path, tiny_stimuli, sets, fragments):
     """Checked on the architecture alone, before the network stage loads weights and extraction starts."""
-    table = own_copy(tiny_stimuli, tmp_path / "data")
-    settings = [arg for s in sets for arg in ("--set", s)]
-    result = cli("check", *settings, "--table", table, "--out", tmp_path / "data" / "images.sha256")
-    assert_one_line_error(result, "check", *fragments)
-    assert not (tmp_path / "data" / "images.sha256").exists()
+    assert_check_fails(own_copy(tiny_stimuli, tmp_path / "data"), sets, fragments)
 
 
 def test_layer_names_the_network_has_pass_the_check(tmp_path, tiny_stimuli):
