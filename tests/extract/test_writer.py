@@ -79,7 +79,7 @@ def test_blocks_that_do_not_fill_whole_chunks_are_refused(tmp_path):
         shape = writer.block_shape("fc1")
         with pytest.raises(ValueError, match="do not fill whole chunks of 4 rows"):
             writer.write_blocks({"fc1": np.zeros(shape, np.float32)}, 3)  # a short batch that is not the last
-        with pytest.raises(ValueError, match=r"expected C-contiguous \(1, 4, 3, 1, 1\) float32"):
+        with pytest.raises(ValueError, match=r"expected \(1, 4, 3, 1, 1\) float32, each block C-contiguous"):
             writer.write_blocks({"fc1": np.zeros(shape, np.float64)}, 4)
         for _ in range(2):
             writer.write_blocks({"fc1": np.ones(shape, np.float32)}, 4)
@@ -95,7 +95,7 @@ def test_disk_full_while_writing_blocks_releases_the_buffers_and_leaves_no_file(
         raise OSError(28, "No space left on device")
 
     released = []
-    monkeypatch.setattr("dnnprobe.extract.writer.write_chunk", full)
+    monkeypatch.setattr("dnnprobe.extract.writer.os.pwrite", full)
     with pytest.raises(DnnprobeError, match="writing activations failed .*No space left on device"):
         with ActivationWriter(target, 10, {"fc1": (3, 1, 1)}, rows_per_chunk=2) as writer:
             blocks = {"fc1": np.zeros(writer.block_shape("fc1"), np.float32)}
@@ -154,3 +154,83 @@ def test_the_size_estimate_counts_padded_chunks_and_metadata(tmp_path, monkeypat
         with ActivationWriter(tmp_path / "b.act.h5", n_stim, shapes, dtype=dtype, rows_per_chunk=rows):
             pass
     assert not (tmp_path / "b.act.h5").exists()
+
+
+# ---- chunks written at their places in the file (O_DIRECT where the disk allows it) -----------
+
+
+def _write_in_blocks(path, data, rows, aligned):
+    """data (n, n_chn, n_row, n_col) through write_blocks, from aligned_blocks buffers (the extractor's) or plain arrays."""
+    import torch
+
+    from dnnprobe.extract.buffers import aligned_blocks
+
+    with ActivationWriter(path, len(data), {"conv": data.shape[1:]}, rows_per_chunk=rows) as writer:
+        shape = writer.block_shape("conv")
+        for start in range(0, len(data), rows):
+            part = data[start:start + rows]
+            blocks = as_blocks(np.pad(part, ((0, rows - len(part)), (0, 0), (0, 0), (0, 0))), shape)
+            if aligned:
+                buffer = aligned_blocks(shape, torch.float32).numpy()
+                buffer[...] = blocks
+                blocks = buffer
+            writer.write_blocks({"conv": blocks}, len(part))
+        return writer._chunk_writer.direct is not None
+
+
+@pytest.fixture
+def wide_layer():
+    """Chunks of 8 rows x 7 channels x 5 x 5 float32 = 5,600 bytes: above ALIGNMENT, not a multiple of it."""
+    return np.random.default_rng(7).standard_normal((20, 9, 5, 5)).astype(np.float32)
+
+
+def test_chunks_are_aligned_and_the_file_is_the_same_by_every_route(tmp_path, monkeypatch, wide_layer):
+    """Aligned buffers on a disk with O_DIRECT, plain arrays (page cache), a file system without O_DIRECT: the
+    same values and the same bytes; every chunk of ALIGNMENT bytes or more starts at a multiple of it."""
+    from dnnprobe.extract.writer import ALIGNMENT
+
+    monkeypatch.setattr("dnnprobe.extract.writer.CHUNK_BYTES", 8 * 7 * 25 * 4)
+    direct = _write_in_blocks(tmp_path / "direct.act.h5", wide_layer, 8, aligned=True)
+    _write_in_blocks(tmp_path / "plain.act.h5", wide_layer, 8, aligned=False)
+    monkeypatch.delattr("os.O_DIRECT")
+    _write_in_blocks(tmp_path / "no_direct.act.h5", wide_layer, 8, aligned=True)
+
+    with h5py.File(tmp_path / "direct.act.h5", "r") as f:
+        np.testing.assert_array_equal(f["conv"][:], wide_layer)
+        assert f["conv"].chunks == (8, 7, 5, 5)
+        places = []
+        f["conv"].id.chunk_iter(lambda info: places.append(info.byte_offset))
+        assert len(places) == 6 and all(place % ALIGNMENT == 0 for place in places)
+    first = (tmp_path / "direct.act.h5").read_bytes()
+    assert first == (tmp_path / "plain.act.h5").read_bytes() == (tmp_path / "no_direct.act.h5").read_bytes()
+    if not direct:
+        pytest.skip(f"{tmp_path} has no O_DIRECT: only the page-cache route ran")
+
+
+def test_a_disk_that_refuses_o_direct_writes_falls_back_to_the_page_cache(tmp_path, monkeypatch, wide_layer):
+    """EINVAL from an O_DIRECT write (a disk with blocks larger than ALIGNMENT) is not an error: that chunk and
+    the rest go through the page cache, and the file holds every value."""
+    import os
+
+    monkeypatch.setattr("dnnprobe.extract.writer.CHUNK_BYTES", 8 * 7 * 25 * 4)
+    real_pwrite, refused = os.pwrite, []
+
+    def pwrite(fd, data, offset):
+        if fcntl_flags(fd) & getattr(os, "O_DIRECT", 0):
+            refused.append(offset)
+            raise OSError(22, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr("dnnprobe.extract.writer.os.pwrite", pwrite)
+    _write_in_blocks(tmp_path / "a.act.h5", wide_layer, 8, aligned=True)
+    with h5py.File(tmp_path / "a.act.h5", "r") as f:
+        np.testing.assert_array_equal(f["conv"][:], wide_layer)
+    if not hasattr(os, "O_DIRECT"):
+        pytest.skip("no O_DIRECT on this platform")
+    assert len(refused) <= 1  # tried once (none where the file system has no O_DIRECT), then never again
+
+
+def fcntl_flags(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL)

@@ -6,6 +6,7 @@ pinned host memory on a second CUDA stream.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from dnnprobe.core.errors import DnnprobeError
 from dnnprobe.extract.actfile import dnnbrain_shape
+from dnnprobe.extract.writer import ALIGNMENT
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65,504
 
@@ -52,6 +54,29 @@ def copy_into_blocks_numpy(blocks: np.ndarray, output: np.ndarray) -> None:
         np.copyto(blocks[whole, :count, :n_chn - whole * channels], output[:, whole * channels:])
 
 
+def aligned_blocks(shape: tuple[int, ...], dtype: torch.dtype, pin_memory: bool = False) -> torch.Tensor:
+    """Zeros of `shape` (n_blocks, ...), each block starting at a multiple of :data:`ALIGNMENT` in memory.
+
+    A block's bytes are one chunk of the file (:meth:`~dnnprobe.extract.writer.ActivationWriter.block_shape`); with each block's
+    start aligned, :class:`~dnnprobe.extract.writer.ChunkWriter` can hand the block to the disk with O_DIRECT. The gap after each
+    block (under ALIGNMENT bytes) is never written. Pinned for a GPU's copies when `pin_memory`.
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    block_elems = math.prod(shape[1:])
+    stride_bytes = -(-block_elems * itemsize // ALIGNMENT) * ALIGNMENT
+    total = shape[0] * stride_bytes
+    raw = torch.zeros(total + ALIGNMENT, dtype=torch.uint8, pin_memory=pin_memory)
+    skip = -raw.data_ptr() % ALIGNMENT
+    flat = raw[skip:skip + total].view(dtype)
+    inner = torch.empty(shape[1:], device="meta").stride()
+    return flat.as_strided(shape, (stride_bytes // itemsize, *inner))
+
+
+def _whole(blocks: torch.Tensor) -> torch.Tensor:
+    """The contiguous memory under :func:`aligned_blocks`'s blocks, gaps included (1-D, same dtype)."""
+    return blocks.as_strided((blocks.shape[0] * blocks.stride(0),), (1,))
+
+
 class BatchBuffers:
     """One batch of every layer in host memory, laid out as the activation file's chunks.
 
@@ -69,7 +94,7 @@ class BatchBuffers:
         self.copy_stream = copy_stream
         cuda = device.type == "cuda"
         # Zeros: the padding channels of a last block are never written and must be deterministic.
-        self.host = {layer: torch.zeros(shape, dtype=dtype, pin_memory=cuda) for layer, shape in block_shapes.items()}
+        self.host = {layer: aligned_blocks(shape, dtype, pin_memory=cuda) for layer, shape in block_shapes.items()}
         self.arrays = {layer: tensor.numpy() for layer, tensor in self.host.items()}  # the same memory
         self.peaks: dict[str, torch.Tensor] = {}  # float16 files: each layer's largest |value| in this batch
 
@@ -84,11 +109,13 @@ class BatchBuffers:
             else:  # a dtype change (float16 files): torch's conversion, as before
                 copy_into_blocks(host, output)
             return host
-        staged = torch.zeros(host.shape, dtype=self.dtype, device=output.device)
-        copy_into_blocks(staged, output)
+        # Staged in the host buffer's own layout (aligned blocks and the gaps between them), so that one
+        # contiguous asynchronous copy moves it (a copy into a strided host tensor would synchronise).
+        staged = torch.zeros(_whole(host).shape, dtype=self.dtype, device=output.device)
+        copy_into_blocks(staged.as_strided(host.shape, host.stride()), output)
         self.copy_stream.wait_stream(torch.cuda.current_stream(output.device))
         with torch.cuda.stream(self.copy_stream):
-            host.copy_(staged, non_blocking=True)
+            _whole(host).copy_(staged, non_blocking=True)
         staged.record_stream(self.copy_stream)  # not reused by the allocator before the copy is done
         return host
 

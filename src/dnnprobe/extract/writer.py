@@ -10,6 +10,7 @@ identical inputs (no timestamps: ``track_times=False``). The layout and the read
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import threading
@@ -27,6 +28,10 @@ from dnnprobe.extract.actfile import io_reason
 
 CHUNK_BYTES = 4 << 20  # largest chunk
 COLUMN_BYTES = 32 << 20  # a chunk column (all rows, one chunk's channels): the Gram stage reads a few at a time
+# Uncompressed files place each chunk of at least this many bytes at a multiple of it, so that the
+# extractor can write chunks with O_DIRECT (no copy into the page cache): addresses, lengths and file
+# offsets must be multiples of the disk's block size, which is at most 4096 bytes on common disks.
+ALIGNMENT = 4096
 
 
 def chunk_shape(n_stim: int, unit_shape: tuple[int, int, int], rows: int, itemsize: int) -> tuple[int, ...]:
@@ -51,14 +56,19 @@ CHUNKS_IN_FIRST_NODE = 32
 def stored_bytes(n_stim: int, unit_shapes: Mapping[str, tuple[int, int, int]], dtype: str, rows_per_chunk: int) -> int:
     """The size of the uncompressed ``.act.h5`` :class:`ActivationWriter` writes, from above (within a few
     kB): HDF5 stores every chunk whole, edge chunks padded to the full chunk shape (a layer of 64 channels in
-    chunks of 43 stores 86), plus its metadata (:data:`FILE_OVERHEAD` and the others)."""
+    chunks of 43 stores 86), each chunk of at least :data:`ALIGNMENT` bytes at a multiple of it (the gaps
+    are never written: holes in the file, counted here as the disk space they may take), plus HDF5's
+    metadata (:data:`FILE_OVERHEAD` and the others)."""
     itemsize = np.dtype(dtype).itemsize
     total = FILE_OVERHEAD
     for unit_shape in unit_shapes.values():
         rows, channels, n_row, n_col = chunk_shape(n_stim, unit_shape, rows_per_chunk, itemsize)
         n_chunks = -(-n_stim // rows) * -(-unit_shape[0] // channels)
-        total += (DATASET_OVERHEAD + CHUNK_OVERHEAD * max(0, n_chunks - CHUNKS_IN_FIRST_NODE)
-                  + n_chunks * rows * channels * n_row * n_col * itemsize)
+        chunk_bytes = rows * channels * n_row * n_col * itemsize
+        if chunk_bytes >= ALIGNMENT:  # each chunk starts at a multiple of ALIGNMENT: a gap before each
+            chunk_bytes = -(-chunk_bytes // ALIGNMENT) * ALIGNMENT
+            total += ALIGNMENT  # the gap before the layer's first chunk
+        total += DATASET_OVERHEAD + CHUNK_OVERHEAD * max(0, n_chunks - CHUNKS_IN_FIRST_NODE) + n_chunks * chunk_bytes
     return total
 
 
@@ -101,9 +111,13 @@ class ActivationWriter:
         self._temp = temp
         self._discarding = False
         try:
-            self._file = h5py.File(temp, "w")
+            # Uncompressed: chunks at multiples of ALIGNMENT, so :meth:`write_blocks` can write them with O_DIRECT.
+            aligned = {} if self.compression else {"alignment_threshold": ALIGNMENT, "alignment_interval": ALIGNMENT}
+            self._file = h5py.File(temp, "w", **aligned)
             self._stack.callback(self._close_file)
             self._create_datasets()
+            self._chunk_writer = None if self.compression else self._stack.enter_context(
+                ChunkWriter(temp, self._datasets))
         except BaseException as failure:  # __exit__ will not run: remove the temporary here
             self._discard()
             self._stack.__exit__(type(failure), failure, failure.__traceback__)
@@ -118,6 +132,13 @@ class ActivationWriter:
             self._file.attrs[key] = value
         self._file.attrs["layer_order"] = list(self.unit_shapes)
         for layer, unit_shape in self.unit_shapes.items():
+            placement = {}
+            if self.compression is None:
+                # Every chunk gets its place in the file now (nothing is written yet: no fill values), so the
+                # extractor can write each chunk's bytes at its own offset (:class:`ChunkWriter`).
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+                placement = {"dcpl": dcpl, "fill_time": "never"}
             dataset = self._file.create_dataset(
                 layer,
                 shape=(self.n_stim, *unit_shape),
@@ -125,6 +146,7 @@ class ActivationWriter:
                 chunks=chunk_shape(self.n_stim, unit_shape, self.rows_per_chunk, self.dtype.itemsize),
                 compression=self.compression,
                 track_times=False,
+                **placement,
             )
             for key, value in self.layer_attrs.get(layer, {}).items():
                 dataset.attrs[key] = value
@@ -158,7 +180,7 @@ class ActivationWriter:
                     if count is None:  # rows as (count, units): HDF5 reorders them into its chunks
                         self._datasets[layer][start:start + len(array)] = array.reshape(len(array), *self.unit_shapes[layer])
                     else:
-                        self._store_blocks(self._datasets[layer], start, count, array)
+                        self._store_blocks(layer, start, count, array)
                 # HDF5 buffers writes; flushing each batch makes a full disk fail here, at once.
                 self._file.flush()
             except BaseException as exc:  # disk full, ...: reported by the next write or by close
@@ -167,14 +189,15 @@ class ActivationWriter:
                 if release is not None:
                     release()  # the buffers may be refilled now
 
-    def _store_blocks(self, dataset: h5py.Dataset, start: int, count: int, blocks: np.ndarray) -> None:
-        """One batch in chunk layout (see :meth:`block_shape`) into `dataset`'s rows start..start+count."""
+    def _store_blocks(self, layer: str, start: int, count: int, blocks: np.ndarray) -> None:
+        """One batch in chunk layout (see :meth:`block_shape`) into `layer`'s rows start..start+count."""
+        dataset = self._datasets[layer]
         n_blocks, rows, channels, n_row, n_col = blocks.shape
         if self.compression is None:
-            # Each block is exactly the bytes of one stored chunk: hand it to HDF5 as is (HDF5's own
-            # write path would gather it again from an (n, units) array: a second copy of 4 MB/image).
+            # Each block is exactly the bytes of one stored chunk: written as is at the chunk's place in the
+            # file (HDF5's own write path would gather it again from an (n, units) array: a second copy).
             for block in range(n_blocks):
-                write_chunk(dataset, (start, block * channels, 0, 0), blocks[block])
+                self._chunk_writer.write(layer, (start, block * channels, 0, 0), blocks[block])
         else:  # the filter compresses whole chunks itself: give HDF5 the rows in dataset order
             n_chn = dataset.shape[1]
             ordered = blocks[:, :count].swapaxes(0, 1).reshape(count, n_blocks * channels, n_row, n_col)
@@ -238,9 +261,9 @@ class ActivationWriter:
             raise ValueError("write_blocks() needs one block array per layer")
         for layer, array in blocks.items():
             shape = self.block_shape(layer)
-            if array.shape != shape or array.dtype != self.dtype or not array.flags.c_contiguous:
+            if array.shape != shape or array.dtype != self.dtype or not all(block.flags.c_contiguous for block in array):
                 raise ValueError(f"layer {layer}: blocks of shape {array.shape} {array.dtype}, "
-                                 f"expected C-contiguous {shape} {self.dtype}")
+                                 f"expected {shape} {self.dtype}, each block C-contiguous")
             rows = shape[1]
             if self.rows_written % rows or not 0 < count <= rows or (count < rows and self.rows_written + count != self.n_stim):
                 raise ValueError(f"layer {layer}: rows {self.rows_written}..{self.rows_written + count} do not fill "
@@ -271,6 +294,67 @@ class ActivationWriter:
         self._stack.__exit__(exc_type, exc, tb)
 
 
-def write_chunk(dataset: h5py.Dataset, offset: tuple[int, ...], block: np.ndarray) -> None:
-    """Store one whole chunk's bytes (uncompressed) at chunk `offset` (its first row and channel)."""
-    dataset.id.write_direct_chunk(offset, block)
+class ChunkWriter:
+    """Writes whole chunks of an uncompressed ``.act.h5`` at their places in the file, by their file offsets.
+
+    The datasets must have their chunks allocated at creation (``ALLOC_TIME_EARLY``), so every chunk's
+    offset is known (HDF5's chunk index), and the file must place chunks at multiples of
+    :data:`ALIGNMENT`. A chunk whose block starts at an aligned address in memory (:func:`dnnprobe.extract.buffers.aligned_blocks`)
+    is written with O_DIRECT, from the process's memory to the disk without a copy into the page cache (on
+    two cores that copy cost about 4 ms of CPU per AlexNet image: docs/performance.md), its last partial
+    disk block through the page cache; anything else (a small chunk HDF5 did not align, a file system
+    without O_DIRECT such as tmpfs, an unaligned array) is written through the page cache. Both write the
+    same bytes at the same places: the file does not depend on which route was taken. Write errors
+    (a full disk) raise OSError.
+    """
+
+    def __init__(self, path: Path, datasets: Mapping[str, h5py.Dataset]) -> None:
+        self.offsets: dict[str, dict[tuple[int, ...], tuple[int, int]]] = {}
+        for layer, dataset in datasets.items():
+            places: dict[tuple[int, ...], tuple[int, int]] = {}
+            dataset.id.chunk_iter(lambda info, places=places: places.__setitem__(info.chunk_offset, (info.byte_offset, info.size)))
+            self.offsets[layer] = places
+        self.path = path
+        self.buffered = os.open(path, os.O_WRONLY)
+        self.direct = None
+        if hasattr(os, "O_DIRECT"):
+            try:
+                self.direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
+            except OSError:  # tmpfs and some network file systems have no O_DIRECT
+                self.direct = None
+
+    def __enter__(self) -> "ChunkWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for fd in (self.buffered, self.direct):
+            if fd is not None:
+                os.close(fd)
+
+    def write(self, layer: str, chunk: tuple[int, ...], block: np.ndarray) -> None:
+        """Write `block`, the whole bytes of `layer`'s chunk that starts at element `chunk`."""
+        offset, size = self.offsets[layer][chunk]
+        data = block.reshape(-1).view(np.uint8)
+        if len(data) != size:
+            raise ValueError(f"layer {layer}: a block of {len(data)} bytes for a chunk of {size}")
+        head = size - size % ALIGNMENT
+        if self.direct is not None and head and not offset % ALIGNMENT and not data.ctypes.data % ALIGNMENT:
+            try:
+                self._write_all(self.direct, data[:head], offset)
+            except OSError as error:
+                if error.errno != errno.EINVAL:  # EINVAL: this disk wants larger blocks; anything else is real
+                    raise
+                self.direct = None
+                head = 0
+        else:
+            head = 0
+        self._write_all(self.buffered, data[head:], offset + head)
+
+    @staticmethod
+    def _write_all(fd: int, data: np.ndarray, offset: int) -> None:
+        view = memoryview(data)
+        while view.nbytes:
+            done = os.pwrite(fd, view, offset)
+            if done <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view, offset = view[done:], offset + done
