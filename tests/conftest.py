@@ -23,7 +23,7 @@ SLOW_FILES = {
     "tests/pipeline/test_pipeline.py": 240,
     "tests/pipeline/test_sharing.py": 230,
     "tests/experiments/test_cluster.py": 220,
-    "tests/pipeline/test_benchmarks.py": 140,
+    "tests/pipeline/test_benchmarks.py": 200,
     "tests/pipeline/test_five_networks.py": 60,
     "tests/pipeline/test_dvc_boundary.py": 130,
     "tests/extract/test_forward.py": 115,

@@ -53,6 +53,28 @@ def test_bench_pipeline_tiny(tmp_path):
     assert re.fullmatch(r"n=24 size=64 total_s=([\d.]+)", out.strip().splitlines()[-1])
 
 
+def test_bench_pipeline_vit_tokens_all_refused_without_disk_room(tmp_path):
+    """tokens all on a disk too small (free space faked at 5 MB): one line naming the bytes needed and free,
+    before any image is written."""
+    script = REPO / "benchmarks" / "bench_pipeline.py"
+    data = tmp_path / "data"
+    args = ["--network", "vit_b_16", "--tokens", "all", "--n", "8", "--size", "64", "--workers", "0",
+            "--device", "cpu", "--data-dir", str(data)]
+    code = ("import collections, runpy, shutil, sys\n"
+            "usage = collections.namedtuple('usage', 'total used free')\n"
+            "shutil.disk_usage = lambda path: usage(10**9, 10**9 - 5 * 10**6, 5 * 10**6)\n"
+            f"sys.path.insert(0, {str(script.parent)!r})\n"
+            f"sys.argv = [{str(script)!r}, *{args!r}]\n"
+            f"runpy.run_path({str(script)!r}, run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    refusal = (r"bench_pipeline: refused: .*bench\.act\.h5: needs 10\d MB but its disk has 5 MB free "
+               r"\(activation file 100\.\d MB \+ Gram file .*\)")
+    assert len(lines) == 1 and re.fullmatch(refusal, lines[0]), lines
+    assert not list(data.iterdir())  # no image written, no output
+
+
 def test_profile_extract_tiny(tmp_path):
     out = run("profile_extract.py", "--n", "8", "--size", "64", "--batch-size", "4", "--data-dir", str(tmp_path),
               cwd=tmp_path, whole=True)
@@ -157,3 +179,54 @@ def test_gpu_check_runs_every_step_at_tiny_scale_records_each_and_cleans_up(tmp_
     assert all(point["device_diff"] == 0 and point["products_rel_diff"] < 1e-4 for point in compared)
     assert "n=24 size=64 total_s=" in (out / "log.txt").read_text()
     assert not work.exists()
+
+
+def test_gpu_check_vit_steps_at_tiny_scale(tmp_path):
+    """The ViT-B/16 steps, chosen with GPU_CHECK_STEPS (vit_all added by GPU_CHECK_VIT_ALL=1), at tiny scale on
+    the CPU: each exits 0, ends with a total_s line naming network and tokens, and the tokens-all step's file
+    (every token of 12 blocks) is estimated before any work, from above, and measured; nothing is left behind."""
+    import os
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "OUT": str(out), "WORKDIR": str(work), "GPU_CHECK_SCALE": "tiny",
+           "GPU_CHECK_STEPS": "vit_cls vit_mean", "GPU_CHECK_VIT_ALL": "1",
+           "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "gpu_check: steps vit_cls vit_mean vit_all; limits 180 s in all\n" in result.stdout
+    text = (out / "steps.txt").read_text()
+    steps = re.findall(r"^(\w+) +rc=(\d+) +seconds=[\d.]+ limit=\d+$", text, re.M)
+    assert steps == [("vit_cls", "0"), ("vit_mean", "0"), ("vit_all", "0")], text
+    assert "0 step(s) failed" in text
+    log = (out / "log.txt").read_text()
+    summaries = re.findall(r"^n=8 size=64 network=vit_b_16 tokens=(\w+) total_s=[\d.]+$", log, re.M)
+    assert summaries == ["cls", "mean", "all"], log
+    assert len(re.findall(r"^  block\d+ +\w+ +mean fold accuracy", log, re.M)) == 3 * 12, log
+    estimated = re.search(r"tokens all, float32: activation file ([\d,]+) B .*, Gram file ([\d,]+) B .* estimated", log)
+    measured = re.findall(r"^files measured: activation file ([\d,]+) B .*, Gram file ([\d,]+) B ", log, re.M)
+    assert estimated and len(measured) == 3, log
+    act_estimate, act_size = int(estimated.group(1).replace(",", "")), int(measured[2][0].replace(",", ""))
+    assert 8 * 12 * 197 * 768 * 4 <= act_size <= act_estimate < act_size + 100_000, log  # every token, from above
+    assert int(measured[0][0].replace(",", "")) < 8 * 12 * 768 * 4 * 100  # cls: one token per block
+    assert not work.exists()
+
+
+def test_gpu_check_refuses_vit_all_without_its_switch_and_unknown_steps(tmp_path):
+    """vit_all (36 GB on disk) runs only with GPU_CHECK_VIT_ALL=1; a step name it does not know, or limits
+    that do not match the steps, stop the script before any step (exit 2, one line)."""
+    import os
+
+    for steps, limits, message in [
+        ("vit_cls vit_all", "", "vit_all writes a 36 GB activation file: set GPU_CHECK_VIT_ALL=1"),
+        ("vit_cls pipline", "", "unknown step pipline in GPU_CHECK_STEPS"),
+        ("vit_cls vit_mean", "60", "GPU_CHECK_LIMITS has 1 limits for 2 steps"),
+    ]:
+        out = tmp_path / "out"
+        env = {**os.environ, "OUT": str(out), "WORKDIR": str(tmp_path / "work"), "GPU_CHECK_SCALE": "tiny",
+               "GPU_CHECK_STEPS": steps, "GPU_CHECK_LIMITS": limits, "GPU_CHECK_VIT_ALL": "0"}
+        result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 2 and message in result.stderr, result.stdout + result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and message in (out / "steps.txt").read_text()
+        assert not (out / "log.txt").read_text()  # no step ran
