@@ -90,7 +90,8 @@ def refuse_without_room(data_dir: Path, act_bytes: int, gram_bytes: int) -> None
 
 
 def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir: Path, pca: int = 100,
-        cv: int = 10, network: str = "alexnet", tokens: str = "cls", dtype: str = "float32") -> dict[str, float]:
+        cv: int = 10, network: str = "alexnet", tokens: str = "cls", dtype: str = "float32",
+        direct_io: bool | None = None) -> dict[str, float]:
     import numpy as np
 
     from make_images import write_images
@@ -138,10 +139,13 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
 
         started = time.perf_counter()
         summary = extract_activations(table, model, module_paths, act_path, batch_size=batch_size, device=device,
-                                      dtype=dtype, num_workers=workers, progress=False, **token_options)
+                                      dtype=dtype, num_workers=workers, progress=False, direct_io=direct_io,
+                                      **token_options)
         seconds["extract"] = time.perf_counter() - started
+        direct = str(summary.device).startswith("cpu") if direct_io is None else direct_io
+        route = ("O_DIRECT" if direct else "the page cache") + (" (the stage's choice on this device)" if direct_io is None else "")
         print(f"extract: {summary.images_per_second:.1f} images/s on {summary.device}, {workers} decoding worker(s), "
-              f"{act_path.stat().st_size / 1e9:.1f} GB", flush=True)
+              f"{act_path.stat().st_size / 1e9:.1f} GB written by {route}", flush=True)
 
         started = time.perf_counter()
         # the products and fold eigensolves where the probe stage puts them (probe.device), decoders on the CPU
@@ -178,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="decoding processes (default: CPUs - 2, at least 1)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--direct-io", choices=["auto", "on", "off"], default="auto",
+                        help="write the activation file with O_DIRECT (on), through the page cache (off), or as the "
+                             "extract stage does (auto: O_DIRECT on the CPU only); the file's bytes are the same")
     parser.add_argument("--data-dir", type=Path, default=HERE / "data", help="images and (temporary) outputs")
     parser.add_argument("--pca", type=int, default=100, help="principal components (DNNBrain: 100)")
     parser.add_argument("--cv", type=int, default=10, help="cross-validation folds (DNNBrain: 10)")
@@ -187,11 +194,12 @@ def main(argv: list[str] | None = None) -> None:
     tokens = args.tokens or "cls"
     args.data_dir.mkdir(parents=True, exist_ok=True)
     seconds = run(args.n, args.size, args.device, args.workers, args.batch_size, args.data_dir, args.pca, args.cv,
-                  args.network, tokens, args.dtype)
+                  args.network, tokens, args.dtype, {"auto": None, "on": True, "off": False}[args.direct_io])
     for stage, value in seconds.items():
         print(f"{stage:<22}{value:8.1f} s")
     total = seconds["extract"] + seconds["gram"] + seconds["probe"]
     named = f" network={args.network} tokens={tokens}" if args.network != "alexnet" else ""
+    named += f" direct_io={args.direct_io}" if args.direct_io != "auto" else ""
     print(f"n={args.n} size={args.size}{named} total_s={total:.1f}", flush=True)
     imported = sorted(name for name in NOT_NEEDED if name in sys.modules)
     if imported:  # after total_s: the measurement stands, the exit code says what went wrong

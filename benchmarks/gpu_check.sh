@@ -11,6 +11,9 @@
 #                and the fold accuracies, on both routes (covariance: 4,096 units; Gram: 43,264);
 #   nsd_*        NSD-shaped synthetic activations, 73,000 stimuli: fc widths (4,096 units) and conv5
 #                (43,264), gram + probe on the GPU (target: <= 10 minutes for the two on the real stage);
+#   pipeline_direct (not run by default) pipeline with the activation file written with O_DIRECT
+#                (--direct-io on; extraction on a GPU writes through the page cache by default): a lever
+#                to measure, against pipeline in the same call;
 #   vit_cls      (not run by default) the same end to end as pipeline with torchvision's ViT-B/16 (random
 #   vit_mean     weights), its 12 blocks, extract.tokens cls, then mean: 768 units per block
 #                (target: total_s <= 120 each);
@@ -47,7 +50,7 @@ if [ "${GPU_CHECK_SCALE:-full}" = tiny ]; then
     DEVICE=cpu; OTHER=torch-cpu; N=24; SIZE=64; WORKERS=0; CHECK_N=8; PCA=4; CV=3
     COV="--n 300 --units 64"; GRAM="--n 200 --units 400"; NSD_N=400; FC=64; CONV=512
     VIT_N=8  # ViT-B/16 itself (224 px input whatever the JPEG's size): about 10 s a step on one CPU core
-    LIMIT=([pipeline]=120 [check_device]=60 [compare_cov]=60 [compare_gram]=60 [nsd_fc]=60 [nsd_conv5]=60
+    LIMIT=([pipeline]=120 [pipeline_direct]=120 [check_device]=60 [compare_cov]=60 [compare_gram]=60 [nsd_fc]=60 [nsd_conv5]=60
            [vit_cls]=60 [vit_mean]=60 [vit_all]=60)
 else
     DEVICE=cuda; OTHER=cpu; N=4916; SIZE=375; WORKERS=14; CHECK_N=128; PCA=100; CV=10
@@ -63,9 +66,9 @@ else
     # vit_all: writing 36.0 GB (~25-70 s: 1.5 GB/s for AlexNet's 19.6 GB, slower once the page cache is full),
     # reading it back for the Gram matrices and its sha256 (~40 s: AlexNet's 19.6 GB took 19.5 s), 12 Gram-route
     # probes at n = 4,916 (~30 s), and the images and start when first (~50 s): ~150-190 s, limit 300.
-    LIMIT+=([vit_cls]=150 [vit_mean]=100 [vit_all]=300)
+    LIMIT+=([vit_cls]=150 [vit_mean]=100 [vit_all]=300 [pipeline_direct]=105)
 fi
-KNOWN="$DEFAULT_STEPS vit_cls vit_mean vit_all"
+KNOWN="$DEFAULT_STEPS pipeline_direct vit_cls vit_mean vit_all"
 read -r -a STEPS <<< "${GPU_CHECK_STEPS:-$DEFAULT_STEPS}"
 if [ "${GPU_CHECK_VIT_ALL:-0}" = 1 ] && [[ " ${STEPS[*]} " != *" vit_all "* ]]; then STEPS+=(vit_all); fi
 refuse() { echo "gpu_check: $*" | tee -a "$OUT/steps.txt" >&2; exit 2; }
@@ -121,6 +124,8 @@ run_step() {
     case $name in
         pipeline) step pipeline "$limit" python3 benchmarks/bench_pipeline.py --n "$N" --size "$SIZE" \
             --device "$DEVICE" --workers "$WORKERS" --pca "$PCA" --cv "$CV" --data-dir "$WORK/images" ;;
+        pipeline_direct) step pipeline_direct "$limit" python3 benchmarks/bench_pipeline.py --n "$N" --size "$SIZE" \
+            --device "$DEVICE" --workers "$WORKERS" --pca "$PCA" --cv "$CV" --data-dir "$WORK/images" --direct-io on ;;
         check_device) step check_device "$limit" python3 benchmarks/check_device.py --n "$CHECK_N" --size "$SIZE" \
             --workers 4 --data-dir "$WORK/check" ;;
         # shellcheck disable=SC2086 # COV and GRAM are lists of arguments

@@ -159,13 +159,13 @@ def test_the_size_estimate_counts_padded_chunks_and_metadata(tmp_path, monkeypat
 # ---- chunks written at their places in the file (O_DIRECT where the disk allows it) -----------
 
 
-def _write_in_blocks(path, data, rows, aligned):
+def _write_in_blocks(path, data, rows, aligned, direct_io=True):
     """data (n, n_chn, n_row, n_col) through write_blocks, from aligned_blocks buffers (the extractor's) or plain arrays."""
     import torch
 
     from dnnprobe.extract.buffers import aligned_blocks
 
-    with ActivationWriter(path, len(data), {"conv": data.shape[1:]}, rows_per_chunk=rows) as writer:
+    with ActivationWriter(path, len(data), {"conv": data.shape[1:]}, rows_per_chunk=rows, direct_io=direct_io) as writer:
         shape = writer.block_shape("conv")
         for start in range(0, len(data), rows):
             part = data[start:start + rows]
@@ -185,13 +185,15 @@ def wide_layer():
 
 
 def test_chunks_are_aligned_and_the_file_is_the_same_by_every_route(tmp_path, monkeypatch, wide_layer):
-    """Aligned buffers on a disk with O_DIRECT, plain arrays (page cache), a file system without O_DIRECT: the
-    same values and the same bytes; every chunk of ALIGNMENT bytes or more starts at a multiple of it."""
+    """Aligned buffers on a disk with O_DIRECT, plain arrays (page cache), direct_io off (extraction on a GPU), a
+    file system without O_DIRECT: the same values and the same bytes; every chunk of ALIGNMENT bytes or more
+    starts at a multiple of it."""
     from dnnprobe.extract.writer import ALIGNMENT
 
     monkeypatch.setattr("dnnprobe.extract.writer.CHUNK_BYTES", 8 * 7 * 25 * 4)
     direct = _write_in_blocks(tmp_path / "direct.act.h5", wide_layer, 8, aligned=True)
     _write_in_blocks(tmp_path / "plain.act.h5", wide_layer, 8, aligned=False)
+    assert not _write_in_blocks(tmp_path / "cached.act.h5", wide_layer, 8, aligned=True, direct_io=False)
     monkeypatch.delattr("os.O_DIRECT")
     _write_in_blocks(tmp_path / "no_direct.act.h5", wide_layer, 8, aligned=True)
 
@@ -202,7 +204,8 @@ def test_chunks_are_aligned_and_the_file_is_the_same_by_every_route(tmp_path, mo
         f["conv"].id.chunk_iter(lambda info: places.append(info.byte_offset))
         assert len(places) == 6 and all(place % ALIGNMENT == 0 for place in places)
     first = (tmp_path / "direct.act.h5").read_bytes()
-    assert first == (tmp_path / "plain.act.h5").read_bytes() == (tmp_path / "no_direct.act.h5").read_bytes()
+    for other in ("plain", "cached", "no_direct"):
+        assert (tmp_path / f"{other}.act.h5").read_bytes() == first, other
     if not direct:
         pytest.skip(f"{tmp_path} has no O_DIRECT: only the page-cache route ran")
 

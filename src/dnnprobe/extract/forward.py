@@ -14,9 +14,9 @@ The pipeline, per batch (the same code on CPU and GPU; only :class:`BatchBuffers
 2. the hooks copy each layer, once, straight into a reusable buffer laid out as the activation
    file's chunks (and in the file's dtype, so float16 is converted by the same copy); on a GPU the
    copy goes to device memory and from there, on a second CUDA stream, to pinned host memory;
-3. the writer thread stores those buffers chunk by chunk (``write_direct_chunk``: no further copy
-   but the operating system's) while the network computes the next batch; a small pool of buffer
-   sets keeps the two in step.
+3. the writer thread writes those buffers chunk by chunk at each chunk's place in the file, on the
+   CPU with O_DIRECT (no further copy at all: :class:`dnnprobe.extract.writer.ChunkWriter`), while
+   the network computes the next batch; a small pool of buffer sets keeps the two in step.
 """
 
 from __future__ import annotations
@@ -374,6 +374,7 @@ def extract_activations(
     tokens: str = "all",
     token_layout: TokenLayout | None = None,
     announce: Callable[[str], None] | None = None,
+    direct_io: bool | None = None,
 ) -> ExtractionSummary:
     """Run `model` once over the images and write every layer to `out_path` (.act.h5), row i = image i.
 
@@ -381,7 +382,11 @@ def extract_activations(
     stimulus table (no checksums: for DNNBrain-style use and tests). `prep` is the transform
     (``extract.preprocess``); `tokens` what transformer layers of `token_layout` record
     (``extract.tokens``, :mod:`dnnprobe.network.tokens`). Before any work, `announce` gets one line with the
-    file's size and the free disk space (:func:`dnnprobe.compute.disk.size_line`).
+    file's size and the free disk space (:func:`dnnprobe.compute.disk.size_line`). `direct_io`: write the
+    chunks with O_DIRECT (:class:`dnnprobe.extract.writer.ChunkWriter`); by default on the CPU, where the
+    copy into the page cache takes CPU time from the network (4-5 ms per AlexNet image on two cores), and
+    not on a GPU, where spare cores make that copy and the next stage reads the file from memory. The
+    file's bytes are the same either way.
     """
     images.check_images_exist()
     target = pick_device(device)
@@ -390,12 +395,12 @@ def extract_activations(
     with torch.cuda.device(target) if target.type == "cuda" else contextlib.nullcontext():
         return _extract(images, model, module_paths, out_path, batch_size, target, dtype, compression,
                         num_workers, file_attrs, progress, prep=prep, tokens=tokens, token_layout=token_layout,
-                        announce=announce)
+                        announce=announce, direct_io=target.type == "cpu" if direct_io is None else direct_io)
 
 
 def _extract(images, model, module_paths, out_path, batch_size, target, dtype, compression, num_workers,
              file_attrs, progress, prep: Preprocess = DNNBRAIN, tokens: str = "all",
-             token_layout: TokenLayout | None = None, announce=None) -> ExtractionSummary:
+             token_layout: TokenLayout | None = None, announce=None, direct_io: bool = True) -> ExtractionSummary:
     name = images.path if isinstance(images, ImageList) else images.location or "stimulus table"
     checksums = images.checksums if isinstance(images, ImageList) else None
     # The check stage's record of these exact images: then each image is decoded once and its notes are
@@ -437,6 +442,7 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
             rows_per_chunk=batch_size,
             layer_attrs={layer: {"module": str(path), **_tokens_attr(layer, unit_shapes)} for layer, path in module_paths.items()},
             file_attrs=attrs,
+            direct_io=direct_io,
         ) as writer, torch.inference_mode(), full_float32():
             shapes = {layer: writer.block_shape(layer) for layer in module_paths}
             copy_stream = torch.cuda.Stream(target) if target.type == "cuda" else None

@@ -77,7 +77,8 @@ class ActivationWriter:
 
     Use as a context manager; call :meth:`write` with consecutive row blocks, or
     :meth:`write_blocks` with one batch already laid out as the file's chunks (the extractor's
-    route: nothing is copied between the network's hooks and the operating system). Writes run in a
+    route: nothing is copied between the network's hooks and the operating system; with `direct_io`, nor
+    into the page cache: :class:`ChunkWriter`). Writes run in a
     background thread so the network keeps computing while HDF5 writes (at most two batches queued).
     """
 
@@ -91,8 +92,10 @@ class ActivationWriter:
         rows_per_chunk: int = 64,
         layer_attrs: Mapping[str, Mapping[str, str]] | None = None,
         file_attrs: Mapping[str, str | int] | None = None,
+        direct_io: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.direct_io = direct_io
         self.n_stim = n_stim
         self.unit_shapes = dict(unit_shapes)
         self.dtype = np.dtype(dtype)
@@ -117,7 +120,7 @@ class ActivationWriter:
             self._stack.callback(self._close_file)
             self._create_datasets()
             self._chunk_writer = None if self.compression else self._stack.enter_context(
-                ChunkWriter(temp, self._datasets))
+                ChunkWriter(temp, self._datasets, direct_io=self.direct_io))
         except BaseException as failure:  # __exit__ will not run: remove the temporary here
             self._discard()
             self._stack.__exit__(type(failure), failure, failure.__traceback__)
@@ -308,7 +311,7 @@ class ChunkWriter:
     (a full disk) raise OSError.
     """
 
-    def __init__(self, path: Path, datasets: Mapping[str, h5py.Dataset]) -> None:
+    def __init__(self, path: Path, datasets: Mapping[str, h5py.Dataset], direct_io: bool = True) -> None:
         self.offsets: dict[str, dict[tuple[int, ...], tuple[int, int]]] = {}
         for layer, dataset in datasets.items():
             places: dict[tuple[int, ...], tuple[int, int]] = {}
@@ -317,7 +320,7 @@ class ChunkWriter:
         self.path = path
         self.buffered = os.open(path, os.O_WRONLY)
         self.direct = None
-        if hasattr(os, "O_DIRECT"):
+        if direct_io and hasattr(os, "O_DIRECT"):
             try:
                 self.direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
             except OSError:  # tmpfs and some network file systems have no O_DIRECT
