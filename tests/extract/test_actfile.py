@@ -202,3 +202,89 @@ def test_a_file_another_process_holds_open_for_writing_is_named_as_locked(tmp_pa
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+# ---- chunks read straight from their bytes (ChunkReader), HDF5 where that does not apply ----------
+
+
+def _reference(path, layer):
+    """The layer as HDF5 itself reads it, float32 (n_stim, n_units)."""
+    with h5py.File(path, "r") as f:
+        return np.asarray(f[layer][()], dtype=np.float32).reshape(f[layer].shape[0], -1)
+
+
+def _every_read(path, layer, monkeypatch):
+    """The layer through column_blocks (fresh and reused buffers, small blocks), row_blocks and read_rows."""
+    monkeypatch.setattr("dnnprobe.extract.actfile.ChunkReader.MAX_IOVECS", 6)  # several preadv calls per chunk
+    with ActivationFile(path) as acts:
+        n = acts.n_stim
+        per_unit = acts.n_units(layer) // acts.dataset(layer).shape[1]
+        reads = {
+            "columns": np.concatenate(list(acts.column_blocks(layer, max_bytes=n * 4 * per_unit * 2)), axis=1),
+            "columns reused": np.concatenate([b.copy() for b in acts.column_blocks(layer, max_bytes=n * 4 * per_unit * 2,
+                                                                                  reuse_buffers=True)], axis=1),
+            "rows": np.concatenate([b for _, b in acts.row_blocks(layer, max_bytes=4 * acts.n_units(layer) * 5)]),
+            "some rows": acts.read_rows(layer, np.array([1, 2, 5, n - 3, n - 1]), max_bytes=4 * acts.n_units(layer) * 5),
+        }
+        used = acts._chunk_reader(layer) is not None
+    return reads, used
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", ">f4"])
+@pytest.mark.parametrize("layout", ["writer", "h5py default", "unaligned"])
+def test_chunks_read_from_their_bytes_equal_hdf5s_reading(tmp_path, monkeypatch, layout, dtype):
+    """Edge chunks in rows (19 stimuli, chunks of 4) and channels (7 channels, chunks of 3), any chunk order
+    and alignment, float16 and big-endian files: every reader gives HDF5's values, bit for bit."""
+    data = np.random.default_rng(3).standard_normal((19, 7, 2, 3)).astype(np.float32)
+    path = tmp_path / "a.act.h5"
+    if layout == "writer" and dtype != ">f4":
+        monkeypatch.setattr("dnnprobe.extract.writer.CHUNK_BYTES", 4 * 3 * 6 * np.dtype(dtype).itemsize)
+        with ActivationWriter(path, 19, {"conv": (7, 2, 3)}, dtype=dtype, rows_per_chunk=4) as writer:
+            for start in range(0, 19, 4):
+                writer.write({"conv": data[start:start + 4]})
+    else:
+        with h5py.File(path, "w", **({"alignment_threshold": 1, "alignment_interval": 512} if layout == "unaligned" else {})) as f:
+            dataset = f.create_dataset("conv", shape=data.shape, dtype=dtype, chunks=(4, 3, 2, 3))
+            for start in reversed(range(0, 19, 4)):  # chunks stored in another order than their rows
+                dataset[start:start + 4] = data[start:start + 4]
+    expected = _reference(path, "conv")
+    reads, used = _every_read(path, "conv", monkeypatch)
+    assert used
+    for name, values in reads.items():
+        wanted = expected[[1, 2, 5, 16, 18]] if name == "some rows" else expected
+        np.testing.assert_array_equal(values, wanted, err_msg=name)
+        assert values.dtype == np.float32
+
+
+@pytest.mark.parametrize("make", ["gzip", "contiguous", "unwritten chunks"])
+def test_layers_chunks_cannot_be_read_from_are_read_by_hdf5(tmp_path, monkeypatch, make):
+    data = np.random.default_rng(4).standard_normal((10, 5, 1, 1)).astype(np.float32)
+    path = tmp_path / "a.act.h5"
+    with h5py.File(path, "w") as f:
+        if make == "gzip":
+            f.create_dataset("fc", data=data, chunks=(4, 5, 1, 1), compression="gzip")
+        elif make == "contiguous":
+            f.create_dataset("fc", data=data)
+        else:  # rows 8.. never written: HDF5 reads its fill value (0) there
+            f.create_dataset("fc", shape=data.shape, dtype="f4", chunks=(4, 5, 1, 1))[:8] = data[:8]
+            data[8:] = 0
+    reads, used = _every_read(path, "fc", monkeypatch)
+    assert not used
+    np.testing.assert_array_equal(reads["columns"], data.reshape(10, -1))
+
+
+def test_a_file_cut_short_while_read_is_one_line_naming_the_layer(tmp_path):
+    """HDF5 refuses to open a truncated file; one that shrinks while it is read (another process rewriting it)
+    gives short reads of its chunks: named, never zeros taken for activations."""
+    data = np.ones((64, 300, 1, 1), np.float32)
+    with ActivationWriter(tmp_path / "a.act.h5", 64, {"fc": (300, 1, 1)}, rows_per_chunk=16) as writer:
+        writer.write({"fc": data})
+    with h5py.File(tmp_path / "a.act.h5", "r") as f:
+        places = []
+        f["fc"].id.chunk_iter(lambda info: places.append(info.byte_offset))
+    with ActivationFile(tmp_path / "a.act.h5") as acts:
+        assert acts._chunk_reader("fc") is not None
+        with open(tmp_path / "a.act.h5", "r+b") as f:
+            f.truncate(max(places) + 100)
+        one_line_error(lambda: acts.read_layer("fc"),
+                       "a.act.h5: layer fc cannot be read \\(.*short read.*\\); the file is damaged: rerun the extract stage$")
