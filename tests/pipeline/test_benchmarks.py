@@ -182,31 +182,34 @@ def test_gpu_check_runs_every_step_at_tiny_scale_records_each_and_cleans_up(tmp_
 
 
 def test_gpu_check_vit_steps_at_tiny_scale(tmp_path):
-    """The ViT-B/16 steps, chosen with GPU_CHECK_STEPS (vit_all added by GPU_CHECK_VIT_ALL=1), at tiny scale on
-    the CPU: each exits 0, ends with a total_s line naming network and tokens, and the tokens-all step's file
-    (every token of 12 blocks) is estimated before any work, from above, and measured; nothing is left behind."""
+    """The steps outside the default set, chosen with GPU_CHECK_STEPS (vit_all added by GPU_CHECK_VIT_ALL=1), at
+    tiny scale on the CPU: each exits 0; pipeline_direct writes with O_DIRECT and says so; the ViT-B/16 steps end
+    with a total_s line naming network and tokens, and the tokens-all step's file (every token of 12 blocks) is
+    estimated before any work, from above, and measured; nothing is left behind. (vit_mean is vit_cls with
+    another --tokens, which the extract tests cover.)"""
     import os
 
     out, work = tmp_path / "out", tmp_path / "work"
     env = {**os.environ, "OUT": str(out), "WORKDIR": str(work), "GPU_CHECK_SCALE": "tiny",
-           "GPU_CHECK_STEPS": "vit_cls vit_mean", "GPU_CHECK_VIT_ALL": "1",
+           "GPU_CHECK_STEPS": "pipeline_direct vit_cls", "GPU_CHECK_VIT_ALL": "1",
            "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "gpu_check: steps vit_cls vit_mean vit_all; limits 180 s in all\n" in result.stdout
+    assert "gpu_check: steps pipeline_direct vit_cls vit_all; limits 240 s in all\n" in result.stdout
     text = (out / "steps.txt").read_text()
     steps = re.findall(r"^(\w+) +rc=(\d+) +seconds=[\d.]+ limit=\d+$", text, re.M)
-    assert steps == [("vit_cls", "0"), ("vit_mean", "0"), ("vit_all", "0")], text
+    assert steps == [("pipeline_direct", "0"), ("vit_cls", "0"), ("vit_all", "0")], text
     assert "0 step(s) failed" in text
     log = (out / "log.txt").read_text()
     summaries = re.findall(r"^n=8 size=64 network=vit_b_16 tokens=(\w+) total_s=[\d.]+$", log, re.M)
-    assert summaries == ["cls", "mean", "all"], log
-    assert len(re.findall(r"^  block\d+ +\w+ +mean fold accuracy", log, re.M)) == 3 * 12, log
+    assert summaries == ["cls", "all"], log
+    assert len(re.findall(r"^  block\d+ +\w+ +mean fold accuracy", log, re.M)) == 2 * 12, log
+    assert re.search(r"^extract: .* GB written by O_DIRECT\n(.*\n)*n=24 size=64 direct_io=on total_s=[\d.]+$", log, re.M), log
     estimated = re.search(r"tokens all, float32: activation file ([\d,]+) B .*, Gram file ([\d,]+) B .* estimated", log)
     measured = re.findall(r"^files measured: activation file ([\d,]+) B .*, Gram file ([\d,]+) B ", log, re.M)
-    assert estimated and len(measured) == 3, log
-    act_estimate, act_size = int(estimated.group(1).replace(",", "")), int(measured[2][0].replace(",", ""))
+    assert estimated and len(measured) == 2, log
+    act_estimate, act_size = int(estimated.group(1).replace(",", "")), int(measured[1][0].replace(",", ""))
     assert 8 * 12 * 197 * 768 * 4 <= act_size <= act_estimate < act_size + 100_000, log  # every token, from above
     assert int(measured[0][0].replace(",", "")) < 8 * 12 * 768 * 4 * 100  # cls: one token per block
     assert not work.exists()
