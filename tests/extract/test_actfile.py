@@ -256,12 +256,16 @@ def test_chunks_read_from_their_bytes_equal_hdf5s_reading(tmp_path, monkeypatch,
         assert values.dtype == np.float32
 
 
-@pytest.mark.parametrize("make", ["gzip", "contiguous", "unwritten chunks"])
+@pytest.mark.parametrize("make", ["gzip", "contiguous", "unwritten chunks", "no preadv"])
 def test_layers_chunks_cannot_be_read_from_are_read_by_hdf5(tmp_path, monkeypatch, make):
+    """Compressed, contiguous or partly unwritten layers, and systems without preadv (Windows): HDF5 reads them."""
     data = np.random.default_rng(4).standard_normal((10, 5, 1, 1)).astype(np.float32)
     path = tmp_path / "a.act.h5"
     with h5py.File(path, "w") as f:
-        if make == "gzip":
+        if make == "no preadv":
+            f.create_dataset("fc", data=data, chunks=(4, 5, 1, 1))
+            monkeypatch.delattr("os.preadv")
+        elif make == "gzip":
             f.create_dataset("fc", data=data, chunks=(4, 5, 1, 1), compression="gzip")
         elif make == "contiguous":
             f.create_dataset("fc", data=data)
@@ -288,3 +292,26 @@ def test_a_file_cut_short_while_read_is_one_line_naming_the_layer(tmp_path):
             f.truncate(max(places) + 100)
         one_line_error(lambda: acts.read_layer("fc"),
                        "a.act.h5: layer fc cannot be read \\(.*short read.*\\); the file is damaged: rerun the extract stage$")
+
+
+def test_chunk_places_without_chunk_iter_come_from_get_chunk_info(tmp_path):
+    """h5py before 3.8 (or an HDF5 before 1.12.3) has no chunk_iter: the places are asked chunk by chunk."""
+    from dnnprobe.extract.actfile import chunk_places
+
+    with h5py.File(tmp_path / "a.act.h5", "w") as f:
+        dataset = f.create_dataset("fc", data=np.ones((10, 5, 1, 1), np.float32), chunks=(4, 5, 1, 1))
+
+        class OlderID:  # the dataset's HDF5 handle without chunk_iter
+            def __getattr__(self, name):
+                if name == "chunk_iter":
+                    raise AttributeError(name)
+                return getattr(dataset.id, name)
+
+        class OlderDataset:
+            id = OlderID()
+
+            def __getattr__(self, name):
+                return getattr(dataset, name)
+
+        places = chunk_places(OlderDataset())
+        assert places == chunk_places(dataset) and sorted(places) == [(0, 0, 0, 0), (4, 0, 0, 0), (8, 0, 0, 0)]

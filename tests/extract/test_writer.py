@@ -125,8 +125,12 @@ def test_the_size_estimate_bounds_the_tiny_alexnet_file(tiny_activations):
         (24, {"conv1": (64, 55, 55), "fc": (4096, 1, 1), "head": (3, 1, 1)}, 8, "float32"),  # 64 channels in chunks of 43
         (30, {"conv": (96, 27, 27), "narrow": (7, 3, 3)}, 7, "float16"),  # edge chunks in rows and channels
         (200, {f"l{i}": (5, 1, 1) for i in range(20)}, 8, "float32"),  # metadata-heavy: 20 layers, 25 chunks each
+        # 8,192 aligned chunks of exactly 4 KiB, 2,048 of 16 KiB: a B-tree node between two chunks costs a 4 KiB slot
+        # (72 B per chunk, the unaligned layout's figure, fell 2 kB short of the first file)
+        (8192, {"fc": (1024, 1, 1)}, 1, "float32"),
+        (2048, {"fc": (4096, 1, 1)}, 1, "float32"),
     ],
-    ids=["alexnet-conv1-pads", "rows-and-channels-pad", "many-small-layers"],
+    ids=["alexnet-conv1-pads", "rows-and-channels-pad", "many-small-layers", "aligned-4k-chunks", "aligned-16k-chunks"],
 )
 def test_the_size_estimate_counts_padded_chunks_and_metadata(tmp_path, monkeypatch, n_stim, shapes, rows, dtype):
     """HDF5 stores edge chunks whole: the estimate is the file's size from above, within 2 %, and it is what the
@@ -175,7 +179,7 @@ def _write_in_blocks(path, data, rows, aligned, direct_io=True):
                 buffer[...] = blocks
                 blocks = buffer
             writer.write_blocks({"conv": blocks}, len(part))
-        return writer._chunk_writer.direct is not None
+        return writer._chunk_writer is not None and writer._chunk_writer.direct is not None
 
 
 @pytest.fixture
@@ -196,6 +200,8 @@ def test_chunks_are_aligned_and_the_file_is_the_same_by_every_route(tmp_path, mo
     assert not _write_in_blocks(tmp_path / "cached.act.h5", wide_layer, 8, aligned=True, direct_io=False)
     monkeypatch.delattr("os.O_DIRECT")
     _write_in_blocks(tmp_path / "no_direct.act.h5", wide_layer, 8, aligned=True)
+    monkeypatch.delattr("os.pwrite")  # Windows: HDF5 writes each chunk at its place
+    _write_in_blocks(tmp_path / "no_pwrite.act.h5", wide_layer, 8, aligned=True)
 
     with h5py.File(tmp_path / "direct.act.h5", "r") as f:
         np.testing.assert_array_equal(f["conv"][:], wide_layer)
@@ -204,7 +210,7 @@ def test_chunks_are_aligned_and_the_file_is_the_same_by_every_route(tmp_path, mo
         f["conv"].id.chunk_iter(lambda info: places.append(info.byte_offset))
         assert len(places) == 6 and all(place % ALIGNMENT == 0 for place in places)
     first = (tmp_path / "direct.act.h5").read_bytes()
-    for other in ("plain", "cached", "no_direct"):
+    for other in ("plain", "cached", "no_direct", "no_pwrite"):
         assert (tmp_path / f"{other}.act.h5").read_bytes() == first, other
     if not direct:
         pytest.skip(f"{tmp_path} has no O_DIRECT: only the page-cache route ran")
@@ -212,7 +218,7 @@ def test_chunks_are_aligned_and_the_file_is_the_same_by_every_route(tmp_path, mo
 
 def test_a_disk_that_refuses_o_direct_writes_falls_back_to_the_page_cache(tmp_path, monkeypatch, wide_layer):
     """EINVAL from an O_DIRECT write (a disk with blocks larger than ALIGNMENT) is not an error: that chunk and
-    the rest go through the page cache, and the file holds every value."""
+    the rest go through the page cache, the file holds every value, and no descriptor is left open."""
     import os
 
     monkeypatch.setattr("dnnprobe.extract.writer.CHUNK_BYTES", 8 * 7 * 25 * 4)
@@ -225,7 +231,9 @@ def test_a_disk_that_refuses_o_direct_writes_falls_back_to_the_page_cache(tmp_pa
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr("dnnprobe.extract.writer.os.pwrite", pwrite)
+    before = _open_descriptors()
     _write_in_blocks(tmp_path / "a.act.h5", wide_layer, 8, aligned=True)
+    assert _open_descriptors() == before  # the refused O_DIRECT descriptor is closed too
     with h5py.File(tmp_path / "a.act.h5", "r") as f:
         np.testing.assert_array_equal(f["conv"][:], wide_layer)
     if not hasattr(os, "O_DIRECT"):
@@ -237,3 +245,9 @@ def fcntl_flags(fd: int) -> int:
     import fcntl
 
     return fcntl.fcntl(fd, fcntl.F_GETFL)
+
+
+def _open_descriptors() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0

@@ -109,6 +109,32 @@ def open_checked(path: Path, kind: str, missing: str, check) -> h5py.File:
     return file
 
 
+def chunk_places(dataset: h5py.Dataset) -> dict[tuple[int, ...], tuple[int, int]] | None:
+    """Every chunk's (byte offset, size) in the file, by the chunk's first element, from HDF5's chunk index.
+
+    None unless the dataset is chunked and unfiltered (no compression) and every chunk is stored at its
+    full uncompressed size: only then are a chunk's bytes its values, in C order.
+    """
+    chunks = dataset.chunks
+    if chunks is None or dataset.id.get_create_plist().get_nfilters():
+        return None
+    size = int(np.prod(chunks)) * dataset.dtype.itemsize
+    expected = int(np.prod([-(-extent // step) for extent, step in zip(dataset.shape, chunks)]))
+    places: dict[tuple[int, ...], tuple[int, int]] = {}
+    note = lambda info: places.__setitem__(tuple(info.chunk_offset), (info.byte_offset, info.size))  # noqa: E731
+    try:
+        if hasattr(dataset.id, "chunk_iter"):  # h5py 3.8 with HDF5 1.12.3 or later: one pass over the index
+            dataset.id.chunk_iter(note)
+        else:
+            for index in range(dataset.id.get_num_chunks()):
+                note(dataset.id.get_chunk_info(index))
+    except (AttributeError, OSError, RuntimeError):  # an HDF5 older than 1.10.5 cannot say
+        return None
+    if len(places) != expected or any(stored != size or offset is None for offset, stored in places.values()):
+        return None
+    return places
+
+
 class ChunkReader:
     """Reads blocks of an uncompressed chunked layer straight from its chunks' bytes, bypassing HDF5's copies.
 
@@ -133,26 +159,12 @@ class ChunkReader:
 
     @classmethod
     def for_dataset(cls, fd: int, dataset: h5py.Dataset) -> "ChunkReader | None":
-        chunks = dataset.chunks
-        if chunks is None or dataset.id.get_create_plist().get_nfilters() or tuple(chunks[2:]) != tuple(dataset.shape[2:]):
+        if not hasattr(os, "preadv"):  # Windows
             return None
-        size = int(np.prod(chunks)) * dataset.dtype.itemsize
-        expected = -(-dataset.shape[0] // chunks[0]) * -(-dataset.shape[1] // chunks[1])
-        places: dict[tuple[int, ...], int] = {}
-        bad: list[int] = []
-
-        def note(info) -> None:
-            places[info.chunk_offset[:2]] = info.byte_offset
-            if info.size != size or info.byte_offset is None:
-                bad.append(1)
-
-        try:
-            dataset.id.chunk_iter(note)
-        except (AttributeError, OSError, RuntimeError):  # an HDF5 without chunk_iter (before 1.14)
+        places = chunk_places(dataset)
+        if places is None or tuple(dataset.chunks[2:]) != tuple(dataset.shape[2:]):
             return None
-        if bad or len(places) != expected:
-            return None
-        return cls(fd, dataset, places)
+        return cls(fd, dataset, {chunk[:2]: offset for chunk, (offset, _) in places.items()})
 
     def read_into(self, out: np.ndarray, rows: tuple[int, int], channels: tuple[int, int]) -> None:
         """Fill `out`, C-contiguous (rows[1] - rows[0], channels[1] - channels[0], n_row, n_col) in the file's

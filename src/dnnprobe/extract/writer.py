@@ -24,7 +24,7 @@ import numpy as np
 from dnnprobe.compute.disk import check_free_space
 from dnnprobe.core.atomic import atomic_output
 from dnnprobe.core.errors import DnnprobeError
-from dnnprobe.extract.actfile import io_reason
+from dnnprobe.extract.actfile import chunk_places, io_reason
 
 CHUNK_BYTES = 4 << 20  # largest chunk
 COLUMN_BYTES = 32 << 20  # a chunk column (all rows, one chunk's channels): the Gram stage reads a few at a time
@@ -65,10 +65,14 @@ def stored_bytes(n_stim: int, unit_shapes: Mapping[str, tuple[int, int, int]], d
         rows, channels, n_row, n_col = chunk_shape(n_stim, unit_shape, rows_per_chunk, itemsize)
         n_chunks = -(-n_stim // rows) * -(-unit_shape[0] // channels)
         chunk_bytes = rows * channels * n_row * n_col * itemsize
+        per_chunk = CHUNK_OVERHEAD
         if chunk_bytes >= ALIGNMENT:  # each chunk starts at a multiple of ALIGNMENT: a gap before each
             chunk_bytes = -(-chunk_bytes // ALIGNMENT) * ALIGNMENT
             total += ALIGNMENT  # the gap before the layer's first chunk
-        total += DATASET_OVERHEAD + CHUNK_OVERHEAD * max(0, n_chunks - CHUNKS_IN_FIRST_NODE) + n_chunks * chunk_bytes
+            # Each B-tree node of the chunk index (about 3.7 kB, one per 57 or so chunks: HDF5 splits a full
+            # rightmost node 9:1) lands between two aligned chunks and pushes the next one on by up to ALIGNMENT.
+            per_chunk = ALIGNMENT // 48
+        total += DATASET_OVERHEAD + per_chunk * max(0, n_chunks - CHUNKS_IN_FIRST_NODE) + n_chunks * chunk_bytes
     return total
 
 
@@ -119,8 +123,11 @@ class ActivationWriter:
             self._file = h5py.File(temp, "w", **aligned)
             self._stack.callback(self._close_file)
             self._create_datasets()
-            self._chunk_writer = None if self.compression else self._stack.enter_context(
-                ChunkWriter(temp, self._datasets, direct_io=self.direct_io))
+            self._chunk_writer = None
+            if self.compression is None and ChunkWriter.usable():
+                places = {layer: chunk_places(dataset) for layer, dataset in self._datasets.items()}
+                if all(place is not None for place in places.values()):
+                    self._chunk_writer = self._stack.enter_context(ChunkWriter(temp, places, direct_io=self.direct_io))
         except BaseException as failure:  # __exit__ will not run: remove the temporary here
             self._discard()
             self._stack.__exit__(type(failure), failure, failure.__traceback__)
@@ -200,7 +207,10 @@ class ActivationWriter:
             # Each block is exactly the bytes of one stored chunk: written as is at the chunk's place in the
             # file (HDF5's own write path would gather it again from an (n, units) array: a second copy).
             for block in range(n_blocks):
-                self._chunk_writer.write(layer, (start, block * channels, 0, 0), blocks[block])
+                if self._chunk_writer is not None:
+                    self._chunk_writer.write(layer, (start, block * channels, 0, 0), blocks[block])
+                else:  # no pwrite (Windows) or no chunk index to read places from: HDF5 writes the chunk
+                    self._datasets[layer].id.write_direct_chunk((start, block * channels, 0, 0), blocks[block])
         else:  # the filter compresses whole chunks itself: give HDF5 the rows in dataset order
             n_chn = dataset.shape[1]
             ordered = blocks[:, :count].swapaxes(0, 1).reshape(count, n_blocks * channels, n_row, n_col)
@@ -306,25 +316,28 @@ class ChunkWriter:
     is written with O_DIRECT, from the process's memory to the disk without a copy into the page cache (on
     two cores that copy cost about 4 ms of CPU per AlexNet image: docs/performance.md), its last partial
     disk block through the page cache; anything else (a small chunk HDF5 did not align, a file system
-    without O_DIRECT such as tmpfs, an unaligned array) is written through the page cache. Both write the
+    without O_DIRECT, an unaligned array) is written through the page cache. Both write the
     same bytes at the same places: the file does not depend on which route was taken. Write errors
     (a full disk) raise OSError.
     """
 
-    def __init__(self, path: Path, datasets: Mapping[str, h5py.Dataset], direct_io: bool = True) -> None:
-        self.offsets: dict[str, dict[tuple[int, ...], tuple[int, int]]] = {}
-        for layer, dataset in datasets.items():
-            places: dict[tuple[int, ...], tuple[int, int]] = {}
-            dataset.id.chunk_iter(lambda info, places=places: places.__setitem__(info.chunk_offset, (info.byte_offset, info.size)))
-            self.offsets[layer] = places
+    def __init__(self, path: Path, places: Mapping[str, Mapping[tuple[int, ...], tuple[int, int]]],
+                 direct_io: bool = True) -> None:
+        """`places`: each layer's chunks' (byte offset, size) by first element (:func:`chunk_places`)."""
+        self.offsets = places
         self.path = path
-        self.buffered = os.open(path, os.O_WRONLY)
+        self.buffered = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
         self.direct = None
         if direct_io and hasattr(os, "O_DIRECT"):
             try:
                 self.direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
-            except OSError:  # tmpfs and some network file systems have no O_DIRECT
+            except OSError:  # some network and FUSE file systems have no O_DIRECT
                 self.direct = None
+
+    @staticmethod
+    def usable() -> bool:
+        """Positional writes exist here (not on Windows, where HDF5 writes the chunks)."""
+        return hasattr(os, "pwrite")
 
     def __enter__(self) -> "ChunkWriter":
         return self
@@ -347,6 +360,7 @@ class ChunkWriter:
             except OSError as error:
                 if error.errno != errno.EINVAL:  # EINVAL: this disk wants larger blocks; anything else is real
                     raise
+                os.close(self.direct)
                 self.direct = None
                 head = 0
         else:
