@@ -256,9 +256,29 @@ def test_chunks_read_from_their_bytes_equal_hdf5s_reading(tmp_path, monkeypatch,
         assert values.dtype == np.float32
 
 
-@pytest.mark.parametrize("make", ["gzip", "contiguous", "unwritten chunks", "no preadv"])
+def _beyond_the_extent(f, data):
+    """Rows 8.. never written (fill value 0), and a chunk of those rows written outside the extent instead (a
+    spatial dimension that may grow): it must not stand in for the missing one."""
+    dataset = f.create_dataset("fc", shape=data.shape, maxshape=(None, 5, None, 1), dtype="f4", chunks=(4, 5, 1, 1))
+    dataset[:8] = data[:8]
+    dataset.id.write_direct_chunk((8, 0, 1, 0), np.full((4, 5, 1, 1), 2, "f4").tobytes())
+    data[8:] = 0
+
+
+def _unnormalised_float(f, data):
+    """32-bit floats whose mantissa is stored without the implied leading bit: HDF5 converts them, numpy cannot."""
+    kind = h5py.h5t.IEEE_F32LE.copy()
+    kind.set_norm(h5py.h5t.NORM_NONE)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_chunk((4, 5, 1, 1))
+    h5py.h5d.create(f.id, b"fc", kind, h5py.h5s.create_simple(data.shape), dcpl=dcpl).write(h5py.h5s.ALL, h5py.h5s.ALL, data)
+
+
+@pytest.mark.parametrize("make", ["gzip", "contiguous", "unwritten chunks", "no preadv", "chunk beyond the extent",
+                                  "unnormalised float"])
 def test_layers_chunks_cannot_be_read_from_are_read_by_hdf5(tmp_path, monkeypatch, make):
-    """Compressed, contiguous or partly unwritten layers, and systems without preadv (Windows): HDF5 reads them."""
+    """Compressed, contiguous or partly unwritten layers, a chunk stored outside the dataset's extent, float
+    types whose bytes are not numpy's, and systems without preadv (Windows): HDF5 reads them."""
     data = np.random.default_rng(4).standard_normal((10, 5, 1, 1)).astype(np.float32)
     path = tmp_path / "a.act.h5"
     with h5py.File(path, "w") as f:
@@ -269,12 +289,38 @@ def test_layers_chunks_cannot_be_read_from_are_read_by_hdf5(tmp_path, monkeypatc
             f.create_dataset("fc", data=data, chunks=(4, 5, 1, 1), compression="gzip")
         elif make == "contiguous":
             f.create_dataset("fc", data=data)
+        elif make == "chunk beyond the extent":
+            _beyond_the_extent(f, data)
+        elif make == "unnormalised float":
+            _unnormalised_float(f, data)
         else:  # rows 8.. never written: HDF5 reads its fill value (0) there
             f.create_dataset("fc", shape=data.shape, dtype="f4", chunks=(4, 5, 1, 1))[:8] = data[:8]
             data[8:] = 0
     reads, used = _every_read(path, "fc", monkeypatch)
     assert not used
-    np.testing.assert_array_equal(reads["columns"], data.reshape(10, -1))
+    np.testing.assert_array_equal(reads["columns"], _reference(path, "fc"))
+    if make != "unnormalised float":  # HDF5's conversion of that type rounds the last bits
+        np.testing.assert_array_equal(reads["columns"], data.reshape(10, -1))
+
+
+def test_files_opened_by_another_hdf5_driver_are_read_by_hdf5(tmp_path):
+    """HDF5_DRIVER=core (the file in memory) has no file descriptor to read chunks from: HDF5 reads."""
+    import os
+    import subprocess
+    import sys
+
+    data = np.random.default_rng(6).standard_normal((10, 5, 1, 1)).astype(np.float32)
+    with h5py.File(tmp_path / "a.act.h5", "w") as f:
+        f.create_dataset("fc", data=data, chunks=(4, 5, 1, 1))
+    code = ("import sys, numpy as np; from dnnprobe.extract.actfile import ActivationFile\n"
+            f"acts = ActivationFile({str(tmp_path / 'a.act.h5')!r})\n"
+            "assert acts._file.driver == 'core' and acts._chunk_reader('fc') is None\n"
+            "np.save(sys.stdout.buffer, acts.read_layer('fc'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, env={**os.environ, "HDF5_DRIVER": "core"})
+    assert result.returncode == 0, result.stderr.decode()
+    import io
+
+    np.testing.assert_array_equal(np.load(io.BytesIO(result.stdout)), data.reshape(10, -1))
 
 
 def test_a_file_cut_short_while_read_is_one_line_naming_the_layer(tmp_path):
@@ -315,3 +361,25 @@ def test_chunk_places_without_chunk_iter_come_from_get_chunk_info(tmp_path):
 
         places = chunk_places(OlderDataset())
         assert places == chunk_places(dataset) and sorted(places) == [(0, 0, 0, 0), (4, 0, 0, 0), (8, 0, 0, 0)]
+
+
+def test_short_reads_are_read_again(tmp_path, monkeypatch):
+    """preadv may return fewer bytes than asked (Linux: at most about 2 GiB a call; network file systems less):
+    the rest is read again, the values are whole."""
+    import os
+
+    data = np.random.default_rng(8).standard_normal((19, 7, 2, 3)).astype(np.float32)
+    with h5py.File(tmp_path / "a.act.h5", "w") as f:
+        f.create_dataset("conv", data=data, chunks=(4, 3, 2, 3))
+    real_preadv, calls = os.preadv, []
+
+    def stingy(fd, buffers, offset):
+        calls.append(offset)
+        first = memoryview(buffers[0]).cast("B")
+        return real_preadv(fd, [first[:max(1, first.nbytes // 3)]], offset)  # a third of the first buffer only
+
+    monkeypatch.setattr("dnnprobe.extract.actfile.os.preadv", stingy)
+    with ActivationFile(tmp_path / "a.act.h5") as acts:
+        assert acts._chunk_reader("conv") is not None
+        np.testing.assert_array_equal(acts.read_layer("conv"), data.reshape(19, -1))
+    assert len(calls) > 3 * 15  # every chunk took several calls

@@ -118,6 +118,8 @@ def chunk_places(dataset: h5py.Dataset) -> dict[tuple[int, ...], tuple[int, int]
     chunks = dataset.chunks
     if chunks is None or dataset.id.get_create_plist().get_nfilters():
         return None
+    if dataset.id.get_type() != h5py.h5t.py_create(dataset.dtype):  # stored bytes that are not numpy's
+        return None
     size = int(np.prod(chunks)) * dataset.dtype.itemsize
     expected = int(np.prod([-(-extent // step) for extent, step in zip(dataset.shape, chunks)]))
     places: dict[tuple[int, ...], tuple[int, int]] = {}
@@ -132,7 +134,26 @@ def chunk_places(dataset: h5py.Dataset) -> dict[tuple[int, ...], tuple[int, int]
         return None
     if len(places) != expected or any(stored != size or offset is None for offset, stored in places.values()):
         return None
+    # Only chunks on the grid inside the extent (a chunk written beyond it must not stand in for a missing one).
+    if any(start % step or start >= extent for chunk in places for start, step, extent in zip(chunk, chunks, dataset.shape)):
+        return None
     return places
+
+
+def _preadv_all(fd: int, buffers: list, offset: int) -> None:
+    """Fill `buffers` from the file at `offset`, reading again after a short read (Linux returns at most
+    about 2 GiB per call; network file systems may return less). OSError at the end of the file."""
+    views = [memoryview(buffer).cast("B") for buffer in buffers]
+    while views:
+        done = os.preadv(fd, views, offset)
+        if done <= 0:
+            raise OSError(5, f"short read: the file ends before byte {offset + sum(v.nbytes for v in views)} (truncated?)")
+        offset += done
+        while views and done >= views[0].nbytes:
+            done -= views[0].nbytes
+            views.pop(0)
+        if done:
+            views[0] = views[0][done:]
 
 
 class ChunkReader:
@@ -164,7 +185,7 @@ class ChunkReader:
         places = chunk_places(dataset)
         if places is None or tuple(dataset.chunks[2:]) != tuple(dataset.shape[2:]):
             return None
-        return cls(fd, dataset, {chunk[:2]: offset for chunk, (offset, _) in places.items()})
+        return cls(fd, dataset, {chunk: offset for chunk, (offset, _) in places.items()})
 
     def read_into(self, out: np.ndarray, rows: tuple[int, int], channels: tuple[int, int]) -> None:
         """Fill `out`, C-contiguous (rows[1] - rows[0], channels[1] - channels[0], n_row, n_col) in the file's
@@ -180,7 +201,7 @@ class ChunkReader:
             a, b = max(r_lo, r0), min(r_hi, r0 + rows_per)
             for c0 in range(c_lo - c_lo % chans_per, c_hi, chans_per):
                 p, q = max(c_lo, c0), min(c_hi, c0 + chans_per)
-                start = self.places[(r0, c0)] + ((a - r0) * chans_per + (p - c0)) * self.per_channel
+                start = self.places[(r0, c0, 0, 0)] + ((a - r0) * chans_per + (p - c0)) * self.per_channel
                 used = (q - p) * self.per_channel
                 skip = chans_per * self.per_channel - used  # the chunk's other channels between two rows
                 left = (p - c_lo) * self.per_channel
@@ -191,11 +212,7 @@ class ChunkReader:
                         buffers.append(flat[row - r_lo, left:left + used])
                         if skip and row + 1 < last:
                             buffers.append(self._gap[:skip])
-                    wanted = (last - first) * used + (last - first - 1) * skip
-                    offset = start + (first - a) * (used + skip)
-                    done = os.preadv(self.fd, buffers, offset)
-                    if done != wanted:
-                        raise OSError(5, f"short read: {done} of {wanted} bytes at offset {offset} (file truncated?)")
+                    _preadv_all(self.fd, buffers, start + (first - a) * (used + skip))
 
 
 class ActivationFile:
@@ -256,9 +273,11 @@ class ActivationFile:
         """The layer's :class:`ChunkReader`, or None where HDF5 must read it (made once per layer)."""
         readers = self.__dict__.setdefault("_readers", {})
         if layer not in readers:
-            if getattr(self, "_fd", None) is None:
-                self._fd = self.duplicate_descriptor()
-            readers[layer] = ChunkReader.for_dataset(self._fd, self.dataset(layer))
+            readers[layer] = None
+            if self._file.driver == "sec2":  # its handle is a file descriptor (core, stdio, ... have none)
+                if getattr(self, "_fd", None) is None:
+                    self._fd = self.duplicate_descriptor()
+                readers[layer] = ChunkReader.for_dataset(self._fd, self.dataset(layer))
         return readers[layer]
 
     @property
