@@ -142,8 +142,8 @@ def run(n: int, size: int, device: str, workers: int, batch_size: int, data_dir:
                                       dtype=dtype, num_workers=workers, progress=False, direct_io=direct_io,
                                       **token_options)
         seconds["extract"] = time.perf_counter() - started
-        direct = str(summary.device).startswith("cpu") if direct_io is None else direct_io
-        route = ("O_DIRECT" if direct else "the page cache") + (" (the stage's choice on this device)" if direct_io is None else "")
+        route = ("O_DIRECT" if summary.direct_io else "the page cache") + \
+            (" (the stage's choice on this device)" if direct_io is None else "")
         print(f"extract: {summary.images_per_second:.1f} images/s on {summary.device}, {workers} decoding worker(s), "
               f"{act_path.stat().st_size / 1e9:.1f} GB written by {route}", flush=True)
 

@@ -171,11 +171,10 @@ class ChunkReader:
 
     def __init__(self, fd: int, dataset: h5py.Dataset, places: dict[tuple[int, ...], int]) -> None:
         self.fd = fd
-        self.shape = dataset.shape
         self.chunks = dataset.chunks
         self.itemsize = dataset.dtype.itemsize
         self.places = places
-        self.per_channel = int(np.prod(self.shape[2:])) * self.itemsize  # bytes of one channel of one stimulus
+        self.per_channel = int(np.prod(dataset.shape[2:])) * self.itemsize  # bytes of one channel of one stimulus
         self._gap = np.empty(self.chunks[1] * self.per_channel, dtype=np.uint8)  # skipped channels land here
 
     @classmethod
@@ -194,9 +193,7 @@ class ChunkReader:
         if not out.flags.c_contiguous or out.dtype.itemsize != self.itemsize:
             raise ValueError("read_into needs a C-contiguous array of the file's dtype")
         rows_per, chans_per = self.chunks[:2]
-        flat = out.reshape(r_hi - r_lo, -1).view(np.uint8)
-        width = (c_hi - c_lo) * self.per_channel
-        flat = flat.reshape(r_hi - r_lo, width)
+        flat = out.reshape(r_hi - r_lo, -1).view(np.uint8)  # a row of bytes per stimulus
         for r0 in range(r_lo - r_lo % rows_per, r_hi, rows_per):
             a, b = max(r_lo, r0), min(r_hi, r0 + rows_per)
             for c0 in range(c_lo - c_lo % chans_per, c_hi, chans_per):
@@ -226,6 +223,8 @@ class ActivationFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._file = open_checked(self.path, "an activation file", "activation file not found", self._check_layout)
+        self._fd: int | None = None  # a descriptor of the file for ChunkReader, made when first needed
+        self._readers: dict[str, ChunkReader | None] = {}
         # Keep the order the file was written in when the writer recorded it.
         order = self._file.attrs.get("layer_order")
         if order is not None and sorted(order) == sorted(self.layers):
@@ -264,21 +263,20 @@ class ActivationFile:
         self.close()
 
     def close(self) -> None:
-        if getattr(self, "_fd", None) is not None:
+        if self._fd is not None:
             os.close(self._fd)
             self._fd = None
         self._file.close()
 
     def _chunk_reader(self, layer: str) -> ChunkReader | None:
         """The layer's :class:`ChunkReader`, or None where HDF5 must read it (made once per layer)."""
-        readers = self.__dict__.setdefault("_readers", {})
-        if layer not in readers:
-            readers[layer] = None
+        if layer not in self._readers:
+            self._readers[layer] = None
             if self._file.driver == "sec2":  # its handle is a file descriptor (core, stdio, ... have none)
-                if getattr(self, "_fd", None) is None:
+                if self._fd is None:
                     self._fd = self.duplicate_descriptor()
-                readers[layer] = ChunkReader.for_dataset(self._fd, self.dataset(layer))
-        return readers[layer]
+                self._readers[layer] = ChunkReader.for_dataset(self._fd, self.dataset(layer))
+        return self._readers[layer]
 
     @property
     def attrs(self) -> dict:

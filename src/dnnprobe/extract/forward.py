@@ -352,6 +352,7 @@ class ExtractionSummary:
     seconds: float
     device: str
     notes: list[str] = field(default_factory=list)  # e.g. which call of a module run twice was recorded
+    direct_io: bool = False  # the chunks were written with O_DIRECT where the file system allows it
 
     @property
     def images_per_second(self) -> float:
@@ -467,4 +468,4 @@ def _extract(images, model, module_paths, out_path, batch_size, target, dtype, c
     finally:
         recorder.remove()
     return ExtractionSummary(n_stimuli=len(images), seconds=time.perf_counter() - started, device=str(target),
-                             notes=unit_shapes.notes + image_notes)
+                             notes=unit_shapes.notes + image_notes, direct_io=direct_io and compression == "none")

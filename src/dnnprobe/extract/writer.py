@@ -210,7 +210,7 @@ class ActivationWriter:
                 if self._chunk_writer is not None:
                     self._chunk_writer.write(layer, (start, block * channels, 0, 0), blocks[block])
                 else:  # no pwrite (Windows) or no chunk index to read places from: HDF5 writes the chunk
-                    self._datasets[layer].id.write_direct_chunk((start, block * channels, 0, 0), blocks[block])
+                    dataset.id.write_direct_chunk((start, block * channels, 0, 0), blocks[block])
         else:  # the filter compresses whole chunks itself: give HDF5 the rows in dataset order
             n_chn = dataset.shape[1]
             ordered = blocks[:, :count].swapaxes(0, 1).reshape(count, n_blocks * channels, n_row, n_col)
@@ -325,7 +325,6 @@ class ChunkWriter:
                  direct_io: bool = True) -> None:
         """`places`: each layer's chunks' (byte offset, size) by first element (:func:`chunk_places`)."""
         self.offsets = places
-        self.path = path
         self.buffered = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
         self.direct = None
         if direct_io and hasattr(os, "O_DIRECT"):
