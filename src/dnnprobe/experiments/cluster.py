@@ -222,13 +222,11 @@ def end_unreturned_runs(record: dict, found: dict[str, str]) -> list[str]:
     if not gone or not record.get("tracking_uri"):
         return []
     try:
-        from dnnprobe.track.failures import LAST_TRY, temporary_environment
         from dnnprobe.track.owners import end_sweep_runs
 
-        with temporary_environment(LAST_TRY):
-            ended = end_sweep_runs(record["tracking_uri"], record["id"], gone,
-                                   f"sweep {record['id']}: its job failed, was cancelled or timed out; the experiment "
-                                   "did not come home")
+        ended = end_sweep_runs(record["tracking_uri"], record["id"], gone,
+                               f"sweep {record['id']}: its job failed, was cancelled or timed out; the experiment "
+                               "did not come home")
     except Exception as exc:  # noqa: BLE001 - status still shows the states
         return [f"(could not end their MLflow runs as KILLED: {str(exc).splitlines()[0]})"]
     return [f"ended {len(ended)} MLflow run(s) of {', '.join(gone)} as KILLED (tag dnnprobe.orphaned): their "

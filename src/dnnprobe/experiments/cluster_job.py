@@ -56,11 +56,9 @@ def check_home(repo: Path, work: Path, name: str) -> None:
 def end_runs(record: dict, name: str, why: str) -> None:
     """End the MLflow runs this job made as KILLED, tagged with why (its result did not come home)."""
     try:
-        from dnnprobe.track.failures import LAST_TRY, temporary_environment
         from dnnprobe.track.owners import end_sweep_runs
 
-        with temporary_environment(LAST_TRY):
-            ended = end_sweep_runs(record["tracking_uri"], record["id"], [name], why)
+        ended = end_sweep_runs(record["tracking_uri"], record["id"], [name], why)
         print(f"dnnprobe cluster: ended {len(ended)} MLflow run(s) of {name} as KILLED ({why})", flush=True)
     except Exception as exc:  # noqa: BLE001 - the job fails anyway; `dnnprobe cluster status` tries again
         print(f"dnnprobe cluster: could not end {name}'s MLflow runs as KILLED: {str(exc).splitlines()[0]}",
@@ -131,7 +129,7 @@ def main(batch_path: str, task: str) -> int:
         shutil.rmtree(work, ignore_errors=True)
         end_runs(record, experiment["name"], f"job {job}: {exc}")
         return 1
-    except SystemExit as exc:  # SIGTERM: the time limit or scancel (SLURM sends SIGKILL a little later)
+    except SystemExit:  # SIGTERM: the time limit or scancel (SLURM sends SIGKILL a little later)
         print(f"dnnprobe cluster: experiment {experiment['name']} stopped by SIGTERM (time limit or scancel)",
               flush=True)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM signals every process of the job: finish this

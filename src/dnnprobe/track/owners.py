@@ -14,7 +14,7 @@ from pathlib import Path
 
 import mlflow
 
-from dnnprobe.track.failures import store_errors
+from dnnprobe.track.failures import LAST_TRY, store_errors, temporary_environment
 from dnnprobe.track.store import tracking_uri
 from dnnprobe.track.tags import HOST_TAG, ORPHANED_TAG, PID_TAG, PROCESS_START_TAG, SWEEP_TAG
 
@@ -89,10 +89,11 @@ def mark_orphaned_runs(experiment_id: str) -> list[str]:
 def end_sweep_runs(uri: str, sweep: str, names: list[str], why: str) -> list[str]:
     """End, as KILLED, the RUNNING or FINISHED runs that sweep `sweep`'s jobs made for experiments `names`
     (tags SWEEP_TAG and dvc_exp_name), whose result never came home (time limit, scancel, a failed push);
-    each gets the tag ``dnnprobe.orphaned`` saying why. Returns their ids. Runs already ended so stay."""
-    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    each gets the tag ``dnnprobe.orphaned`` saying why. Returns their ids. Runs already ended so stay.
+    One try of each request (LAST_TRY): the callers are a dying job and a status line, neither can wait."""
     ended = []
-    with store_errors(uri):
+    with temporary_environment(LAST_TRY), store_errors(uri):
+        client = mlflow.tracking.MlflowClient(tracking_uri=uri)
         experiments = [experiment.experiment_id for experiment in client.search_experiments()]
         for name in names:
             found = client.search_runs(experiments, max_results=1000, filter_string=(
