@@ -3,6 +3,8 @@ but is worth knowing, and the stimuli stage's cheap check (dnnprobe.stimuli.imag
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -200,6 +202,53 @@ def test_check_images_refuses_the_first_unreadable_image_naming_its_row(tmp_path
     one_line_error(lambda: images.check_images(paths, "t.stim.csv", processes=processes),
                    rf"^t\.stim\.csv, stimulus row 3: .*{message}")
     one_line_error(lambda: images.decode_rgb(tmp_path / name), message)  # extraction's decode says the same
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="forked workers only")
+def test_an_inherited_sigterm_handler_does_not_keep_a_worker_alive_after_the_first_unreadable_image(tmp_path):
+    """The check stops its pool at the first unreadable image (Pool.terminate: SIGTERM to each worker). A worker
+    that kept the stage's Python handler could survive it (its exception dropped while the worker starts;
+    here, a handler that returns) and block on the task queue forever: the stage hung."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    import dnnprobe
+
+    # The first task (16 images) holds the unreadable one; the workers are still busy with later tasks when
+    # the check stops the pool, so each then waits on the queue the pool has locked, until SIGTERM ends it.
+    rgb_image(tmp_path / "large.jpg", size=600)
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "large.jpg").read_bytes()[:300])
+    paths = [tmp_path / "cut.jpg"] + [tmp_path / "large.jpg"] * 300
+    script = textwrap.dedent("""
+        import json, signal, sys
+        from pathlib import Path
+        from dnnprobe.core.errors import DnnprobeError
+        from dnnprobe.stimuli import images
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a handler that does not end the process
+        images.PARALLEL_FROM = 2
+        try:
+            images.check_images([Path(p) for p in json.loads(Path(sys.argv[1]).read_text())], "t.stim.csv",
+                                processes=2)
+        except DnnprobeError as exc:
+            print(exc)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(Path(dnnprobe.__file__).parents[1]))  # this checkout's src/
+    listed = tmp_path / "paths.json"
+    listed.write_text(json.dumps([str(path) for path in paths]))
+    check = subprocess.Popen([sys.executable, "-c", script, str(listed)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = check.communicate(timeout=60)  # it takes about a second
+    except subprocess.TimeoutExpired:
+        os.killpg(check.pid, signal.SIGKILL)  # the hung worker too
+        check.communicate()
+        pytest.fail("the check did not end after its first unreadable image: a worker outlived Pool.terminate")
+    assert check.returncode == 0, stderr
+    assert stdout.startswith("t.stim.csv, stimulus row 1: ") and "cut.jpg: cannot read image" in stdout
 
 
 def test_image_notes_are_read_back_only_for_the_list_they_were_written_for(tmp_path):

@@ -54,7 +54,9 @@ def stage_command(name: str, params_schema: type | None = None, every_key: bool 
     def decorate(function):
         @functools.wraps(function)
         def command(quiet, params_path="params.yaml", overrides=(), **options):
-            signal.signal(signal.SIGTERM, _terminate)
+            # The previous handler comes back afterwards: a stage run in-process (a notebook, the tests) must
+            # not leave it to the caller, nor to processes the caller forks later.
+            previous_handler = signal.signal(signal.SIGTERM, _terminate)
             started = time.perf_counter()
             try:
                 # A stage killed earlier (SIGKILL, out of memory) left its temporary; DVC may never rerun
@@ -65,6 +67,9 @@ def stage_command(name: str, params_schema: type | None = None, every_key: bool 
             except DnnprobeError as exc:
                 click.echo(f"dnnprobe {name}: error: {exc}", err=True)
                 sys.exit(1)
+            finally:
+                if previous_handler is not None:  # None: set outside Python, which cannot be restored from here
+                    signal.signal(signal.SIGTERM, previous_handler)
             click.echo(f"dnnprobe {name}: done in {time.perf_counter() - started:.1f} s", err=True)
 
         command = click.option("--quiet", is_flag=True, show_default="off", help="No progress bars.")(command)

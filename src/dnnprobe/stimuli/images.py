@@ -10,6 +10,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -205,10 +206,41 @@ def check_images(paths: list[Path], where: str, processes: int | None = None) ->
     """
     processes = processes or os.cpu_count() or 1
     if processes > 1 and len(paths) >= PARALLEL_FROM:
-        with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(processes) as pool:
+        with _worker_pool(processes) as pool:
             results = pool.imap(_image_problems, paths, chunksize=16)
             return _problems_or_error(results, where)
     return _problems_or_error(map(_image_problems, paths), where)
+
+
+# Signals the workers leave to the stage: Ctrl-C reaches every process of the terminal's group, and the stage
+# ends its pool (Pool.terminate, which sends each worker SIGTERM) when it stops early.
+_STAGE_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _worker_signals() -> None:
+    """Pool initializer: SIGTERM ends the worker (the default action), Ctrl-C is the stage's to handle.
+
+    A forked worker inherits the stage's Python SIGTERM handler (it raises SystemExit), and Python drops an
+    exception raised while the child is still starting (in an at-fork hook): such a worker outlived
+    Pool.terminate, blocked forever on the task queue's lock, and the stage hung on joining it. The worker
+    starts with these signals blocked (:func:`_worker_pool`), so one sent early waits for this default.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STAGE_SIGNALS)
+
+
+def _worker_pool(processes: int):
+    """A pool of `processes` forked workers (spawned where there is no fork) that Pool.terminate always ends."""
+    if os.name != "posix":
+        return multiprocessing.get_context("spawn").Pool(processes)  # spawned: no handler is inherited
+    # Block the signals while forking (the mask is inherited; the pool's threads, made now, inherit it too
+    # and fork any replacement worker), so no worker runs the stage's handler before _worker_signals.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STAGE_SIGNALS)
+    try:
+        return multiprocessing.get_context("fork").Pool(processes, initializer=_worker_signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _problems_or_error(results, where: str) -> list[list[str]]:
