@@ -29,7 +29,9 @@ def test_a_stage_run_in_process_gives_back_the_sigterm_handler_it_found(tmp_path
     """A stage's handler (SIGTERM -> SystemExit, so temporaries are removed) is the stage's only: left behind, it
     went on in the caller and in every process the caller forked afterwards (the check stage's workers)."""
     monkeypatch.chdir(tmp_path)  # no dvc.yaml: no output folders to clean
-    mine = lambda signum, frame: None  # noqa: E731
+    def mine(signum, frame):
+        pass
+
     previous = signal.signal(signal.SIGTERM, mine)
     try:
         command, seen = _stage(fail)

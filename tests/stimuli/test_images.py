@@ -204,51 +204,124 @@ def test_check_images_refuses_the_first_unreadable_image_naming_its_row(tmp_path
     one_line_error(lambda: images.decode_rgb(tmp_path / name), message)  # extraction's decode says the same
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="forked workers only")
-def test_an_inherited_sigterm_handler_does_not_keep_a_worker_alive_after_the_first_unreadable_image(tmp_path):
-    """The check stops its pool at the first unreadable image (Pool.terminate: SIGTERM to each worker). A worker
-    that kept the stage's Python handler could survive it (its exception dropped while the worker starts;
-    here, a handler that returns) and block on the task queue forever: the stage hung."""
+# ---- the check's worker processes end with it, however it ends -----------------------------------------
+
+_CHECK_SCRIPT = """
+import json, signal, sys
+from pathlib import Path
+from dnnprobe.core.command import _terminate
+from dnnprobe.core.errors import DnnprobeError
+from dnnprobe.stimuli import images
+handlers = {"stage": _terminate, "returns": lambda signum, frame: None}  # the stage's; one that does not end it
+signal.signal(signal.SIGTERM, handlers[sys.argv[2]])
+images.PARALLEL_FROM = 2
+try:
+    images.check_images([Path(p) for p in json.loads(Path(sys.argv[1]).read_text())], "t.stim.csv", processes=2)
+except DnnprobeError as exc:
+    print(exc)
+"""
+
+
+def _start_check(tmp_path, paths, handler: str):
+    """`check_images(paths)` on two workers in a new process (and process group) whose SIGTERM handler is
+    `handler`; this checkout's src/ first."""
     import json
     import os
-    import signal
     import subprocess
     import sys
-    import textwrap
 
     import dnnprobe
 
-    # The first task (16 images) holds the unreadable one; the workers are still busy with later tasks when
-    # the check stops the pool, so each then waits on the queue the pool has locked, until SIGTERM ends it.
-    rgb_image(tmp_path / "large.jpg", size=600)
-    (tmp_path / "cut.jpg").write_bytes((tmp_path / "large.jpg").read_bytes()[:300])
-    paths = [tmp_path / "cut.jpg"] + [tmp_path / "large.jpg"] * 300
-    script = textwrap.dedent("""
-        import json, signal, sys
-        from pathlib import Path
-        from dnnprobe.core.errors import DnnprobeError
-        from dnnprobe.stimuli import images
-        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a handler that does not end the process
-        images.PARALLEL_FROM = 2
-        try:
-            images.check_images([Path(p) for p in json.loads(Path(sys.argv[1]).read_text())], "t.stim.csv",
-                                processes=2)
-        except DnnprobeError as exc:
-            print(exc)
-    """)
-    env = dict(os.environ, PYTHONPATH=str(Path(dnnprobe.__file__).parents[1]))  # this checkout's src/
     listed = tmp_path / "paths.json"
     listed.write_text(json.dumps([str(path) for path in paths]))
-    check = subprocess.Popen([sys.executable, "-c", script, str(listed)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    env = dict(os.environ, PYTHONPATH=str(Path(dnnprobe.__file__).parents[1]))
+    return subprocess.Popen([sys.executable, "-c", _CHECK_SCRIPT, str(listed), handler], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def _ended(check, seconds: float = 60) -> tuple[str, str]:
+    """The check's output once it and every process of its group ended; fails the test if it hangs."""
+    import os
+    import signal
+    import subprocess
+
     try:
-        stdout, stderr = check.communicate(timeout=60)  # it takes about a second
+        stdout, stderr = check.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
-        os.killpg(check.pid, signal.SIGKILL)  # the hung worker too
+        os.killpg(check.pid, signal.SIGKILL)  # its workers too
         check.communicate()
-        pytest.fail("the check did not end after its first unreadable image: a worker outlived Pool.terminate")
-    assert check.returncode == 0, stderr
-    assert stdout.startswith("t.stim.csv, stimulus row 1: ") and "cut.jpg: cannot read image" in stdout
+        pytest.fail("the check hung: a worker outlived it, or it waits for a dead one")
+    try:
+        os.killpg(check.pid, 0)
+    except ProcessLookupError:
+        return stdout, stderr
+    os.killpg(check.pid, signal.SIGKILL)
+    pytest.fail("a worker of the check outlived it")
+
+
+def _workers(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _many_images(tmp_path, unreadable_first: bool) -> list[Path]:
+    """Enough images that two workers are still busy a while after the check starts (chunks of 16 each)."""
+    rgb_image(tmp_path / "large.jpg", size=600)
+    paths = [tmp_path / "large.jpg"] * 600
+    if unreadable_first:
+        (tmp_path / "cut.jpg").write_bytes((tmp_path / "large.jpg").read_bytes()[:300])
+        paths[0] = tmp_path / "cut.jpg"
+    return paths
+
+
+forked_linux = pytest.mark.skipif(not Path("/proc/self/task").is_dir() or not hasattr(__import__("os"), "fork"),
+                                  reason="forked workers, counted in /proc")
+
+
+@forked_linux
+def test_an_inherited_sigterm_handler_does_not_keep_a_worker_alive_after_the_first_unreadable_image(tmp_path):
+    """The check stops at the first unreadable image while the workers are busy with later images. A worker that
+    kept the stage's Python handler could survive being stopped (its exception dropped while the worker
+    starts; here, a handler that returns) and block on the task queue forever: the stage hung."""
+    stdout, stderr = _ended(_start_check(tmp_path, _many_images(tmp_path, unreadable_first=True), "returns"))
+    assert stdout.startswith("t.stim.csv, stimulus row 1: ") and "cut.jpg: cannot read image" in stdout, stderr
+
+
+@forked_linux
+def test_sigterm_to_the_process_group_as_the_workers_start_ends_every_process(tmp_path):
+    """What `timeout` and `kill -- -PGID` send: each worker dies by its default action, perhaps holding a queue's
+    lock (multiprocessing.Pool then deadlocked stopping), and the stage ends by its own handler."""
+    import os
+    import signal
+    import time
+
+    paths = _many_images(tmp_path, unreadable_first=False)
+    for _ in range(4):  # the race is at the start: a few tries
+        check = _start_check(tmp_path, paths, "stage")
+        deadline = time.monotonic() + 60
+        while len(_workers(check.pid)) < 2 and check.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.killpg(check.pid, signal.SIGTERM)
+        _ended(check)
+        assert check.returncode in (143, -signal.SIGTERM), check.returncode
+
+
+@forked_linux
+def test_a_worker_killed_while_checking_is_one_line_not_a_hang(tmp_path):
+    """A worker killed (out of memory, kill -9) or crashed mid-check: multiprocessing.Pool waited forever for
+    its images; the check says so in one line and ends its other worker."""
+    import os
+    import signal
+    import time
+
+    check = _start_check(tmp_path, _many_images(tmp_path, unreadable_first=False) * 3, "stage")
+    deadline = time.monotonic() + 60
+    while len(_workers(check.pid)) < 2 and check.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.3)
+    os.kill(_workers(check.pid)[0], signal.SIGKILL)
+    stdout, stderr = _ended(check)
+    assert stdout == ("t.stim.csv: a process checking the images ended before it finished (killed, out of memory, "
+                      "or a decoder crashed); run the check stage again\n"), stdout + stderr
 
 
 def test_image_notes_are_read_back_only_for_the_list_they_were_written_for(tmp_path):

@@ -12,6 +12,8 @@ import multiprocessing
 import os
 import signal
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -201,44 +203,65 @@ def check_images(paths: list[Path], where: str, processes: int | None = None) ->
     This is the per-image work that depends only on the file (a second, strict decode of each JPEG's
     scan, the frame count, bit depth and pixel format, PIL's warnings), done once per stimulus set by the
     check stage instead of at every extraction. The first image that cannot be read raises
-    DnnprobeError, one line: ``<where>, stimulus row <i>: <path>: <reason>``. Runs in `processes`
-    processes (default: one per CPU) for :data:`PARALLEL_FROM` images or more.
+    DnnprobeError, one line: ``<where>, stimulus row <i>: <path>: <reason>``; so does a worker process
+    that dies. Runs in `processes` processes (default: one per CPU) for :data:`PARALLEL_FROM` images or more.
     """
     processes = processes or os.cpu_count() or 1
     if processes > 1 and len(paths) >= PARALLEL_FROM:
-        with _worker_pool(processes) as pool:
-            results = pool.imap(_image_problems, paths, chunksize=16)
-            return _problems_or_error(results, where)
+        return _check_in_workers(paths, where, processes)
     return _problems_or_error(map(_image_problems, paths), where)
 
 
-# Signals the workers leave to the stage: Ctrl-C reaches every process of the terminal's group, and the stage
-# ends its pool (Pool.terminate, which sends each worker SIGTERM) when it stops early.
+def _check_in_workers(paths: list[Path], where: str, processes: int) -> list[list[str]]:
+    """:func:`check_images` in `processes` worker processes, in order; the workers end with the call.
+
+    concurrent.futures, not multiprocessing.Pool: a Pool waits forever for the images of a worker that died
+    (killed, out of memory, a crashing decoder), and can deadlock stopping early when a worker died holding
+    its task queue's lock (SIGTERM to the whole process group, as `timeout` sends); the executor reports a
+    dead worker (BrokenProcessPool) and stops the others.
+    """
+    posix = os.name == "posix"
+    executor = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork" if posix else "spawn"),
+                                   initializer=_worker_signals if posix else None)
+    try:
+        with _stage_signals_blocked():  # forked workers start at the first submit, inside map
+            results = executor.map(_image_problems, paths, chunksize=16)
+        return _problems_or_error(results, where)
+    except BrokenProcessPool:
+        raise DnnprobeError(f"{where}: a process checking the images ended before it finished (killed, out of "
+                            "memory, or a decoder crashed); run the check stage again") from None
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+# Signals the workers leave to the stage: Ctrl-C reaches every process of the terminal's group, and SIGTERM
+# (the stage's own, or a group's: `timeout`, SLURM) ends a worker by its default action.
 _STAGE_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _worker_signals() -> None:
-    """Pool initializer: SIGTERM ends the worker (the default action), Ctrl-C is the stage's to handle.
+    """Worker initializer: SIGTERM ends the worker (the default action), Ctrl-C is the stage's to handle.
 
     A forked worker inherits the stage's Python SIGTERM handler (it raises SystemExit), and Python drops an
-    exception raised while the child is still starting (in an at-fork hook): such a worker outlived
-    Pool.terminate, blocked forever on the task queue's lock, and the stage hung on joining it. The worker
-    starts with these signals blocked (:func:`_worker_pool`), so one sent early waits for this default.
+    exception raised while the child is still starting (in an at-fork hook): such a worker outlived its
+    pool's end and the stage hung. The workers start with these signals blocked
+    (:func:`_stage_signals_blocked`), so one sent early waits for this default.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STAGE_SIGNALS)
 
 
-def _worker_pool(processes: int):
-    """A pool of `processes` forked workers (spawned where there is no fork) that Pool.terminate always ends."""
+@contextlib.contextmanager
+def _stage_signals_blocked():
+    """Block SIGINT and SIGTERM in this thread meanwhile (POSIX): processes forked and threads started inside
+    inherit the mask. A signal sent meanwhile is delivered when it ends."""
     if os.name != "posix":
-        return multiprocessing.get_context("spawn").Pool(processes)  # spawned: no handler is inherited
-    # Block the signals while forking (the mask is inherited; the pool's threads, made now, inherit it too
-    # and fork any replacement worker), so no worker runs the stage's handler before _worker_signals.
+        yield
+        return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STAGE_SIGNALS)
     try:
-        return multiprocessing.get_context("fork").Pool(processes, initializer=_worker_signals)
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
