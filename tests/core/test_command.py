@@ -29,6 +29,7 @@ def test_a_stage_run_in_process_gives_back_the_sigterm_handler_it_found(tmp_path
     """A stage's handler (SIGTERM -> SystemExit, so temporaries are removed) is the stage's only: left behind, it
     went on in the caller and in every process the caller forked afterwards (the check stage's workers)."""
     monkeypatch.chdir(tmp_path)  # no dvc.yaml: no output folders to clean
+
     def mine(signum, frame):
         pass
 

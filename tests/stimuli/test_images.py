@@ -259,8 +259,17 @@ def _ended(check, seconds: float = 60) -> tuple[str, str]:
     pytest.fail("a worker of the check outlived it")
 
 
-def _workers(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+def _started_workers(check) -> list[int]:
+    """The pids of the check's two workers, once both are forked (or whatever it has when it ends first)."""
+    import time
+
+    def workers() -> list[int]:
+        return [int(child) for child in Path(f"/proc/{check.pid}/task/{check.pid}/children").read_text().split()]
+
+    deadline = time.monotonic() + 60
+    while len(workers()) < 2 and check.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return workers()
 
 
 def _many_images(tmp_path, unreadable_first: bool) -> list[Path]:
@@ -292,14 +301,11 @@ def test_sigterm_to_the_process_group_as_the_workers_start_ends_every_process(tm
     lock (multiprocessing.Pool then deadlocked stopping), and the stage ends by its own handler."""
     import os
     import signal
-    import time
 
     paths = _many_images(tmp_path, unreadable_first=False)
     for _ in range(4):  # the race is at the start: a few tries
         check = _start_check(tmp_path, paths, "stage")
-        deadline = time.monotonic() + 60
-        while len(_workers(check.pid)) < 2 and check.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.001)
+        _started_workers(check)
         os.killpg(check.pid, signal.SIGTERM)
         _ended(check)
         assert check.returncode in (143, -signal.SIGTERM), check.returncode
@@ -314,11 +320,9 @@ def test_a_worker_killed_while_checking_is_one_line_not_a_hang(tmp_path):
     import time
 
     check = _start_check(tmp_path, _many_images(tmp_path, unreadable_first=False) * 3, "stage")
-    deadline = time.monotonic() + 60
-    while len(_workers(check.pid)) < 2 and check.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.001)
-    time.sleep(0.3)
-    os.kill(_workers(check.pid)[0], signal.SIGKILL)
+    _started_workers(check)
+    time.sleep(0.3)  # both busy checking
+    os.kill(_started_workers(check)[0], signal.SIGKILL)
     stdout, stderr = _ended(check)
     assert stdout == ("t.stim.csv: a process checking the images ended before it finished (killed, out of memory, "
                       "or a decoder crashed); run the check stage again\n"), stdout + stderr
